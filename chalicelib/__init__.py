@@ -1,0 +1,1 @@
+"""Order backend of the brokerage: domain, adapters, services and Lambda entrypoints."""

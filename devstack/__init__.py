@@ -1,0 +1,1 @@
+"""Local development stack: emulator, exchange simulator, Lambda runner, orchestration."""

@@ -1,0 +1,49 @@
+"""The AWS emulator: a moto server on loopback, or the endpoint AWS_ENDPOINT_URL names."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from devstack.processes import LOOPBACK, ManagedProcess, free_port, python_module
+
+# Credentials and region for an emulator: fixed, fake, and set explicitly so
+# that nothing on a developer's machine (a real ~/.aws profile) is ever used.
+EMULATOR_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+def emulator_env(endpoint_url: str) -> dict[str, str]:
+    """Environment variables that point boto3 and PynamoDB at the emulator."""
+    return {**EMULATOR_ENV, "AWS_ENDPOINT_URL": endpoint_url}
+
+
+def start_moto(port: int | None = None) -> ManagedProcess:
+    port = port or free_port()
+    return ManagedProcess(
+        "moto",
+        python_module("moto.server", "-H", LOOPBACK, "-p", str(port)),
+        ready_url=f"http://{LOOPBACK}:{port}/moto-api/",
+        stdout=open(os.devnull, "wb"),  # noqa: SIM115 - lives as long as the server
+    ).start()
+
+
+@contextmanager
+def running_emulator() -> Iterator[str]:
+    """Yield an endpoint URL: the user's AWS_ENDPOINT_URL if set, else a fresh moto server."""
+    external = os.environ.get("AWS_ENDPOINT_URL")
+    if external:
+        yield external
+        return
+    port = free_port()
+    server = start_moto(port)
+    try:
+        yield f"http://{LOOPBACK}:{port}"
+    finally:
+        server.stop()
