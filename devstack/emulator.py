@@ -30,7 +30,7 @@ def start_moto(port: int | None = None) -> ManagedProcess:
         "moto",
         python_module("moto.server", "-H", LOOPBACK, "-p", str(port)),
         ready_url=f"http://{LOOPBACK}:{port}/moto-api/",
-        stdout=open(os.devnull, "wb"),  # noqa: SIM115 - lives as long as the server
+        stdout=open(os.devnull, "wb"),
     ).start()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -97,10 +98,8 @@ class ManagedProcess:
 
     def signal(self, signum: int) -> None:
         if self.alive():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signum)
-            except ProcessLookupError:
-                pass
 
     def kill(self) -> None:
         """SIGKILL the whole group at once, as a crashing host would."""
@@ -119,10 +118,8 @@ class ManagedProcess:
                 self.signal(signal.SIGKILL)
                 self.process.wait()
         # Children that outlived the leader still belong to the group.
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def __enter__(self) -> ManagedProcess:
         return self.start()

@@ -1,0 +1,39 @@
+"""Chalice wiring: routes and event handlers, each delegating to chalicelib."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice.app import Chalice, CloudWatchEvent, Rate, Response, SQSEvent
+
+from chalicelib.config import get_settings
+from chalicelib.entrypoints import http, placement
+
+settings = get_settings()
+app = Chalice(app_name="brokerage-orders")
+
+
+@app.route("/orders", methods=["POST"])
+def post_order() -> Response:
+    request = app.current_request
+    assert request is not None  # Chalice sets it for every route invocation
+    return http.post_order(request.raw_body)
+
+
+@app.route("/orders/{order_id}", methods=["GET"])
+def get_order(order_id: str) -> Response:
+    return http.get_order(order_id)
+
+
+@app.on_sqs_message(
+    queue=settings.orders_queue_name,
+    batch_size=settings.placement_batch_size,
+    maximum_batching_window_in_seconds=settings.placement_batch_window_s,
+)
+def place_orders(event: SQSEvent) -> dict[str, Any]:
+    return placement.handle_batch(event.to_dict(), event.context)
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES))
+def sweep_pending_orders(event: CloudWatchEvent) -> None:
+    placement.sweep(event.to_dict(), event.context)

@@ -1,0 +1,1 @@
+"""Adapters to storage, queues and the exchange, behind small interfaces."""

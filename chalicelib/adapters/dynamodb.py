@@ -1,0 +1,196 @@
+"""Orders in DynamoDB through PynamoDB; records are mapped to domain orders here and nowhere else."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute, VersionAttribute
+from pynamodb.exceptions import PynamoDBException
+from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+
+from chalicelib.adapters.repository import ConcurrentModification, OrderAlreadyExists, StorageUnavailable
+from chalicelib.domain.model import Order, OrderStatus, OrderTerms, OrderType, Side
+
+# Pending orders are spread over this many index partitions so that the sparse
+# index never concentrates every new order's write on one partition key
+# (DynamoDB allows ~1,000 writes/s per key). The sweep queries each shard.
+PENDING_INDEX_SHARDS = 8
+PENDING_INDEX_NAME = "pending-sweep"
+
+
+class PendingSweepIndex(GlobalSecondaryIndex["OrderRecord"]):  # type: ignore[no-untyped-call]
+    """Sparse: only pending orders carry its keys, so it holds just what the sweep looks at."""
+
+    class Meta:
+        index_name = PENDING_INDEX_NAME
+        projection = KeysOnlyProjection()
+
+    pending_shard = NumberAttribute(hash_key=True)
+    sweep_after = UTCDateTimeAttribute(range_key=True)
+
+
+class OrderRecord(Model):
+    class Meta:
+        table_name = "orders"  # replaced per table by record_class_for()
+
+    id = UnicodeAttribute(hash_key=True)
+    type = UnicodeAttribute()
+    side = UnicodeAttribute()
+    instrument = UnicodeAttribute()
+    quantity = NumberAttribute()
+    # A string, not a number attribute: PynamoDB reads numbers back as floats,
+    # and a price must come back exactly as the client sent it.
+    limit_price = UnicodeAttribute(null=True)
+    client_order_id = UnicodeAttribute(null=True)
+    status = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    attempts = NumberAttribute(default=0)
+    placed_at = UTCDateTimeAttribute(null=True)
+    exchange_order_id = UnicodeAttribute(null=True)
+    failure_reason = UnicodeAttribute(null=True)
+    last_error = UnicodeAttribute(null=True)
+    pending_shard = NumberAttribute(null=True)
+    sweep_after = UTCDateTimeAttribute(null=True)
+    version = VersionAttribute()
+
+    pending_sweep = PendingSweepIndex()
+
+
+def record_class_for(
+    table_name: str,
+    host: str | None = None,
+    connect_timeout_s: float = 1.0,
+    read_timeout_s: float = 3.0,
+    max_retry_attempts: int = 1,
+) -> type[OrderRecord]:
+    """An OrderRecord bound to one table: PynamoDB keeps table settings on the class."""
+    meta = type(
+        "Meta",
+        (),
+        {
+            "table_name": table_name,
+            "host": host,
+            "connect_timeout_seconds": connect_timeout_s,
+            "read_timeout_seconds": read_timeout_s,
+            "max_retry_attempts": max_retry_attempts,
+        },
+    )
+    index_meta = type("Meta", (), {"index_name": PENDING_INDEX_NAME, "projection": KeysOnlyProjection()})
+    index_class = type("BoundPendingSweepIndex", (PendingSweepIndex,), {"Meta": index_meta})
+    return type("BoundOrderRecord", (OrderRecord,), {"Meta": meta, "pending_sweep": index_class()})
+
+
+def _pending_shard(order_id: str) -> int:
+    return zlib.crc32(order_id.encode()) % PENDING_INDEX_SHARDS
+
+
+def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datetime | None) -> OrderRecord:
+    terms = order.terms
+    record = record_class(
+        order.id,
+        type=terms.type.value,
+        side=terms.side.value,
+        instrument=terms.instrument,
+        quantity=terms.quantity,
+        limit_price=None if terms.limit_price is None else str(terms.limit_price),
+        client_order_id=terms.client_order_id,
+        status=order.status.value,
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+        attempts=order.attempts,
+        placed_at=order.placed_at,
+        exchange_order_id=order.exchange_order_id,
+        failure_reason=order.failure_reason,
+        last_error=order.last_error,
+    )
+    if order.is_pending and sweep_after is not None:
+        record.pending_shard = _pending_shard(order.id)
+        record.sweep_after = sweep_after
+    # PynamoDB's VersionAttribute turns save() into "write only if the stored
+    # version is still this one", then increments it. None means never stored.
+    if order.version:
+        record.version = order.version
+    return record
+
+
+def _to_order(record: OrderRecord) -> Order:
+    return Order(
+        id=record.id,
+        terms=OrderTerms(
+            type=OrderType(record.type),
+            side=Side(record.side),
+            instrument=record.instrument,
+            quantity=int(record.quantity),
+            limit_price=None if record.limit_price is None else Decimal(record.limit_price),
+            client_order_id=record.client_order_id,
+        ),
+        status=OrderStatus(record.status),
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        attempts=int(record.attempts or 0),
+        placed_at=record.placed_at,
+        exchange_order_id=record.exchange_order_id,
+        failure_reason=record.failure_reason,
+        last_error=record.last_error,
+        version=int(record.version or 0),
+    )
+
+
+def _is_condition_failure(exc: PynamoDBException) -> bool:
+    return exc.cause_response_code == "ConditionalCheckFailedException"
+
+
+class DynamoDBOrderRepository:
+    """OrderRepository on one DynamoDB table; see infra/resources.yaml for its keys and index."""
+
+    def __init__(self, record_class: type[OrderRecord]) -> None:
+        self._records = record_class
+
+    def add(self, order: Order, sweep_after: datetime) -> Order:
+        record = _to_record(self._records, order, sweep_after)
+        try:
+            record.save(condition=self._records.id.does_not_exist())
+        except PynamoDBException as exc:
+            if _is_condition_failure(exc):
+                raise OrderAlreadyExists(order.id) from exc
+            raise StorageUnavailable(f"could not store order {order.id}") from exc
+        return _to_order(record)
+
+    def get(self, order_id: str) -> Order | None:
+        try:
+            record = self._records.get(order_id, consistent_read=True)
+        except self._records.DoesNotExist:
+            return None
+        except PynamoDBException as exc:
+            raise StorageUnavailable(f"could not read order {order_id}") from exc
+        return _to_order(record)
+
+    def update(self, order: Order, sweep_after: datetime | None) -> Order:
+        if order.version == 0:
+            raise ValueError("update() needs an order read from storage; use add() for new orders")
+        record = _to_record(self._records, order, sweep_after)
+        try:
+            record.save()
+        except PynamoDBException as exc:
+            if _is_condition_failure(exc):
+                raise ConcurrentModification(order.id) from exc
+            raise StorageUnavailable(f"could not update order {order.id}") from exc
+        return _to_order(record)
+
+    def pending_due_for_sweep(self, now: datetime, limit: int) -> list[str]:
+        index: Any = self._records.pending_sweep
+        due: list[str] = []
+        try:
+            for shard in range(PENDING_INDEX_SHARDS):
+                for key in index.query(shard, self._records.sweep_after < now, limit=limit - len(due)):
+                    due.append(key.id)
+                if len(due) >= limit:
+                    break
+        except PynamoDBException as exc:
+            raise StorageUnavailable("could not query pending orders") from exc
+        return due

@@ -1,0 +1,80 @@
+"""The stock exchange's order entry, over HTTP."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import urllib3
+
+from chalicelib.domain.model import Order
+
+
+class ExchangeUnavailable(Exception):
+    """The attempt did not reach a decision at the exchange; trying again may succeed."""
+
+
+class ExchangeRejected(Exception):
+    """The exchange refused the order for good; trying again cannot help."""
+
+
+@dataclass(frozen=True)
+class ExchangeAck:
+    exchange_order_id: str | None
+    # True when the exchange already had our client order id: a previous
+    # attempt (ours, or a racing worker's) got through, so this one is done.
+    duplicate: bool = False
+
+
+class Exchange(Protocol):
+    def place(self, order: Order) -> ExchangeAck: ...
+
+
+class HttpExchange:
+    """Order entry over the simulator's JSON protocol; our order id is the client order id (ClOrdID)."""
+
+    def __init__(self, base_url: str, timeout_s: float, pool: urllib3.PoolManager | None = None) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._timeout = urllib3.Timeout(connect=min(timeout_s, 2.0), read=timeout_s)
+        # Retries belong to the queue (backoff, attempts, DLQ), not to the HTTP client.
+        self._pool = pool or urllib3.PoolManager(maxsize=16, retries=False)
+
+    def place(self, order: Order) -> ExchangeAck:
+        terms = order.terms
+        body = {
+            "client_order_id": order.id,
+            "instrument": terms.instrument,
+            "side": terms.side.value,
+            "type": terms.type.value,
+            "quantity": terms.quantity,
+            # Prices have at most two decimals, which a JSON number carries exactly enough.
+            "limit_price": None if terms.limit_price is None else float(terms.limit_price),
+        }
+        try:
+            response = self._pool.request(
+                "POST",
+                f"{self._base_url}/orders",
+                body=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+                timeout=self._timeout,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise ExchangeUnavailable(f"exchange unreachable: {type(exc).__name__}") from exc
+        payload = _json_or_empty(response.data)
+        if response.status in (200, 201):
+            return ExchangeAck(exchange_order_id=payload.get("exchange_order_id"))
+        if response.status == 409:
+            return ExchangeAck(exchange_order_id=payload.get("exchange_order_id"), duplicate=True)
+        reason = str(payload.get("error") or f"HTTP {response.status}")
+        if 400 <= response.status < 500:
+            raise ExchangeRejected(reason)
+        raise ExchangeUnavailable(reason)
+
+
+def _json_or_empty(data: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}

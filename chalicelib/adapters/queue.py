@@ -1,0 +1,75 @@
+"""The placement queue: SQS messages that each ask for one order to be placed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+
+class QueueUnavailable(Exception):
+    """The queue could not be reached or refused the request."""
+
+
+class PlacementQueue(Protocol):
+    def request_placement(self, order_id: str) -> None:
+        """Ask, at least once, for the order to be placed."""
+
+    def retry_after(self, receipt_handle: str, delay_s: int) -> None:
+        """Let a received message come back after delay_s instead of the default visibility timeout."""
+
+
+def placement_message(order_id: str) -> str:
+    return json.dumps({"order_id": order_id})
+
+
+def order_id_of(message_body: str) -> str:
+    """The order id a placement message carries; ValueError if it carries none."""
+    try:
+        payload = json.loads(message_body)
+    except json.JSONDecodeError as exc:
+        raise ValueError("placement message is not JSON") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("order_id"), str):
+        raise ValueError("placement message has no order_id")
+    return str(payload["order_id"])
+
+
+class SqsPlacementQueue:
+    def __init__(self, queue_name: str, sqs_client: Any = None, client_config: Config | None = None) -> None:
+        self._queue_name = queue_name
+        self._client = sqs_client
+        self._client_config = client_config
+        self._queue_url: str | None = None
+
+    @property
+    def client(self) -> Any:
+        # Created on first use so that importing the handler module does no I/O.
+        if self._client is None:
+            self._client = boto3.client("sqs", config=self._client_config)
+        return self._client
+
+    @property
+    def queue_url(self) -> str:
+        if self._queue_url is None:
+            try:
+                self._queue_url = str(self.client.get_queue_url(QueueName=self._queue_name)["QueueUrl"])
+            except (BotoCoreError, ClientError) as exc:
+                raise QueueUnavailable(f"could not find queue {self._queue_name}") from exc
+        return self._queue_url
+
+    def request_placement(self, order_id: str) -> None:
+        try:
+            self.client.send_message(QueueUrl=self.queue_url, MessageBody=placement_message(order_id))
+        except (BotoCoreError, ClientError) as exc:
+            raise QueueUnavailable(f"could not enqueue order {order_id}") from exc
+
+    def retry_after(self, receipt_handle: str, delay_s: int) -> None:
+        try:
+            self.client.change_message_visibility(
+                QueueUrl=self.queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=delay_s
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise QueueUnavailable("could not change message visibility") from exc

@@ -1,0 +1,60 @@
+"""Builds the adapters from settings, once per process and only when first used (no I/O at import)."""
+
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+
+from botocore.config import Config
+
+from chalicelib.adapters.dynamodb import DynamoDBOrderRepository, record_class_for
+from chalicelib.adapters.exchange import HttpExchange
+from chalicelib.adapters.queue import SqsPlacementQueue
+from chalicelib.config import Settings, get_settings
+from chalicelib.domain.retry import RetryPolicy
+
+
+def _aws_client_config(settings: Settings) -> Config:
+    return Config(
+        connect_timeout=settings.aws_connect_timeout_s,
+        read_timeout=settings.aws_read_timeout_s,
+        retries={"mode": "standard", "max_attempts": settings.aws_max_attempts},
+    )
+
+
+@functools.cache
+def order_repository() -> DynamoDBOrderRepository:
+    settings = get_settings()
+    records = record_class_for(
+        settings.orders_table_name,
+        connect_timeout_s=settings.aws_connect_timeout_s,
+        read_timeout_s=settings.aws_read_timeout_s,
+        max_retry_attempts=settings.aws_max_attempts - 1,
+    )
+    return DynamoDBOrderRepository(records)
+
+
+@functools.cache
+def placement_queue() -> SqsPlacementQueue:
+    settings = get_settings()
+    return SqsPlacementQueue(settings.orders_queue_name, client_config=_aws_client_config(settings))
+
+
+@functools.cache
+def exchange() -> HttpExchange:
+    settings = get_settings()
+    return HttpExchange(str(settings.exchange_url), timeout_s=settings.exchange_timeout_s)
+
+
+@functools.cache
+def retry_policy() -> RetryPolicy:
+    settings = get_settings()
+    return RetryPolicy(
+        max_attempts=settings.placement_max_attempts,
+        backoff_base_s=settings.placement_backoff_base_s,
+        backoff_max_s=settings.placement_backoff_max_s,
+    )
+
+
+def stuck_after() -> timedelta:
+    return timedelta(seconds=get_settings().pending_sweep_after_s)

@@ -1,0 +1,1 @@
+"""The pure domain: orders, their states and the rules between them."""

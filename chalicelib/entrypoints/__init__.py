@@ -1,0 +1,1 @@
+"""Thin entrypoints: parse HTTP requests and Lambda events, call the service layer."""

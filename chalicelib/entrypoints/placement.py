@@ -1,0 +1,95 @@
+"""SQS-triggered placement: one attempt per message, batch items failing independently."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import (
+    AsyncBatchProcessor,
+    EventType,
+    async_process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from chalicelib import bootstrap
+from chalicelib.adapters.queue import order_id_of
+from chalicelib.config import get_settings
+from chalicelib.service import orders
+from chalicelib.service.orders import PlacementOutcome
+
+logger = Logger(service="orders")
+
+
+class PlacementDeferred(Exception):
+    """Reported as a batch item failure: the message comes back after its backoff."""
+
+
+class PlacementExhausted(Exception):
+    """Reported as a batch item failure after the order was marked failed: the redrive policy moves it to the DLQ."""
+
+
+class MalformedPlacementMessage(Exception):
+    """Not ours to fix here: left to the redrive policy, so it ends in the DLQ for a human."""
+
+
+@functools.cache
+def _executor() -> ThreadPoolExecutor:
+    # The exchange answers in ~0.5 s; a batch's orders wait for it together,
+    # not one after another. One thread per record a batch can hold.
+    return ThreadPoolExecutor(max_workers=get_settings().placement_batch_size, thread_name_prefix="place")
+
+
+def place_record(record: SQSRecord) -> str:
+    try:
+        order_id = order_id_of(record.body)
+    except ValueError as exc:
+        logger.error("malformed placement message", message_id=record.message_id, error=str(exc))
+        raise MalformedPlacementMessage(str(exc)) from exc
+    result = orders.place_order(
+        order_id,
+        receive_count=int(record.attributes.approximate_receive_count),
+        repository=bootstrap.order_repository(),
+        exchange=bootstrap.exchange(),
+        policy=bootstrap.retry_policy(),
+        stuck_after=bootstrap.stuck_after(),
+    )
+    logger.info("placement attempt", order_id=order_id, outcome=result.outcome.value, retry_in_s=result.retry_in_s)
+    queue = bootstrap.placement_queue()
+    if result.outcome is PlacementOutcome.RETRY:
+        queue.retry_after(record.receipt_handle, result.retry_in_s)
+        raise PlacementDeferred(f"order {order_id}: retry in {result.retry_in_s}s")
+    if result.outcome is PlacementOutcome.FAILED:
+        # Visible again at once, so that the next receive hands it to the DLQ.
+        queue.retry_after(record.receipt_handle, 0)
+        raise PlacementExhausted(f"order {order_id}: attempts exhausted")
+    return result.outcome.value
+
+
+async def _place_record_async(record: SQSRecord) -> str:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_executor(), place_record, record)
+
+
+def handle_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda SQS event in, partial batch response out (needs ReportBatchItemFailures on the mapping)."""
+    processor = AsyncBatchProcessor(event_type=EventType.SQS)
+    return dict(
+        async_process_partial_response(
+            event=event, record_handler=_place_record_async, processor=processor, context=context
+        )
+    )
+
+
+def sweep(event: dict[str, Any], context: Any) -> int:
+    """Scheduled: re-enqueue orders left pending past their sweep time."""
+    settings = get_settings()
+    return orders.sweep_pending(
+        repository=bootstrap.order_repository(),
+        queue=bootstrap.placement_queue(),
+        stuck_after=bootstrap.stuck_after(),
+        limit=settings.pending_sweep_batch,
+    )

@@ -1,0 +1,207 @@
+"""Use cases of orders: create, read, place, and re-enqueue the stuck ones."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from chalicelib.adapters.exchange import Exchange, ExchangeRejected, ExchangeUnavailable
+from chalicelib.adapters.queue import PlacementQueue, QueueUnavailable
+from chalicelib.adapters.repository import (
+    ConcurrentModification,
+    OrderAlreadyExists,
+    OrderRepository,
+)
+from chalicelib.domain.model import IdempotencyConflict, Order, OrderNotFound, OrderTerms
+from chalicelib.domain.retry import RetryPolicy
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class CreatedOrder:
+    order: Order
+    created: bool  # False: an earlier request with the same client order id created it
+
+
+def create_order(
+    terms: OrderTerms,
+    repository: OrderRepository,
+    queue: PlacementQueue,
+    sweep_after: timedelta,
+    clock: Clock = utc_now,
+) -> CreatedOrder:
+    """Store the order, then ask for its placement.
+
+    The conditional write is the commit point. Timeline of the guarantee:
+      t0  write succeeds  -> the order exists, pending, with sweep_after = t0 + sweep_after
+      t1  SQS send        -> normally the placement message is on its way
+          (send fails, or this process dies before t1: nothing is lost, the
+           sweep finds the order in the pending index after sweep_after and
+           sends the message itself)
+    So once the write succeeded the caller may answer 201 whatever happens at t1.
+    StorageUnavailable propagates: then nothing was stored.
+    """
+    now = clock()
+    order = Order.create(terms, now)
+    try:
+        stored = repository.add(order, sweep_after=now + sweep_after)
+    except OrderAlreadyExists:
+        existing = repository.get(order.id)
+        if existing is None:  # only if the order vanished between the two calls
+            raise
+        if not existing.has_same_terms(terms):
+            raise IdempotencyConflict(
+                f"client_order_id {terms.client_order_id!r} was already used for an order with different terms"
+            ) from None
+        return CreatedOrder(existing, created=False)
+    try:
+        queue.request_placement(stored.id)
+    except QueueUnavailable:
+        logger.warning("placement message not sent; the pending sweep will send it", extra={"order_id": stored.id})
+    return CreatedOrder(stored, created=True)
+
+
+def get_order(order_id: str, repository: OrderRepository) -> Order:
+    order = repository.get(order_id)
+    if order is None:
+        raise OrderNotFound(order_id)
+    return order
+
+
+class PlacementOutcome(StrEnum):
+    PLACED = "placed"
+    ALREADY_SETTLED = "already_settled"  # duplicate delivery: placed or failed before
+    UNKNOWN_ORDER = "unknown_order"
+    RETRY = "retry"
+    REJECTED = "rejected"  # refused by the exchange for good: failed, nothing to retry
+    FAILED = "failed"  # attempts exhausted: failed, and the message goes to the DLQ
+
+
+@dataclass(frozen=True)
+class PlacementResult:
+    outcome: PlacementOutcome
+    order: Order | None = None
+    retry_in_s: int = 0
+
+
+def place_order(
+    order_id: str,
+    receive_count: int,
+    repository: OrderRepository,
+    exchange: Exchange,
+    policy: RetryPolicy,
+    stuck_after: timedelta,
+    clock: Clock = utc_now,
+    rng: random.Random | None = None,
+) -> PlacementResult:
+    """One placement attempt, safe to run any number of times for the same order.
+
+    Idempotent because (1) a settled order is never sent again, and (2) the
+    exchange knows our order id as the client order id and refuses a second
+    order with it, which we take as "placed": that covers a redelivery after a
+    crash between the exchange's answer and our write, and two workers racing.
+    """
+    order = repository.get(order_id)
+    if order is None:
+        # Cannot happen in a healthy system: the order is written before its message.
+        logger.error("placement message for an unknown order", extra={"order_id": order_id})
+        return PlacementResult(PlacementOutcome.UNKNOWN_ORDER)
+    if not order.is_pending:
+        return PlacementResult(PlacementOutcome.ALREADY_SETTLED, order)
+
+    # The receive count restarts at 1 on a message the sweep re-sent; the
+    # attempts stored on the order do not, so the larger of both counts.
+    attempt = max(receive_count, order.attempts + 1)
+    try:
+        ack = exchange.place(order)
+    except ExchangeRejected as exc:
+        rejection = f"rejected by the exchange: {exc}"
+        failed = _settle(repository, order_id, lambda o: o.failed(rejection, clock()))
+        return PlacementResult(PlacementOutcome.REJECTED, failed)
+    except ExchangeUnavailable as exc:
+        if policy.is_last(attempt):
+            reason = f"exchange unavailable after {attempt} attempts: {exc}"
+            failed = _settle(repository, order_id, lambda o: o.failed(reason, clock()))
+            return PlacementResult(PlacementOutcome.FAILED, failed)
+        delay = policy.delay_after(attempt, rng)
+        retrying = _record_failed_attempt(repository, order_id, str(exc), delay, stuck_after, clock)
+        return PlacementResult(PlacementOutcome.RETRY, retrying, retry_in_s=delay)
+    placed = _settle(repository, order_id, lambda o: o.placed(ack.exchange_order_id, clock()))
+    return PlacementResult(PlacementOutcome.PLACED, placed)
+
+
+_WRITE_RACES = 5  # a handful of concurrent writers at most: a redelivery and the sweep
+
+
+def _settle(repository: OrderRepository, order_id: str, change: Callable[[Order], Order]) -> Order | None:
+    """Apply change to the pending order, re-reading on a concurrent write; None if settled elsewhere."""
+    for _ in range(_WRITE_RACES):
+        current = repository.get(order_id)
+        if current is None or not current.is_pending:
+            return current
+        try:
+            return repository.update(change(current), sweep_after=None)
+        except ConcurrentModification:
+            continue
+    raise ConcurrentModification(order_id)
+
+
+def _record_failed_attempt(
+    repository: OrderRepository,
+    order_id: str,
+    error: str,
+    delay_s: int,
+    stuck_after: timedelta,
+    clock: Clock,
+) -> Order | None:
+    for _ in range(_WRITE_RACES):
+        current = repository.get(order_id)
+        if current is None or not current.is_pending:
+            return current
+        now = clock()
+        # The message comes back after delay_s; only well after that is the
+        # order stuck, so the sweep does not send a second message meanwhile.
+        sweep_after = now + timedelta(seconds=delay_s) + stuck_after
+        try:
+            return repository.update(current.attempt_failed(error, now), sweep_after=sweep_after)
+        except ConcurrentModification:
+            continue
+    raise ConcurrentModification(order_id)
+
+
+def sweep_pending(
+    repository: OrderRepository,
+    queue: PlacementQueue,
+    stuck_after: timedelta,
+    limit: int,
+    clock: Clock = utc_now,
+) -> int:
+    """Re-send the placement message of every order pending past its sweep time; returns how many."""
+    now = clock()
+    resent = 0
+    for order_id in repository.pending_due_for_sweep(now, limit):
+        order = repository.get(order_id)
+        if order is None or not order.is_pending:
+            continue  # the index is eventually consistent; the table is not
+        try:
+            # Push the sweep time first: if another sweep or a worker wrote
+            # meanwhile, it is being handled and we leave it alone.
+            repository.update(order, sweep_after=now + stuck_after)
+        except ConcurrentModification:
+            continue
+        queue.request_placement(order_id)
+        resent += 1
+    if resent:
+        logger.warning("re-enqueued stuck pending orders", extra={"count": resent})
+    return resent

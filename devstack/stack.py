@@ -1,0 +1,142 @@
+"""The whole local system: emulator, resources, exchange simulator, Lambda runner and `chalice local`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from devstack.emulator import emulator_env, running_emulator
+from devstack.processes import LOOPBACK, ManagedProcess, python_module
+from devstack.provision import provision
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STACK_NAME = "brokerage-local"
+
+
+def chalice_executable() -> str:
+    return str(Path(sys.executable).parent / "chalice")
+
+
+def start_exchange(port: int, env: Mapping[str, str], stdout: IO[bytes] | None = None) -> ManagedProcess:
+    return ManagedProcess(
+        "exchange",
+        python_module("devstack.exchange_sim", "--host", LOOPBACK, "--port", str(port)),
+        env=env,
+        cwd=str(REPO_ROOT),
+        ready_url=f"http://{LOOPBACK}:{port}/health",
+        stdout=stdout,
+    ).start()
+
+
+def start_runner(env: Mapping[str, str], schedule_interval_s: float, stdout: IO[bytes] | None = None) -> ManagedProcess:
+    return ManagedProcess(
+        "runner",
+        python_module("devstack.runner", "--app", "app:app", "--schedule-interval", str(schedule_interval_s)),
+        env=env,
+        cwd=str(REPO_ROOT),
+        stdout=stdout,
+    ).start()
+
+
+def start_api(port: int, env: Mapping[str, str], stdout: IO[bytes] | None = None) -> ManagedProcess:
+    return ManagedProcess(
+        "api",
+        [chalice_executable(), "local", "--host", LOOPBACK, "--port", str(port), "--stage", "local", "--no-autoreload"],
+        env=env,
+        cwd=str(REPO_ROOT),
+        # Any answer means it serves: an unknown order is a 404.
+        ready_url=f"http://{LOOPBACK}:{port}/orders/ready-check",
+        stdout=stdout,
+    ).start()
+
+
+@dataclass
+class LocalStack:
+    """Handles of a running local system, for `make run` and the end-to-end tests."""
+
+    endpoint_url: str
+    api_url: str
+    exchange_url: str
+    env: dict[str, str]
+    resources: dict[str, str]
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def local_stack(
+    api_port: int,
+    exchange_port: int,
+    schedule_interval_s: float,
+    overrides: Mapping[str, str] | None = None,
+    log: IO[bytes] | None = None,
+) -> Iterator[LocalStack]:
+    """Start everything, yield its handles, stop everything (reverse order) however the block ends."""
+    with running_emulator() as endpoint, contextlib.ExitStack() as stop:
+        exchange_url = f"http://{LOOPBACK}:{exchange_port}"
+        env = {**os.environ, **emulator_env(endpoint), "EXCHANGE_URL": exchange_url, **(overrides or {})}
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        prefix = env.get("RESOURCE_PREFIX", DEFAULT_STACK_NAME)
+        resources = provision(
+            endpoint,
+            stack_name=prefix,
+            parameters={
+                "ResourcePrefix": prefix,
+                # The redrive policy and the handler must agree on the attempts.
+                "PlacementMaxAttempts": env.get("PLACEMENT_MAX_ATTEMPTS", "3"),
+            },
+        )
+        env["ORDERS_TABLE_NAME"] = resources["OrdersTableName"]
+        env["ORDERS_QUEUE_NAME"] = resources["OrdersQueueName"]
+        env["EXECUTIONS_STREAM_NAME"] = resources["ExecutionsStreamName"]
+        stack = LocalStack(endpoint, f"http://{LOOPBACK}:{api_port}", exchange_url, env, resources)
+        starters: list[Callable[[], ManagedProcess]] = [
+            lambda: start_exchange(exchange_port, env, log),
+            lambda: start_runner(env, schedule_interval_s, log),
+            lambda: start_api(api_port, env, log),
+        ]
+        for start in starters:
+            process = start()
+            stop.callback(process.stop)
+            stack.processes.append(process)
+        yield stack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--exchange-port", type=int, default=int(os.environ.get("EXCHANGE_PORT", "8001")))
+    parser.add_argument(
+        "--sweep-interval",
+        type=float,
+        default=float(os.environ.get("LOCAL_SWEEP_INTERVAL_S", "10")),
+        help="seconds between runs of the scheduled pending-order sweep (AWS: every minute)",
+    )
+    args = parser.parse_args(argv)
+
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+
+    with local_stack(args.port, args.exchange_port, args.sweep_interval) as stack:
+        print(f"AWS emulator:       {stack.endpoint_url}", flush=True)
+        print(f"exchange simulator: {stack.exchange_url}", flush=True)
+        print(f"API ready:          {stack.api_url}  (Ctrl-C stops everything)", flush=True)
+        while not stopping.wait(0.5):
+            dead = [p.name for p in stack.processes if not p.alive()]
+            if dead:
+                print(f"stopping: {', '.join(dead)} exited", file=sys.stderr, flush=True)
+                return 1
+    print("stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

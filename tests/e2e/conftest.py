@@ -1,0 +1,90 @@
+"""End-to-end fixtures: the whole local system as real processes, driven over HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from devstack.processes import free_port
+from devstack.stack import LocalStack, local_stack
+
+# Small numbers so that retries, the DLQ and the sweep happen within seconds.
+E2E_SETTINGS = {
+    "RESOURCE_PREFIX": "e2e",
+    "EXCHANGE_LATENCY_S": "0.05",
+    "EXCHANGE_FAILURE_RATE": "0",
+    "PLACEMENT_MAX_ATTEMPTS": "3",
+    "PLACEMENT_BACKOFF_BASE_S": "1",
+    "PENDING_SWEEP_AFTER_S": "4",
+}
+
+
+@pytest.fixture(scope="session")
+def stack(aws_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    log_path = Path(tmp_path_factory.mktemp("e2e")) / "stack.log"
+    with (
+        log_path.open("wb") as log,
+        local_stack(
+            api_port=free_port(),
+            exchange_port=free_port(),
+            schedule_interval_s=1,
+            overrides=E2E_SETTINGS,
+            log=log,
+        ) as running,
+    ):
+        yield running
+
+
+@pytest.fixture
+def exchange(stack: LocalStack) -> Iterator[Exchange]:
+    sim = Exchange(stack.exchange_url)
+    yield sim
+    sim.configure(failure_rate=0.0, latency_s=0.05)
+
+
+class Exchange:
+    """The simulator's own record and knobs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def configure(self, **knobs: float) -> None:
+        requests.post(f"{self.url}/admin/config", json=knobs, timeout=5).raise_for_status()
+
+    def record(self, client_order_id: str) -> dict[str, Any] | None:
+        response = requests.get(f"{self.url}/orders/{client_order_id}", timeout=5)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return dict(response.json())
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.2) -> Any:
+    """Poll until condition returns something truthy; fail with the last value after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    value = None
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s; last value: {value!r}")
+
+
+def order_in_status(api_url: str, order_id: str, *statuses: str) -> Callable[[], dict[str, Any] | None]:
+    def check() -> dict[str, Any] | None:
+        body = requests.get(f"{api_url}/orders/{order_id}", timeout=5).json()
+        return body if body.get("status") in statuses else None
+
+    return check
+
+
+@pytest.fixture
+def sqs(stack: LocalStack) -> Any:
+    return boto3.client("sqs", endpoint_url=stack.endpoint_url)

@@ -1,0 +1,92 @@
+"""In-memory fakes of the adapters, for unit tests of the service layer."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+from chalicelib.adapters.exchange import ExchangeAck, ExchangeRejected, ExchangeUnavailable
+from chalicelib.adapters.queue import QueueUnavailable
+from chalicelib.adapters.repository import ConcurrentModification, OrderAlreadyExists, StorageUnavailable
+from chalicelib.domain.model import Order
+
+
+class FakeRepository:
+    def __init__(self) -> None:
+        self.orders: dict[str, Order] = {}
+        self.sweep_after: dict[str, datetime] = {}
+        self.down = False
+        self.writes = 0
+
+    def _check(self) -> None:
+        if self.down:
+            raise StorageUnavailable("down")
+
+    def add(self, order: Order, sweep_after: datetime) -> Order:
+        self._check()
+        if order.id in self.orders:
+            raise OrderAlreadyExists(order.id)
+        stored = dataclasses.replace(order, version=1)
+        self.orders[order.id] = stored
+        self.sweep_after[order.id] = sweep_after
+        self.writes += 1
+        return stored
+
+    def get(self, order_id: str) -> Order | None:
+        self._check()
+        return self.orders.get(order_id)
+
+    def update(self, order: Order, sweep_after: datetime | None) -> Order:
+        self._check()
+        current = self.orders[order.id]
+        if current.version != order.version:
+            raise ConcurrentModification(order.id)
+        stored = dataclasses.replace(order, version=order.version + 1)
+        self.orders[order.id] = stored
+        if stored.is_pending and sweep_after is not None:
+            self.sweep_after[order.id] = sweep_after
+        else:
+            self.sweep_after.pop(order.id, None)
+        self.writes += 1
+        return stored
+
+    def pending_due_for_sweep(self, now: datetime, limit: int) -> list[str]:
+        self._check()
+        due = sorted((at, order_id) for order_id, at in self.sweep_after.items() if at < now)
+        return [order_id for _, order_id in due[:limit]]
+
+
+class FakeQueue:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.visibility: dict[str, int] = {}
+        self.down = False
+
+    def request_placement(self, order_id: str) -> None:
+        if self.down:
+            raise QueueUnavailable("down")
+        self.sent.append(order_id)
+
+    def retry_after(self, receipt_handle: str, delay_s: int) -> None:
+        self.visibility[receipt_handle] = delay_s
+
+
+class FakeExchange:
+    """Scripted answers, then accepts; remembers client order ids like the real venue."""
+
+    def __init__(self, script: list[str] | None = None) -> None:
+        self.script = list(script or [])
+        self.accepted: dict[str, str] = {}
+        self.calls: list[str] = []
+
+    def place(self, order: Order) -> ExchangeAck:
+        self.calls.append(order.id)
+        step = self.script.pop(0) if self.script else "accept"
+        if step == "unavailable":
+            raise ExchangeUnavailable("connection not available")
+        if step == "reject":
+            raise ExchangeRejected("unknown instrument")
+        if order.id in self.accepted:
+            return ExchangeAck(self.accepted[order.id], duplicate=True)
+        self.accepted[order.id] = f"X{len(self.accepted) + 1}"
+        return ExchangeAck(self.accepted[order.id])
