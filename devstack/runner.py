@@ -591,7 +591,7 @@ def load_app(spec: str) -> Chalice:
     return app
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devstack.runner", description=__doc__)
     parser.add_argument("--app", default="app:app", help="import spec of the Chalice app (default app:app)")
     parser.add_argument("--sqs-concurrency", type=int, default=1, help="concurrent batches per SQS source")
@@ -615,12 +615,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
     )
+    # botocore announces credentials and endpoints at INFO for every new client.
+    logging.getLogger("botocore").setLevel(max(logging.getLogger().level, logging.WARNING))
     stop_requested = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -39,7 +39,9 @@ def start_exchange(port: int, env: Mapping[str, str], stdout: IO[bytes] | None =
 def start_runner(env: Mapping[str, str], schedule_interval_s: float, stdout: IO[bytes] | None = None) -> ManagedProcess:
     return ManagedProcess(
         "runner",
-        python_module("devstack.runner", "--app", "app:app", "--schedule-interval", str(schedule_interval_s)),
+        python_module(
+            "devstack.runner", "--app", "app:app", "--stage", "local", "--schedule-interval", str(schedule_interval_s)
+        ),
         env=env,
         cwd=str(REPO_ROOT),
         stdout=stdout,

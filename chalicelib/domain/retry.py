@@ -6,7 +6,6 @@ import math
 import random
 from dataclasses import dataclass
 
-
 _shared_rng = random.Random()
 
 
@@ -27,7 +26,8 @@ class RetryPolicy:
         while retries of many orders that failed together still spread out.
         SQS visibility timeouts are whole seconds, hence the ceiling.
         """
-        exponential = min(self.backoff_max_s, self.backoff_base_s * 2 ** (max(attempt, 1) - 1))
+        doubled: int = self.backoff_base_s << (max(attempt, 1) - 1)  # base * 2^(attempt-1)
+        exponential = min(self.backoff_max_s, doubled)
         half = exponential / 2
         jittered = half + (rng or _shared_rng).uniform(0, half)
         return max(1, min(self.backoff_max_s, math.ceil(jittered)))

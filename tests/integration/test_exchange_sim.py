@@ -1,0 +1,517 @@
+"""The exchange simulator as a real process on loopback, spoken to over HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from devstack.processes import LOOPBACK, ManagedProcess, free_port, python_module
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODULE = "devstack.exchange_sim"
+KNOBS = ("EXCHANGE_FAILURE_RATE", "EXCHANGE_LATENCY_S", "EXCHANGE_SEED")
+# No failures and no latency unless a test asks for them, so the suite takes seconds.
+CALM = {"EXCHANGE_FAILURE_RATE": "0", "EXCHANGE_LATENCY_S": "0", "EXCHANGE_SEED": "7"}
+HTTP_TIMEOUT_S = 10.0
+EXIT_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Simulator:
+    process: ManagedProcess
+    url: str
+    port: int
+    log: Path
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
+        return requests.post(f"{self.url}{path}", json=body, timeout=HTTP_TIMEOUT_S, **kwargs)
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(f"{self.url}{path}", timeout=HTTP_TIMEOUT_S)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def sim_env(knobs: dict[str, str]) -> dict[str, str]:
+    """This environment without a developer's own knobs, plus the ones a test chose."""
+    env = {key: value for key, value in os.environ.items() if key not in KNOBS}
+    return {**env, **knobs}
+
+
+@contextmanager
+def sim_process(port: int, log: Path, knobs: dict[str, str], ready: bool = True) -> Iterator[ManagedProcess]:
+    """A started simulator (ready when `ready`), stopped with its whole group on the way out."""
+    with log.open("wb") as output:
+        process = ManagedProcess(
+            "exchange-sim",
+            python_module(MODULE, "--port", str(port)),
+            env=sim_env(knobs),
+            cwd=str(REPO_ROOT),
+            ready_url=f"http://{LOOPBACK}:{port}/health" if ready else None,
+            stdout=output,
+            ready_timeout_s=30.0,
+        )
+        try:
+            yield process.start()
+        finally:
+            process.stop()
+
+
+@contextmanager
+def running_simulator(log_dir: Path, knobs: dict[str, str]) -> Iterator[Simulator]:
+    port = free_port()
+    log = log_dir / f"exchange-sim-{port}.log"
+    with sim_process(port, log, knobs) as process:
+        yield Simulator(process, f"http://{LOOPBACK}:{port}", port, log)
+
+
+@pytest.fixture(scope="module")
+def shared_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    with running_simulator(tmp_path_factory.mktemp("exchange-sim"), CALM) as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(shared_sim: Simulator) -> Simulator:
+    """The shared simulator with calm knobs and no orders, whatever the previous test did."""
+    assert shared_sim.post("/admin/config", {"failure_rate": 0.0, "latency_s": 0.0}).status_code == 200
+    assert shared_sim.post("/admin/reset").status_code == 200
+    return shared_sim
+
+
+def new_id() -> str:
+    return f"cl-{uuid.uuid4()}"
+
+
+def order(client_order_id: str, **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "client_order_id": client_order_id,
+        "instrument": "AAPL",
+        "side": "buy",
+        "type": "limit",
+        "quantity": 10,
+        "limit_price": 187.25,
+    }
+    body.update(changes)
+    return body
+
+
+# --- Start, readiness, and the plain endpoints ---
+
+
+def test_prints_its_address_and_answers_health(sim: Simulator) -> None:
+    response = sim.get("/health")
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == {"status": "ok"}
+    assert f"exchange simulator listening on http://127.0.0.1:{sim.port}" in sim.output()
+
+
+def test_is_quiet_without_verbose(sim: Simulator) -> None:
+    sim.get("/health")
+    sim.post("/orders", order(new_id()))
+
+    lines = [line for line in sim.output().splitlines() if line.strip()]
+    assert lines == [f"exchange simulator listening on http://127.0.0.1:{sim.port}"]
+
+
+def test_unknown_path_is_a_json_404(sim: Simulator) -> None:
+    response = sim.get("/nowhere")
+
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/json"
+    assert "error" in response.json()
+
+
+def test_wrong_method_is_a_json_405(sim: Simulator) -> None:
+    response = requests.delete(f"{sim.url}/orders", timeout=HTTP_TIMEOUT_S)
+
+    assert response.status_code == 405
+    assert "error" in response.json()
+
+
+def test_keeps_the_connection_alive_between_requests(sim: Simulator) -> None:
+    connection = http.client.HTTPConnection(LOOPBACK, sim.port, timeout=HTTP_TIMEOUT_S)
+    try:
+        connection.request("GET", "/health")
+        first = connection.getresponse()
+        assert first.status == 200
+        assert json.loads(first.read()) == {"status": "ok"}
+        socket_used = connection.sock
+
+        body = json.dumps(order(new_id())).encode()
+        connection.request("POST", "/orders", body=body, headers={"Content-Type": "application/json"})
+        second = connection.getresponse()
+        assert second.status == 201
+        json.loads(second.read())
+
+        # http.client drops its socket when the server says it will close.
+        assert socket_used is not None
+        assert connection.sock is socket_used
+    finally:
+        connection.close()
+
+
+def test_a_broken_request_line_gets_json_and_a_closed_connection(sim: Simulator) -> None:
+    with socket.create_connection((LOOPBACK, sim.port), timeout=HTTP_TIMEOUT_S) as raw:
+        raw.sendall(b"NONSENSE\r\n\r\n")
+        received = b""
+        while chunk := raw.recv(4096):
+            received += chunk
+
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b"Content-Type: application/json" in head
+    assert "error" in json.loads(body)
+
+
+# --- Order entry ---
+
+
+def test_accepts_once_then_rejects_the_same_client_order_id(sim: Simulator) -> None:
+    client_order_id = new_id()
+
+    first = sim.post("/orders", order(client_order_id))
+    again = sim.post("/orders", order(client_order_id))
+
+    assert first.status_code == 201
+    accepted = first.json()
+    assert accepted["client_order_id"] == client_order_id
+    assert accepted["status"] == "new"
+    assert accepted["exchange_order_id"]
+    assert again.status_code == 409
+    assert again.json() == {
+        "error": "duplicate client order id",
+        "client_order_id": client_order_id,
+        "exchange_order_id": accepted["exchange_order_id"],
+    }
+    seen = sim.get(f"/orders/{client_order_id}")
+    assert seen.status_code == 200
+    assert seen.json() == {
+        "client_order_id": client_order_id,
+        "exchange_order_id": accepted["exchange_order_id"],
+        "accepted": 1,
+        "duplicates_rejected": 1,
+        "failures": 0,
+        "order": order(client_order_id),
+    }
+
+
+def test_every_accepted_order_gets_its_own_exchange_order_id(sim: Simulator) -> None:
+    ids = [sim.post("/orders", order(new_id())).json()["exchange_order_id"] for _ in range(5)]
+
+    assert len(set(ids)) == 5
+
+
+def test_market_order_without_price_is_accepted(sim: Simulator) -> None:
+    response = sim.post("/orders", order(new_id(), type="market", limit_price=None, side="sell"))
+
+    assert response.status_code == 201
+
+
+def test_an_order_never_seen_is_404(sim: Simulator) -> None:
+    response = sim.get(f"/orders/{new_id()}")
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "unknown client order id"}
+
+
+def test_client_order_ids_are_url_decoded_in_the_path(sim: Simulator) -> None:
+    client_order_id = "odd/id with spaces"
+    assert sim.post("/orders", order(client_order_id)).status_code == 201
+
+    response = sim.get("/orders/odd%2Fid%20with%20spaces")
+
+    assert response.status_code == 200
+    assert response.json()["accepted"] == 1
+
+
+def test_concurrent_attempts_with_one_client_order_id_are_accepted_exactly_once(sim: Simulator) -> None:
+    # Latency keeps all attempts in flight at once, so the decisions really race.
+    assert sim.post("/admin/config", {"latency_s": 0.3}).status_code == 200
+    client_order_id = new_id()
+    attempts = 8
+    start = threading.Barrier(attempts)
+    responses: list[requests.Response] = []
+    errors: list[BaseException] = []
+    guard = threading.Lock()
+
+    def attempt() -> None:
+        try:
+            start.wait(timeout=HTTP_TIMEOUT_S)
+            response = sim.post("/orders", order(client_order_id))
+            with guard:
+                responses.append(response)
+        except BaseException as exc:
+            with guard:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=attempt) for _ in range(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [201] + [409] * (attempts - 1)
+    exchange_ids = {response.json()["exchange_order_id"] for response in responses}
+    assert len(exchange_ids) == 1
+    seen = sim.get(f"/orders/{client_order_id}").json()
+    assert seen["accepted"] == 1
+    assert seen["duplicates_rejected"] == attempts - 1
+    assert seen["exchange_order_id"] in exchange_ids
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("not json", "JSON object"),
+        ([1, 2], "JSON object"),
+        ({"client_order_id": "x"}, "missing field"),
+        ("side=buy", "JSON object"),
+    ],
+)
+def test_a_body_that_is_not_an_order_is_400(sim: Simulator, body: Any, problem: str) -> None:
+    raw = body if isinstance(body, str) else json.dumps(body)
+
+    response = requests.post(
+        f"{sim.url}/orders", data=raw, headers={"Content-Type": "application/json"}, timeout=HTTP_TIMEOUT_S
+    )
+
+    assert response.status_code == 400
+    assert problem in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"client_order_id": ""}, "client_order_id"),
+        ({"client_order_id": 12}, "client_order_id"),
+        ({"instrument": None}, "instrument"),
+        ({"side": "short"}, "side"),
+        ({"type": "stop"}, "type"),
+        ({"quantity": 0}, "quantity"),
+        ({"quantity": 1.5}, "quantity"),
+        ({"quantity": True}, "quantity"),
+        ({"quantity": "10"}, "quantity"),
+        ({"limit_price": None}, "limit_price"),
+        ({"limit_price": -1}, "limit_price"),
+        ({"limit_price": "187.25"}, "limit_price"),
+        ({"type": "market"}, "limit_price"),
+    ],
+)
+def test_an_invalid_field_is_400_and_nothing_is_accepted(sim: Simulator, changes: dict[str, Any], field: str) -> None:
+    client_order_id = new_id()
+
+    response = sim.post("/orders", order(client_order_id, **changes))
+
+    assert response.status_code == 400
+    assert field in response.json()["error"]
+    assert sim.get(f"/orders/{client_order_id}").status_code == 404
+    assert sim.get("/stats").json()["accepted"] == 0
+
+
+def test_stats_and_reset(sim: Simulator) -> None:
+    first, second = new_id(), new_id()
+    sim.post("/orders", order(first))
+    sim.post("/orders", order(first))
+    sim.post("/orders", order(second))
+
+    stats = sim.get("/stats").json()
+
+    assert stats == {
+        "requests": 3,
+        "accepted": 2,
+        "duplicates_rejected": 1,
+        "failures": 0,
+        "orders": {
+            first: {"accepted": 1, "duplicates_rejected": 1, "failures": 0},
+            second: {"accepted": 1, "duplicates_rejected": 0, "failures": 0},
+        },
+    }
+    assert sim.post("/admin/reset").status_code == 200
+    assert sim.get("/stats").json() == {
+        "requests": 0,
+        "accepted": 0,
+        "duplicates_rejected": 0,
+        "failures": 0,
+        "orders": {},
+    }
+    assert sim.get(f"/orders/{first}").status_code == 404
+    # Forgotten means a fresh acceptance, under an exchange order id never handed out before.
+    assert sim.post("/orders", order(first)).status_code == 201
+
+
+# --- Knobs at run time ---
+
+
+def test_config_changes_at_run_time(sim: Simulator) -> None:
+    client_order_id = new_id()
+    assert sim.get("/admin/config").json() == {"failure_rate": 0.0, "latency_s": 0.0}
+
+    changed = sim.post("/admin/config", {"failure_rate": 1.0})
+    failed = sim.post("/orders", order(client_order_id))
+    restored = sim.post("/admin/config", {"failure_rate": 0.0})
+    accepted = sim.post("/orders", order(client_order_id))
+
+    assert changed.status_code == 200
+    assert changed.json() == {"failure_rate": 1.0, "latency_s": 0.0}
+    assert failed.status_code == 503
+    assert failed.json() == {"error": "connection not available"}
+    assert restored.json() == {"failure_rate": 0.0, "latency_s": 0.0}
+    assert accepted.status_code == 201
+    seen = sim.get(f"/orders/{client_order_id}").json()
+    assert (seen["accepted"], seen["failures"]) == (1, 1)
+
+
+def test_latency_set_at_run_time_is_applied(sim: Simulator) -> None:
+    latency_s = 0.3
+    assert sim.post("/admin/config", {"latency_s": latency_s}).json()["latency_s"] == latency_s
+
+    started = time.monotonic()
+    response = sim.post("/orders", order(new_id()))
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 201
+    assert elapsed >= latency_s
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"failure_rate": 1.5},
+        {"failure_rate": -0.1},
+        {"failure_rate": "0.5"},
+        {"failure_rate": True},
+        {"latency_s": -1},
+        {"latency_s": None},
+        {"failure_rate": 0.5, "latency_s": -1},
+        {"surprise": 1},
+        {},
+        [0.5],
+    ],
+)
+def test_bad_config_is_400_and_changes_nothing(sim: Simulator, changes: Any) -> None:
+    response = sim.post("/admin/config", changes)
+
+    assert response.status_code == 400
+    assert "error" in response.json()
+    assert sim.get("/admin/config").json() == {"failure_rate": 0.0, "latency_s": 0.0}
+
+
+# --- Knobs from the environment, and the process itself ---
+
+
+def test_failure_rate_one_from_the_environment_fails_everything(tmp_path: Path) -> None:
+    client_order_id = new_id()
+    with running_simulator(tmp_path, {**CALM, "EXCHANGE_FAILURE_RATE": "1.0"}) as sim:
+        responses = [sim.post("/orders", order(client_order_id)) for _ in range(3)]
+        seen = sim.get(f"/orders/{client_order_id}").json()
+        stats = sim.get("/stats").json()
+        config = sim.get("/admin/config").json()
+
+    assert config["failure_rate"] == 1.0
+    assert [response.status_code for response in responses] == [503, 503, 503]
+    assert all(response.json() == {"error": "connection not available"} for response in responses)
+    assert seen["exchange_order_id"] is None
+    assert seen["order"] is None
+    assert (seen["accepted"], seen["duplicates_rejected"], seen["failures"]) == (0, 0, 3)
+    assert (stats["requests"], stats["accepted"], stats["failures"]) == (3, 0, 3)
+
+
+def test_latency_from_the_environment_is_applied(tmp_path: Path) -> None:
+    latency_s = 0.25
+    with running_simulator(tmp_path, {**CALM, "EXCHANGE_LATENCY_S": str(latency_s)}) as sim:
+        started = time.monotonic()
+        response = sim.post("/orders", order(new_id()))
+        elapsed = time.monotonic() - started
+        config = sim.get("/admin/config").json()
+
+    assert response.status_code == 201
+    assert config["latency_s"] == latency_s
+    assert elapsed >= latency_s
+
+
+def test_the_same_seed_gives_the_same_failures(tmp_path: Path) -> None:
+    knobs = {**CALM, "EXCHANGE_FAILURE_RATE": "0.5", "EXCHANGE_SEED": "1234"}
+    runs = []
+    for _ in range(2):
+        with running_simulator(tmp_path, knobs) as sim:
+            runs.append([sim.post("/orders", order(new_id())).status_code for _ in range(20)])
+
+    assert runs[0] == runs[1]
+    assert set(runs[0]) == {201, 503}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("EXCHANGE_FAILURE_RATE", "often"),
+        ("EXCHANGE_FAILURE_RATE", "1.5"),
+        ("EXCHANGE_FAILURE_RATE", "nan"),
+        ("EXCHANGE_LATENCY_S", "-1"),
+        ("EXCHANGE_LATENCY_S", "slow"),
+        ("EXCHANGE_SEED", "0.5"),
+    ],
+)
+def test_a_bad_knob_stops_the_start_and_names_the_variable(tmp_path: Path, variable: str, value: str) -> None:
+    log = tmp_path / "exchange-sim.log"
+    with sim_process(free_port(), log, {**CALM, variable: value}, ready=False) as process:
+        assert process.process is not None
+        returncode = process.process.wait(timeout=30)
+
+    assert returncode != 0
+    assert variable in log.read_text()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_it_promptly_and_cleanly(tmp_path: Path, signum: signal.Signals) -> None:
+    with running_simulator(tmp_path, {**CALM, "EXCHANGE_LATENCY_S": "5"}) as sim:
+        # An idle keep-alive connection and a request asleep in the latency must not hold up the exit.
+        session = requests.Session()
+        assert session.get(f"{sim.url}/health", timeout=HTTP_TIMEOUT_S).status_code == 200
+        in_flight = threading.Thread(target=post_ignoring_errors, args=(sim, order(new_id())))
+        in_flight.start()
+        time.sleep(0.2)
+
+        started = time.monotonic()
+        sim.process.signal(signum)
+        assert sim.process.process is not None
+        try:
+            returncode = sim.process.process.wait(timeout=EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {EXIT_TIMEOUT_S}s after {signum.name}")
+        elapsed = time.monotonic() - started
+        session.close()
+        in_flight.join(timeout=HTTP_TIMEOUT_S)
+
+    assert returncode == 0
+    assert elapsed < EXIT_TIMEOUT_S
+    assert "Traceback" not in sim.output()
+
+
+def post_ignoring_errors(sim: Simulator, body: dict[str, Any]) -> None:
+    # The simulator goes away under this request; how the client sees that is not the point.
+    with contextlib.suppress(requests.RequestException):
+        sim.post("/orders", body)
