@@ -35,5 +35,8 @@ integration: setup
 e2e: setup
 	$(BIN)/python -m pytest tests/e2e
 
+# Optional parts (e.g. LocalStack) keep their targets in make/*.mk.
+-include make/*.mk
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
