@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     orders_table_name: str = Field(default=f"{DEFAULT_PREFIX}-orders", min_length=3)
     orders_queue_name: str = Field(default=f"{DEFAULT_PREFIX}-orders", min_length=1)
     executions_stream_name: str = Field(default=f"{DEFAULT_PREFIX}-executions", min_length=1)
+    executions_table_name: str = Field(default=f"{DEFAULT_PREFIX}-executions", min_length=3)
+    executions_failed_queue_name: str = Field(default=f"{DEFAULT_PREFIX}-executions-failed", min_length=1)
+    executions_batch_size: int = Field(default=100, ge=1, le=10_000)
+    executions_batch_window_s: int = Field(default=1, ge=0, le=300)
 
     exchange_url: HttpUrl = HttpUrl("http://127.0.0.1:8001")
     exchange_timeout_s: float = Field(default=5.0, gt=0, le=60)

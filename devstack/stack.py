@@ -98,6 +98,9 @@ def local_stack(
         env["ORDERS_TABLE_NAME"] = resources["OrdersTableName"]
         env["ORDERS_QUEUE_NAME"] = resources["OrdersQueueName"]
         env["EXECUTIONS_STREAM_NAME"] = resources["ExecutionsStreamName"]
+        env["EXECUTIONS_TABLE_NAME"] = resources["ExecutionsTableName"]
+        env["EXECUTIONS_FAILED_QUEUE_NAME"] = resources["ExecutionsFailedQueueName"]
+        env["FEED_CHECKPOINTS_TABLE_NAME"] = resources["FeedCheckpointsTableName"]
         stack = LocalStack(endpoint, f"http://{LOOPBACK}:{api_port}", exchange_url, env, resources)
         starters: list[Callable[[], ManagedProcess]] = [
             lambda: start_exchange(exchange_port, env, log),
