@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice.app import Chalice, CloudWatchEvent, Rate, Response, SQSEvent
+from chalice.app import Chalice, CloudWatchEvent, KinesisEvent, Rate, Response, SQSEvent
 
 from chalicelib.config import get_settings
-from chalicelib.entrypoints import http, placement
+from chalicelib.entrypoints import executions, http, placement
 
 settings = get_settings()
 app = Chalice(app_name="brokerage-orders")
@@ -25,6 +25,11 @@ def get_order(order_id: str) -> Response:
     return http.get_order(order_id)
 
 
+@app.route("/orders/{order_id}/executions", methods=["GET"])
+def get_executions(order_id: str) -> Response:
+    return http.get_executions(order_id)
+
+
 @app.on_sqs_message(
     queue=settings.orders_queue_name,
     batch_size=settings.placement_batch_size,
@@ -37,3 +42,13 @@ def place_orders(event: SQSEvent) -> dict[str, Any]:
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def sweep_pending_orders(event: CloudWatchEvent) -> None:
     placement.sweep(event.to_dict(), event.context)
+
+
+@app.on_kinesis_record(
+    stream=settings.executions_stream_name,
+    batch_size=settings.executions_batch_size,
+    starting_position="TRIM_HORIZON",
+    maximum_batching_window_in_seconds=settings.executions_batch_window_s,
+)
+def apply_executions(event: KinesisEvent) -> dict[str, Any]:
+    return executions.handle_batch(event.to_dict(), event.context)

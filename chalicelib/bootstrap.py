@@ -9,7 +9,8 @@ from botocore.config import Config
 
 from chalicelib.adapters.dynamodb import DynamoDBOrderRepository, record_class_for
 from chalicelib.adapters.exchange import HttpExchange
-from chalicelib.adapters.queue import SqsPlacementQueue
+from chalicelib.adapters.executions_table import DynamoDBExecutionRepository, execution_record_class_for
+from chalicelib.adapters.queue import SqsPlacementQueue, SqsQueue
 from chalicelib.config import Settings, get_settings
 from chalicelib.domain.retry import RetryPolicy
 
@@ -32,6 +33,24 @@ def order_repository() -> DynamoDBOrderRepository:
         max_retry_attempts=settings.aws_max_attempts - 1,
     )
     return DynamoDBOrderRepository(records)
+
+
+@functools.cache
+def execution_repository() -> DynamoDBExecutionRepository:
+    settings = get_settings()
+    records = execution_record_class_for(
+        settings.executions_table_name,
+        connect_timeout_s=settings.aws_connect_timeout_s,
+        read_timeout_s=settings.aws_read_timeout_s,
+        max_retry_attempts=settings.aws_max_attempts - 1,
+    )
+    return DynamoDBExecutionRepository(records)
+
+
+@functools.cache
+def executions_failed_queue() -> SqsQueue:
+    settings = get_settings()
+    return SqsQueue(settings.executions_failed_queue_name, client_config=_aws_client_config(settings))
 
 
 @functools.cache

@@ -54,6 +54,8 @@ class OrderRecord(Model):
     exchange_order_id = UnicodeAttribute(null=True)
     failure_reason = UnicodeAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
+    filled_quantity = NumberAttribute(default=0)
+    average_fill_price = UnicodeAttribute(null=True)  # a string for the same reason as limit_price
     pending_shard = NumberAttribute(null=True)
     sweep_after = UTCDateTimeAttribute(null=True)
     version = VersionAttribute()
@@ -85,6 +87,30 @@ def record_class_for(
     return type("BoundOrderRecord", (OrderRecord,), {"Meta": meta, "pending_sweep": index_class()})
 
 
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+# What an update may change; the order's terms and creation time never change.
+_MUTABLE_ATTRIBUTES = (
+    "status",
+    "updated_at",
+    "attempts",
+    "placed_at",
+    "exchange_order_id",
+    "failure_reason",
+    "last_error",
+    "filled_quantity",
+    "average_fill_price",
+    "pending_shard",
+    "sweep_after",
+)
+
+
 def _pending_shard(order_id: str) -> int:
     return zlib.crc32(order_id.encode()) % PENDING_INDEX_SHARDS
 
@@ -97,7 +123,7 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
         side=terms.side.value,
         instrument=terms.instrument,
         quantity=terms.quantity,
-        limit_price=None if terms.limit_price is None else str(terms.limit_price),
+        limit_price=_text(terms.limit_price),
         client_order_id=terms.client_order_id,
         status=order.status.value,
         created_at=order.created_at,
@@ -107,6 +133,8 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
         exchange_order_id=order.exchange_order_id,
         failure_reason=order.failure_reason,
         last_error=order.last_error,
+        filled_quantity=order.filled_quantity,
+        average_fill_price=_text(order.average_fill_price),
     )
     if order.is_pending and sweep_after is not None:
         record.pending_shard = _pending_shard(order.id)
@@ -126,7 +154,7 @@ def _to_order(record: OrderRecord) -> Order:
             side=Side(record.side),
             instrument=record.instrument,
             quantity=int(record.quantity),
-            limit_price=None if record.limit_price is None else Decimal(record.limit_price),
+            limit_price=_decimal(record.limit_price),
             client_order_id=record.client_order_id,
         ),
         status=OrderStatus(record.status),
@@ -137,6 +165,8 @@ def _to_order(record: OrderRecord) -> Order:
         exchange_order_id=record.exchange_order_id,
         failure_reason=record.failure_reason,
         last_error=record.last_error,
+        filled_quantity=int(record.filled_quantity or 0),
+        average_fill_price=_decimal(record.average_fill_price),
         version=int(record.version or 0),
     )
 
@@ -174,13 +204,29 @@ class DynamoDBOrderRepository:
         if order.version == 0:
             raise ValueError("update() needs an order read from storage; use add() for new orders")
         record = _to_record(self._records, order, sweep_after)
+        # One UpdateItem, conditional on the version this copy was read at
+        # (PynamoDB adds that condition and the increment). Unset attributes
+        # are removed, which is how a settled order leaves the sparse index.
+        actions: list[Any] = []
+        for name in _MUTABLE_ATTRIBUTES:
+            attribute = getattr(self._records, name)
+            value = getattr(record, name)
+            actions.append(attribute.remove() if value is None else attribute.set(value))
         try:
-            record.save()
+            record.update(actions=actions, condition=self._records.id.exists())
         except PynamoDBException as exc:
             if _is_condition_failure(exc):
                 raise ConcurrentModification(order.id) from exc
             raise StorageUnavailable(f"could not update order {order.id}") from exc
         return _to_order(record)
+
+    def get_many(self, order_ids: list[str]) -> dict[str, Order]:
+        """The stored orders among order_ids, in as few BatchGetItem calls as DynamoDB allows."""
+        try:
+            records = list(self._records.batch_get(set(order_ids), consistent_read=True))
+        except PynamoDBException as exc:
+            raise StorageUnavailable("could not read orders") from exc
+        return {record.id: _to_order(record) for record in records}
 
     def pending_due_for_sweep(self, now: datetime, limit: int) -> list[str]:
         index: Any = self._records.pending_sweep

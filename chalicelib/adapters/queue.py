@@ -37,7 +37,9 @@ def order_id_of(message_body: str) -> str:
     return str(payload["order_id"])
 
 
-class SqsPlacementQueue:
+class SqsQueue:
+    """One SQS queue found by name; the client and the URL are fetched on first use."""
+
     def __init__(self, queue_name: str, sqs_client: Any = None, client_config: Config | None = None) -> None:
         self._queue_name = queue_name
         self._client = sqs_client
@@ -60,11 +62,16 @@ class SqsPlacementQueue:
                 raise QueueUnavailable(f"could not find queue {self._queue_name}") from exc
         return self._queue_url
 
-    def request_placement(self, order_id: str) -> None:
+    def send(self, body: str) -> None:
         try:
-            self.client.send_message(QueueUrl=self.queue_url, MessageBody=placement_message(order_id))
+            self.client.send_message(QueueUrl=self.queue_url, MessageBody=body)
         except (BotoCoreError, ClientError) as exc:
-            raise QueueUnavailable(f"could not enqueue order {order_id}") from exc
+            raise QueueUnavailable(f"could not send to {self._queue_name}") from exc
+
+
+class SqsPlacementQueue(SqsQueue):
+    def request_placement(self, order_id: str) -> None:
+        self.send(placement_message(order_id))
 
     def retry_after(self, receipt_handle: str, delay_s: int) -> None:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from chalicelib.domain.model import Order
+from chalicelib.domain.model import ExecutionReport, Order
 
 
 class StorageUnavailable(Exception):
@@ -27,6 +27,9 @@ class OrderRepository(Protocol):
     def get(self, order_id: str) -> Order | None:
         """The order as last written (strongly consistent), or None."""
 
+    def get_many(self, order_ids: list[str]) -> dict[str, Order]:
+        """The stored orders among order_ids, by id (strongly consistent)."""
+
     def update(self, order: Order, sweep_after: datetime | None) -> Order:
         """Write a changed order if its version is still the stored one.
 
@@ -36,3 +39,11 @@ class OrderRepository(Protocol):
 
     def pending_due_for_sweep(self, now: datetime, limit: int) -> list[str]:
         """Ids of pending orders whose sweep_after has passed, oldest first per shard."""
+
+
+class ExecutionRepository(Protocol):
+    def add_many(self, reports: list[ExecutionReport]) -> None:
+        """Store reports; storing one again (same exec_id) changes nothing."""
+
+    def list_for_order(self, order_id: str) -> list[ExecutionReport]:
+        """The order's executions, oldest first."""

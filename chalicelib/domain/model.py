@@ -23,17 +23,36 @@ class Side(StrEnum):
 class OrderStatus(StrEnum):
     PENDING = "pending"
     PLACED = "placed"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
     FAILED = "failed"
 
 
-# The one place that says which status may follow which. Everything that
-# changes a status (the service layer, the storage adapter's conditional
-# writes) derives from this table.
+_DONE_AT_THE_EXCHANGE = frozenset({OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
+
+# The one place that says which status may follow which. Every move goes up
+# FIX's order-state precedence (pending < placed/new < partially filled <
+# done), and terminal statuses lead nowhere. Because no move goes down,
+# applying an order's execution reports in any order, with any duplicates,
+# ends in the same status: that is what makes the execution consumer safe
+# against a feed that repeats or reorders, and against the race between the
+# placement handler (pending -> placed) and an early fill (pending -> filled).
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    OrderStatus.PENDING: frozenset({OrderStatus.PLACED, OrderStatus.FAILED}),
-    OrderStatus.PLACED: frozenset(),
+    OrderStatus.PENDING: frozenset(
+        {OrderStatus.PLACED, OrderStatus.PARTIALLY_FILLED, OrderStatus.FAILED} | _DONE_AT_THE_EXCHANGE
+    ),
+    OrderStatus.PLACED: frozenset({OrderStatus.PARTIALLY_FILLED} | _DONE_AT_THE_EXCHANGE),
+    OrderStatus.PARTIALLY_FILLED: frozenset({OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED}),
+    OrderStatus.FILLED: frozenset(),
+    OrderStatus.CANCELED: frozenset(),
+    OrderStatus.REJECTED: frozenset(),
+    OrderStatus.EXPIRED: frozenset(),
     OrderStatus.FAILED: frozenset(),
 }
+TERMINAL_STATUSES = frozenset(status for status, targets in TRANSITIONS.items() if not targets)
 
 
 def can_transition(source: OrderStatus, target: OrderStatus) -> bool:
@@ -97,6 +116,51 @@ class OrderTerms:
     client_order_id: str | None = None
 
 
+class ExecType(StrEnum):
+    NEW = "new"
+    PARTIAL_FILL = "partial_fill"
+    FILL = "fill"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+STATUS_AFTER: dict[ExecType, OrderStatus] = {
+    ExecType.NEW: OrderStatus.PLACED,
+    ExecType.PARTIAL_FILL: OrderStatus.PARTIALLY_FILLED,
+    ExecType.FILL: OrderStatus.FILLED,
+    ExecType.CANCELED: OrderStatus.CANCELED,
+    ExecType.REJECTED: OrderStatus.REJECTED,
+    ExecType.EXPIRED: OrderStatus.EXPIRED,
+}
+
+
+@dataclass(frozen=True)
+class ExecutionReport:
+    """One execution report from the exchange's feed (see docs/execution-feed.md)."""
+
+    exec_id: str
+    order_id: str  # our order id, which the exchange knows as the client order id
+    exchange_order_id: str
+    exec_type: ExecType
+    last_qty: int
+    last_price: Decimal | None
+    cum_qty: int
+    leaves_qty: int
+    avg_price: Decimal | None
+    transact_time: datetime
+    seq: int
+
+    @property
+    def fill_progress(self) -> tuple[int, Decimal]:
+        """Orders reports by how much they know: the highest cumulative quantity wins.
+
+        Ties (e.g. the last fill and a cancel carry the same cum_qty) go to the
+        higher average price so that the choice never depends on arrival order.
+        """
+        return (self.cum_qty, self.avg_price if self.avg_price is not None else Decimal(-1))
+
+
 @dataclass(frozen=True)
 class Order:
     id: str
@@ -109,6 +173,8 @@ class Order:
     exchange_order_id: str | None = None
     failure_reason: str | None = None
     last_error: str | None = None
+    filled_quantity: int = 0
+    average_fill_price: Decimal | None = None
     # Optimistic concurrency, as in cosmicpython's aggregates: storage accepts
     # a write only if nobody else wrote since this copy was read. 0 = unsaved.
     version: int = 0
@@ -130,10 +196,52 @@ class Order:
             raise InvalidTransition(self.status, target)
         return dataclasses.replace(self, status=target, updated_at=now, **changes)  # type: ignore[arg-type]
 
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def remaining_quantity(self) -> int:
+        # A done order has nothing left open, whether or not it was fully filled.
+        return 0 if self.is_terminal else self.terms.quantity - self.filled_quantity
+
     def placed(self, exchange_order_id: str | None, now: datetime) -> Order:
+        if self.placed_at is None and self.status in TRANSITIONS[OrderStatus.PENDING] - {OrderStatus.FAILED}:
+            # Execution reports overtook the placement handler: keep their
+            # (later) status, only record that and when placement finished.
+            return dataclasses.replace(
+                self,
+                placed_at=now,
+                exchange_order_id=self.exchange_order_id or exchange_order_id,
+                attempts=self.attempts + 1,
+                updated_at=now,
+            )
         return self._moved_to(
             OrderStatus.PLACED, now, placed_at=now, exchange_order_id=exchange_order_id, attempts=self.attempts + 1
         )
+
+    def apply_executions(self, reports: list[ExecutionReport], now: datetime) -> Order:
+        """This order after the reports; the result is the same for any order and repetition of them."""
+        status = self.status
+        best: tuple[int, Decimal] = (self.filled_quantity, self.average_fill_price or Decimal(-1))
+        exchange_order_id = self.exchange_order_id
+        for report in reports:
+            if report.order_id != self.id:
+                raise ValueError(f"report {report.exec_id} is for order {report.order_id}, not {self.id}")
+            target = STATUS_AFTER[report.exec_type]
+            if can_transition(status, target):
+                status = target
+            best = max(best, report.fill_progress)
+            exchange_order_id = exchange_order_id or report.exchange_order_id
+        filled, average = best
+        changed = dataclasses.replace(
+            self,
+            status=status,
+            filled_quantity=filled,
+            average_fill_price=None if average < 0 else average,
+            exchange_order_id=exchange_order_id,
+        )
+        return self if changed == self else dataclasses.replace(changed, updated_at=now)
 
     def failed(self, reason: str, now: datetime) -> Order:
         return self._moved_to(

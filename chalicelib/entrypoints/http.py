@@ -10,13 +10,20 @@ from chalice.app import Response
 from chalicelib import bootstrap
 from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.domain.model import IdempotencyConflict, OrderNotFound, is_order_id
-from chalicelib.entrypoints.schemas import BadRequest, InvalidOrder, order_to_json, parse_order_request
-from chalicelib.service import orders
+from chalicelib.entrypoints.schemas import (
+    BadRequest,
+    InvalidOrder,
+    execution_to_json,
+    order_to_json,
+    parse_order_request,
+)
+from chalicelib.service import executions, orders
 
 logger = logging.getLogger(__name__)
 
 STORE_FAILED_BODY = {"message": "Internal server error while placing the order"}
 NOT_FOUND_BODY = {"message": "Order not found"}
+UNAVAILABLE_BODY = {"message": "Orders are temporarily unavailable, retry later"}
 
 
 def _json(status: int, body: dict[str, Any]) -> Response:
@@ -61,5 +68,18 @@ def get_order(order_id: str) -> Response:
         return _json(404, NOT_FOUND_BODY)
     except StorageUnavailable:
         logger.exception("order not read", extra={"order_id": order_id})
-        return _json(503, {"message": "Orders are temporarily unavailable, retry later"})
+        return _json(503, UNAVAILABLE_BODY)
     return _json(200, order_to_json(order))
+
+
+def get_executions(order_id: str) -> Response:
+    if not is_order_id(order_id):
+        return _json(404, NOT_FOUND_BODY)
+    try:
+        reports = executions.list_executions(order_id, bootstrap.order_repository(), bootstrap.execution_repository())
+    except OrderNotFound:
+        return _json(404, NOT_FOUND_BODY)
+    except StorageUnavailable:
+        logger.exception("executions not read", extra={"order_id": order_id})
+        return _json(503, UNAVAILABLE_BODY)
+    return _json(200, {"order_id": order_id, "executions": [execution_to_json(r) for r in reports]})

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from chalicelib.domain.model import Order, OrderTerms, OrderType, Side
+from chalicelib.domain.model import ExecType, ExecutionReport, Order, OrderTerms, OrderType, Side
 
 # Sanity bounds: far beyond any real order, but they keep a number from
 # overflowing DynamoDB's 38 digits or turning into infinity on its way out.
@@ -173,4 +173,62 @@ def order_to_json(order: Order) -> dict[str, Any]:
         "status": order.status.value,
         "placed_at": _timestamp(order.placed_at),
         "failure_reason": order.failure_reason,
+        "filled_quantity": order.filled_quantity,
+        "remaining_quantity": order.remaining_quantity,
+        "average_fill_price": None if order.average_fill_price is None else float(order.average_fill_price),
     }
+
+
+def execution_to_json(report: ExecutionReport) -> dict[str, Any]:
+    return {
+        "id": report.exec_id,
+        "type": report.exec_type.value,
+        "quantity": report.last_qty,
+        "price": None if report.last_price is None else float(report.last_price),
+        "time": _timestamp(report.transact_time),
+        "cumulative_quantity": report.cum_qty,
+        "average_price": None if report.avg_price is None else float(report.avg_price),
+    }
+
+
+DecimalText = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+
+
+class ExecutionReportMessage(BaseModel):
+    """An execution report as the feed bridge puts it on the stream (docs/execution-feed.md)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    seq: int = Field(ge=1)
+    exec_id: str = Field(min_length=1, max_length=128)
+    client_order_id: str = Field(min_length=1, max_length=64)
+    exchange_order_id: str = Field(min_length=1, max_length=128)
+    exec_type: ExecType
+    last_qty: int = Field(ge=0)
+    last_price: DecimalText | None = None
+    cum_qty: int = Field(ge=0)
+    leaves_qty: int = Field(ge=0)
+    avg_price: DecimalText | None = None
+    transact_time: AwareDatetime
+
+
+def parse_execution_report(data: bytes) -> ExecutionReport:
+    """The domain report from a Kinesis record's data; ValueError saying what is wrong otherwise."""
+    try:
+        message = ExecutionReportMessage.model_validate_json(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'report'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"malformed execution report: {problems}") from None
+    return ExecutionReport(
+        exec_id=message.exec_id,
+        order_id=message.client_order_id,
+        exchange_order_id=message.exchange_order_id,
+        exec_type=message.exec_type,
+        last_qty=message.last_qty,
+        last_price=message.last_price,
+        cum_qty=message.cum_qty,
+        leaves_qty=message.leaves_qty,
+        avg_price=message.avg_price,
+        transact_time=message.transact_time,
+        seq=message.seq,
+    )

@@ -16,7 +16,14 @@ from chalicelib.adapters.repository import (
     OrderAlreadyExists,
     OrderRepository,
 )
-from chalicelib.domain.model import IdempotencyConflict, Order, OrderNotFound, OrderTerms
+from chalicelib.domain.model import (
+    IdempotencyConflict,
+    InvalidTransition,
+    Order,
+    OrderNotFound,
+    OrderStatus,
+    OrderTerms,
+)
 from chalicelib.domain.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
@@ -118,6 +125,10 @@ def place_order(
         logger.error("placement message for an unknown order", extra={"order_id": order_id})
         return PlacementResult(PlacementOutcome.UNKNOWN_ORDER)
     if not order.is_pending:
+        if order.placed_at is None and order.status is not OrderStatus.FAILED:
+            # Execution reports arrived first, so the exchange has the order:
+            # record its placement without asking the exchange again.
+            order = _settle(repository, order_id, lambda o: o.placed(None, clock())) or order
         return PlacementResult(PlacementOutcome.ALREADY_SETTLED, order)
 
     # The receive count restarts at 1 on a message the sweep re-sent; the
@@ -145,13 +156,21 @@ _WRITE_RACES = 5  # a handful of concurrent writers at most: a redelivery and th
 
 
 def _settle(repository: OrderRepository, order_id: str, change: Callable[[Order], Order]) -> Order | None:
-    """Apply change to the pending order, re-reading on a concurrent write; None if settled elsewhere."""
+    """Apply change to the order as stored now, re-reading on a concurrent write.
+
+    If the stored order no longer allows the change (another worker or an
+    execution report got there first), it is returned as it is.
+    """
     for _ in range(_WRITE_RACES):
         current = repository.get(order_id)
-        if current is None or not current.is_pending:
+        if current is None:
+            return None
+        try:
+            changed = change(current)
+        except InvalidTransition:
             return current
         try:
-            return repository.update(change(current), sweep_after=None)
+            return repository.update(changed, sweep_after=None)
         except ConcurrentModification:
             continue
     raise ConcurrentModification(order_id)

@@ -8,7 +8,7 @@ from datetime import datetime
 from chalicelib.adapters.exchange import ExchangeAck, ExchangeRejected, ExchangeUnavailable
 from chalicelib.adapters.queue import QueueUnavailable
 from chalicelib.adapters.repository import ConcurrentModification, OrderAlreadyExists, StorageUnavailable
-from chalicelib.domain.model import Order
+from chalicelib.domain.model import ExecutionReport, Order
 
 
 class FakeRepository:
@@ -35,6 +35,10 @@ class FakeRepository:
     def get(self, order_id: str) -> Order | None:
         self._check()
         return self.orders.get(order_id)
+
+    def get_many(self, order_ids: list[str]) -> dict[str, Order]:
+        self._check()
+        return {order_id: self.orders[order_id] for order_id in order_ids if order_id in self.orders}
 
     def update(self, order: Order, sweep_after: datetime | None) -> Order:
         self._check()
@@ -90,3 +94,19 @@ class FakeExchange:
             return ExchangeAck(self.accepted[order.id], duplicate=True)
         self.accepted[order.id] = f"X{len(self.accepted) + 1}"
         return ExchangeAck(self.accepted[order.id])
+
+
+class FakeExecutions:
+    def __init__(self) -> None:
+        self.stored: dict[tuple[str, str], ExecutionReport] = {}
+        self.down = False
+
+    def add_many(self, reports: list[ExecutionReport]) -> None:
+        if self.down:
+            raise StorageUnavailable("down")
+        for report in reports:
+            self.stored[(report.order_id, report.exec_id)] = report
+
+    def list_for_order(self, order_id: str) -> list[ExecutionReport]:
+        found = [r for (oid, _), r in self.stored.items() if oid == order_id]
+        return sorted(found, key=lambda r: (r.transact_time, r.seq))

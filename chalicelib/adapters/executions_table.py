@@ -1,0 +1,103 @@
+"""Execution reports in DynamoDB, one item per exec_id under its order."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.exceptions import PynamoDBException
+from pynamodb.models import Model
+
+from chalicelib.adapters.repository import StorageUnavailable
+from chalicelib.domain.model import ExecType, ExecutionReport
+
+
+class ExecutionRecord(Model):
+    class Meta:
+        table_name = "executions"  # replaced per table by execution_record_class_for()
+
+    order_id = UnicodeAttribute(hash_key=True)
+    exec_id = UnicodeAttribute(range_key=True)
+    exchange_order_id = UnicodeAttribute()
+    exec_type = UnicodeAttribute()
+    last_qty = NumberAttribute()
+    last_price = UnicodeAttribute(null=True)  # decimal strings: exact, unlike PynamoDB's float numbers
+    cum_qty = NumberAttribute()
+    leaves_qty = NumberAttribute()
+    avg_price = UnicodeAttribute(null=True)
+    transact_time = UTCDateTimeAttribute()
+    seq = NumberAttribute()
+
+
+def execution_record_class_for(
+    table_name: str, connect_timeout_s: float = 1.0, read_timeout_s: float = 3.0, max_retry_attempts: int = 1
+) -> type[ExecutionRecord]:
+    meta = type(
+        "Meta",
+        (),
+        {
+            "table_name": table_name,
+            "connect_timeout_seconds": connect_timeout_s,
+            "read_timeout_seconds": read_timeout_s,
+            "max_retry_attempts": max_retry_attempts,
+        },
+    )
+    return type("BoundExecutionRecord", (ExecutionRecord,), {"Meta": meta})
+
+
+def _decimal_text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+class DynamoDBExecutionRepository:
+    def __init__(self, record_class: type[ExecutionRecord]) -> None:
+        self._records = record_class
+
+    def add_many(self, reports: list[ExecutionReport]) -> None:
+        # BatchWriteItem: 25 puts per call, unprocessed items retried by
+        # PynamoDB. A put of an exec_id already stored rewrites the same
+        # values, so a redelivered batch is harmless without any condition.
+        try:
+            with self._records.batch_write() as batch:
+                for report in reports:
+                    batch.save(
+                        self._records(
+                            report.order_id,
+                            report.exec_id,
+                            exchange_order_id=report.exchange_order_id,
+                            exec_type=report.exec_type.value,
+                            last_qty=report.last_qty,
+                            last_price=_decimal_text(report.last_price),
+                            cum_qty=report.cum_qty,
+                            leaves_qty=report.leaves_qty,
+                            avg_price=_decimal_text(report.avg_price),
+                            transact_time=report.transact_time,
+                            seq=report.seq,
+                        )
+                    )
+        except PynamoDBException as exc:
+            raise StorageUnavailable("could not store executions") from exc
+
+    def list_for_order(self, order_id: str) -> list[ExecutionReport]:
+        try:
+            records = list(self._records.query(order_id, consistent_read=True))
+        except PynamoDBException as exc:
+            raise StorageUnavailable(f"could not read executions of {order_id}") from exc
+        reports = [
+            ExecutionReport(
+                exec_id=r.exec_id,
+                order_id=r.order_id,
+                exchange_order_id=r.exchange_order_id,
+                exec_type=ExecType(r.exec_type),
+                last_qty=int(r.last_qty),
+                last_price=None if r.last_price is None else Decimal(r.last_price),
+                cum_qty=int(r.cum_qty),
+                leaves_qty=int(r.leaves_qty),
+                avg_price=None if r.avg_price is None else Decimal(r.avg_price),
+                transact_time=r.transact_time,
+                seq=int(r.seq),
+            )
+            for r in records
+        ]
+        # The sort key is the exec_id (for idempotency), not time: order here.
+        return sorted(reports, key=lambda report: (report.transact_time, report.seq))

@@ -1,0 +1,83 @@
+"""Kinesis-triggered consumer of execution reports, and the executions list route."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from chalicelib import bootstrap
+from chalicelib.domain.model import ExecutionReport
+from chalicelib.entrypoints.schemas import parse_execution_report
+from chalicelib.service.executions import apply_execution_reports
+
+logger = Logger(service="orders")
+
+
+@functools.cache
+def _executor() -> ThreadPoolExecutor:
+    # DynamoDB round trips dominate; a few threads overlap them without
+    # contending for a Lambda's share of one vCPU.
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="apply")
+
+
+def _failed_record(record: dict[str, Any], reason: str) -> str:
+    kinesis = record.get("kinesis", {})
+    return json.dumps(
+        {
+            "reason": reason,
+            "eventSourceARN": record.get("eventSourceARN"),
+            "eventID": record.get("eventID"),
+            "sequenceNumber": kinesis.get("sequenceNumber"),
+            "partitionKey": kinesis.get("partitionKey"),
+            "data": kinesis.get("data"),
+        }
+    )
+
+
+def handle_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda Kinesis event in, partial batch response out (the first failed sequence number).
+
+    A record that is not a valid report, or that names an order we do not
+    have, cannot succeed on retry: it goes to the on-failure queue with the
+    reason and counts as done, so it never blocks its shard.
+    """
+    records: list[dict[str, Any]] = event.get("Records", [])
+    failed_queue = bootstrap.executions_failed_queue()
+    parsed: list[tuple[dict[str, Any], ExecutionReport]] = []
+    for record in records:
+        try:
+            parsed.append((record, parse_execution_report(base64.b64decode(record["kinesis"]["data"]))))
+        except ValueError as exc:
+            logger.error(
+                "poison execution record", sequence_number=record["kinesis"]["sequenceNumber"], reason=str(exc)
+            )
+            failed_queue.send(_failed_record(record, str(exc)))
+
+    result = apply_execution_reports(
+        [report for _, report in parsed],
+        orders=bootstrap.order_repository(),
+        executions=bootstrap.execution_repository(),
+        executor=_executor(),
+    )
+    for record, report in parsed:
+        if report.order_id in result.unknown_orders:
+            failed_queue.send(_failed_record(record, f"unknown order {report.order_id}"))
+    logger.info(
+        "executions applied",
+        records=len(records),
+        orders_updated=result.updated_orders,
+        orders_failed=len(result.failed_orders),
+    )
+
+    to_retry = [record for record, report in parsed if report.order_id in result.failed_orders]
+    if not to_retry:
+        return {"batchItemFailures": []}
+    # Kinesis retries from the lowest failed sequence number onwards; the
+    # reports after it are applied again, which changes nothing.
+    first = min(to_retry, key=lambda record: int(record["kinesis"]["sequenceNumber"]))
+    return {"batchItemFailures": [{"itemIdentifier": first["kinesis"]["sequenceNumber"]}]}

@@ -1,0 +1,96 @@
+"""Use cases of execution reports: apply a batch of them to their orders, list an order's executions."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from chalicelib.adapters.repository import ConcurrentModification, ExecutionRepository, OrderRepository
+from chalicelib.domain.model import ExecutionReport, Order, OrderNotFound
+from chalicelib.service.orders import Clock, utc_now
+
+logger = logging.getLogger(__name__)
+
+_WRITE_RACES = 5  # the placement handler is the only other writer of an order
+
+
+@dataclass
+class ApplyResult:
+    updated_orders: int = 0
+    unknown_orders: set[str] = field(default_factory=set)
+    # Orders whose update failed (storage trouble, endless races): their
+    # reports must be delivered again.
+    failed_orders: dict[str, Exception] = field(default_factory=dict)
+
+
+def apply_execution_reports(
+    reports: Iterable[ExecutionReport],
+    orders: OrderRepository,
+    executions: ExecutionRepository,
+    clock: Clock = utc_now,
+    executor: Executor | None = None,
+) -> ApplyResult:
+    """Apply a batch of reports: one read for the batch, at most one conditional update per order.
+
+    Idempotent and order-independent (see Order.apply_executions), so a
+    redelivered, duplicated or reordered batch changes nothing more.
+    StorageUnavailable from the batch-wide calls propagates: retry the batch.
+    """
+    by_order: dict[str, list[ExecutionReport]] = defaultdict(list)
+    for report in reports:
+        by_order[report.order_id].append(report)
+    result = ApplyResult()
+    if not by_order:
+        return result
+
+    current = orders.get_many(list(by_order))
+    known = {order_id: batch for order_id, batch in by_order.items() if order_id in current}
+    result.unknown_orders = set(by_order) - set(known)
+
+    # Executions first: once an order shows a fill, its executions list has it.
+    executions.add_many([report for batch in known.values() for report in batch])
+
+    def apply(order_id: str) -> bool | Exception:
+        try:
+            return _apply_to_order(current[order_id], known[order_id], orders, clock)
+        except Exception as exc:
+            logger.warning("executions not applied", extra={"order_id": order_id, "error": repr(exc)})
+            return exc
+
+    order_ids = list(known)
+    if executor is None or len(order_ids) == 1:
+        outcomes = [apply(order_id) for order_id in order_ids]
+    else:
+        # Each order's update waits on its own round trip: overlap them.
+        outcomes = list(executor.map(apply, order_ids))
+    for order_id, outcome in zip(order_ids, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            result.failed_orders[order_id] = outcome
+        elif outcome:
+            result.updated_orders += 1
+    return result
+
+
+def _apply_to_order(order: Order, batch: list[ExecutionReport], orders: OrderRepository, clock: Clock) -> bool:
+    for _ in range(_WRITE_RACES):
+        updated = order.apply_executions(batch, clock())
+        if updated is order:
+            return False  # everything in the batch was known already
+        try:
+            orders.update(updated, sweep_after=None)
+            return True
+        except ConcurrentModification:
+            reread = orders.get(order.id)
+            if reread is None:
+                raise OrderNotFound(order.id) from None
+            order = reread
+    raise ConcurrentModification(order.id)
+
+
+def list_executions(order_id: str, orders: OrderRepository, executions: ExecutionRepository) -> list[ExecutionReport]:
+    if orders.get(order_id) is None:
+        raise OrderNotFound(order_id)
+    return executions.list_for_order(order_id)

@@ -1,0 +1,215 @@
+"""Applying execution reports: the per-order merge, its order-independence, and the batch service."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chalicelib.domain.model import (
+    TRANSITIONS,
+    ExecType,
+    ExecutionReport,
+    Order,
+    OrderStatus,
+    OrderTerms,
+    OrderType,
+    Side,
+)
+from chalicelib.service.executions import apply_execution_reports
+from tests.unit.fakes import FakeExecutions, FakeRepository
+
+pytestmark = pytest.mark.unit
+T0 = datetime(2026, 11, 23, 14, 30, tzinfo=UTC)
+PRECEDENCE = [
+    OrderStatus.PENDING,
+    OrderStatus.PLACED,
+    OrderStatus.PARTIALLY_FILLED,
+]
+
+
+def market_order(quantity: int = 100) -> Order:
+    return Order.create(OrderTerms(OrderType.MARKET, Side.BUY, "US0378331005", quantity, None), T0)
+
+
+def execution_history(order: Order, fills: list[tuple[int, Decimal]], ending: ExecType) -> list[ExecutionReport]:
+    """The reports a venue sends, in order: new, fills, and the ending (fill, canceled or expired)."""
+    reports: list[ExecutionReport] = []
+    cum, notional = 0, Decimal(0)
+
+    def report(exec_type: ExecType, qty: int, price: Decimal | None) -> ExecutionReport:
+        n = len(reports) + 1
+        return ExecutionReport(
+            exec_id=f"E{n}",
+            order_id=order.id,
+            exchange_order_id="X1",
+            exec_type=exec_type,
+            last_qty=qty,
+            last_price=price,
+            cum_qty=cum,
+            leaves_qty=0
+            if exec_type in (ExecType.FILL, ExecType.CANCELED, ExecType.EXPIRED)
+            else order.terms.quantity - cum,
+            avg_price=(notional / cum).quantize(Decimal("0.0001")) if cum else None,
+            transact_time=T0 + timedelta(seconds=n),
+            seq=n,
+        )
+
+    reports.append(report(ExecType.NEW, 0, None))
+    for i, (qty, price) in enumerate(fills):
+        cum += qty
+        notional += qty * price
+        last = i == len(fills) - 1 and ending is ExecType.FILL
+        reports.append(report(ExecType.FILL if last else ExecType.PARTIAL_FILL, qty, price))
+    if ending is not ExecType.FILL:
+        reports.append(report(ending, 0, None))
+    return reports
+
+
+def test_every_transition_goes_up_the_precedence_and_terminal_statuses_lead_nowhere() -> None:
+    rank = {status: i for i, status in enumerate(PRECEDENCE)}
+    for source, targets in TRANSITIONS.items():
+        for target in targets:
+            assert rank.get(target, len(PRECEDENCE)) > rank[source], (source, target)
+    for terminal in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
+        assert TRANSITIONS[terminal] == frozenset()
+
+
+def test_fills_in_order() -> None:
+    order = market_order(100)
+    history = execution_history(order, [(30, Decimal("10.00")), (70, Decimal("11.00"))], ExecType.FILL)
+    partially = order.apply_executions(history[:2], T0)
+    assert partially.status is OrderStatus.PARTIALLY_FILLED
+    assert (partially.filled_quantity, partially.remaining_quantity) == (30, 70)
+    assert partially.average_fill_price == Decimal("10.0000")
+    filled = partially.apply_executions(history[2:], T0)
+    assert filled.status is OrderStatus.FILLED
+    assert (filled.filled_quantity, filled.remaining_quantity) == (100, 0)
+    assert filled.average_fill_price == Decimal("10.7000")
+    assert filled.exchange_order_id == "X1"
+
+
+def test_a_late_partial_fill_does_not_reopen_a_filled_order() -> None:
+    order = market_order(100)
+    history = execution_history(order, [(30, Decimal("10")), (70, Decimal("11"))], ExecType.FILL)
+    filled = order.apply_executions([history[2]], T0)
+    late = filled.apply_executions([history[1], history[0]], T0)
+    assert late == filled  # unchanged, not even updated_at
+
+
+def test_a_cancel_after_partial_fills_keeps_the_filled_quantity() -> None:
+    order = market_order(100)
+    history = execution_history(order, [(40, Decimal("5.5"))], ExecType.CANCELED)
+    canceled = order.apply_executions(list(reversed(history)), T0)
+    assert canceled.status is OrderStatus.CANCELED
+    assert (canceled.filled_quantity, canceled.remaining_quantity) == (40, 0)
+
+
+def test_a_fill_for_a_pending_order_applies_and_placement_later_keeps_it() -> None:
+    order = market_order(10)
+    history = execution_history(order, [(10, Decimal("3"))], ExecType.FILL)
+    filled = order.apply_executions(history, T0)
+    assert filled.status is OrderStatus.FILLED
+    placed_later = filled.placed("X1", T0 + timedelta(seconds=5))
+    assert placed_later.status is OrderStatus.FILLED
+    assert placed_later.placed_at == T0 + timedelta(seconds=5)
+
+
+def test_a_failed_order_stays_failed() -> None:
+    failed = market_order(10).failed("exchange down", T0)
+    history = execution_history(failed, [(10, Decimal("3"))], ExecType.FILL)
+    assert failed.apply_executions(history, T0).status is OrderStatus.FAILED
+
+
+def test_a_lone_rejection() -> None:
+    order = market_order(10)
+    rejected = dataclasses.replace(execution_history(order, [], ExecType.EXPIRED)[0], exec_type=ExecType.REJECTED)
+    result = order.apply_executions([rejected], T0)
+    assert result.status is OrderStatus.REJECTED
+    assert result.remaining_quantity == 0
+
+
+fills_strategy = st.lists(
+    st.tuples(st.integers(1, 50), st.decimals(Decimal("0.01"), Decimal("999.99"), places=2)), min_size=0, max_size=5
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fills=fills_strategy,
+    ending=st.sampled_from([ExecType.FILL, ExecType.CANCELED, ExecType.EXPIRED]),
+    data=st.data(),
+)
+def test_any_permutation_with_duplicates_ends_in_the_same_state(fills, ending, data) -> None:
+    if ending is ExecType.FILL and not fills:
+        ending = ExecType.EXPIRED  # a full fill needs at least one fill
+    quantity = sum(q for q, _ in fills) + (0 if ending is ExecType.FILL else 10)
+    order = market_order(quantity)
+    history = execution_history(order, fills, ending)
+    expected = order.apply_executions(history, T0)
+
+    duplicated = history + data.draw(st.lists(st.sampled_from(history), max_size=len(history) * 2))
+    shuffled = data.draw(st.permutations(duplicated))
+    # Delivered in batches of any size, one after another.
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(shuffled)), max_size=4)))
+    state = order
+    for start, end in zip([0, *cuts], [*cuts, len(shuffled)], strict=True):
+        state = state.apply_executions(shuffled[start:end], T0)
+    assert (state.status, state.filled_quantity, state.average_fill_price) == (
+        expected.status,
+        expected.filled_quantity,
+        expected.average_fill_price,
+    )
+
+
+def test_the_batch_service_writes_each_order_once_and_reports_unknown_orders() -> None:
+    repo, executions = FakeRepository(), FakeExecutions()
+    a, b = market_order(10), market_order(20)
+    repo.add(a, T0)
+    repo.add(b, T0)
+    writes_before = repo.writes
+    reports = execution_history(a, [(4, Decimal("1")), (6, Decimal("2"))], ExecType.FILL) + execution_history(
+        b, [(5, Decimal("3"))], ExecType.CANCELED
+    )
+    stranger = dataclasses.replace(reports[0], order_id="not-ours", exec_id="E99")
+    result = apply_execution_reports([*reports, stranger, *reports], repo, executions, clock=lambda: T0)
+    assert result.updated_orders == 2
+    assert result.unknown_orders == {"not-ours"}
+    assert repo.writes - writes_before == 2
+    assert repo.orders[a.id].status is OrderStatus.FILLED
+    assert repo.orders[b.id].status is OrderStatus.CANCELED
+    assert [r.exec_type for r in executions.list_for_order(a.id)] == [
+        ExecType.NEW,
+        ExecType.PARTIAL_FILL,
+        ExecType.FILL,
+    ]
+    assert ("not-ours", "E99") not in executions.stored
+
+    again = apply_execution_reports(reports, repo, executions, clock=lambda: T0)
+    assert again.updated_orders == 0  # nothing new: no write at all
+    assert repo.writes - writes_before == 2
+
+
+def test_one_orders_storage_failure_does_not_fail_the_others() -> None:
+    repo, executions = FakeRepository(), FakeExecutions()
+    a, b = market_order(10), market_order(10)
+    repo.add(a, T0)
+    repo.add(b, T0)
+    original_update = repo.update
+
+    def flaky_update(order, sweep_after):
+        if order.id == a.id:
+            raise RuntimeError("throttled")
+        return original_update(order, sweep_after)
+
+    repo.update = flaky_update  # type: ignore[method-assign]
+    reports = execution_history(a, [(10, Decimal("1"))], ExecType.FILL) + execution_history(
+        b, [(10, Decimal("1"))], ExecType.FILL
+    )
+    result = apply_execution_reports(reports, repo, executions, clock=lambda: T0)
+    assert set(result.failed_orders) == {a.id}
+    assert repo.orders[b.id].status is OrderStatus.FILLED
