@@ -1,0 +1,1 @@
+"""Feed bridge: the exchange's execution feed (WebSocket) onto the executions Kinesis stream."""
