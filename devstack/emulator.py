@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import Any
+
+import boto3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,6 +25,18 @@ EMULATOR_ENV = {
 def emulator_env(endpoint_url: str) -> dict[str, str]:
     """Environment variables that point boto3 and PynamoDB at the emulator."""
     return {**EMULATOR_ENV, "AWS_ENDPOINT_URL": endpoint_url}
+
+
+def emulator_client(service: str, endpoint_url: str) -> Any:
+    """A boto3 client for the emulator that uses the fake credentials whatever the environment says."""
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=EMULATOR_ENV["AWS_DEFAULT_REGION"],
+        aws_access_key_id=EMULATOR_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=EMULATOR_ENV["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=EMULATOR_ENV["AWS_SESSION_TOKEN"],
+    )
 
 
 def start_moto(port: int | None = None) -> ManagedProcess:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from devstack.emulator import emulator_env, running_emulator
+from devstack.emulator import emulator_client, emulator_env, running_emulator
 from devstack.processes import LOOPBACK, ManagedProcess, python_module
 from devstack.provision import provision
 
@@ -89,6 +89,7 @@ def local_stack(
         resources = provision(
             endpoint,
             stack_name=prefix,
+            cloudformation_client=emulator_client("cloudformation", endpoint),
             parameters={
                 "ResourcePrefix": prefix,
                 # The redrive policy and the handler must agree on the attempts.

