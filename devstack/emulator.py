@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from devstack.processes import LOOPBACK, ManagedProcess, free_port, python_module
 
