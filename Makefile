@@ -24,7 +24,11 @@ test: setup lint
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app.py chalicelib devstack
+	$(BIN)/mypy app.py chalicelib devstack bench
+
+# Not part of `make test`: figures, not assertions. Each compares with a baseline of the same run.
+bench: setup
+	$(BIN)/python -m bench.executions
 
 unit: setup
 	$(BIN)/python -m pytest tests/unit

@@ -341,7 +341,8 @@ def runtime_env(port: int, root: Path = FILESYSTEM_ROOT, services: Sequence[str]
             "HOME": str(root / "home"),
             "XDG_CACHE_HOME": str(root / "cache"),
             "CONFIG_DIR": str(root / "home" / ".localstack"),
-            "TMPDIR": tmp,
+            "TEMP": tmp,  # Python and Node.js; not TMPDIR, a deprecated LocalStack setting
+            "TMP": tmp,
             "JAVA_TOOL_OPTIONS": f"-Djava.io.tmpdir={tmp} -XX:-UsePerfData",
             "NODE_OPTIONS": f"--require {root / 'node-loopback.js'}",
             "PYTHONUNBUFFERED": "1",

@@ -30,7 +30,11 @@ class Record:
 
 
 class InvalidReport(ValueError):
-    """A feed message that cannot be tracked or cannot be put on Kinesis."""
+    """A feed message that cannot be tracked or cannot be put on Kinesis; seq if it had a valid one."""
+
+    def __init__(self, message: str, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.seq = seq
 
 
 def parse_report(message: str | bytes) -> Record:
@@ -58,7 +62,9 @@ def parse_report(message: str | bytes) -> Record:
     )
     record = Record(seq, partition_key, data)
     if record.size > MAX_RECORD_BYTES:
-        raise InvalidReport(f"seq {seq}: {record.size} bytes, above the Kinesis record limit of {MAX_RECORD_BYTES}")
+        raise InvalidReport(
+            f"seq {seq}: {record.size} bytes, above the Kinesis record limit of {MAX_RECORD_BYTES}", seq=seq
+        )
     return record
 
 

@@ -43,6 +43,10 @@ class SeqTracker:
         self._accepted.add(seq)
         return True
 
+    def release(self, seq: int) -> None:
+        """Forget an accepted seq that will not be put after all (reading stopped before it was buffered)."""
+        self._accepted.discard(seq)
+
     def mark_put(self, seqs: Iterable[int]) -> int:
         """Record seqs as stored on Kinesis; returns the checkpoint, advanced over every hole now filled."""
         for seq in seqs:

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODULE = "devstack.exchange_sim"
-KNOBS = ("EXCHANGE_FAILURE_RATE", "EXCHANGE_LATENCY_S", "EXCHANGE_SEED")
+# Every simulator setting starts with this; a developer's own must not leak into a test.
+KNOB_PREFIX = "EXCHANGE_"
 # No failures and no latency unless a test asks for them, so the suite takes seconds.
 CALM = {"EXCHANGE_FAILURE_RATE": "0", "EXCHANGE_LATENCY_S": "0", "EXCHANGE_SEED": "7"}
 HTTP_TIMEOUT_S = 10.0
@@ -40,6 +41,11 @@ class Simulator:
     url: str
     port: int
     log: Path
+    feed_port: int
+
+    @property
+    def feed_url(self) -> str:
+        return f"ws://{LOOPBACK}:{self.feed_port}/feed"
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
         return requests.post(f"{self.url}{path}", json=body, timeout=HTTP_TIMEOUT_S, **kwargs)
@@ -53,17 +59,21 @@ class Simulator:
 
 def sim_env(knobs: dict[str, str]) -> dict[str, str]:
     """This environment without a developer's own knobs, plus the ones a test chose."""
-    env = {key: value for key, value in os.environ.items() if key not in KNOBS}
+    env = {key: value for key, value in os.environ.items() if not key.startswith(KNOB_PREFIX)}
     return {**env, **knobs}
 
 
 @contextmanager
-def sim_process(port: int, log: Path, knobs: dict[str, str], ready: bool = True) -> Iterator[ManagedProcess]:
+def sim_process(
+    port: int, log: Path, knobs: dict[str, str], ready: bool = True, feed_port: int | None = None
+) -> Iterator[ManagedProcess]:
     """A started simulator (ready when `ready`), stopped with its whole group on the way out."""
+    # Never the default feed port: several simulators run at once in this suite.
+    feed = free_port() if feed_port is None else feed_port
     with log.open("wb") as output:
         process = ManagedProcess(
             "exchange-sim",
-            python_module(MODULE, "--port", str(port)),
+            python_module(MODULE, "--port", str(port), "--feed-port", str(feed)),
             env=sim_env(knobs),
             cwd=str(REPO_ROOT),
             ready_url=f"http://{LOOPBACK}:{port}/health" if ready else None,
@@ -78,10 +88,10 @@ def sim_process(port: int, log: Path, knobs: dict[str, str], ready: bool = True)
 
 @contextmanager
 def running_simulator(log_dir: Path, knobs: dict[str, str]) -> Iterator[Simulator]:
-    port = free_port()
+    port, feed_port = free_port(), free_port()
     log = log_dir / f"exchange-sim-{port}.log"
-    with sim_process(port, log, knobs) as process:
-        yield Simulator(process, f"http://{LOOPBACK}:{port}", port, log)
+    with sim_process(port, log, knobs, feed_port=feed_port) as process:
+        yield Simulator(process, f"http://{LOOPBACK}:{port}", port, log, feed_port)
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +134,7 @@ def test_prints_its_address_and_answers_health(sim: Simulator) -> None:
     assert response.headers["Content-Type"] == "application/json"
     assert response.json() == {"status": "ok"}
     assert f"exchange simulator listening on http://127.0.0.1:{sim.port}" in sim.output()
+    assert f"exchange feed listening on ws://127.0.0.1:{sim.feed_port}/feed" in sim.output()
 
 
 def test_is_quiet_without_verbose(sim: Simulator) -> None:
@@ -131,7 +142,10 @@ def test_is_quiet_without_verbose(sim: Simulator) -> None:
     sim.post("/orders", order(new_id()))
 
     lines = [line for line in sim.output().splitlines() if line.strip()]
-    assert lines == [f"exchange simulator listening on http://127.0.0.1:{sim.port}"]
+    assert lines == [
+        f"exchange simulator listening on http://127.0.0.1:{sim.port}",
+        f"exchange feed listening on ws://127.0.0.1:{sim.feed_port}/feed",
+    ]
 
 
 def test_unknown_path_is_a_json_404(sim: Simulator) -> None:
@@ -206,7 +220,11 @@ def test_accepts_once_then_rejects_the_same_client_order_id(sim: Simulator) -> N
     }
     seen = sim.get(f"/orders/{client_order_id}")
     assert seen.status_code == 200
-    assert seen.json() == {
+    # How far the exchange has worked the order by now depends on timing; the feed tests cover it.
+    view = seen.json()
+    execution = view.pop("execution")
+    assert execution is None or execution["exec_ids"]
+    assert view == {
         "client_order_id": client_order_id,
         "exchange_order_id": accepted["exchange_order_id"],
         "accepted": 1,
@@ -338,6 +356,7 @@ def test_stats_and_reset(sim: Simulator) -> None:
     sim.post("/orders", order(second))
 
     stats = sim.get("/stats").json()
+    feed_seq = stats.pop("feed_seq")
 
     assert stats == {
         "requests": 3,
@@ -350,7 +369,10 @@ def test_stats_and_reset(sim: Simulator) -> None:
         },
     }
     assert sim.post("/admin/reset").status_code == 200
-    assert sim.get("/stats").json() == {
+    after_reset = sim.get("/stats").json()
+    # The feed's seq never starts again within a process: a feed client has checkpointed it.
+    assert after_reset.pop("feed_seq") >= feed_seq
+    assert after_reset == {
         "requests": 0,
         "accepted": 0,
         "duplicates_rejected": 0,
@@ -367,7 +389,8 @@ def test_stats_and_reset(sim: Simulator) -> None:
 
 def test_config_changes_at_run_time(sim: Simulator) -> None:
     client_order_id = new_id()
-    assert sim.get("/admin/config").json() == {"failure_rate": 0.0, "latency_s": 0.0}
+    before = sim.get("/admin/config").json()
+    assert (before["failure_rate"], before["latency_s"]) == (0.0, 0.0)
 
     changed = sim.post("/admin/config", {"failure_rate": 1.0})
     failed = sim.post("/orders", order(client_order_id))
@@ -375,10 +398,10 @@ def test_config_changes_at_run_time(sim: Simulator) -> None:
     accepted = sim.post("/orders", order(client_order_id))
 
     assert changed.status_code == 200
-    assert changed.json() == {"failure_rate": 1.0, "latency_s": 0.0}
+    assert changed.json() == {**before, "failure_rate": 1.0}
     assert failed.status_code == 503
     assert failed.json() == {"error": "connection not available"}
-    assert restored.json() == {"failure_rate": 0.0, "latency_s": 0.0}
+    assert restored.json() == before
     assert accepted.status_code == 201
     seen = sim.get(f"/orders/{client_order_id}").json()
     assert (seen["accepted"], seen["failures"]) == (1, 1)
@@ -406,17 +429,35 @@ def test_latency_set_at_run_time_is_applied(sim: Simulator) -> None:
         {"latency_s": -1},
         {"latency_s": None},
         {"failure_rate": 0.5, "latency_s": -1},
+        {"exec_delay_s": -0.1},
+        {"max_partial_fills": 0},
+        {"max_partial_fills": 2.5},
+        {"max_partial_fills": True},
+        {"limit_ttl_s": "5"},
+        {"reject_rate": 1.01},
+        {"cancel_rate": None},
+        {"feed_duplicate_rate": -1},
+        {"feed_reorder_rate": float("inf")},
+        {"reject_rate": 0.5, "feed_reorder_rate": 2},
         {"surprise": 1},
         {},
         [0.5],
     ],
 )
 def test_bad_config_is_400_and_changes_nothing(sim: Simulator, changes: Any) -> None:
-    response = sim.post("/admin/config", changes)
+    before = sim.get("/admin/config").json()
+
+    # Raw JSON text, so that Infinity reaches the simulator as the JSON extension it is.
+    response = requests.post(
+        f"{sim.url}/admin/config",
+        data=json.dumps(changes),
+        headers={"Content-Type": "application/json"},
+        timeout=HTTP_TIMEOUT_S,
+    )
 
     assert response.status_code == 400
     assert "error" in response.json()
-    assert sim.get("/admin/config").json() == {"failure_rate": 0.0, "latency_s": 0.0}
+    assert sim.get("/admin/config").json() == before
 
 
 # --- Knobs from the environment, and the process itself ---
@@ -463,6 +504,45 @@ def test_the_same_seed_gives_the_same_failures(tmp_path: Path) -> None:
     assert set(runs[0]) == {201, 503}
 
 
+def test_the_execution_knobs_come_from_the_environment_or_their_defaults(tmp_path: Path) -> None:
+    knobs = {
+        **CALM,
+        "EXCHANGE_EXEC_DELAY_S": "0.05",
+        "EXCHANGE_MAX_PARTIAL_FILLS": "7",
+        "EXCHANGE_FEED_REORDER_RATE": "0.25",
+        # Empty means unset, as `FOO=` in an env file.
+        "EXCHANGE_CANCEL_RATE": "",
+    }
+    with running_simulator(tmp_path, knobs) as sim:
+        config = sim.get("/admin/config").json()
+
+    assert config == {
+        "failure_rate": 0.0,
+        "latency_s": 0.0,
+        "exec_delay_s": 0.05,
+        "max_partial_fills": 7,
+        "limit_ttl_s": 5.0,
+        "reject_rate": 0.02,
+        "cancel_rate": 0.03,
+        "feed_duplicate_rate": 0.0,
+        "feed_reorder_rate": 0.25,
+    }
+
+
+def test_a_feed_port_in_use_stops_the_start(tmp_path: Path) -> None:
+    log = tmp_path / "exchange-sim.log"
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        feed_port = taken.getsockname()[1]
+        with sim_process(free_port(), log, CALM, ready=False, feed_port=feed_port) as process:
+            assert process.process is not None
+            returncode = process.process.wait(timeout=30)
+
+    assert returncode == 1
+    assert f"cannot listen on 127.0.0.1:{feed_port}" in log.read_text()
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -472,6 +552,14 @@ def test_the_same_seed_gives_the_same_failures(tmp_path: Path) -> None:
         ("EXCHANGE_LATENCY_S", "-1"),
         ("EXCHANGE_LATENCY_S", "slow"),
         ("EXCHANGE_SEED", "0.5"),
+        ("EXCHANGE_EXEC_DELAY_S", "-0.1"),
+        ("EXCHANGE_MAX_PARTIAL_FILLS", "2.5"),
+        ("EXCHANGE_MAX_PARTIAL_FILLS", "0"),
+        ("EXCHANGE_LIMIT_TTL_S", "soon"),
+        ("EXCHANGE_REJECT_RATE", "2"),
+        ("EXCHANGE_CANCEL_RATE", "-0.5"),
+        ("EXCHANGE_FEED_DUPLICATE_RATE", "inf"),
+        ("EXCHANGE_FEED_REORDER_RATE", "sometimes"),
     ],
 )
 def test_a_bad_knob_stops_the_start_and_names_the_variable(tmp_path: Path, variable: str, value: str) -> None:
