@@ -1189,7 +1189,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__,
         epilog=(
             f"Environment: {knob_help}, {SEED_ENV} (integer, optional). Rates are 0..1, times in seconds; "
-            "all but the seed can be changed at run time with POST /admin/config."
+            "all but the seed can be changed at run time with POST /admin/config. POST /admin/reset forgets "
+            "orders and their pending executions but keeps the feed log: seq never restarts within a process."
         ),
     )
     parser.add_argument("--host", type=loopback_host, default=LOOPBACK, help=f"loopback address (default {LOOPBACK})")

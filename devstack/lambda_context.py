@@ -30,10 +30,18 @@ class FunctionSpec:
     timeout_s: float = DEFAULT_TIMEOUT_S
     region: str = DEFAULT_REGION
     account: str = DEFAULT_ACCOUNT
+    # The execution role; empty means one named after the function. Chalice
+    # deploys one shared role named `<app>-<stage>` unless told otherwise.
+    role_name: str = ""
 
     @property
     def invoked_function_arn(self) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account}:function:{self.function_name}"
+
+    @property
+    def role_arn(self) -> str:
+        """The execution role's ARN: stream events carry it as invokeIdentityArn."""
+        return f"arn:aws:iam::{self.account}:role/{self.role_name or self.function_name}"
 
     def new_context(self) -> LambdaContext:
         """A context for one invocation: fresh request id, deadline from now."""

@@ -32,7 +32,6 @@ import subprocess
 import sys
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -238,7 +237,11 @@ def java_home() -> Path:
         home = java.parent.parent
     try:
         version = subprocess.run(  # noqa: S603 - the machine's java, no shell
-            [str(java), "-XshowSettings:properties", "-version"], capture_output=True, text=True, timeout=30, check=True
+            [str(java), "-XX:-UsePerfData", "-XshowSettings:properties", "-version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         ).stderr
     except (OSError, subprocess.SubprocessError) as exc:
         raise LocalStackError(f"cannot run {java}: {exc}") from exc
@@ -336,6 +339,13 @@ def runtime_env(port: int, root: Path = FILESYSTEM_ROOT, services: Sequence[str]
             "DYNAMODB_IN_MEMORY": "1",
             "KINESIS_PERSISTENCE": "0",
             "KINESIS_MOCK_VERSION": KINESIS_LOCAL_VERSION,
+            # kinesis-local keeps a new stream CREATING for 500 ms, and LocalStack's
+            # CloudFormation then looks again only after 5 s: ~5 s more per stack.
+            # The stack is complete only once the stream is ACTIVE either way.
+            "KINESIS_LATENCY": "0",
+            # AWS's default shard quota in us-east-1 (kinesis-local's default is 100);
+            # the suites create a stack, so a stream, per test that provisions.
+            "KINESIS_SHARD_LIMIT": "500",
             # Writes that would land in $HOME (plux's entry point cache, CONFIG_DIR),
             # $TMPDIR and the JVM's /tmp (hsperfdata, sqlite4java's native library).
             "HOME": str(root / "home"),
@@ -344,7 +354,7 @@ def runtime_env(port: int, root: Path = FILESYSTEM_ROOT, services: Sequence[str]
             "TEMP": tmp,  # Python and Node.js; not TMPDIR, a deprecated LocalStack setting
             "TMP": tmp,
             "JAVA_TOOL_OPTIONS": f"-Djava.io.tmpdir={tmp} -XX:-UsePerfData",
-            "NODE_OPTIONS": f"--require {root / 'node-loopback.js'}",
+            "NODE_OPTIONS": f'{os.environ.get("NODE_OPTIONS", "")} --require "{root / "node-loopback.js"}"'.strip(),
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -25,10 +25,12 @@ def chalice_executable() -> str:
     return str(Path(sys.executable).parent / "chalice")
 
 
-def start_exchange(port: int, env: Mapping[str, str], stdout: IO[bytes] | None = None) -> ManagedProcess:
+def start_exchange(
+    port: int, feed_port: int, env: Mapping[str, str], stdout: IO[bytes] | None = None
+) -> ManagedProcess:
     return ManagedProcess(
         "exchange",
-        python_module("devstack.exchange_sim", "--host", LOOPBACK, "--port", str(port)),
+        python_module("devstack.exchange_sim", "--host", LOOPBACK, "--port", str(port), "--feed-port", str(feed_port)),
         env=env,
         cwd=str(REPO_ROOT),
         ready_url=f"http://{LOOPBACK}:{port}/health",
@@ -46,6 +48,10 @@ def start_runner(env: Mapping[str, str], schedule_interval_s: float, stdout: IO[
         cwd=str(REPO_ROOT),
         stdout=stdout,
     ).start()
+
+
+def start_bridge(env: Mapping[str, str], stdout: IO[bytes] | None = None) -> ManagedProcess:
+    return ManagedProcess("bridge", python_module("feed_bridge"), env=env, cwd=str(REPO_ROOT), stdout=stdout).start()
 
 
 def start_api(port: int, env: Mapping[str, str], stdout: IO[bytes] | None = None) -> ManagedProcess:
@@ -67,15 +73,20 @@ class LocalStack:
     endpoint_url: str
     api_url: str
     exchange_url: str
+    feed_url: str
     env: dict[str, str]
     resources: dict[str, str]
     processes: list[ManagedProcess] = field(default_factory=list)
+
+    def process(self, name: str) -> ManagedProcess:
+        return next(process for process in self.processes if process.name == name)
 
 
 @contextlib.contextmanager
 def local_stack(
     api_port: int,
     exchange_port: int,
+    feed_port: int,
     schedule_interval_s: float,
     overrides: Mapping[str, str] | None = None,
     log: IO[bytes] | None = None,
@@ -83,7 +94,14 @@ def local_stack(
     """Start everything, yield its handles, stop everything (reverse order) however the block ends."""
     with running_emulator() as endpoint, contextlib.ExitStack() as stop:
         exchange_url = f"http://{LOOPBACK}:{exchange_port}"
-        env = {**os.environ, **emulator_env(endpoint), "EXCHANGE_URL": exchange_url, **(overrides or {})}
+        feed_url = f"ws://{LOOPBACK}:{feed_port}/feed"
+        env = {
+            **os.environ,
+            **emulator_env(endpoint),
+            "EXCHANGE_URL": exchange_url,
+            "EXCHANGE_FEED_URL": feed_url,
+            **(overrides or {}),
+        }
         env.setdefault("PYTHONUNBUFFERED", "1")
         prefix = env.get("RESOURCE_PREFIX", DEFAULT_STACK_NAME)
         resources = provision(
@@ -102,9 +120,10 @@ def local_stack(
         env["EXECUTIONS_TABLE_NAME"] = resources["ExecutionsTableName"]
         env["EXECUTIONS_FAILED_QUEUE_NAME"] = resources["ExecutionsFailedQueueName"]
         env["FEED_CHECKPOINTS_TABLE_NAME"] = resources["FeedCheckpointsTableName"]
-        stack = LocalStack(endpoint, f"http://{LOOPBACK}:{api_port}", exchange_url, env, resources)
+        stack = LocalStack(endpoint, f"http://{LOOPBACK}:{api_port}", exchange_url, feed_url, env, resources)
         starters: list[Callable[[], ManagedProcess]] = [
-            lambda: start_exchange(exchange_port, env, log),
+            lambda: start_exchange(exchange_port, feed_port, env, log),
+            lambda: start_bridge(env, log),
             lambda: start_runner(env, schedule_interval_s, log),
             lambda: start_api(api_port, env, log),
         ]
@@ -119,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--exchange-port", type=int, default=int(os.environ.get("EXCHANGE_PORT", "8001")))
+    parser.add_argument("--feed-port", type=int, default=int(os.environ.get("EXCHANGE_FEED_PORT", "8002")))
     parser.add_argument(
         "--sweep-interval",
         type=float,
@@ -131,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
 
-    with local_stack(args.port, args.exchange_port, args.sweep_interval) as stack:
+    with local_stack(args.port, args.exchange_port, args.feed_port, args.sweep_interval) as stack:
         print(f"AWS emulator:       {stack.endpoint_url}", flush=True)
-        print(f"exchange simulator: {stack.exchange_url}", flush=True)
+        print(f"exchange simulator: {stack.exchange_url} (execution feed {stack.feed_url})", flush=True)
         print(f"API ready:          {stack.api_url}  (Ctrl-C stops everything)", flush=True)
         while not stopping.wait(0.5):
             dead = [p.name for p in stack.processes if not p.alive()]

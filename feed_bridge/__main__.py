@@ -45,7 +45,7 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     # botocore and websockets at DEBUG would log every request and frame.
-    for noisy in ("botocore", "boto3", "urllib3", "websockets"):
+    for noisy in ("asyncio", "botocore", "boto3", "urllib3", "websockets"):
         logging.getLogger(noisy).setLevel(max(logging.getLogger().level, logging.WARNING))
 
 

@@ -197,7 +197,7 @@ class FeedBridge:
             await self._finish(checkpointer, forced, max(deadline - loop.time(), FINAL_CHECKPOINT_MIN_S))
         finally:
             forced.cancel()
-        unflushed = len(self._buffer) + self._tracker.in_flight
+        unflushed = self._tracker.in_flight  # buffered, or taken for a put that did not finish
         clean = unflushed == 0 and self._stored_checkpoint >= self._tracker.checkpoint
         summary = (
             f"received {self.stats.received}, put {self.stats.put}, duplicates skipped {self.stats.duplicates}, "
@@ -260,7 +260,9 @@ class FeedBridge:
                 attempt = 0  # it stayed up a while: start over at the short delays
             delay = self._reconnect_backoff.delay(attempt)
             attempt += 1
-            log.info("reconnecting in %.2fs from seq %d", delay, self._tracker.checkpoint + 1)
+            # The from_seq is decided when the delay is over: flushes finishing
+            # meanwhile move it on, and the "connected to" line shows it.
+            log.info("reconnecting in %.2fs", delay)
             await asyncio.sleep(delay)
 
     async def _on_message(self, message: str | bytes) -> None:

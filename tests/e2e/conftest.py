@@ -22,6 +22,9 @@ E2E_SETTINGS = {
     "PLACEMENT_MAX_ATTEMPTS": "3",
     "PLACEMENT_BACKOFF_BASE_S": "1",
     "PENDING_SWEEP_AFTER_S": "4",
+    "EXCHANGE_EXEC_DELAY_S": "0.05",
+    "EXCHANGE_LIMIT_TTL_S": "1",
+    "FEED_LINGER_S": "0.05",
 }
 
 
@@ -33,6 +36,7 @@ def stack(aws_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         local_stack(
             api_port=free_port(),
             exchange_port=free_port(),
+            feed_port=free_port(),
             schedule_interval_s=1,
             overrides=E2E_SETTINGS,
             log=log,

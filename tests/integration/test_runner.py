@@ -23,10 +23,16 @@ from chalice.app import Chalice, Cron, Rate
 from devstack.lambda_context import FunctionSpec
 from devstack.processes import ManagedProcess, python_module
 from devstack.runner import (
+    DEFAULT_EVENT_SOURCES_PATH,
     BatchVerdict,
+    EventSourcesError,
+    Invocation,
+    MappingSettings,
     Runner,
     RunnerOptions,
     batch_verdict,
+    lambda_verdict,
+    load_event_sources,
     messages_to_delete,
     parse_args,
     schedule_period_s,
@@ -38,6 +44,7 @@ pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_APP = "tests.integration.runner_fixture_app:app"
+REPORT_FAILURES = {"function_response_types": ["ReportBatchItemFailures"]}
 DEADLINE_S = 30.0
 T = TypeVar("T")
 
@@ -286,12 +293,102 @@ def test_a_handler_that_raises_deletes_nothing_and_partial_failures_delete_the_r
 
     app = recording_app(3, 0, outcome)
     fake = FakeSqs([message("a", "ok"), message("b", "raise"), message("c", "ok"), message("d", "fail")], 2)
-    runner = Runner(app, RunnerOptions(poll_wait_s=0), sqs_client=fake, region="us-east-1")
+    runner = Runner(
+        app,
+        RunnerOptions(poll_wait_s=0),
+        sqs_client=fake,
+        region="us-east-1",
+        event_sources={"handle": MappingSettings.from_json("handle", REPORT_FAILURES)},
+    )
     raised = runner.run_once_sqs("handle")
     assert raised is not None and raised.invocation.failed and raised.deleted_ids == []
     partial = runner.run_once_sqs("handle")
     assert partial is not None and partial.deleted_ids == ["c"]
     assert fake.deleted == ["rh-c"]
+
+
+@pytest.mark.unit
+def test_without_report_batch_item_failures_a_returned_report_is_ignored_as_on_aws() -> None:
+    def outcome(records: list[dict[str, Any]]) -> Any:
+        if any(r["body"] == "raise" for r in records):
+            raise RuntimeError("boom")
+        return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in records if r["body"] == "fail"]}
+
+    app = recording_app(2, 0, outcome)
+    fake = FakeSqs([message("a", "ok"), message("b", "fail"), message("c", "raise"), message("d", "ok")], 2)
+    runner = Runner(app, RunnerOptions(poll_wait_s=0), sqs_client=fake, region="us-east-1")  # no settings
+    reported = runner.run_once_sqs("handle")
+    assert reported is not None and reported.deleted_ids == ["a", "b"]  # the invocation succeeded: all deleted
+    raised = runner.run_once_sqs("handle")
+    assert raised is not None and raised.deleted_ids == []  # it failed: nothing deleted, as before
+    assert fake.deleted == ["rh-a", "rh-b"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("result", "error", "report", "failed", "whole"),
+    [
+        ({"batchItemFailures": [{"itemIdentifier": "b"}]}, None, True, {"b"}, False),
+        ({"batchItemFailures": [{"itemIdentifier": "b"}]}, None, False, set(), False),
+        ({"batchItemFailures": [{"itemIdentifier": "zzz"}]}, None, False, set(), False),  # not even read
+        ({"when": object()}, None, False, {"a", "b"}, True),  # the runtime cannot send it back either way
+        (None, RuntimeError("boom"), False, {"a", "b"}, True),
+        (None, RuntimeError("boom"), True, {"a", "b"}, True),
+    ],
+)
+def test_lambda_verdict_reads_a_report_only_with_report_batch_item_failures(
+    result: Any, error: BaseException | None, report: bool, failed: set[str], whole: bool
+) -> None:
+    verdict = lambda_verdict(Invocation(result=result, error=error), ["a", "b"], report)
+    assert verdict.failed_ids == failed
+    assert verdict.whole_batch is whole
+    assert verdict.function_error is (error is not None or "when" in (result or {}))
+
+
+@pytest.mark.unit
+def test_event_source_settings_load_with_lambdas_defaults_and_limits(tmp_path: Path) -> None:
+    settings = load_event_sources(DEFAULT_EVENT_SOURCES_PATH)  # the project's own file is valid
+    assert settings["place_orders"].report_batch_item_failures
+    assert not settings["place_orders"].stream_only_settings
+    executions = settings["apply_executions"].retry_policy()
+    assert executions.bisect_on_function_error and executions.maximum_retry_attempts == 3
+    assert MappingSettings() == MappingSettings.from_json("x", {})
+    default_policy = MappingSettings().retry_policy()
+    assert default_policy.maximum_retry_attempts is None and default_policy.maximum_record_age_s is None
+
+    for bad in (
+        {"function_response_types": ["ReportBatchItemFailure"]},
+        {"maximum_retry_attempts": 10_001},
+        {"maximum_retry_attempts": True},
+        {"maximum_record_age_in_seconds": 30},  # Lambda's minimum is 60
+        {"bisect_batch_on_function_error": "yes"},
+        {"on_failure_destination_output": ""},
+        {"maximum_retry_attempt": 2},  # a typo must not silently mean the default
+    ):
+        with pytest.raises(EventSourcesError):
+            MappingSettings.from_json("x", bad)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(EventSourcesError):
+        load_event_sources(broken)
+
+
+@pytest.mark.unit
+def test_stream_only_settings_on_an_sqs_handler_are_refused_as_lambda_would() -> None:
+    app = recording_app(5, 0, lambda records: None)
+    settings = {"handle": MappingSettings.from_json("handle", {"bisect_batch_on_function_error": True})}
+    runner = Runner(app, sqs_client=FakeSqs([]), region="us-east-1", event_sources=settings)
+    with pytest.raises(EventSourcesError, match="bisect_batch_on_function_error"):
+        _ = runner.workers
+
+
+@pytest.mark.unit
+def test_the_settings_file_and_checkpoint_table_can_be_chosen_on_the_command_line(tmp_path: Path) -> None:
+    defaults = parse_args([])
+    assert defaults.event_sources == DEFAULT_EVENT_SOURCES_PATH
+    assert defaults.checkpoint_table == "runner-checkpoints"
+    chosen = parse_args(["--event-sources", str(tmp_path / "e.json"), "--checkpoint-table", "t", "--stack-name", "s"])
+    assert (chosen.event_sources, chosen.checkpoint_table, chosen.stack_name) == (tmp_path / "e.json", "t", "s")
 
 
 @pytest.mark.unit
@@ -421,10 +518,19 @@ class RunningRunner:
 
 @contextmanager
 def runner_process(
-    tmp_path: Path, queue_name: str, table: str, *args: str, env: dict[str, str] | None = None
+    tmp_path: Path,
+    queue_name: str,
+    table: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    event_sources: dict[str, Any] | None = None,
 ) -> Iterator[RunningRunner]:
     run_id = uuid.uuid4().hex
     log_path = tmp_path / f"runner-{run_id[:8]}.log"
+    # The fixture app's mapping reports failures unless a test says otherwise, as place_orders' does.
+    settings_path = tmp_path / f"event-sources-{run_id[:8]}.json"
+    settings_path.write_text(json.dumps({"consume": REPORT_FAILURES} if event_sources is None else event_sources))
+    args = ("--event-sources", str(settings_path), *args)
     child_env = {
         **os.environ,
         "RUNNER_FIXTURE_QUEUE": queue_name,
@@ -519,6 +625,21 @@ def test_a_reported_failure_is_retried_then_dead_lettered_while_its_batch_mates_
 
     dead = sqs.receive_message(QueueUrl=queues.dlq_url, WaitTimeSeconds=1)["Messages"]
     assert [(m["MessageId"], m["Body"]) for m in dead] == [(failing, "fail")]
+
+
+def test_without_report_batch_item_failures_a_reported_failure_is_deleted_with_its_batch(
+    sqs: Any, observations_table: str, tmp_path: Path
+) -> None:
+    queues = make_queues(sqs)
+    ok_1, failing, ok_2 = send(sqs, queues.url, ["ok", "fail", "ok"])
+    with runner_process(tmp_path, queues.name, observations_table, event_sources={}) as runner:
+        wait_for(lambda: len(deliveries(observations_table, runner.run_id)) >= 3, "three deliveries")
+        wait_for(lambda: queue_depth(sqs, queues.url) == 0, "an empty queue")
+        time.sleep(1.5)  # a chance for a wrong redelivery to show (a lower bound only)
+    seen = deliveries(observations_table, runner.run_id)
+    assert sorted(message_id for message_id, _, _ in seen) == sorted([ok_1, failing, ok_2]), seen
+    assert queue_depth(sqs, queues.dlq_url) == 0
+    assert "lacks ReportBatchItemFailures" in runner.log()
 
 
 def test_a_raising_handler_keeps_the_whole_batch_and_the_runner_keeps_going(

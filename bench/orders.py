@@ -1,0 +1,170 @@
+"""Order create and placement: HTTP throughput and latency beside direct-call floors, placement beside its limit."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.common import Stopwatch, markdown_table
+from chalicelib import bootstrap
+from chalicelib.adapters.queue import SqsPlacementQueue
+from chalicelib.domain.model import Order, OrderTerms, OrderType, Side
+from devstack.emulator import emulator_client
+from devstack.processes import free_port
+from devstack.stack import local_stack, start_api
+
+ORDER = {"type": "limit", "side": "buy", "instrument": "US0378331005", "quantity": 10, "limit_price": 101.25}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def run_concurrently(call: Any, count: int, concurrency: int) -> tuple[float, list[float]]:
+    """Seconds for count calls at the given concurrency, and each call's latency."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def one(_: int) -> None:
+        start = time.perf_counter()
+        call()
+        elapsed = time.perf_counter() - start
+        with lock:
+            latencies.append(elapsed)
+
+    with Stopwatch() as watch, ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(one, range(count)))
+    return watch.seconds, latencies
+
+
+def latency_row(label: str, concurrency: int, seconds: float, latencies: list[float]) -> list[Any]:
+    return [
+        label,
+        concurrency,
+        f"{len(latencies) / seconds:,.0f}",
+        f"{percentile(latencies, 50) * 1000:.1f}",
+        f"{percentile(latencies, 95) * 1000:.1f}",
+        f"{percentile(latencies, 99) * 1000:.1f}",
+    ]
+
+
+def measure_create_level(stack: Any, level: int, count: int) -> list[list[Any]]:
+    """One concurrency level: the API and the floor, each with an empty queue of its own.
+
+    Own queues because moto's SQS slows down as a queue fills (shared STACK_NOTES).
+    """
+    sqs = emulator_client("sqs", stack.endpoint_url)
+    api_queue, floor_queue = f"bench-api-{level}", f"bench-floor-{level}"
+    for name in (api_queue, floor_queue):
+        sqs.create_queue(QueueName=name)
+    repository = bootstrap.order_repository()
+    queue = SqsPlacementQueue(floor_queue, sqs_client=sqs)
+    terms = OrderTerms(OrderType.LIMIT, Side.BUY, "US0378331005", 10, None)
+    port = free_port()
+    sessions = threading.local()  # requests.Session is not thread-safe: one per client thread
+
+    def post() -> None:
+        if not hasattr(sessions, "http"):
+            sessions.http = requests.Session()
+        response = sessions.http.post(f"http://127.0.0.1:{port}/orders", json=ORDER, timeout=30)
+        assert response.status_code == 201, response.text
+
+    def floor() -> None:
+        now = datetime.now(UTC)
+        order = repository.add(Order.create(terms, now), now + timedelta(minutes=1))
+        queue.request_placement(order.id)
+
+    with start_api(port, {**stack.env, "ORDERS_QUEUE_NAME": api_queue}):
+        rows = []
+        for label, call in (("POST /orders via chalice local", post), ("floor: PutItem + SendMessage", floor)):
+            seconds, latencies = run_concurrently(call, count, level)
+            rows.append(latency_row(label, level, seconds, latencies))
+    return rows
+
+
+def bench_create(stack: Any, count: int, levels: list[int]) -> None:
+    rows = [row for level in levels for row in measure_create_level(stack, level, count)]
+    print("\n### Create\n")
+    print(markdown_table(["path", "concurrency", "orders/s", "p50 ms", "p95 ms", "p99 ms"], rows))
+    for i in range(0, len(rows), 2):
+        ratio = float(rows[i][2].replace(",", "")) / float(rows[i + 1][2].replace(",", ""))
+        print(f"- concurrency {rows[i][1]}: API / floor throughput = {ratio:.2f}")
+
+
+def bench_placement(stack: Any, count: int, latency_s: float, batch_size: int) -> None:
+    requests.post(f"{stack.exchange_url}/admin/config", json={"failure_rate": 0.0, "latency_s": latency_s}, timeout=5)
+    created: dict[str, float] = {}
+    session = requests.Session()
+    with Stopwatch() as watch:
+        for _ in range(count):
+            response = session.post(f"{stack.api_url}/orders", json=ORDER, timeout=30)
+            created[response.json()["id"]] = time.time()
+        placed_at: dict[str, float] = {}
+        deadline = time.monotonic() + 600
+        while len(placed_at) < count and time.monotonic() < deadline:
+            for order_id in [o for o in created if o not in placed_at]:
+                body = session.get(f"{stack.api_url}/orders/{order_id}", timeout=30).json()
+                if body["status"] == "placed":
+                    placed_at[order_id] = datetime.fromisoformat(body["placed_at"].replace("Z", "+00:00")).timestamp()
+            time.sleep(0.2)
+    first_created = min(created.values())
+    last_placed = max(placed_at.values())
+    to_placed = [placed_at[o] - created[o] for o in placed_at]
+    rate = len(placed_at) / (last_placed - first_created)
+    limit = batch_size / latency_s
+    print("\n### Placement (one runner poller)\n")
+    print(
+        markdown_table(
+            ["orders", "placed", "placed/s", "limit (batch/latency)", "ratio", "POST->placed p50 s", "p99 s"],
+            [
+                [
+                    count,
+                    len(placed_at),
+                    f"{rate:.1f}",
+                    f"{limit:.1f}",
+                    f"{rate / limit:.2f}",
+                    f"{percentile(to_placed, 50):.2f}",
+                    f"{percentile(to_placed, 99):.2f}",
+                ]
+            ],
+        )
+    )
+    print(f"(wall time including polling: {watch.seconds:.1f} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--create-count", type=int, default=300)
+    parser.add_argument("--levels", default="1,4,8")
+    parser.add_argument("--place-count", type=int, default=200)
+    parser.add_argument("--exchange-latency", type=float, default=0.5)
+    args = parser.parse_args(argv)
+
+    overrides = {"RESOURCE_PREFIX": "bench-orders", "EXCHANGE_FAILURE_RATE": "0", "EXCHANGE_LATENCY_S": "0.5"}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        (Path(tmp) / "stack.log").open("wb") as log,
+        local_stack(
+            free_port(), free_port(), free_port(), schedule_interval_s=60, overrides=overrides, log=log
+        ) as stack,
+    ):
+        os.environ.update({k: v for k, v in stack.env.items() if k.startswith(("AWS_", "ORDERS_", "EXEC"))})
+        print("Emulator: moto server (in memory), all processes on 127.0.0.1.")
+        bench_placement(stack, args.place_count, args.exchange_latency, batch_size=10)
+        bench_create(stack, args.create_count, [int(level) for level in args.levels.split(",")])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

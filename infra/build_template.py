@@ -1,0 +1,365 @@
+"""Builds the template `chalice package --merge-template` merges into Chalice's output, for one stage."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from chalice.config import Config
+from chalice.utils import to_cfn_resource_name
+
+ROOT = Path(__file__).resolve().parent.parent
+RESOURCES_PATH = Path("infra") / "resources.yaml"
+OPERATIONS_PATH = Path("infra") / "operations.yaml"
+EVENT_SOURCES_PATH = Path("infra") / "event_sources.json"
+CHALICE_CONFIG_PATH = Path(".chalice") / "config.json"
+
+Template = dict[str, Any]
+
+# Event-driven handlers and the kind of their Chalice event source, which
+# app.py's decorators decide; Chalice names the SAM event
+# `<Function><Kind>EventSource`. tests/integration/test_package.py checks this
+# table against what `chalice package` generates.
+EVENT_SOURCE_KINDS = {"place_orders": "Sqs", "apply_executions": "Kinesis"}
+# The orders queue's consumer: its timeout sets the queue's visibility timeout.
+PLACEMENT_HANDLER = "place_orders"
+# AWS: a queue feeding a Lambda function keeps each message invisible for at
+# least 6x the function's timeout, or a retried invocation may still hold a
+# message when it becomes visible again and is delivered a second time.
+VISIBILITY_TIMEOUT_FACTOR = 6
+# The application setting that must equal the orders queue's maxReceiveCount.
+MAX_ATTEMPTS_VARIABLE = "PLACEMENT_MAX_ATTEMPTS"
+LAMBDA_FUNCTION_NAME_MAX = 64
+# Parameters whose defaults build_template() derives from the stage's config.
+STAGE_PARAMETERS = ("ResourcePrefix", "PlacementMaxAttempts", "PlacementVisibilityTimeoutSeconds", "LogRetentionInDays")
+
+# infra/event_sources.json key -> (event source property, kinds that have it).
+# Anything else in the file is an error: a misspelt key would otherwise deploy
+# a mapping without the setting and nobody would notice until it mattered.
+_EXTRAS: Mapping[str, tuple[str, frozenset[str]]] = {
+    "function_response_types": ("FunctionResponseTypes", frozenset({"Sqs", "Kinesis"})),
+    "bisect_batch_on_function_error": ("BisectBatchOnFunctionError", frozenset({"Kinesis"})),
+    "maximum_retry_attempts": ("MaximumRetryAttempts", frozenset({"Kinesis"})),
+    "maximum_record_age_in_seconds": ("MaximumRecordAgeInSeconds", frozenset({"Kinesis"})),
+}
+_DESTINATION_KEY = "on_failure_destination_output"
+
+# Which property names each kind of resource in resources.yaml.
+_NAME_PROPERTY = {
+    "AWS::DynamoDB::Table": "TableName",
+    "AWS::SQS::Queue": "QueueName",
+    "AWS::Kinesis::Stream": "Name",
+}
+_PREFIX_PLACEHOLDER = "${ResourcePrefix}"
+
+
+class TemplateError(Exception):
+    """The inputs are incomplete or disagree; the message says which and where."""
+
+
+def _load_yaml(path: Path) -> Template:
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(loaded, dict):
+        raise TemplateError(f"{path}: expected a mapping at the top level")
+    return loaded
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    loaded = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(loaded, dict):
+        raise TemplateError(f"{path}: expected a JSON object")
+    return loaded
+
+
+def function_logical_ids(handler: str) -> tuple[str, str, str]:
+    """(function, role, log group) logical ids Chalice gives a handler's resources.
+
+    Chalice names the API's function APIHandler but its role and log group
+    after the handler name (ApiHandlerRole, ApiHandlerLogGroup).
+    """
+    function = "APIHandler" if handler == "api_handler" else to_cfn_resource_name(handler)
+    return function, to_cfn_resource_name(f"{handler}_role"), to_cfn_resource_name(f"{handler}-log-group")
+
+
+def function_name_suffix(handler: str) -> str:
+    return handler.replace("_", "-")
+
+
+def _output_name(variable: str) -> str:
+    """ORDERS_TABLE_NAME -> OrdersTableName, the Output of resources.yaml that gives its value."""
+    return "".join(word.capitalize() for word in variable.split("_"))
+
+
+def _named_resource(resources: Template, output: str) -> tuple[str, str]:
+    """(logical id, name pattern) of the resource whose name an Output of resources.yaml returns."""
+    value = resources["Outputs"][output]["Value"]
+    if "Ref" in value:
+        logical_id = str(value["Ref"])
+    elif "Fn::GetAtt" in value and value["Fn::GetAtt"][1] in _NAME_PROPERTY.values():
+        logical_id = str(value["Fn::GetAtt"][0])
+    else:
+        raise TemplateError(f"resources.yaml: Output {output} does not return a resource's name")
+    resource = resources["Resources"][logical_id]
+    name = resource.get("Properties", {}).get(_NAME_PROPERTY.get(resource["Type"], ""), {})
+    pattern = name.get("Fn::Sub") if isinstance(name, dict) else None
+    if not isinstance(pattern, str) or pattern.count("${") != 1 or _PREFIX_PLACEHOLDER not in pattern:
+        raise TemplateError(f"resources.yaml: {logical_id} is not named by a Fn::Sub of ${{ResourcePrefix}} alone")
+    return logical_id, pattern
+
+
+def resource_prefix(resources: Template, environment: Mapping[str, str], stage: str) -> str:
+    """The ResourcePrefix the stage's resource names in .chalice/config.json were made with.
+
+    Every environment variable that names a resource of resources.yaml must
+    use one and the same prefix: the functions find their resources by these
+    names, and the stack creates them from the prefix.
+    """
+    prefixes: dict[str, str] = {}
+    for variable, value in environment.items():
+        output = _output_name(variable)
+        if output not in resources["Outputs"]:
+            continue
+        logical_id, pattern = _named_resource(resources, output)
+        before, after = pattern.split(_PREFIX_PLACEHOLDER)
+        match = re.fullmatch(f"{re.escape(before)}(?P<prefix>.+){re.escape(after)}", value)
+        if match is None:
+            raise TemplateError(f"stage {stage}: {variable}={value!r} does not fit {logical_id}'s name {pattern!r}")
+        prefixes[variable] = match["prefix"]
+    if not prefixes:
+        raise TemplateError(
+            f"stage {stage} names no resources in its environment_variables in .chalice/config.json "
+            "(the local stage is for `chalice local` only and cannot be deployed)"
+        )
+    if len(set(prefixes.values())) > 1:
+        raise TemplateError(f"stage {stage}: resource names use different prefixes: {prefixes}")
+    prefix = next(iter(prefixes.values()))
+    spec = resources["Parameters"]["ResourcePrefix"]
+    if not re.fullmatch(spec["AllowedPattern"], prefix) or not spec["MinLength"] <= len(prefix) <= spec["MaxLength"]:
+        raise TemplateError(f"stage {stage}: prefix {prefix!r} is not a valid ResourcePrefix")
+    return prefix
+
+
+def _stage_config(chalice_config: dict[str, Any], stage: str, handler: str) -> Config:
+    # Chalice's own lookup (stage, function and top-level settings in its
+    # order), so the values here are the ones `chalice package` uses.
+    return Config(chalice_stage=stage, function_name=handler, config_from_disk=chalice_config)
+
+
+def _integer_setting(config: Config, name: str, stage: str, handler: str) -> int:
+    value = getattr(config, name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TemplateError(f"stage {stage}: {handler} needs an integer {name} in .chalice/config.json")
+    return value
+
+
+def _bounded_default(parameter: dict[str, Any], name: str, value: int) -> None:
+    """Make value the parameter's default, if resources.yaml's bounds allow it."""
+    if not float(parameter.get("MinValue", value)) <= value <= float(parameter.get("MaxValue", value)):
+        raise TemplateError(f"{name}={value} is outside the parameter's range in resources.yaml")
+    parameter["Default"] = value
+
+
+def _event_source_properties(handler: str, extras: Mapping[str, Any], kind: str, resources: Template) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    for key, value in extras.items():
+        if key == _DESTINATION_KEY and kind == "Kinesis":
+            output = resources["Outputs"].get(value)
+            arn = None if output is None else output["Value"]
+            if not (isinstance(arn, dict) and "Fn::GetAtt" in arn and arn["Fn::GetAtt"][1] == "Arn"):
+                raise TemplateError(f"event_sources.json: {handler}: {value!r} is no Output of a resource's Arn")
+            # The resource's own Arn, not the Output: a template cannot
+            # reference its own Outputs, and GetAtt orders the creation.
+            properties["DestinationConfig"] = {"OnFailure": {"Destination": copy.deepcopy(arn)}}
+        elif key in _EXTRAS and kind in _EXTRAS[key][1]:
+            properties[_EXTRAS[key][0]] = copy.deepcopy(value)
+        else:
+            raise TemplateError(f"event_sources.json: {handler}: {key!r} is not a setting of a {kind} event source")
+    return properties
+
+
+def _function_alarms(handler: str, function_id: str) -> dict[str, Any]:
+    def alarm(metric: str, description: str, evaluation: dict[str, int]) -> dict[str, Any]:
+        return {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmName": {"Fn::Sub": f"${{ResourcePrefix}}-{function_name_suffix(handler)}-{metric.lower()}"},
+                "AlarmDescription": description,
+                "Namespace": "AWS/Lambda",
+                "MetricName": metric,
+                "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": function_id}}],
+                "Statistic": "Sum",
+                "Period": 60,
+                **evaluation,
+                "Threshold": 0,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "notBreaching",
+                "AlarmActions": [{"Ref": "AlarmTopic"}],
+                "OKActions": [{"Ref": "AlarmTopic"}],
+            },
+        }
+
+    return {
+        # Two of three minutes: a batch whose every record met a transient
+        # exchange error fails the invocation once (and is retried); errors
+        # that persist are what needs attention.
+        f"{function_id}ErrorsAlarm": alarm(
+            "Errors",
+            f"{handler} keeps failing.",
+            {"EvaluationPeriods": 3, "DatapointsToAlarm": 2},
+        ),
+        # Any throttle: the function hit its concurrency limit and work waits.
+        f"{function_id}ThrottlesAlarm": alarm(
+            "Throttles",
+            f"{handler} is throttled.",
+            {"EvaluationPeriods": 1, "DatapointsToAlarm": 1},
+        ),
+    }
+
+
+def _merge_sections(target: Template, source: Template, origin: str) -> None:
+    for section in ("Parameters", "Conditions", "Rules", "Resources", "Outputs"):
+        for key, value in source.get(section, {}).items():
+            if key in target.setdefault(section, {}):
+                raise TemplateError(f"{origin}: {section}.{key} is defined twice")
+            target[section][key] = copy.deepcopy(value)
+
+
+def _function_resources(handler: str, prefix: str) -> dict[str, Any]:
+    """Overrides of a handler's function and log group, and its alarms."""
+    function_id, _, log_group_id = function_logical_ids(handler)
+    suffix = function_name_suffix(handler)
+    if len(f"{prefix}-{suffix}") > LAMBDA_FUNCTION_NAME_MAX:
+        raise TemplateError(f"function name {prefix}-{suffix} is longer than {LAMBDA_FUNCTION_NAME_MAX} characters")
+    # A fixed function name lets the log group be named without referencing
+    # the function. Chalice's group references the function (the API's by a
+    # wrong logical id, ${ApiHandler}, which fails to deploy), so the role
+    # could not reference the group; now it does, and the group exists (with
+    # its retention) before the function can write a line.
+    return {
+        function_id: {
+            "Properties": {
+                "FunctionName": {"Fn::Sub": f"${{ResourcePrefix}}-{suffix}"},
+                "Environment": {"Variables": {MAX_ATTEMPTS_VARIABLE: {"Ref": "PlacementMaxAttempts"}}},
+            }
+        },
+        log_group_id: {"Properties": {"LogGroupName": {"Fn::Sub": f"/aws/lambda/${{ResourcePrefix}}-{suffix}"}}},
+        **_function_alarms(handler, function_id),
+    }
+
+
+def _set_stage_parameters(
+    parameters: dict[str, Any], chalice_config: dict[str, Any], stage: str, handlers: Sequence[str], prefix: str
+) -> None:
+    environment = _stage_config(chalice_config, stage, PLACEMENT_HANDLER).environment_variables
+
+    # The stage's names in .chalice/config.json are what the functions use;
+    # another prefix at deploy time would create resources they never find.
+    parameters["ResourcePrefix"]["Default"] = prefix
+    parameters["ResourcePrefix"]["AllowedValues"] = [prefix]
+
+    # One value for both: the stage's PLACEMENT_MAX_ATTEMPTS is the default of
+    # PlacementMaxAttempts, which the queue's maxReceiveCount and every
+    # function's PLACEMENT_MAX_ATTEMPTS reference, so an override changes both.
+    raw_attempts = environment.get(MAX_ATTEMPTS_VARIABLE, "")
+    if not raw_attempts.isdigit():
+        raise TemplateError(f"stage {stage}: {MAX_ATTEMPTS_VARIABLE} must be set to a number in .chalice/config.json")
+    _bounded_default(parameters["PlacementMaxAttempts"], "PlacementMaxAttempts", int(raw_attempts))
+
+    placement = _stage_config(chalice_config, stage, PLACEMENT_HANDLER)
+    timeout = _integer_setting(placement, "lambda_timeout", stage, PLACEMENT_HANDLER)
+    visibility = parameters["PlacementVisibilityTimeoutSeconds"]
+    _bounded_default(visibility, "PlacementVisibilityTimeoutSeconds", VISIBILITY_TIMEOUT_FACTOR * timeout)
+    # CloudFormation then refuses a deploy-time override below 6x the timeout.
+    visibility["MinValue"] = visibility["Default"]
+
+    # Without a retention Chalice creates no log group and Lambda's own keeps
+    # logs forever. The bridge's logs are kept as long as the functions'.
+    retention = max(
+        _integer_setting(_stage_config(chalice_config, stage, handler), "log_retention_in_days", stage, handler)
+        for handler in handlers
+    )
+    if retention not in parameters["LogRetentionInDays"]["AllowedValues"]:
+        raise TemplateError(f"stage {stage}: log_retention_in_days {retention} is not a CloudWatch Logs retention")
+    parameters["LogRetentionInDays"]["Default"] = retention
+
+
+def build_template(stage: str, root: Path = ROOT) -> Template:
+    """The merge template of one stage of .chalice/config.json."""
+    resources = _load_yaml(root / RESOURCES_PATH)
+    operations = _load_yaml(root / OPERATIONS_PATH)
+    event_sources = _load_json(root / EVENT_SOURCES_PATH)
+    chalice_config = _load_json(root / CHALICE_CONFIG_PATH)
+    if stage not in chalice_config.get("stages", {}):
+        raise TemplateError(f"no stage {stage!r} in {CHALICE_CONFIG_PATH}")
+    handlers = list(chalice_config.get("lambda_functions", {}))
+    if PLACEMENT_HANDLER not in handlers:
+        raise TemplateError(f"{CHALICE_CONFIG_PATH}: lambda_functions must list every handler, {PLACEMENT_HANDLER} too")
+    environment = _stage_config(chalice_config, stage, PLACEMENT_HANDLER).environment_variables
+    prefix = resource_prefix(resources, environment, stage)
+
+    template: Template = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": (
+            f"Brokerage order backend, stage {stage}: API and functions (Chalice), tables, queues, stream, "
+            "alarms, feed bridge."
+        ),
+    }
+    _merge_sections(template, resources, str(RESOURCES_PATH))
+    _merge_sections(template, operations, str(OPERATIONS_PATH))
+    _set_stage_parameters(template["Parameters"], chalice_config, stage, handlers, prefix)
+    for handler in handlers:
+        template["Resources"].update(_function_resources(handler, prefix))
+
+    for handler, extras in event_sources.items():
+        if handler not in EVENT_SOURCE_KINDS or handler not in handlers:
+            raise TemplateError(f"event_sources.json: {handler!r} is not an event-driven handler of the app")
+        kind = EVENT_SOURCE_KINDS[handler]
+        event_id = to_cfn_resource_name(f"{handler}-{kind.lower()}-event-source")
+        function = template["Resources"][function_logical_ids(handler)[0]]
+        function["Properties"]["Events"] = {
+            event_id: {"Properties": _event_source_properties(handler, extras, kind, resources)}
+        }
+    return template
+
+
+def stage_parameters(template: Template) -> dict[str, str]:
+    """The parameters whose values the stage's config decides, as `aws cloudformation deploy` overrides.
+
+    `aws cloudformation deploy` keeps a parameter's previous value on update
+    unless it is overridden, so a changed default (e.g. PLACEMENT_MAX_ATTEMPTS
+    in .chalice/config.json) would never reach an existing stack otherwise.
+    """
+    return {name: str(template["Parameters"][name]["Default"]) for name in STAGE_PARAMETERS}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--stage", required=True, help="a stage of .chalice/config.json, e.g. dev or prod")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the template (JSON)")
+    parser.add_argument(
+        "--parameters-out", type=Path, help="where to write the stage's parameter values (Key=Value, one a line)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        template = build_template(args.stage)
+    except TemplateError as exc:
+        print(f"build_template: {exc}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
+    if args.parameters_out is not None:
+        lines = [f"{name}={value}\n" for name, value in stage_parameters(template).items()]
+        args.parameters_out.parent.mkdir(parents=True, exist_ok=True)
+        args.parameters_out.write_text("".join(lines), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
