@@ -128,7 +128,7 @@ def place_order(
         if order.placed_at is None and order.status is not OrderStatus.FAILED:
             # Execution reports arrived first, so the exchange has the order:
             # record its placement without asking the exchange again.
-            order = _settle(repository, order_id, lambda o: o.placed(None, clock())) or order
+            order = _settle(repository, order, lambda o: o.placed(None, clock())) or order
         return PlacementResult(PlacementOutcome.ALREADY_SETTLED, order)
 
     # The receive count restarts at 1 on a message the sweep re-sent; the
@@ -138,31 +138,32 @@ def place_order(
         ack = exchange.place(order)
     except ExchangeRejected as exc:
         rejection = f"rejected by the exchange: {exc}"
-        failed = _settle(repository, order_id, lambda o: o.failed(rejection, clock()))
+        failed = _settle(repository, order, lambda o: o.failed(rejection, clock()))
         return PlacementResult(PlacementOutcome.REJECTED, failed)
     except ExchangeUnavailable as exc:
         if policy.is_last(attempt):
             reason = f"exchange unavailable after {attempt} attempts: {exc}"
-            failed = _settle(repository, order_id, lambda o: o.failed(reason, clock()))
+            failed = _settle(repository, order, lambda o: o.failed(reason, clock()))
             return PlacementResult(PlacementOutcome.FAILED, failed)
         delay = policy.delay_after(attempt, rng)
-        retrying = _record_failed_attempt(repository, order_id, str(exc), delay, stuck_after, clock)
+        retrying = _record_failed_attempt(repository, order, str(exc), delay, stuck_after, clock)
         return PlacementResult(PlacementOutcome.RETRY, retrying, retry_in_s=delay)
-    placed = _settle(repository, order_id, lambda o: o.placed(ack.exchange_order_id, clock()))
+    placed = _settle(repository, order, lambda o: o.placed(ack.exchange_order_id, clock()))
     return PlacementResult(PlacementOutcome.PLACED, placed)
 
 
 _WRITE_RACES = 5  # a handful of concurrent writers at most: a redelivery and the sweep
 
 
-def _settle(repository: OrderRepository, order_id: str, change: Callable[[Order], Order]) -> Order | None:
-    """Apply change to the order as stored now, re-reading on a concurrent write.
+def _settle(repository: OrderRepository, order: Order, change: Callable[[Order], Order]) -> Order | None:
+    """Apply change to the order and store it; on a concurrent write, re-read and apply again.
 
-    If the stored order no longer allows the change (another worker or an
-    execution report got there first), it is returned as it is.
+    The first try uses the copy already read (no extra read on the common
+    path). If the stored order no longer allows the change (another worker or
+    an execution report got there first), it is returned as it is.
     """
+    current: Order | None = order
     for _ in range(_WRITE_RACES):
-        current = repository.get(order_id)
         if current is None:
             return None
         try:
@@ -172,20 +173,20 @@ def _settle(repository: OrderRepository, order_id: str, change: Callable[[Order]
         try:
             return repository.update(changed, sweep_after=None)
         except ConcurrentModification:
-            continue
-    raise ConcurrentModification(order_id)
+            current = repository.get(order.id)
+    raise ConcurrentModification(order.id)
 
 
 def _record_failed_attempt(
     repository: OrderRepository,
-    order_id: str,
+    order: Order,
     error: str,
     delay_s: int,
     stuck_after: timedelta,
     clock: Clock,
 ) -> Order | None:
+    current: Order | None = order
     for _ in range(_WRITE_RACES):
-        current = repository.get(order_id)
         if current is None or not current.is_pending:
             return current
         now = clock()
@@ -195,8 +196,8 @@ def _record_failed_attempt(
         try:
             return repository.update(current.attempt_failed(error, now), sweep_after=sweep_after)
         except ConcurrentModification:
-            continue
-    raise ConcurrentModification(order_id)
+            current = repository.get(order.id)
+    raise ConcurrentModification(order.id)
 
 
 def sweep_pending(
