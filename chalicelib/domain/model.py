@@ -54,6 +54,14 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 TERMINAL_STATUSES = frozenset(status for status, targets in TRANSITIONS.items() if not targets)
 
+# Moves no event of the system makes, only an operator's redrive: an order
+# that failed because the exchange was unreachable is opened again and
+# placed anew. Kept apart so that "terminal" above stays true for every
+# automatic path, including execution reports, which can never reopen one.
+OPERATOR_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.FAILED: frozenset({OrderStatus.PENDING}),
+}
+
 
 def can_transition(source: OrderStatus, target: OrderStatus) -> bool:
     return target in TRANSITIONS[source]
@@ -247,6 +255,12 @@ class Order:
         return self._moved_to(
             OrderStatus.FAILED, now, failure_reason=reason, last_error=reason, attempts=self.attempts + 1
         )
+
+    def reopened(self, now: datetime) -> Order:
+        """A failed order made pending again by an operator, with a fresh set of attempts."""
+        if OrderStatus.PENDING not in OPERATOR_TRANSITIONS.get(self.status, frozenset()):
+            raise InvalidTransition(self.status, OrderStatus.PENDING)
+        return dataclasses.replace(self, status=OrderStatus.PENDING, updated_at=now, attempts=0, failure_reason=None)
 
     def attempt_failed(self, error: str, now: datetime) -> Order:
         """A placement attempt failed and will be retried: still pending, one attempt more."""

@@ -225,3 +225,32 @@ def sweep_pending(
     if resent:
         logger.warning("re-enqueued stuck pending orders", extra={"count": resent})
     return resent
+
+
+def reopen_failed_order(
+    order_id: str,
+    repository: OrderRepository,
+    queue: PlacementQueue,
+    stuck_after: timedelta,
+    clock: Clock = utc_now,
+) -> bool:
+    """Operator redrive: a failed order becomes pending and is placed again; True if it was reopened.
+
+    Safe to repeat: an order that is not failed (already reopened, placed,
+    unknown) is left alone. If the process dies between the write and the
+    send, the order is pending with a sweep time, so the sweep sends it.
+    """
+    order = repository.get(order_id)
+    if order is None:
+        return False
+    now = clock()
+    try:
+        reopened = order.reopened(now)
+    except InvalidTransition:
+        return False
+    try:
+        repository.update(reopened, sweep_after=now + stuck_after)
+    except ConcurrentModification:
+        return False  # someone else changed it meanwhile; the next redrive looks again
+    queue.request_placement(order_id)
+    return True

@@ -211,3 +211,28 @@ def test_sweep_resends_only_stuck_orders_once_per_period(repo: FakeRepository, q
     assert sorted(queue.sent[1:]) == []
     assert orders.sweep_pending(repo, queue, SWEEP, 100, clock) == 2
     assert sorted(queue.sent[1:]) == sorted([stuck.id, fresh.id])
+
+
+def test_an_operator_reopens_a_failed_order_once(repo: FakeRepository, queue: FakeQueue) -> None:
+    order = create(repo, queue, terms()).order
+    for attempt in (1, 2, 3):
+        place(repo, order.id, FakeExchange(["unavailable"]), receive_count=attempt)
+    assert repo.orders[order.id].status is OrderStatus.FAILED
+    queue.sent.clear()
+
+    assert orders.reopen_failed_order(order.id, repo, queue, SWEEP, Clock())
+    reopened = repo.orders[order.id]
+    assert (reopened.status, reopened.attempts, reopened.failure_reason) == (OrderStatus.PENDING, 0, None)
+    assert queue.sent == [order.id]
+    assert not orders.reopen_failed_order(order.id, repo, queue, SWEEP, Clock())  # idempotent
+    assert queue.sent == [order.id]
+
+    assert place(repo, order.id, FakeExchange(), receive_count=1).outcome is PlacementOutcome.PLACED
+
+
+def test_only_failed_orders_reopen(repo: FakeRepository, queue: FakeQueue) -> None:
+    order = create(repo, queue, terms()).order
+    place(repo, order.id, FakeExchange())
+    assert not orders.reopen_failed_order(order.id, repo, queue, SWEEP, Clock())
+    assert not orders.reopen_failed_order("unknown", repo, queue, SWEEP, Clock())
+    assert repo.orders[order.id].status is OrderStatus.PLACED
