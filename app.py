@@ -17,7 +17,7 @@ app = Chalice(app_name="brokerage-orders")
 def post_order() -> Response:
     request = app.current_request
     assert request is not None  # Chalice sets it for every route invocation
-    return http.post_order(request.raw_body)
+    return http.post_order(request)
 
 
 @app.route("/orders/{order_id}", methods=["GET"])

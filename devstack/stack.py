@@ -76,6 +76,7 @@ class LocalStack:
     feed_url: str
     env: dict[str, str]
     resources: dict[str, str]
+    log_path: Path | None = None
     processes: list[ManagedProcess] = field(default_factory=list)
 
     def process(self, name: str) -> ManagedProcess:
@@ -103,6 +104,8 @@ def local_stack(
             **(overrides or {}),
         }
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # EMF metrics are for CloudWatch; locally they would only flood the console.
+        env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
         prefix = env.get("RESOURCE_PREFIX", DEFAULT_STACK_NAME)
         resources = provision(
             endpoint,
@@ -147,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    # Powertools' development mode: indented, readable log lines in the terminal.
+    os.environ.setdefault("POWERTOOLS_DEV", "true")
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())

@@ -56,6 +56,7 @@ class OrderRecord(Model):
     last_error = UnicodeAttribute(null=True)
     filled_quantity = NumberAttribute(default=0)
     average_fill_price = UnicodeAttribute(null=True)  # a string for the same reason as limit_price
+    correlation_id = UnicodeAttribute(null=True)
     pending_shard = NumberAttribute(null=True)
     sweep_after = UTCDateTimeAttribute(null=True)
     version = VersionAttribute()
@@ -135,6 +136,7 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
         last_error=order.last_error,
         filled_quantity=order.filled_quantity,
         average_fill_price=_text(order.average_fill_price),
+        correlation_id=order.correlation_id,
     )
     if order.is_pending and sweep_after is not None:
         record.pending_shard = _pending_shard(order.id)
@@ -167,6 +169,7 @@ def _to_order(record: OrderRecord) -> Order:
         last_error=record.last_error,
         filled_quantity=int(record.filled_quantity or 0),
         average_fill_price=_decimal(record.average_fill_price),
+        correlation_id=record.correlation_id,
         version=int(record.version or 0),
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import boto3
@@ -15,26 +16,34 @@ class QueueUnavailable(Exception):
 
 
 class PlacementQueue(Protocol):
-    def request_placement(self, order_id: str) -> None:
+    def request_placement(self, order_id: str, correlation_id: str | None = None) -> None:
         """Ask, at least once, for the order to be placed."""
 
     def retry_after(self, receipt_handle: str, delay_s: int) -> None:
         """Let a received message come back after delay_s instead of the default visibility timeout."""
 
 
-def placement_message(order_id: str) -> str:
-    return json.dumps({"order_id": order_id})
+@dataclass(frozen=True)
+class PlacementRequest:
+    order_id: str
+    # Follows the order from the HTTP request into every log line about it.
+    correlation_id: str | None = None
 
 
-def order_id_of(message_body: str) -> str:
-    """The order id a placement message carries; ValueError if it carries none."""
+def placement_message(order_id: str, correlation_id: str | None = None) -> str:
+    return json.dumps({"order_id": order_id, "correlation_id": correlation_id})
+
+
+def parse_placement_message(message_body: str) -> PlacementRequest:
+    """What a placement message asks for; ValueError if it names no order."""
     try:
         payload = json.loads(message_body)
     except json.JSONDecodeError as exc:
         raise ValueError("placement message is not JSON") from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("order_id"), str):
         raise ValueError("placement message has no order_id")
-    return str(payload["order_id"])
+    correlation_id = payload.get("correlation_id")
+    return PlacementRequest(str(payload["order_id"]), correlation_id if isinstance(correlation_id, str) else None)
 
 
 class SqsQueue:
@@ -70,8 +79,8 @@ class SqsQueue:
 
 
 class SqsPlacementQueue(SqsQueue):
-    def request_placement(self, order_id: str) -> None:
-        self.send(placement_message(order_id))
+    def request_placement(self, order_id: str, correlation_id: str | None = None) -> None:
+        self.send(placement_message(order_id, correlation_id))
 
     def retry_after(self, receipt_handle: str, delay_s: int) -> None:
         try:

@@ -183,14 +183,23 @@ class Order:
     last_error: str | None = None
     filled_quantity: int = 0
     average_fill_price: Decimal | None = None
+    # Names the request that created the order in every log line about it.
+    correlation_id: str | None = None
     # Optimistic concurrency, as in cosmicpython's aggregates: storage accepts
     # a write only if nobody else wrote since this copy was read. 0 = unsaved.
     version: int = 0
 
     @classmethod
-    def create(cls, terms: OrderTerms, now: datetime) -> Order:
+    def create(cls, terms: OrderTerms, now: datetime, correlation_id: str | None = None) -> Order:
         order_id = order_id_for_client_key(terms.client_order_id) if terms.client_order_id else new_order_id()
-        return cls(id=order_id, terms=terms, status=OrderStatus.PENDING, created_at=now, updated_at=now)
+        return cls(
+            id=order_id,
+            terms=terms,
+            status=OrderStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+            correlation_id=correlation_id,
+        )
 
     def has_same_terms(self, terms: OrderTerms) -> bool:
         return self.terms == terms

@@ -8,14 +8,11 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
 from chalicelib import bootstrap
 from chalicelib.domain.model import ExecutionReport
 from chalicelib.entrypoints.schemas import parse_execution_report
+from chalicelib.observability import count, lambda_handler, logger
 from chalicelib.service.executions import apply_execution_reports
-
-logger = Logger(service="orders")
 
 
 @functools.cache
@@ -39,6 +36,7 @@ def _failed_record(record: dict[str, Any], reason: str) -> str:
     )
 
 
+@lambda_handler
 def handle_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda Kinesis event in, partial batch response out (the first failed sequence number).
 
@@ -67,6 +65,7 @@ def handle_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
     for record, report in parsed:
         if report.order_id in result.unknown_orders:
             failed_queue.send(_failed_record(record, f"unknown order {report.order_id}"))
+    count("ExecutionsApplied", len(parsed))
     logger.info(
         "executions applied",
         records=len(records),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import logging
+import re
+import uuid
+from collections.abc import Mapping
 from typing import Any
 
-from chalice.app import Response
+from chalice.app import Request, Response
 
 from chalicelib import bootstrap
 from chalicelib.adapters.repository import StorageUnavailable
@@ -17,24 +19,49 @@ from chalicelib.entrypoints.schemas import (
     order_to_json,
     parse_order_request,
 )
+from chalicelib.observability import count, logger, metrics, tracer
 from chalicelib.service import executions, orders
-
-logger = logging.getLogger(__name__)
 
 STORE_FAILED_BODY = {"message": "Internal server error while placing the order"}
 NOT_FOUND_BODY = {"message": "Order not found"}
 UNAVAILABLE_BODY = {"message": "Orders are temporarily unavailable, retry later"}
 
 
-def _json(status: int, body: dict[str, Any]) -> Response:
-    return Response(body=body, status_code=status, headers={"Content-Type": "application/json"})
+CORRELATION_HEADER = "X-Correlation-Id"
+_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def post_order(raw_body: bytes | str | None) -> Response:
+def correlation_id_for(headers: Mapping[str, str], context: Mapping[str, Any]) -> str:
+    """The caller's X-Correlation-Id if it is sane, else API Gateway's request id, else a new one."""
+    given = headers.get(CORRELATION_HEADER.lower()) or headers.get(CORRELATION_HEADER) or ""
+    if _CORRELATION_ID.match(given):
+        return given
+    return str(context.get("requestId") or uuid.uuid4())
+
+
+def _json(status: int, body: dict[str, Any], correlation_id: str | None = None) -> Response:
+    headers: dict[str, str | list[str]] = {"Content-Type": "application/json"}
+    if correlation_id:
+        headers[CORRELATION_HEADER] = correlation_id
+    return Response(body=body, status_code=status, headers=headers)
+
+
+@tracer.capture_method
+def post_order(request: Request) -> Response:
+    correlation_id = correlation_id_for(request.headers, request.context)
+    logger.thread_safe_append_keys(correlation_id=correlation_id)
+    try:
+        return _post_order(request.raw_body, correlation_id)
+    finally:
+        metrics.flush_metrics()
+        logger.thread_safe_clear_keys()
+
+
+def _post_order(raw_body: bytes | str | None, correlation_id: str) -> Response:
     try:
         terms = parse_order_request(raw_body)
     except BadRequest as exc:
-        return _json(400, {"message": str(exc)})
+        return _json(400, {"message": str(exc)}, correlation_id)
     except InvalidOrder as exc:
         return _json(
             422,
@@ -42,6 +69,7 @@ def post_order(raw_body: bytes | str | None) -> Response:
                 "message": "Invalid order: " + "; ".join(e.message for e in exc.errors),
                 "errors": [{"field": e.field, "message": e.message} for e in exc.errors],
             },
+            correlation_id,
         )
     try:
         result = orders.create_order(
@@ -49,13 +77,20 @@ def post_order(raw_body: bytes | str | None) -> Response:
             repository=bootstrap.order_repository(),
             queue=bootstrap.placement_queue(),
             sweep_after=bootstrap.stuck_after(),
+            correlation_id=correlation_id,
         )
     except IdempotencyConflict as exc:
-        return _json(409, {"message": str(exc)})
+        return _json(409, {"message": str(exc)}, correlation_id)
     except StorageUnavailable:
         logger.exception("order not stored")
-        return _json(500, STORE_FAILED_BODY)
-    return _json(201 if result.created else 200, order_to_json(result.order))
+        return _json(500, STORE_FAILED_BODY, correlation_id)
+    if result.created:
+        count("OrdersCreated")
+        logger.info("order created", order_id=result.order.id)
+    # A replay answers with the order's own correlation id: the one in its logs.
+    return _json(
+        201 if result.created else 200, order_to_json(result.order), result.order.correlation_id or correlation_id
+    )
 
 
 def get_order(order_id: str) -> Response:
@@ -67,7 +102,7 @@ def get_order(order_id: str) -> Response:
     except OrderNotFound:
         return _json(404, NOT_FOUND_BODY)
     except StorageUnavailable:
-        logger.exception("order not read", extra={"order_id": order_id})
+        logger.exception("order not read", order_id=order_id)
         return _json(503, UNAVAILABLE_BODY)
     return _json(200, order_to_json(order))
 
@@ -80,6 +115,6 @@ def get_executions(order_id: str) -> Response:
     except OrderNotFound:
         return _json(404, NOT_FOUND_BODY)
     except StorageUnavailable:
-        logger.exception("executions not read", extra={"order_id": order_id})
+        logger.exception("executions not read", order_id=order_id)
         return _json(503, UNAVAILABLE_BODY)
     return _json(200, {"order_id": order_id, "executions": [execution_to_json(r) for r in reports]})

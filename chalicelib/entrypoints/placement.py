@@ -7,7 +7,6 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import (
     AsyncBatchProcessor,
     EventType,
@@ -16,12 +15,11 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from chalicelib import bootstrap
-from chalicelib.adapters.queue import order_id_of
+from chalicelib.adapters.queue import parse_placement_message
 from chalicelib.config import get_settings
+from chalicelib.observability import count, lambda_handler, logger, seconds
 from chalicelib.service import orders
 from chalicelib.service.orders import PlacementOutcome
-
-logger = Logger(service="orders")
 
 
 class PlacementDeferred(Exception):
@@ -45,10 +43,21 @@ def _executor() -> ThreadPoolExecutor:
 
 def place_record(record: SQSRecord) -> str:
     try:
-        order_id = order_id_of(record.body)
+        request = parse_placement_message(record.body)
     except ValueError as exc:
         logger.error("malformed placement message", message_id=record.message_id, error=str(exc))
         raise MalformedPlacementMessage(str(exc)) from exc
+    order_id = request.order_id
+    # Worker threads: the keys must not leak into another record's lines.
+    logger.thread_safe_append_keys(order_id=order_id, correlation_id=request.correlation_id)
+    try:
+        return _place(record, order_id)
+    finally:
+        logger.thread_safe_clear_keys()
+
+
+def _place(record: SQSRecord, order_id: str) -> str:
+    count("PlacementAttempts")
     result = orders.place_order(
         order_id,
         receive_count=int(record.attributes.approximate_receive_count),
@@ -57,7 +66,8 @@ def place_record(record: SQSRecord) -> str:
         policy=bootstrap.retry_policy(),
         stuck_after=bootstrap.stuck_after(),
     )
-    logger.info("placement attempt", order_id=order_id, outcome=result.outcome.value, retry_in_s=result.retry_in_s)
+    logger.info("placement attempt", outcome=result.outcome.value, retry_in_s=result.retry_in_s)
+    _record_outcome(result)
     queue = bootstrap.placement_queue()
     if result.outcome is PlacementOutcome.RETRY:
         queue.retry_after(record.receipt_handle, result.retry_in_s)
@@ -69,11 +79,24 @@ def place_record(record: SQSRecord) -> str:
     return result.outcome.value
 
 
+def _record_outcome(result: orders.PlacementResult) -> None:
+    if result.outcome is PlacementOutcome.PLACED:
+        count("OrdersPlaced")
+        order = result.order
+        if order is not None and order.placed_at is not None:
+            seconds("CreationToPlacement", (order.placed_at - order.created_at).total_seconds())
+    elif result.outcome in (PlacementOutcome.FAILED, PlacementOutcome.REJECTED):
+        count("OrdersFailed")
+        if result.outcome is PlacementOutcome.FAILED:
+            count("OrdersDeadLettered")
+
+
 async def _place_record_async(record: SQSRecord) -> str:
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_executor(), place_record, record)
 
 
+@lambda_handler
 def handle_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda SQS event in, partial batch response out (needs ReportBatchItemFailures on the mapping)."""
     processor = AsyncBatchProcessor(event_type=EventType.SQS)
@@ -84,12 +107,15 @@ def handle_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
     )
 
 
+@lambda_handler
 def sweep(event: dict[str, Any], context: Any) -> int:
     """Scheduled: re-enqueue orders left pending past their sweep time."""
     settings = get_settings()
-    return orders.sweep_pending(
+    resent = orders.sweep_pending(
         repository=bootstrap.order_repository(),
         queue=bootstrap.placement_queue(),
         stuck_after=bootstrap.stuck_after(),
         limit=settings.pending_sweep_batch,
     )
+    count("OrdersReenqueued", resent)
+    return resent

@@ -81,6 +81,15 @@ def _apply_to_order(order: Order, batch: list[ExecutionReport], orders: OrderRep
             return False  # everything in the batch was known already
         try:
             orders.update(updated, sweep_after=None)
+            logger.info(
+                "order updated by executions",
+                extra={
+                    "order_id": order.id,
+                    "correlation_id": order.correlation_id,
+                    "status": updated.status.value,
+                    "filled_quantity": updated.filled_quantity,
+                },
+            )
             return True
         except ConcurrentModification:
             reread = orders.get(order.id)

@@ -47,6 +47,7 @@ def create_order(
     queue: PlacementQueue,
     sweep_after: timedelta,
     clock: Clock = utc_now,
+    correlation_id: str | None = None,
 ) -> CreatedOrder:
     """Store the order, then ask for its placement.
 
@@ -60,7 +61,7 @@ def create_order(
     StorageUnavailable propagates: then nothing was stored.
     """
     now = clock()
-    order = Order.create(terms, now)
+    order = Order.create(terms, now, correlation_id)
     try:
         stored = repository.add(order, sweep_after=now + sweep_after)
     except OrderAlreadyExists:
@@ -73,7 +74,7 @@ def create_order(
             ) from None
         return CreatedOrder(existing, created=False)
     try:
-        queue.request_placement(stored.id)
+        queue.request_placement(stored.id, stored.correlation_id)
     except QueueUnavailable:
         logger.warning("placement message not sent; the pending sweep will send it", extra={"order_id": stored.id})
     return CreatedOrder(stored, created=True)
@@ -220,7 +221,7 @@ def sweep_pending(
             repository.update(order, sweep_after=now + stuck_after)
         except ConcurrentModification:
             continue
-        queue.request_placement(order_id)
+        queue.request_placement(order_id, order.correlation_id)
         resent += 1
     if resent:
         logger.warning("re-enqueued stuck pending orders", extra={"count": resent})
@@ -252,5 +253,5 @@ def reopen_failed_order(
         repository.update(reopened, sweep_after=now + stuck_after)
     except ConcurrentModification:
         return False  # someone else changed it meanwhile; the next redrive looks again
-    queue.request_placement(order_id)
+    queue.request_placement(order_id, order.correlation_id)
     return True

@@ -42,6 +42,7 @@ def stack(aws_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             log=log,
         ) as running,
     ):
+        running.log_path = log_path
         yield running
 
 

@@ -230,3 +230,31 @@ def test_sqs_down_still_answers_201_and_the_order_is_placed_by_the_sweep(
     record = exchange.record(order_id)
     assert record is not None
     assert record["accepted"] == 1
+
+
+def test_the_correlation_id_follows_the_order_into_the_placement_logs(stack: LocalStack, exchange: Exchange) -> None:
+    correlation_id = f"trace-{uuid.uuid4()}"
+    key = f"corr-{uuid.uuid4()}"
+    response = requests.post(
+        f"{stack.api_url}/orders",
+        json=limit_order(client_order_id=key),
+        headers={"X-Correlation-Id": correlation_id},
+        timeout=30,
+    )
+    assert response.status_code == 201
+    assert response.headers["X-Correlation-Id"] == correlation_id
+    order_id = response.json()["id"]
+    # A replay from another request still names the order's own correlation id.
+    replay = post(stack.api_url, limit_order(client_order_id=key))
+    assert replay.headers["X-Correlation-Id"] == correlation_id
+
+    wait_until(order_in_status(stack.api_url, order_id, "placed", "partially_filled", "filled"))
+
+    def placement_logged() -> bool:
+        for line in stack.log_path.read_text(errors="replace").splitlines():
+            if '"placement attempt"' in line and order_id in line:
+                entry = json.loads(line)
+                return bool(entry["correlation_id"] == correlation_id and entry["order_id"] == order_id)
+        return False
+
+    wait_until(placement_logged, timeout_s=30)

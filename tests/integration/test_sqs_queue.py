@@ -6,7 +6,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from chalicelib.adapters.queue import QueueUnavailable, SqsPlacementQueue, order_id_of
+from chalicelib.adapters.queue import QueueUnavailable, SqsPlacementQueue, parse_placement_message
 from devstack.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -27,10 +27,13 @@ def queue_name(sqs, aws_endpoint: str) -> str:
 
 
 def test_a_placement_request_is_a_message_naming_the_order(sqs, queue_name: str) -> None:
-    SqsPlacementQueue(queue_name).request_placement("order-1")
+    SqsPlacementQueue(queue_name).request_placement("order-1", "corr-1")
     url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
     messages = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)["Messages"]
-    assert [order_id_of(m["Body"]) for m in messages] == ["order-1"]
+    assert [parse_placement_message(m["Body"]) for m in messages] == [
+        parse_placement_message('{"order_id": "order-1", "correlation_id": "corr-1"}')
+    ]
+    assert parse_placement_message(messages[0]["Body"]).correlation_id == "corr-1"
 
 
 def test_retry_after_sets_the_visibility_of_a_received_message(sqs, queue_name: str) -> None:
@@ -57,4 +60,4 @@ def test_an_unreachable_queue_is_queue_unavailable(queue_name: str) -> None:
 @pytest.mark.parametrize("body", ["", "not json", "[]", '{"order": "x"}', '{"order_id": 5}'])
 def test_malformed_messages_name_no_order(body: str) -> None:
     with pytest.raises(ValueError):
-        order_id_of(body)
+        parse_placement_message(body)

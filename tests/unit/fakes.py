@@ -66,7 +66,7 @@ class FakeQueue:
         self.visibility: dict[str, int] = {}
         self.down = False
 
-    def request_placement(self, order_id: str) -> None:
+    def request_placement(self, order_id: str, correlation_id: str | None = None) -> None:
         if self.down:
             raise QueueUnavailable("down")
         self.sent.append(order_id)
