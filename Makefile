@@ -28,6 +28,8 @@ lint: setup
 
 # Not part of `make test`: figures, not assertions. Each compares with a baseline of the same run.
 bench: setup
+	$(BIN)/python -m bench.cold_start
+	$(BIN)/python -m bench.orders
 	$(BIN)/python -m bench.executions
 
 unit: setup

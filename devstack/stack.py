@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,10 @@ def local_stack(
         env.setdefault("PYTHONUNBUFFERED", "1")
         # EMF metrics are for CloudWatch; locally they would only flood the console.
         env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+        # The simulator's feed restarts at seq 1 with every start, while a
+        # persistent emulator (LocalStack) keeps the bridge's checkpoint: one
+        # checkpoint per simulator run, or the bridge would skip the new reports.
+        env.setdefault("FEED_ID", f"exchange-sim-{uuid.uuid4().hex[:12]}")
         prefix = env.get("RESOURCE_PREFIX", DEFAULT_STACK_NAME)
         resources = provision(
             endpoint,
