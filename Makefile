@@ -31,6 +31,7 @@ bench: setup
 	$(BIN)/python -m bench.cold_start
 	$(BIN)/python -m bench.orders
 	$(BIN)/python -m bench.executions
+	$(BIN)/python -m bench.calls
 
 unit: setup
 	$(BIN)/python -m pytest tests/unit

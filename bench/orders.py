@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from tqdm import tqdm
 
 from bench.common import Stopwatch, markdown_table
 from chalicelib import bootstrap
@@ -31,7 +33,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def run_concurrently(call: Any, count: int, concurrency: int) -> tuple[float, list[float]]:
+def run_concurrently(call: Any, count: int, concurrency: int, label: str) -> tuple[float, list[float]]:
     """Seconds for count calls at the given concurrency, and each call's latency."""
     latencies: list[float] = []
     lock = threading.Lock()
@@ -43,8 +45,13 @@ def run_concurrently(call: Any, count: int, concurrency: int) -> tuple[float, li
         with lock:
             latencies.append(elapsed)
 
-    with Stopwatch() as watch, ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(one, range(count)))
+    with (
+        Stopwatch() as watch,
+        ThreadPoolExecutor(max_workers=concurrency) as pool,
+        tqdm(total=count, desc=f"{label} x{concurrency}", unit="req", file=sys.stderr, leave=False) as bar,
+    ):
+        for _ in pool.map(one, range(count)):
+            bar.update()
     return watch.seconds, latencies
 
 
@@ -59,7 +66,9 @@ def latency_row(label: str, concurrency: int, seconds: float, latencies: list[fl
     ]
 
 
-def measure_create_level(stack: Any, level: int, count: int) -> list[list[Any]]:
+def measure_create_level(
+    stack: Any, level: int, count: int, samples: dict[tuple[str, int], list[float]]
+) -> list[list[Any]]:
     """One concurrency level: the API and the floor, each with an empty queue of its own.
 
     Own queues because moto's SQS slows down as a queue fills (shared STACK_NOTES).
@@ -85,16 +94,37 @@ def measure_create_level(stack: Any, level: int, count: int) -> list[list[Any]]:
         order = repository.add(Order.create(terms, now), now + timedelta(minutes=1))
         queue.request_placement(order.id)
 
-    with start_api(port, {**stack.env, "ORDERS_QUEUE_NAME": api_queue}):
+    with start_api(port, {**stack.env, "ORDERS_QUEUE_NAME": api_queue}, subprocess.DEVNULL):
         rows = []
         for label, call in (("POST /orders via chalice local", post), ("floor: PutItem + SendMessage", floor)):
-            seconds, latencies = run_concurrently(call, count, level)
+            seconds, latencies = run_concurrently(call, count, level, label)
             rows.append(latency_row(label, level, seconds, latencies))
+            samples[(label, level)] = latencies
     return rows
 
 
-def bench_create(stack: Any, count: int, levels: list[int]) -> None:
-    rows = [row for level in levels for row in measure_create_level(stack, level, count)]
+def plot_latencies(samples: dict[tuple[str, int], list[float]], path: Path) -> None:
+    """Box plots of the create latencies, API beside floor, per concurrency level."""
+    import matplotlib  # noqa: PLC0415 - only this plot needs it, and it is slow to import
+
+    matplotlib.use("Agg")  # no display here
+    from matplotlib import pyplot  # noqa: PLC0415
+
+    labels = [f"{'API' if label.startswith('POST') else 'floor'}\nx{level}" for label, level in samples]
+    figure, axes = pyplot.subplots(figsize=(9, 4.5))
+    axes.boxplot([[s * 1000 for s in values] for values in samples.values()], tick_labels=labels, showfliers=True)
+    axes.set_yscale("log")
+    axes.set_ylabel("latency (ms, log scale)")
+    axes.set_title("POST /orders via chalice local vs direct PutItem + SendMessage (moto server)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"\nplot: {path}")
+
+
+def bench_create(stack: Any, count: int, levels: list[int], plot: Path) -> None:
+    samples: dict[tuple[str, int], list[float]] = {}
+    rows = [row for level in levels for row in measure_create_level(stack, level, count, samples)]
+    plot_latencies(samples, plot)
     print("\n### Create\n")
     print(markdown_table(["path", "concurrency", "orders/s", "p50 ms", "p95 ms", "p99 ms"], rows))
     for i in range(0, len(rows), 2):
@@ -123,7 +153,7 @@ def post_orders(session: requests.Session, api_url: str, count: int) -> dict[str
     return created
 
 
-def bench_placement(stack: Any, count: int, latency_s: float, batch_size: int) -> None:
+def bench_placement(stack: Any, count: int, latency_s: float, batch_size: int, log: Any) -> None:
     """Two measurements: capacity (a backlog drained by one poller) and latency (orders arriving one by one)."""
     requests.post(f"{stack.exchange_url}/admin/config", json={"failure_rate": 0.0, "latency_s": latency_s}, timeout=5)
     session = requests.Session()
@@ -133,7 +163,7 @@ def bench_placement(stack: Any, count: int, latency_s: float, batch_size: int) -
     stack.processes[runner_index].stop()
     backlog = post_orders(session, stack.api_url, count)
     started = time.time()
-    stack.processes[runner_index] = start_runner(stack.env, schedule_interval_s=60)
+    stack.processes[runner_index] = start_runner(stack.env, schedule_interval_s=60, stdout=log)
     placed = wait_placed(session, stack.api_url, list(backlog))
     drain_rate = len(placed) / (max(placed.values()) - started)
 
@@ -167,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", default="1,4,8")
     parser.add_argument("--place-count", type=int, default=200)
     parser.add_argument("--exchange-latency", type=float, default=0.5)
+    parser.add_argument("--plot", type=Path, default=Path("docs/bench-create-latency.png"))
     args = parser.parse_args(argv)
 
     overrides = {"RESOURCE_PREFIX": "bench-orders", "EXCHANGE_FAILURE_RATE": "0", "EXCHANGE_LATENCY_S": "0.5"}
@@ -179,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         os.environ.update({k: v for k, v in stack.env.items() if k.startswith(("AWS_", "ORDERS_", "EXEC"))})
         print("Emulator: moto server (in memory), all processes on 127.0.0.1.")
-        bench_placement(stack, args.place_count, args.exchange_latency, batch_size=10)
-        bench_create(stack, args.create_count, [int(level) for level in args.levels.split(",")])
+        bench_placement(stack, args.place_count, args.exchange_latency, batch_size=10, log=log)
+        bench_create(stack, args.create_count, [int(level) for level in args.levels.split(",")], args.plot)
     return 0
 
 

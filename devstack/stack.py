@@ -27,7 +27,7 @@ def chalice_executable() -> str:
 
 
 def start_exchange(
-    port: int, feed_port: int, env: Mapping[str, str], stdout: IO[bytes] | None = None
+    port: int, feed_port: int, env: Mapping[str, str], stdout: IO[bytes] | int | None = None
 ) -> ManagedProcess:
     return ManagedProcess(
         "exchange",
@@ -39,7 +39,9 @@ def start_exchange(
     ).start()
 
 
-def start_runner(env: Mapping[str, str], schedule_interval_s: float, stdout: IO[bytes] | None = None) -> ManagedProcess:
+def start_runner(
+    env: Mapping[str, str], schedule_interval_s: float, stdout: IO[bytes] | int | None = None
+) -> ManagedProcess:
     return ManagedProcess(
         "runner",
         python_module(
@@ -51,11 +53,11 @@ def start_runner(env: Mapping[str, str], schedule_interval_s: float, stdout: IO[
     ).start()
 
 
-def start_bridge(env: Mapping[str, str], stdout: IO[bytes] | None = None) -> ManagedProcess:
+def start_bridge(env: Mapping[str, str], stdout: IO[bytes] | int | None = None) -> ManagedProcess:
     return ManagedProcess("bridge", python_module("feed_bridge"), env=env, cwd=str(REPO_ROOT), stdout=stdout).start()
 
 
-def start_api(port: int, env: Mapping[str, str], stdout: IO[bytes] | None = None) -> ManagedProcess:
+def start_api(port: int, env: Mapping[str, str], stdout: IO[bytes] | int | None = None) -> ManagedProcess:
     return ManagedProcess(
         "api",
         [chalice_executable(), "local", "--host", LOOPBACK, "--port", str(port), "--stage", "local", "--no-autoreload"],
