@@ -96,7 +96,7 @@ def local_stack(
     log: IO[bytes] | None = None,
 ) -> Iterator[LocalStack]:
     """Start everything, yield its handles, stop everything (reverse order) however the block ends."""
-    with running_emulator() as endpoint, contextlib.ExitStack() as stop:
+    with running_emulator() as endpoint:
         exchange_url = f"http://{LOOPBACK}:{exchange_port}"
         feed_url = f"ws://{LOOPBACK}:{feed_port}/feed"
         env = {
@@ -137,11 +137,15 @@ def local_stack(
             lambda: start_runner(env, schedule_interval_s, log),
             lambda: start_api(api_port, env, log),
         ]
-        for start in starters:
-            process = start()
-            stop.callback(process.stop)
-            stack.processes.append(process)
-        yield stack
+        try:
+            for start in starters:
+                stack.processes.append(start())
+            yield stack
+        finally:
+            # Whatever runs now, including replacements a test or benchmark
+            # swapped in (a restarted bridge or runner), newest first.
+            for process in reversed(stack.processes):
+                process.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
