@@ -343,9 +343,12 @@ def runtime_env(port: int, root: Path = FILESYSTEM_ROOT, services: Sequence[str]
             # CloudFormation then looks again only after 5 s: ~5 s more per stack.
             # The stack is complete only once the stream is ACTIVE either way.
             "KINESIS_LATENCY": "0",
-            # AWS's default shard quota in us-east-1 (kinesis-local's default is 100);
-            # the suites create a stack, so a stream, per test that provisions.
-            "KINESIS_SHARD_LIMIT": "500",
+            # Account quotas (kinesis-local: 100 shards, 10 on-demand streams) that
+            # moto does not have: the suites provision a stack, so a stream, per
+            # test and never delete them. LocalStack's CloudFormation also makes
+            # a stream ON_DEMAND unless the template says PROVISIONED.
+            "KINESIS_SHARD_LIMIT": "10000",
+            "KINESIS_ON_DEMAND_STREAM_COUNT_LIMIT": "1000",
             # Writes that would land in $HOME (plux's entry point cache, CONFIG_DIR),
             # $TMPDIR and the JVM's /tmp (hsperfdata, sqlite4java's native library).
             "HOME": str(root / "home"),

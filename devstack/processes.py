@@ -122,7 +122,8 @@ class ManagedProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
 
     def __enter__(self) -> ManagedProcess:
-        return self.start()
+        # start_*() helpers hand out started processes; entering one must not start a second copy.
+        return self if self.process is not None else self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
