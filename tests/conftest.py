@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import sys
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +29,41 @@ def aws_endpoint() -> Iterator[str]:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+# Every process a test starts inherits this marker through its environment,
+# so at the end the session can find any it left behind, even one that was
+# re-parented to init after its parent died.
+SESSION_MARKER = "BROKERAGE_TEST_SESSION"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    os.environ[SESSION_MARKER] = f"{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def _processes_marked(marker: str) -> list[tuple[int, str]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if f"{SESSION_MARKER}={marker}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    marker = os.environ.get(SESSION_MARKER)
+    if not marker or not Path("/proc").is_dir():
+        return
+    leftovers = _processes_marked(marker)
+    if not leftovers:
+        return
+    for pid, _ in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    listing = "\n".join(f"  {pid} {cmd}" for pid, cmd in leftovers)
+    print(f"\nFAILED: processes left running by the tests (now killed):\n{listing}", file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
