@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -45,7 +46,7 @@ def start_moto(port: int | None = None) -> ManagedProcess:
         "moto",
         python_module("moto.server", "-H", LOOPBACK, "-p", str(port)),
         ready_url=f"http://{LOOPBACK}:{port}/moto-api/",
-        stdout=open(os.devnull, "wb"),
+        stdout=subprocess.DEVNULL,
     ).start()
 
 

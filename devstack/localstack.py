@@ -467,11 +467,14 @@ def start_localstack(port: int = DEFAULT_PORT, log: IO[bytes] | None = None) -> 
             f"{what} already listens on {LOOPBACK}:{port}: stop it, "
             f"or point AWS_ENDPOINT_URL at it to use a LocalStack that runs already"
         )
-    prepare_filesystem()
+    prepare_filesystem(FILESYSTEM_ROOT, NPM_MODULES)
     log_file = log or LOG_PATH.open("wb")
-    process = LocalStackProcess(port, log_file)
+    process = LocalStackProcess(port, log_file, FILESYSTEM_ROOT)
     try:
-        process.start()
+        try:
+            process.start()
+        except (TimeoutError, RuntimeError) as exc:  # exited early, or no HTTP answer in time
+            raise LocalStackError(f"LocalStack did not start: {exc} (log: {LOG_PATH})") from exc
         wait_until_ready(process.endpoint_url, alive=process.alive)
         warm_up(process.endpoint_url)
         process.remember_helpers()

@@ -69,8 +69,11 @@ class ManagedProcess:
         self.stdout = stdout
         self.ready_timeout_s = ready_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
+        self._stopped = False
 
     def start(self) -> ManagedProcess:
+        if self.process is not None:
+            return self  # start_*() helpers hand out started processes; starting again would make a second copy
         self.process = subprocess.Popen(  # noqa: S603 - argv is ours, never a shell string
             self.argv,
             env=self.env,
@@ -108,8 +111,9 @@ class ManagedProcess:
             self.process.wait()
 
     def stop(self, grace_s: float = 10.0) -> None:
-        if self.process is None:
-            return
+        if self.process is None or self._stopped:
+            return  # once reaped, the group id may belong to someone else
+        self._stopped = True
         if self.process.poll() is None:
             self.signal(signal.SIGTERM)
             try:
@@ -122,8 +126,7 @@ class ManagedProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
 
     def __enter__(self) -> ManagedProcess:
-        # start_*() helpers hand out started processes; entering one must not start a second copy.
-        return self if self.process is not None else self.start()
+        return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

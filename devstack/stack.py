@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -19,6 +20,8 @@ from devstack.processes import LOOPBACK, ManagedProcess, python_module
 from devstack.provision import provision
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Where a running `make run` says where it is, for tools such as `python -m ops`.
+RUNNING_STACK_FILE = REPO_ROOT / ".local" / "running-stack.json"
 DEFAULT_STACK_NAME = "brokerage-local"
 
 
@@ -168,6 +171,16 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stopping.set())
 
     with local_stack(args.port, args.exchange_port, args.feed_port, args.sweep_interval) as stack:
+        RUNNING_STACK_FILE.parent.mkdir(exist_ok=True)
+        RUNNING_STACK_FILE.write_text(
+            json.dumps(
+                {
+                    "endpoint_url": stack.endpoint_url,
+                    "resource_prefix": stack.env.get("RESOURCE_PREFIX", DEFAULT_STACK_NAME),
+                    "api_url": stack.api_url,
+                }
+            )
+        )
         print(f"AWS emulator:       {stack.endpoint_url}", flush=True)
         print(f"exchange simulator: {stack.exchange_url} (execution feed {stack.feed_url})", flush=True)
         print(f"API ready:          {stack.api_url}  (Ctrl-C stops everything)", flush=True)
@@ -175,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             dead = [p.name for p in stack.processes if not p.alive()]
             if dead:
                 print(f"stopping: {', '.join(dead)} exited", file=sys.stderr, flush=True)
+                RUNNING_STACK_FILE.unlink(missing_ok=True)
                 return 1
+        RUNNING_STACK_FILE.unlink(missing_ok=True)
     print("stopped", flush=True)
     return 0
 

@@ -233,13 +233,12 @@ class DynamoDBOrderRepository:
 
     def pending_due_for_sweep(self, now: datetime, limit: int) -> list[str]:
         index: Any = self._records.pending_sweep
+        # An equal share per shard: a backlog in one shard must not starve the others.
+        per_shard = -(-limit // PENDING_INDEX_SHARDS)
         due: list[str] = []
         try:
             for shard in range(PENDING_INDEX_SHARDS):
-                for key in index.query(shard, self._records.sweep_after < now, limit=limit - len(due)):
-                    due.append(key.id)
-                if len(due) >= limit:
-                    break
+                due.extend(key.id for key in index.query(shard, self._records.sweep_after < now, limit=per_shard))
         except PynamoDBException as exc:
             raise StorageUnavailable("could not query pending orders") from exc
         return due

@@ -10,6 +10,8 @@ import urllib3
 
 from chalicelib.domain.model import Order
 
+_ORDER_REJECTED = frozenset({400, 422})
+
 
 class ExchangeUnavailable(Exception):
     """The attempt did not reach a decision at the exchange; trying again may succeed."""
@@ -67,7 +69,10 @@ class HttpExchange:
         if response.status == 409:
             return ExchangeAck(exchange_order_id=payload.get("exchange_order_id"), duplicate=True)
         reason = str(payload.get("error") or f"HTTP {response.status}")
-        if 400 <= response.status < 500:
+        # Only a verdict on the order itself is final. Throttling (429), a
+        # timeout (408), or our own configuration (401/403/404: wrong URL or
+        # credentials) can all be fixed by waiting or by an operator.
+        if response.status in _ORDER_REJECTED:
             raise ExchangeRejected(reason)
         raise ExchangeUnavailable(reason)
 

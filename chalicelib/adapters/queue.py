@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,12 +55,18 @@ class SqsQueue:
         self._client = sqs_client
         self._client_config = client_config
         self._queue_url: str | None = None
+        self._client_lock = threading.Lock()
 
     @property
     def client(self) -> Any:
-        # Created on first use so that importing the handler module does no I/O.
+        # Created on first use so that importing the handler module does no
+        # I/O; under a lock and from a session of its own, because the first
+        # use may come from several placement threads at once and boto3's
+        # default session is not thread-safe.
         if self._client is None:
-            self._client = boto3.client("sqs", config=self._client_config)
+            with self._client_lock:
+                if self._client is None:
+                    self._client = boto3.session.Session().client("sqs", config=self._client_config)
         return self._client
 
     @property

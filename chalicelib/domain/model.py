@@ -67,11 +67,6 @@ def can_transition(source: OrderStatus, target: OrderStatus) -> bool:
     return target in TRANSITIONS[source]
 
 
-def statuses_leading_to(target: OrderStatus) -> frozenset[OrderStatus]:
-    """Statuses an order may be in for target to be its next status."""
-    return frozenset(source for source, targets in TRANSITIONS.items() if target in targets)
-
-
 class OrderError(Exception):
     """Base of the domain's errors."""
 

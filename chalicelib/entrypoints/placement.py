@@ -99,7 +99,10 @@ async def _place_record_async(record: SQSRecord) -> str:
 @lambda_handler
 def handle_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda SQS event in, partial batch response out (needs ReportBatchItemFailures on the mapping)."""
-    processor = AsyncBatchProcessor(event_type=EventType.SQS)
+    # A batch whose every order is retrying is a normal outcome, not a
+    # function error: report the items, don't raise (which would count as a
+    # Lambda error and an X-Ray fault).
+    processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     return dict(
         async_process_partial_response(
             event=event, record_handler=_place_record_async, processor=processor, context=context

@@ -8,13 +8,11 @@ from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from chalicelib.adapters.repository import ConcurrentModification, ExecutionRepository, OrderRepository
+from chalicelib.adapters.repository import ExecutionRepository, OrderRepository
 from chalicelib.domain.model import ExecutionReport, Order, OrderNotFound
-from chalicelib.service.orders import Clock, utc_now
+from chalicelib.service.orders import Clock, utc_now, write_with_retries
 
 logger = logging.getLogger(__name__)
-
-_WRITE_RACES = 5  # the placement handler is the only other writer of an order
 
 
 @dataclass
@@ -75,28 +73,18 @@ def apply_execution_reports(
 
 
 def _apply_to_order(order: Order, batch: list[ExecutionReport], orders: OrderRepository, clock: Clock) -> bool:
-    for _ in range(_WRITE_RACES):
-        updated = order.apply_executions(batch, clock())
-        if updated is order:
-            return False  # everything in the batch was known already
-        try:
-            orders.update(updated, sweep_after=None)
-            logger.info(
-                "order updated by executions",
-                extra={
-                    "order_id": order.id,
-                    "correlation_id": order.correlation_id,
-                    "status": updated.status.value,
-                    "filled_quantity": updated.filled_quantity,
-                },
-            )
-            return True
-        except ConcurrentModification:
-            reread = orders.get(order.id)
-            if reread is None:
-                raise OrderNotFound(order.id) from None
-            order = reread
-    raise ConcurrentModification(order.id)
+    updated, written = write_with_retries(orders, order, lambda current: current.apply_executions(batch, clock()))
+    if written:
+        logger.info(
+            "order updated by executions",
+            extra={
+                "order_id": order.id,
+                "correlation_id": order.correlation_id,
+                "status": updated.status.value,
+                "filled_quantity": updated.filled_quantity,
+            },
+        )
+    return written
 
 
 def list_executions(order_id: str, orders: OrderRepository, executions: ExecutionRepository) -> list[ExecutionReport]:

@@ -15,6 +15,7 @@ from chalicelib.adapters.repository import (
     ConcurrentModification,
     OrderAlreadyExists,
     OrderRepository,
+    StorageUnavailable,
 )
 from chalicelib.domain.model import (
     IdempotencyConflict,
@@ -58,7 +59,8 @@ def create_order(
            sweep finds the order in the pending index after sweep_after and
            sends the message itself)
     So once the write succeeded the caller may answer 201 whatever happens at t1.
-    StorageUnavailable propagates: then nothing was stored.
+    StorageUnavailable propagates only when the order is not stored, as far
+    as a read right after the failure can tell (see docs/architecture.md).
     """
     now = clock()
     order = Order.create(terms, now, correlation_id)
@@ -72,12 +74,32 @@ def create_order(
             raise IdempotencyConflict(
                 f"client_order_id {terms.client_order_id!r} was already used for an order with different terms"
             ) from None
-        return CreatedOrder(existing, created=False)
+        if not _is_our_write(existing, order):
+            return CreatedOrder(existing, created=False)
+        # Our own write, committed on a first attempt whose answer was lost
+        # and refused on the storage client's retry: still ours to enqueue.
+        stored = existing
+    except StorageUnavailable:
+        # The write may have committed before the error (a read timeout).
+        # One look decides between "stored" (go on) and "not stored" (500).
+        try:
+            found = repository.get(order.id)
+        except StorageUnavailable:
+            found = None
+        if found is None or not _is_our_write(found, order):
+            raise
+        stored = found
     try:
         queue.request_placement(stored.id, stored.correlation_id)
     except QueueUnavailable:
         logger.warning("placement message not sent; the pending sweep will send it", extra={"order_id": stored.id})
     return CreatedOrder(stored, created=True)
+
+
+def _is_our_write(stored: Order, attempted: Order) -> bool:
+    # created_at has microseconds and comes from this request's clock: only
+    # this request's own write can have stored exactly it.
+    return stored.created_at == attempted.created_at and stored.correlation_id == attempted.correlation_id
 
 
 def get_order(order_id: str, repository: OrderRepository) -> Order:
@@ -126,10 +148,10 @@ def place_order(
         logger.error("placement message for an unknown order", extra={"order_id": order_id})
         return PlacementResult(PlacementOutcome.UNKNOWN_ORDER)
     if not order.is_pending:
-        if order.placed_at is None and order.status is not OrderStatus.FAILED:
-            # Execution reports arrived first, so the exchange has the order:
-            # record its placement without asking the exchange again.
-            order = _settle(repository, order, lambda o: o.placed(None, clock())) or order
+        # Execution reports may have arrived first: the exchange has the
+        # order, so record its placement (Order.placed decides whether that
+        # still applies) without asking the exchange again.
+        order, _ = write_with_retries(repository, order, lambda o: o.placed(None, clock()))
         return PlacementResult(PlacementOutcome.ALREADY_SETTLED, order)
 
     # The receive count restarts at 1 on a message the sweep re-sent; the
@@ -139,65 +161,67 @@ def place_order(
         ack = exchange.place(order)
     except ExchangeRejected as exc:
         rejection = f"rejected by the exchange: {exc}"
-        failed = _settle(repository, order, lambda o: o.failed(rejection, clock()))
+        failed, _ = write_with_retries(repository, order, lambda o: o.failed(rejection, clock()))
         return PlacementResult(PlacementOutcome.REJECTED, failed)
     except ExchangeUnavailable as exc:
         if policy.is_last(attempt):
             reason = f"exchange unavailable after {attempt} attempts: {exc}"
-            failed = _settle(repository, order, lambda o: o.failed(reason, clock()))
+            failed, _ = write_with_retries(repository, order, lambda o: o.failed(reason, clock()))
             return PlacementResult(PlacementOutcome.FAILED, failed)
-        delay = policy.delay_after(attempt, rng)
-        retrying = _record_failed_attempt(repository, order, str(exc), delay, stuck_after, clock)
+        delay, error = policy.delay_after(attempt, rng), str(exc)
+        # The message comes back after delay; only well after that is the
+        # order stuck, so the sweep does not send a second message meanwhile.
+        retrying, _ = write_with_retries(
+            repository,
+            order,
+            lambda o: o.attempt_failed(error, clock()),
+            sweep_after=lambda: clock() + timedelta(seconds=delay) + stuck_after,
+        )
         return PlacementResult(PlacementOutcome.RETRY, retrying, retry_in_s=delay)
-    placed = _settle(repository, order, lambda o: o.placed(ack.exchange_order_id, clock()))
+    placed, _ = write_with_retries(repository, order, lambda o: o.placed(ack.exchange_order_id, clock()))
+    if placed.status is OrderStatus.FAILED:
+        # Another delivery gave up on it while this one got through: the
+        # exchange holds an order we show as failed. A human must look.
+        logger.error(
+            "exchange accepted an order already marked failed",
+            extra={"order_id": order_id, "exchange_order_id": ack.exchange_order_id},
+        )
     return PlacementResult(PlacementOutcome.PLACED, placed)
 
 
-_WRITE_RACES = 5  # a handful of concurrent writers at most: a redelivery and the sweep
+# A handful of concurrent writers at most: a redelivery, the sweep, a batch
+# of execution reports. More conflicts than this means something is wrong.
+_WRITE_RACES = 5
 
 
-def _settle(repository: OrderRepository, order: Order, change: Callable[[Order], Order]) -> Order | None:
-    """Apply change to the order and store it; on a concurrent write, re-read and apply again.
+def write_with_retries(
+    repository: OrderRepository,
+    order: Order,
+    change: Callable[[Order], Order],
+    sweep_after: Callable[[], datetime | None] = lambda: None,
+) -> tuple[Order, bool]:
+    """Apply change to the order and write it conditionally; on a concurrent write, re-read and apply again.
 
-    The first try uses the copy already read (no extra read on the common
-    path). If the stored order no longer allows the change (another worker or
-    an execution report got there first), it is returned as it is.
+    The first try uses the copy already read, so the common path costs one
+    write and no read. Returns the order as stored now and whether this call
+    wrote it: a change the stored order no longer allows (InvalidTransition)
+    or a change that changes nothing is not written.
     """
-    current: Order | None = order
+    current = order
     for _ in range(_WRITE_RACES):
-        if current is None:
-            return None
         try:
             changed = change(current)
         except InvalidTransition:
-            return current
+            return current, False
+        if changed == current:
+            return current, False
         try:
-            return repository.update(changed, sweep_after=None)
+            return repository.update(changed, sweep_after=sweep_after()), True
         except ConcurrentModification:
-            current = repository.get(order.id)
-    raise ConcurrentModification(order.id)
-
-
-def _record_failed_attempt(
-    repository: OrderRepository,
-    order: Order,
-    error: str,
-    delay_s: int,
-    stuck_after: timedelta,
-    clock: Clock,
-) -> Order | None:
-    current: Order | None = order
-    for _ in range(_WRITE_RACES):
-        if current is None or not current.is_pending:
-            return current
-        now = clock()
-        # The message comes back after delay_s; only well after that is the
-        # order stuck, so the sweep does not send a second message meanwhile.
-        sweep_after = now + timedelta(seconds=delay_s) + stuck_after
-        try:
-            return repository.update(current.attempt_failed(error, now), sweep_after=sweep_after)
-        except ConcurrentModification:
-            current = repository.get(order.id)
+            reread = repository.get(order.id)
+            if reread is None:
+                raise OrderNotFound(order.id) from None
+            current = reread
     raise ConcurrentModification(order.id)
 
 
@@ -211,10 +235,11 @@ def sweep_pending(
     """Re-send the placement message of every order pending past its sweep time; returns how many."""
     now = clock()
     resent = 0
-    for order_id in repository.pending_due_for_sweep(now, limit):
-        order = repository.get(order_id)
-        if order is None or not order.is_pending:
+    due = repository.pending_due_for_sweep(now, limit)
+    for order in repository.get_many(due).values() if due else ():
+        if not order.is_pending:
             continue  # the index is eventually consistent; the table is not
+        order_id = order.id
         try:
             # Push the sweep time first: if another sweep or a worker wrote
             # meanwhile, it is being handled and we leave it alone.

@@ -28,6 +28,18 @@ E2E_SETTINGS = {
 }
 
 
+# What the e2e stack starts with; every test that changes a knob gets these back.
+EXCHANGE_DEFAULTS = {
+    "failure_rate": 0.0,
+    "latency_s": 0.05,
+    "exec_delay_s": 0.05,
+    "reject_rate": 0.02,
+    "cancel_rate": 0.03,
+    "feed_duplicate_rate": 0.0,
+    "feed_reorder_rate": 0.0,
+}
+
+
 @pytest.fixture(scope="session")
 def stack(aws_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     log_path = Path(tmp_path_factory.mktemp("e2e")) / "stack.log"
@@ -50,7 +62,7 @@ def stack(aws_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def exchange(stack: LocalStack) -> Iterator[Exchange]:
     sim = Exchange(stack.exchange_url)
     yield sim
-    sim.configure(failure_rate=0.0, latency_s=0.05)
+    sim.configure(**EXCHANGE_DEFAULTS)
 
 
 class Exchange:

@@ -139,6 +139,30 @@ def test_run_refuses_a_localstack_without_the_services_we_use(
     assert "dynamodb" in capsys.readouterr().err
 
 
+@needs_java
+def test_a_runtime_that_dies_at_start_is_reported_with_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\necho 'runtime broke here'\nexit 3\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(localstack, "VENV_PYTHON", broken)
+    monkeypatch.setattr(localstack, "HOME", tmp_path)
+    monkeypatch.setattr(localstack, "NPM_MODULES", fake_npm_tree(tmp_path))
+    monkeypatch.setattr(localstack, "FILESYSTEM_ROOT", tmp_path / "filesystem")
+    monkeypatch.setattr(localstack, "LOG_PATH", tmp_path / "localstack.log")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    ran = tmp_path / "ran"
+
+    code = localstack.main(["run", "--port", str(free_port()), "--", sys.executable, "-c", f"open({str(ran)!r}, 'w')"])
+
+    assert code == 2
+    assert not ran.exists()
+    err = capsys.readouterr().err
+    assert "did not start" in err
+    assert "runtime broke here" in err
+
+
 def test_run_without_a_command_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as exit_:
         localstack.main(["run", "--"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -45,7 +46,8 @@ def queue() -> FakeQueue:
 
 
 def create(repo: FakeRepository, queue: FakeQueue, t: OrderTerms, clock: Clock | None = None) -> orders.CreatedOrder:
-    return orders.create_order(t, repo, queue, SWEEP, clock or Clock())
+    # Each call is its own request, with its own correlation id.
+    return orders.create_order(t, repo, queue, SWEEP, clock or Clock(), correlation_id=str(uuid.uuid4()))
 
 
 def place(repo, order_id, exchange, receive_count=1, clock=None):
@@ -236,3 +238,26 @@ def test_only_failed_orders_reopen(repo: FakeRepository, queue: FakeQueue) -> No
     assert not orders.reopen_failed_order(order.id, repo, queue, SWEEP, Clock())
     assert not orders.reopen_failed_order("unknown", repo, queue, SWEEP, Clock())
     assert repo.orders[order.id].status is OrderStatus.PLACED
+
+
+class LostAnswerRepository(FakeRepository):
+    """Commits the write, then fails the way a read timeout does; optionally the client retries."""
+
+    def __init__(self, client_retries: bool) -> None:
+        super().__init__()
+        self.client_retries = client_retries
+
+    def add(self, order, sweep_after):
+        super().add(order, sweep_after)
+        if self.client_retries:
+            return super().add(order, sweep_after)  # refused: OrderAlreadyExists
+        raise StorageUnavailable("read timeout")
+
+
+@pytest.mark.parametrize("client_retries", [True, False])
+def test_a_write_whose_answer_was_lost_is_still_created_and_enqueued(queue: FakeQueue, client_retries: bool) -> None:
+    repo = LostAnswerRepository(client_retries)
+    result = orders.create_order(terms("key-9"), repo, queue, SWEEP, Clock(), correlation_id="c-1")
+    assert result.created
+    assert queue.sent == [result.order.id]
+    assert len(repo.orders) == 1

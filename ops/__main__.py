@@ -1,0 +1,7 @@
+"""`python -m ops`: the operator command line."""
+
+import sys
+
+from ops.cli import main
+
+sys.exit(main())
