@@ -31,6 +31,10 @@ POLL_INTERVAL_S = 0.5
 TIMEOUT_S = 300.0
 
 _SUCCESS = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE"})
+# A stack whose creation failed: AWS rolls it back (ROLLBACK_COMPLETE); LocalStack
+# leaves it in CREATE_FAILED with whatever it created. Neither can be updated
+# into a working stack (LocalStack answers "No updates" and the outputs are empty).
+_FAILED_CREATION = frozenset({"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED"})
 # The stack event that opens an operation; failure reasons are collected from
 # the newest event back to this one so an old failure is never reported again.
 _OPERATION_START = frozenset({"CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS"})
@@ -90,11 +94,11 @@ def _create_or_update(
         client.create_stack(**request)
     else:
         status = str(existing["StackStatus"])
-        if status == "ROLLBACK_COMPLETE":
+        if status in _FAILED_CREATION:
             # A stack whose creation failed can only be deleted; doing that
             # silently could hide the failure, so leave the decision to a human.
             raise ProvisionError(
-                f"stack {stack_name} is in ROLLBACK_COMPLETE (its creation failed): delete it and provision again"
+                f"stack {stack_name} is in {status} (its creation failed): delete it and provision again"
             )
         if status.endswith("_IN_PROGRESS"):
             # Another provisioning run (or a console change) is under way:

@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from botocore.exceptions import ClientError
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute, VersionAttribute
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
@@ -175,7 +176,13 @@ def _to_order(record: OrderRecord) -> Order:
 
 
 def _is_condition_failure(exc: PynamoDBException) -> bool:
-    return exc.cause_response_code == "ConditionalCheckFailedException"
+    # Not exc.cause_response_code: it raises AttributeError when the cause is a
+    # botocore HTTPClientError such as ConnectionClosedError (connection reset
+    # after the request went out), whose response is None.
+    cause = exc.cause
+    return isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") == (
+        "ConditionalCheckFailedException"
+    )
 
 
 class DynamoDBOrderRepository:

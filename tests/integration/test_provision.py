@@ -98,7 +98,10 @@ def test_queue_redrives_to_dead_letter_queue_after_max_attempts(
         "Attributes"
     ]["QueueArn"]
 
-    assert json.loads(attributes["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 4}
+    redrive = json.loads(attributes["RedrivePolicy"])
+    # AWS and moto answer 4, LocalStack "4" (the CloudFormation parameter's string).
+    assert redrive == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": redrive["maxReceiveCount"]}
+    assert int(redrive["maxReceiveCount"]) == 4
     assert dlq_arn == outputs["OrdersDeadLetterQueueArn"]
     assert attributes["VisibilityTimeout"] == "90"
     assert attributes["MessageRetentionPeriod"] == "1209600"
@@ -112,6 +115,7 @@ def test_stream_has_the_shard_count(aws_endpoint: str, stack_name: str, prefix: 
     ]
 
     assert summary["OpenShardCount"] == 3
+    assert summary["StreamModeDetails"] == {"StreamMode": "PROVISIONED"}
     assert summary["RetentionPeriodHours"] == 24
     assert summary["StreamARN"] == outputs["ExecutionsStreamArn"]
 
@@ -347,6 +351,18 @@ def test_no_updates_to_perform_is_success() -> None:
 
     assert provision(None, "s", cloudformation_client=fake) == {"K": "V"}
     assert fake.calls == ["describe_stacks", "update_stack", "describe_stacks"]
+
+
+@pytest.mark.parametrize("status", ["ROLLBACK_COMPLETE", "CREATE_FAILED"])
+def test_a_stack_whose_creation_failed_is_not_updated(status: str) -> None:
+    # AWS rolls a failed creation back; LocalStack leaves it in CREATE_FAILED and
+    # answers an update with "No updates are to be performed", which would
+    # otherwise count as success with the failed stack's (empty) outputs.
+    fake = ScriptedCloudFormation([status], exists=True)
+
+    with pytest.raises(ProvisionError, match="its creation failed"):
+        provision(None, "s", cloudformation_client=fake)
+    assert "update_stack" not in fake.calls
 
 
 def test_times_out_on_a_stack_that_never_finishes() -> None:
