@@ -1,0 +1,1 @@
+"""Chaos scenarios: the whole local stack under injected faults, checked order by order against the exchange."""
