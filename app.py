@@ -7,7 +7,7 @@ from typing import Any
 from chalice.app import Chalice, CloudWatchEvent, KinesisEvent, Rate, Response, SQSEvent
 
 from chalicelib.config import get_settings
-from chalicelib.entrypoints import executions, http, placement
+from chalicelib.entrypoints import executions, http, openapi, placement
 
 settings = get_settings()
 app = Chalice(app_name="brokerage-orders")
@@ -28,6 +28,23 @@ def get_order(order_id: str) -> Response:
 @app.route("/orders/{order_id}/executions", methods=["GET"])
 def get_executions(order_id: str) -> Response:
     return http.get_executions(order_id)
+
+
+@app.route("/openapi.json", methods=["GET"])
+def get_openapi_document() -> Response:
+    request = app.current_request
+    assert request is not None  # Chalice sets it for every route invocation
+    return openapi.openapi_response(request.context)
+
+
+@app.route("/docs", methods=["GET"])
+def get_docs() -> Response:
+    return openapi.docs_page()
+
+
+@app.route("/docs/{asset}", methods=["GET"])
+def get_docs_asset(asset: str) -> Response:
+    return openapi.docs_asset(asset)
 
 
 @app.on_sqs_message(

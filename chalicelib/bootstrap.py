@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from datetime import timedelta
+from typing import Any
 
 from botocore.config import Config
 
@@ -23,27 +24,25 @@ def _aws_client_config(settings: Settings) -> Config:
     )
 
 
+def _dynamodb_connection(settings: Settings) -> dict[str, Any]:
+    # PynamoDB counts retries, botocore counts attempts: the same budget.
+    return {
+        "connect_timeout_s": settings.aws_connect_timeout_s,
+        "read_timeout_s": settings.aws_read_timeout_s,
+        "max_retry_attempts": settings.aws_max_attempts - 1,
+    }
+
+
 @functools.cache
 def order_repository() -> DynamoDBOrderRepository:
     settings = get_settings()
-    records = record_class_for(
-        settings.orders_table_name,
-        connect_timeout_s=settings.aws_connect_timeout_s,
-        read_timeout_s=settings.aws_read_timeout_s,
-        max_retry_attempts=settings.aws_max_attempts - 1,
-    )
-    return DynamoDBOrderRepository(records)
+    return DynamoDBOrderRepository(record_class_for(settings.orders_table_name, **_dynamodb_connection(settings)))
 
 
 @functools.cache
 def execution_repository() -> DynamoDBExecutionRepository:
     settings = get_settings()
-    records = execution_record_class_for(
-        settings.executions_table_name,
-        connect_timeout_s=settings.aws_connect_timeout_s,
-        read_timeout_s=settings.aws_read_timeout_s,
-        max_retry_attempts=settings.aws_max_attempts - 1,
-    )
+    records = execution_record_class_for(settings.executions_table_name, **_dynamodb_connection(settings))
     return DynamoDBExecutionRepository(records)
 
 

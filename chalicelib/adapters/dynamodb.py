@@ -65,15 +65,15 @@ class OrderRecord(Model):
     pending_sweep = PendingSweepIndex()
 
 
-def record_class_for(
+def table_meta(
     table_name: str,
     host: str | None = None,
     connect_timeout_s: float = 1.0,
     read_timeout_s: float = 3.0,
     max_retry_attempts: int = 1,
-) -> type[OrderRecord]:
-    """An OrderRecord bound to one table: PynamoDB keeps table settings on the class."""
-    meta = type(
+) -> type:
+    """A PynamoDB Meta for one table: PynamoDB keeps table and connection settings on the model class."""
+    return type(
         "Meta",
         (),
         {
@@ -84,16 +84,21 @@ def record_class_for(
             "max_retry_attempts": max_retry_attempts,
         },
     )
+
+
+def record_class_for(table_name: str, **connection: Any) -> type[OrderRecord]:
+    """An OrderRecord bound to one table (connection: see table_meta)."""
+    meta = table_meta(table_name, **connection)
     index_meta = type("Meta", (), {"index_name": PENDING_INDEX_NAME, "projection": KeysOnlyProjection()})
     index_class = type("BoundPendingSweepIndex", (PendingSweepIndex,), {"Meta": index_meta})
     return type("BoundOrderRecord", (OrderRecord,), {"Meta": meta, "pending_sweep": index_class()})
 
 
-def _text(value: Decimal | None) -> str | None:
+def text_or_none(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
-def _decimal(value: str | None) -> Decimal | None:
+def decimal_or_none(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
@@ -125,7 +130,7 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
         side=terms.side.value,
         instrument=terms.instrument,
         quantity=terms.quantity,
-        limit_price=_text(terms.limit_price),
+        limit_price=text_or_none(terms.limit_price),
         client_order_id=terms.client_order_id,
         status=order.status.value,
         created_at=order.created_at,
@@ -136,7 +141,7 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
         failure_reason=order.failure_reason,
         last_error=order.last_error,
         filled_quantity=order.filled_quantity,
-        average_fill_price=_text(order.average_fill_price),
+        average_fill_price=text_or_none(order.average_fill_price),
         correlation_id=order.correlation_id,
     )
     if order.is_pending and sweep_after is not None:
@@ -157,7 +162,7 @@ def _to_order(record: OrderRecord) -> Order:
             side=Side(record.side),
             instrument=record.instrument,
             quantity=int(record.quantity),
-            limit_price=_decimal(record.limit_price),
+            limit_price=decimal_or_none(record.limit_price),
             client_order_id=record.client_order_id,
         ),
         status=OrderStatus(record.status),
@@ -169,7 +174,7 @@ def _to_order(record: OrderRecord) -> Order:
         failure_reason=record.failure_reason,
         last_error=record.last_error,
         filled_quantity=int(record.filled_quantity or 0),
-        average_fill_price=_decimal(record.average_fill_price),
+        average_fill_price=decimal_or_none(record.average_fill_price),
         correlation_id=record.correlation_id,
         version=int(record.version or 0),
     )

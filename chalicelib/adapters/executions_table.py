@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from typing import Any
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.models import Model
 
+from chalicelib.adapters.dynamodb import decimal_or_none, table_meta, text_or_none
 from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.domain.model import ExecType, ExecutionReport
 
@@ -29,24 +30,9 @@ class ExecutionRecord(Model):
     seq = NumberAttribute()
 
 
-def execution_record_class_for(
-    table_name: str, connect_timeout_s: float = 1.0, read_timeout_s: float = 3.0, max_retry_attempts: int = 1
-) -> type[ExecutionRecord]:
-    meta = type(
-        "Meta",
-        (),
-        {
-            "table_name": table_name,
-            "connect_timeout_seconds": connect_timeout_s,
-            "read_timeout_seconds": read_timeout_s,
-            "max_retry_attempts": max_retry_attempts,
-        },
-    )
-    return type("BoundExecutionRecord", (ExecutionRecord,), {"Meta": meta})
-
-
-def _decimal_text(value: object) -> str | None:
-    return None if value is None else str(value)
+def execution_record_class_for(table_name: str, **connection: Any) -> type[ExecutionRecord]:
+    """An ExecutionRecord bound to one table (connection: see table_meta)."""
+    return type("BoundExecutionRecord", (ExecutionRecord,), {"Meta": table_meta(table_name, **connection)})
 
 
 class DynamoDBExecutionRepository:
@@ -67,10 +53,10 @@ class DynamoDBExecutionRepository:
                             exchange_order_id=report.exchange_order_id,
                             exec_type=report.exec_type.value,
                             last_qty=report.last_qty,
-                            last_price=_decimal_text(report.last_price),
+                            last_price=text_or_none(report.last_price),
                             cum_qty=report.cum_qty,
                             leaves_qty=report.leaves_qty,
-                            avg_price=_decimal_text(report.avg_price),
+                            avg_price=text_or_none(report.avg_price),
                             transact_time=report.transact_time,
                             seq=report.seq,
                         )
@@ -90,10 +76,10 @@ class DynamoDBExecutionRepository:
                 exchange_order_id=r.exchange_order_id,
                 exec_type=ExecType(r.exec_type),
                 last_qty=int(r.last_qty),
-                last_price=None if r.last_price is None else Decimal(r.last_price),
+                last_price=decimal_or_none(r.last_price),
                 cum_qty=int(r.cum_qty),
                 leaves_qty=int(r.leaves_qty),
-                avg_price=None if r.avg_price is None else Decimal(r.avg_price),
+                avg_price=decimal_or_none(r.avg_price),
                 transact_time=r.transact_time,
                 seq=int(r.seq),
             )

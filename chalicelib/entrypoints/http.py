@@ -15,16 +15,18 @@ from chalicelib.domain.model import IdempotencyConflict, OrderNotFound, is_order
 from chalicelib.entrypoints.schemas import (
     BadRequest,
     InvalidOrder,
-    execution_to_json,
+    error_body,
+    executions_to_json,
+    invalid_order_to_json,
     order_to_json,
     parse_order_request,
 )
 from chalicelib.observability import count, logger, metrics, tracer
 from chalicelib.service import executions, orders
 
-STORE_FAILED_BODY = {"message": "Internal server error while placing the order"}
-NOT_FOUND_BODY = {"message": "Order not found"}
-UNAVAILABLE_BODY = {"message": "Orders are temporarily unavailable, retry later"}
+STORE_FAILED_BODY = error_body("Internal server error while placing the order")
+NOT_FOUND_BODY = error_body("Order not found")
+UNAVAILABLE_BODY = error_body("Orders are temporarily unavailable, retry later")
 
 
 CORRELATION_HEADER = "X-Correlation-Id"
@@ -61,16 +63,10 @@ def _post_order(raw_body: bytes | str | None, correlation_id: str) -> Response:
     try:
         terms = parse_order_request(raw_body)
     except BadRequest as exc:
-        return _json(400, {"message": str(exc)}, correlation_id)
+        # 400, or 413 for a body over the size limit.
+        return _json(exc.status, error_body(str(exc)), correlation_id)
     except InvalidOrder as exc:
-        return _json(
-            422,
-            {
-                "message": "Invalid order: " + "; ".join(e.message for e in exc.errors),
-                "errors": [{"field": e.field, "message": e.message} for e in exc.errors],
-            },
-            correlation_id,
-        )
+        return _json(422, invalid_order_to_json(exc), correlation_id)
     try:
         result = orders.create_order(
             terms,
@@ -80,7 +76,7 @@ def _post_order(raw_body: bytes | str | None, correlation_id: str) -> Response:
             correlation_id=correlation_id,
         )
     except IdempotencyConflict as exc:
-        return _json(409, {"message": str(exc)}, correlation_id)
+        return _json(409, error_body(str(exc)), correlation_id)
     except StorageUnavailable:
         logger.exception("order not stored")
         return _json(500, STORE_FAILED_BODY, correlation_id)
@@ -117,4 +113,4 @@ def get_executions(order_id: str) -> Response:
     except StorageUnavailable:
         logger.exception("executions not read", order_id=order_id)
         return _json(503, UNAVAILABLE_BODY)
-    return _json(200, {"order_id": order_id, "executions": [execution_to_json(r) for r in reports]})
+    return _json(200, executions_to_json(order_id, reports))

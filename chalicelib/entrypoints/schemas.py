@@ -1,24 +1,75 @@
-"""The HTTP contract: request and response models, and errors that name each offending field."""
+"""The HTTP contract: request and response models, hostile-input checks, and errors that name each offending field."""
 
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 
-from chalicelib.domain.model import ExecType, ExecutionReport, Order, OrderTerms, OrderType, Side
+from chalicelib.domain.model import (
+    ExecType,
+    ExecutionReport,
+    Order,
+    OrderStatus,
+    OrderTerms,
+    OrderType,
+    Side,
+)
 
 # Sanity bounds: far beyond any real order, but they keep a number from
 # overflowing DynamoDB's 38 digits or turning into infinity on its way out.
 MAX_QUANTITY = 1_000_000_000
 MAX_PRICE = Decimal("1000000000")
 
+# A valid order is about 200 bytes. The limit keeps every later step (JSON
+# parsing, validation, the list of errors we send back) small and fast
+# whatever a client sends; API Gateway's own limit is 10 MB.
+MAX_BODY_BYTES = 16 * 1024
+# A valid order is one flat object (depth 1). Python's JSON parser recurses
+# per level and would hit the interpreter's recursion limit at about 1000.
+MAX_JSON_DEPTH = 32
+# Longer unknown field names or duplicate keys are cut when echoed back.
+MAX_ECHOED_NAME = 64
+
+CLIENT_ORDER_ID_MAX_LENGTH = 48
+# C0 and C1 controls, soft hyphen, zero-width characters, bidirectional
+# marks, embeddings, overrides and isolates, line and paragraph separators,
+# invisible operators and the byte order mark: characters that make one key
+# look like another (or like nothing). The validator below checks the full
+# Unicode categories; this pattern is what the OpenAPI document can state,
+# and it is written so that Python, Rust (pydantic-core) and ECMAScript
+# (JSON Schema) read it alike.
+CLIENT_ORDER_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]+$"
+ORDER_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
 
 class BadRequest(Exception):
-    """The body is not a JSON object at all (400)."""
+    """The body is not a JSON object we can read at all (400)."""
+
+    status = 400
+
+
+class PayloadTooLarge(BadRequest):
+    """The body is longer than MAX_BODY_BYTES (413)."""
+
+    status = 413
 
 
 @dataclass(frozen=True)
@@ -47,6 +98,47 @@ Price = Annotated[
     Decimal,
     BeforeValidator(_price_from_json_number),
     Field(gt=0, le=MAX_PRICE, decimal_places=2, allow_inf_nan=False),
+    # What pydantic would derive for a Decimal also allows strings, which the
+    # strict model rejects: state the JSON number the model really accepts.
+    WithJsonSchema(
+        {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": int(MAX_PRICE),
+        }
+    ),
+]
+
+# Categories no client order id needs and that let two keys look alike:
+# controls, format characters (zero-width, bidi controls), unpaired
+# surrogates, line and paragraph separators. Spaces other than U+0020 (e.g.
+# no-break space, ideographic space) look like it but are other keys.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _text_problem(value: str) -> str | None:
+    for character in value:
+        category = unicodedata.category(character)
+        if category in _UNSAFE_CATEGORIES or (category == "Zs" and character != " "):
+            return f"it has the invisible or control character U+{ord(character):04X}"
+    # "é" as one code point or as "e" + combining accent: the same text to a
+    # person, two different idempotency keys (and so two orders) to us.
+    if not unicodedata.is_normalized("NFC", value):
+        return "it is not in Unicode normalization form C"
+    return None
+
+
+def _visible_text(value: str) -> str:
+    problem = _text_problem(value)
+    if problem:
+        raise PydanticCustomError("unsafe_text", "{problem}", {"problem": problem})
+    return value
+
+
+ClientOrderId = Annotated[
+    str,
+    Field(min_length=1, max_length=CLIENT_ORDER_ID_MAX_LENGTH, pattern=CLIENT_ORDER_ID_PATTERN),
+    AfterValidator(_visible_text),
 ]
 
 
@@ -54,14 +146,41 @@ class OrderRequest(BaseModel):
     """Body of POST /orders."""
 
     # strict: "5" is not a quantity and 1.0 is not an integer; clients must say what they mean.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "limit",
+                    "side": "buy",
+                    "instrument": "US0378331005",
+                    "quantity": 10,
+                    "limit_price": 187.25,
+                    "client_order_id": "my-key-1",
+                }
+            ]
+        },
+    )
 
     type: Literal["market", "limit"]
     side: Literal["buy", "sell"]
     instrument: str = Field(pattern=r"^[A-Z0-9]{12}$", description="ISIN: 12 uppercase letters and digits")
-    quantity: int = Field(gt=0, le=MAX_QUANTITY)
-    limit_price: Price | None = None
-    client_order_id: str | None = Field(default=None, min_length=1, max_length=48, pattern=r"^[^\x00-\x1f\x7f]+$")
+    quantity: int = Field(gt=0, le=MAX_QUANTITY, description="Number of shares")
+    limit_price: Price | None = Field(
+        default=None,
+        description=f"A JSON number greater than 0, at most {int(MAX_PRICE)}, with at most 2 decimal places."
+        " Required for type limit; absent or null for type market.",
+    )
+    client_order_id: ClientOrderId | None = Field(
+        default=None,
+        description=(
+            "Idempotency key: a second POST with the same key returns the same order (200), or 409 if its terms"
+            " differ. 1 to 48 characters, in Unicode NFC, without control, invisible or bidirectional-control"
+            " characters and without spaces other than U+0020."
+        ),
+    )
 
     def to_terms(self) -> OrderTerms:
         return OrderTerms(
@@ -92,15 +211,29 @@ _MESSAGES = {
 }
 _FIELD_HINTS = {
     "instrument": "instrument must be an ISIN: exactly 12 characters, uppercase letters and digits",
-    "client_order_id": "client_order_id must be 1 to 48 characters without control characters",
+    "client_order_id": (
+        "client_order_id must be 1 to 48 visible characters in Unicode NFC: no control, invisible or"
+        " bidirectional-control characters and no spaces other than U+0020"
+    ),
 }
 
 
+def _shown_name(name: str) -> str:
+    """A client-chosen name as we may echo it: short, printable, nothing that reorders the text around it."""
+    if len(name) <= MAX_ECHOED_NAME and name.isascii() and name.isprintable():
+        return name
+    shown = json.dumps(name[:MAX_ECHOED_NAME])[1:-1]  # escapes controls, non-ASCII and unpaired surrogates
+    return shown + ("..." if len(name) > MAX_ECHOED_NAME else "")
+
+
 def _field_error(error: Any) -> FieldError:
-    field = str(error["loc"][0]) if error["loc"] else "body"
+    field = _shown_name(str(error["loc"][0])) if error["loc"] else "body"
     kind = error["type"]
-    if kind == "string_pattern_mismatch" and field in _FIELD_HINTS:
-        return FieldError(field, _FIELD_HINTS[field])
+    if kind in {"string_pattern_mismatch", "unsafe_text"} and field in _FIELD_HINTS:
+        hint = _FIELD_HINTS[field]
+        # Say which character is wrong: an invisible one is hard to find otherwise.
+        problem = _text_problem(error["input"]) if field == "client_order_id" else None
+        return FieldError(field, f"{hint}; {problem}" if problem else hint)
     template = _MESSAGES.get(kind)
     if template is None:
         return FieldError(field, f"{field}: {error['msg']}")
@@ -124,16 +257,86 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a valid JSON number")
 
 
+def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of duplicate keys; another parser on the way
+    # (a proxy, a log pipeline) may keep the first. One body, one meaning.
+    body: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in body:
+            raise BadRequest(f'the request body\'s JSON object has the key "{_shown_name(key)}" more than once')
+        body[key] = value
+    return body
+
+
+# Strings (also unterminated ones, so one scan is linear) and brackets.
+_JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
+
+
+def _too_deep(text: str) -> bool:
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False
+    depth = 0
+    for match in _JSON_STRUCTURE.finditer(text):
+        first = match.group()[0]
+        if first in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif first in "]}":
+            depth -= 1
+    return False
+
+
+def _unpaired_surrogate(value: Any) -> str | None:
+    # "\ud800" is valid JSON syntax but no Unicode text: it could not be
+    # stored, logged or sent on as UTF-8. The nesting depth is already bounded.
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"\\u{ord(value[exc.start]):04x}"
+        return None
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value if isinstance(value, list) else []
+    return next((found for item in items if (found := _unpaired_surrogate(item))), None)
+
+
+# Only a \u escape (D800-DFFF) can put a surrogate into a string decoded from UTF-8.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def parse_json_object(raw_body: bytes | str | None) -> dict[str, Any]:
+    """The body as a JSON object; BadRequest (or PayloadTooLarge) saying what is wrong otherwise."""
     if not raw_body:
         raise BadRequest("the request body must be a JSON object")
+    raw = raw_body.encode("utf-8", "surrogatepass") if isinstance(raw_body, str) else raw_body
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        # Strictly UTF-8 (RFC 8259): json.loads would also guess UTF-16 and UTF-32 from bytes.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: it is not UTF-8 (invalid byte at {exc.start})") from None
+    if _too_deep(text):
+        raise BadRequest(
+            f"the request body is nested deeper than {MAX_JSON_DEPTH} levels; an order is one flat JSON object"
+        )
     try:
         # Decimal keeps 10.1 as 10.1 (a float would not); NaN and Infinity are not JSON.
-        body = json.loads(raw_body, parse_float=Decimal, parse_constant=_reject_constant)
+        # Integers of more than 4300 digits raise ValueError (Python's int conversion limit).
+        body = json.loads(
+            text,
+            parse_float=Decimal,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_object_without_duplicate_keys,
+        )
     except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+        reason = "a number has too many digits" if "integer string conversion" in str(exc) else str(exc)
+        raise BadRequest(f"the request body is not valid JSON: {reason}") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
+    surrogate = _unpaired_surrogate(body) if _SURROGATE_ESCAPE.search(text) else None
+    if surrogate:
+        raise BadRequest(f"the request body is not valid JSON: a string holds the unpaired surrogate {surrogate}")
     return body
 
 
@@ -152,43 +355,161 @@ def parse_order_request(raw_body: bytes | str | None) -> OrderTerms:
     return request.to_terms()
 
 
-def _timestamp(value: Any) -> str | None:
-    if value is None:
-        return None
-    return str(value.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+def _timestamp(value: datetime) -> str:
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# Response fields take the domain's own values; the serializers make them the
+# JSON the API has always sent (millisecond UTC timestamps ending in Z,
+# amounts as JSON numbers), and the schemas say exactly that.
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(_timestamp, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "example": "2024-05-02T14:03:07.250Z"}),
+]
+Amount = Annotated[Decimal, PlainSerializer(float, return_type=float)]
+OrderId = Annotated[str, Field(pattern=ORDER_ID_PATTERN, json_schema_extra={"format": "uuid"})]
+
+
+class OrderResponse(BaseModel):
+    """An order: the answer of POST /orders and GET /orders/{order_id}."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: OrderId = Field(description="The order id; from client_order_id if one was given")
+    created_at: Timestamp
+    updated_at: Timestamp
+    type: OrderType
+    side: Side
+    instrument: str
+    quantity: int
+    limit_price: Amount | None
+    client_order_id: str | None
+    status: OrderStatus
+    placed_at: Timestamp | None = Field(description="When the exchange accepted the order")
+    failure_reason: str | None = Field(description="Why the order is failed; null otherwise")
+    filled_quantity: int
+    remaining_quantity: int = Field(description="0 once the order is done, filled or not")
+    average_fill_price: Amount | None
+
+    @classmethod
+    def of(cls, order: Order) -> OrderResponse:
+        terms = order.terms
+        return cls(
+            id=order.id,
+            created_at=order.created_at,
+            updated_at=order.updated_at,
+            type=terms.type,
+            side=terms.side,
+            instrument=terms.instrument,
+            quantity=terms.quantity,
+            limit_price=terms.limit_price,
+            client_order_id=terms.client_order_id,
+            status=order.status,
+            placed_at=order.placed_at,
+            failure_reason=order.failure_reason,
+            filled_quantity=order.filled_quantity,
+            remaining_quantity=order.remaining_quantity,
+            average_fill_price=order.average_fill_price,
+        )
+
+
+class ExecutionResponse(BaseModel):
+    """One execution report of an order, as the exchange sent it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="The exchange's execution id")
+    type: ExecType
+    quantity: int = Field(description="Shares filled by this report (0 if it fills none)")
+    price: Amount | None
+    time: Timestamp
+    cumulative_quantity: int
+    average_price: Amount | None
+
+    @classmethod
+    def of(cls, report: ExecutionReport) -> ExecutionResponse:
+        return cls(
+            id=report.exec_id,
+            type=report.exec_type,
+            quantity=report.last_qty,
+            price=report.last_price,
+            time=report.transact_time,
+            cumulative_quantity=report.cum_qty,
+            average_price=report.avg_price,
+        )
+
+
+class ExecutionListResponse(BaseModel):
+    """An order's execution reports, oldest first: the answer of GET /orders/{order_id}/executions."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: OrderId
+    executions: list[ExecutionResponse]
+
+
+class ErrorResponse(BaseModel):
+    """Any error we answer ourselves (400, 404, 409, 413, 500, 503)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message: str
+
+
+class FieldErrorResponse(BaseModel):
+    """One invalid field of a request body."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str = Field(description='The field\'s name, or "body"')
+    message: str
+
+
+class ValidationErrorResponse(BaseModel):
+    """A JSON object whose fields are missing or invalid (422): every problem, each with its field."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message: str = Field(description="All problems in one sentence")
+    errors: list[FieldErrorResponse]
+
+    @classmethod
+    def of(cls, invalid: InvalidOrder) -> ValidationErrorResponse:
+        return cls(
+            message="Invalid order: " + "; ".join(e.message for e in invalid.errors),
+            errors=[FieldErrorResponse(field=e.field, message=e.message) for e in invalid.errors],
+        )
+
+
+class GatewayErrorResponse(BaseModel):
+    """An error Chalice answers before our code runs, e.g. 415 for a Content-Type other than application/json."""
+
+    model_config = ConfigDict(frozen=True)
+
+    Code: str
+    Message: str
+
+
+def error_body(message: str) -> dict[str, Any]:
+    return ErrorResponse(message=message).model_dump(mode="json")
 
 
 def order_to_json(order: Order) -> dict[str, Any]:
-    terms = order.terms
-    return {
-        "id": order.id,
-        "created_at": _timestamp(order.created_at),
-        "updated_at": _timestamp(order.updated_at),
-        "type": terms.type.value,
-        "side": terms.side.value,
-        "instrument": terms.instrument,
-        "quantity": terms.quantity,
-        "limit_price": None if terms.limit_price is None else float(terms.limit_price),
-        "client_order_id": terms.client_order_id,
-        "status": order.status.value,
-        "placed_at": _timestamp(order.placed_at),
-        "failure_reason": order.failure_reason,
-        "filled_quantity": order.filled_quantity,
-        "remaining_quantity": order.remaining_quantity,
-        "average_fill_price": None if order.average_fill_price is None else float(order.average_fill_price),
-    }
+    return OrderResponse.of(order).model_dump(mode="json")
 
 
 def execution_to_json(report: ExecutionReport) -> dict[str, Any]:
-    return {
-        "id": report.exec_id,
-        "type": report.exec_type.value,
-        "quantity": report.last_qty,
-        "price": None if report.last_price is None else float(report.last_price),
-        "time": _timestamp(report.transact_time),
-        "cumulative_quantity": report.cum_qty,
-        "average_price": None if report.avg_price is None else float(report.avg_price),
-    }
+    return ExecutionResponse.of(report).model_dump(mode="json")
+
+
+def executions_to_json(order_id: str, reports: list[ExecutionReport]) -> dict[str, Any]:
+    listing = ExecutionListResponse(order_id=order_id, executions=[ExecutionResponse.of(r) for r in reports])
+    return listing.model_dump(mode="json")
+
+
+def invalid_order_to_json(invalid: InvalidOrder) -> dict[str, Any]:
+    return ValidationErrorResponse.of(invalid).model_dump(mode="json")
 
 
 DecimalText = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]

@@ -1,0 +1,358 @@
+"""The OpenAPI document, built from the models that validate requests and shape responses, and its docs page."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from chalice.app import Response
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from chalicelib.entrypoints.schemas import (
+    CLIENT_ORDER_ID_MAX_LENGTH,
+    MAX_BODY_BYTES,
+    ORDER_ID_PATTERN,
+    ErrorResponse,
+    ExecutionListResponse,
+    GatewayErrorResponse,
+    OrderRequest,
+    OrderResponse,
+    ValidationErrorResponse,
+    error_body,
+)
+
+# 3.0, not 3.1: the Swagger UI we serve (4.x, from swagger-ui-bundle) renders
+# only 3.0 documents, and 3.0 is what most client generators read best.
+OPENAPI_VERSION = "3.0.3"
+API_VERSION = "1.0.0"
+CORRELATION_HEADER = "X-Correlation-Id"
+_SCHEMAS = "#/components/schemas/"
+
+# Request models are described as they validate, response models as they serialize.
+_MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+    (OrderRequest, "validation"),
+    (OrderResponse, "serialization"),
+    (ExecutionListResponse, "serialization"),
+    (ErrorResponse, "serialization"),
+    (ValidationErrorResponse, "serialization"),
+    (GatewayErrorResponse, "serialization"),
+]
+
+
+def _to_openapi_30(schema: Any) -> Any:
+    """Pydantic's JSON Schema (2020-12, what OpenAPI 3.1 uses) in OpenAPI 3.0's dialect."""
+    if isinstance(schema, list):
+        return [_to_openapi_30(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted: dict[str, Any] = {
+        # "properties" maps field names (not keywords) to schemas.
+        key: _schemas_to_openapi_30(value) if key == "properties" else _to_openapi_30(value)
+        for key, value in schema.items()
+    }
+    for bound in ("exclusiveMinimum", "exclusiveMaximum"):
+        # 2020-12: a number; 3.0: a flag on minimum/maximum.
+        value = converted.get(bound)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            converted["minimum" if bound == "exclusiveMinimum" else "maximum"] = value
+            converted[bound] = True
+    if "const" in converted:
+        converted["enum"] = [converted.pop("const")]
+    if "examples" in converted:
+        examples = converted.pop("examples")
+        if examples:
+            converted.setdefault("example", examples[0])
+    members = converted.get("anyOf")
+    if isinstance(members, list) and {"type": "null"} in members:
+        # 3.0 has no null type: `X | None` is X with nullable.
+        others = [member for member in members if member != {"type": "null"}]
+        del converted["anyOf"]
+        if len(others) == 1 and "$ref" not in others[0]:
+            converted = {**others[0], **converted}
+        else:
+            converted["anyOf" if len(others) > 1 else "allOf"] = others
+        converted["nullable"] = True
+    if "$ref" in converted and len(converted) > 1:
+        # 3.0 ignores whatever stands beside a $ref: keep it by wrapping the reference.
+        converted["allOf"] = [{"$ref": converted.pop("$ref")}]
+    return converted
+
+
+def _schemas_to_openapi_30(schemas: dict[str, Any]) -> dict[str, Any]:
+    return {name: _to_openapi_30(schema) for name, schema in schemas.items()}
+
+
+_JS = "text/javascript; charset=utf-8"
+_CSS = "text/css; charset=utf-8"
+# name -> (file in swagger-ui-bundle's dist folder, or None for ours; content type)
+_ASSETS: dict[str, tuple[str | None, str]] = {
+    "swagger-ui.css": ("swagger-ui.css", _CSS),
+    "swagger-ui-bundle.js": ("swagger-ui-bundle.js", _JS),
+    "swagger-initializer.js": (None, _JS),
+}
+
+
+def _json_content(model: type[BaseModel]) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": _SCHEMAS + model.__name__}}}
+
+
+def _response(description: str, model: type[BaseModel], correlated: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": _json_content(model)}
+    if correlated:
+        response["headers"] = {
+            CORRELATION_HEADER: {
+                "description": "The correlation id of this request: the caller's, if it was usable, else a new one."
+                " A replay (200) carries the one of the request that created the order.",
+                "schema": {"type": "string"},
+            }
+        }
+    return response
+
+
+_ORDER_ID_PARAMETER = {
+    "name": "order_id",
+    "in": "path",
+    "required": True,
+    "description": "An order id as POST /orders returned it; anything else is 404",
+    "schema": {"type": "string", "format": "uuid", "pattern": ORDER_ID_PATTERN},
+}
+_CORRELATION_PARAMETER = {
+    "name": CORRELATION_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Your id for this request, logged with everything it causes and stored with the order."
+    " A value not matching the pattern is ignored and a new id is used.",
+    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._:-]{1,128}$"},
+}
+_NOT_FOUND = _response("No order has this id (or the id is malformed)", ErrorResponse)
+_UNAVAILABLE = _response("Storage is unavailable; retry later", ErrorResponse)
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/orders": {
+            "post": {
+                "operationId": "createOrder",
+                "summary": "Place an order",
+                "description": "Stores the order (pending) and queues it for placement at the exchange. The body is"
+                f" one JSON object in UTF-8 of at most {MAX_BODY_BYTES} bytes, each key at most once. With a"
+                f" client_order_id (at most {CLIENT_ORDER_ID_MAX_LENGTH} characters) the request is idempotent.",
+                "tags": ["orders"],
+                "parameters": [_CORRELATION_PARAMETER],
+                "requestBody": {"required": True, "content": _json_content(OrderRequest)},
+                "responses": {
+                    "201": _response("Created: stored, and it will be placed", OrderResponse, correlated=True),
+                    "200": _response(
+                        "A replay: an order with this client_order_id and the same terms exists",
+                        OrderResponse,
+                        correlated=True,
+                    ),
+                    "400": _response(
+                        "The body is not one JSON object (malformed, not UTF-8, a duplicate key, NaN, too deep)",
+                        ErrorResponse,
+                        correlated=True,
+                    ),
+                    "409": _response(
+                        "The client_order_id belongs to an order with other terms", ErrorResponse, correlated=True
+                    ),
+                    "413": _response(f"The body is longer than {MAX_BODY_BYTES} bytes", ErrorResponse, correlated=True),
+                    "415": _response("The Content-Type is not application/json", GatewayErrorResponse),
+                    "422": _response(
+                        "Fields are missing or invalid; each problem names its field",
+                        ValidationErrorResponse,
+                        correlated=True,
+                    ),
+                    "500": _response(
+                        "The order could not be stored; nothing will be placed", ErrorResponse, correlated=True
+                    ),
+                },
+            }
+        },
+        "/orders/{order_id}": {
+            "get": {
+                "operationId": "getOrder",
+                "summary": "An order and its status",
+                "tags": ["orders"],
+                "parameters": [_ORDER_ID_PARAMETER],
+                "responses": {
+                    "200": _response("The order", OrderResponse),
+                    "404": _NOT_FOUND,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/orders/{order_id}/executions": {
+            "get": {
+                "operationId": "listExecutions",
+                "summary": "An order's execution reports, oldest first",
+                "tags": ["orders"],
+                "parameters": [_ORDER_ID_PARAMETER],
+                "responses": {
+                    "200": _response("The order's executions (none yet: an empty list)", ExecutionListResponse),
+                    "404": _NOT_FOUND,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "getOpenApiDocument",
+                "summary": "This document",
+                "tags": ["documentation"],
+                "responses": {
+                    "200": {
+                        "description": "The OpenAPI document",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+        "/docs": {
+            "get": {
+                "operationId": "getDocs",
+                "summary": "Interactive documentation (Swagger UI), served without any CDN",
+                "tags": ["documentation"],
+                "responses": {
+                    "200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}
+                },
+            }
+        },
+        "/docs/{asset}": {
+            "get": {
+                "operationId": "getDocsAsset",
+                "summary": "A script or style sheet of the documentation page",
+                "tags": ["documentation"],
+                "parameters": [
+                    {
+                        "name": "asset",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": sorted(_ASSETS)},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file",
+                        "content": {
+                            media_type: {"schema": {"type": "string"}}
+                            # The media type without its charset parameter, as OpenAPI keys them.
+                            for media_type in sorted({media.split(";")[0] for _, media in _ASSETS.values()})
+                        },
+                    },
+                    "404": _response("No such file", ErrorResponse),
+                },
+            }
+        },
+    }
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The whole document; built once per process (do not modify it)."""
+    _, definitions = models_json_schema(_MODELS, ref_template=_SCHEMAS + "{model}")
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "Brokerage orders API",
+            "version": API_VERSION,
+            "description": "Place stock orders and follow them until the exchange has filled, canceled or"
+            " rejected them. Every error is JSON with a message; 422 also lists each invalid field.",
+        },
+        "tags": [
+            {"name": "orders", "description": "Placing and following orders"},
+            {"name": "documentation", "description": "This document and its interactive page"},
+        ],
+        "paths": _paths(),
+        "components": {"schemas": _schemas_to_openapi_30(definitions.get("$defs", {}))},
+    }
+
+
+def _base_path(context: Mapping[str, Any]) -> str:
+    # API Gateway puts the stage (or a custom domain's base path) before our
+    # routes: /api/openapi.json for the route /openapi.json. Try-it-out in
+    # the docs page must call /api/orders, so the document says where it is.
+    path = str(context.get("path") or "")
+    route = str(context.get("resourcePath") or "")
+    if route and path.endswith(route):
+        return path[: len(path) - len(route)]
+    return ""
+
+
+def openapi_response(context: Mapping[str, Any]) -> Response:
+    document = copy.copy(openapi_document())  # shallow: only "servers" differs per request
+    document["servers"] = [{"url": _base_path(context) or "/"}]
+    return Response(body=document, status_code=200, headers={"Content-Type": "application/json"})
+
+
+# The page and its initializer are ours; the rest comes from swagger-ui-bundle.
+# No inline script, so the page's Content-Security-Policy can allow only our own origin.
+_INITIALIZER = """window.addEventListener("load", function () {
+  window.ui = SwaggerUIBundle({
+    url: "openapi.json",
+    dom_id: "#swagger-ui",
+    deepLinking: true,
+    presets: [SwaggerUIBundle.presets.apis],
+    layout: "BaseLayout",
+    validatorUrl: null,
+  });
+});
+"""
+# Relative URLs: the page is /docs, or /<stage>/docs behind API Gateway.
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+  <head>
+    <meta charset="utf-8">
+    <title>Brokerage orders API</title>
+    <link rel="stylesheet" href="docs/swagger-ui.css">
+    <link rel="icon" href="data:,">
+  </head>
+  <body>
+    <div id="swagger-ui"></div>
+    <script src="docs/swagger-ui-bundle.js"></script>
+    <script src="docs/swagger-initializer.js"></script>
+  </body>
+</html>
+"""
+# Everything from our own origin; Swagger UI sets inline styles and uses data: images.
+_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+# The files change only with the package: a day in caches is harmless.
+_ASSET_CACHE_CONTROL = "public, max-age=86400"
+
+
+def docs_page() -> Response:
+    return Response(
+        body=_PAGE,
+        status_code=200,
+        headers={"Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": _CONTENT_SECURITY_POLICY},
+    )
+
+
+@functools.cache
+def _asset_text(file_name: str) -> str:
+    # Imported here, not at module level: only this route needs the package,
+    # and no other function should pay for its import on a cold start.
+    from swagger_ui_bundle import swagger_ui_path  # noqa: PLC0415
+
+    return (Path(str(swagger_ui_path)) / file_name).read_text(encoding="utf-8")
+
+
+def docs_asset(name: str) -> Response:
+    # An allow-list: the name never reaches the file system unless it is one of ours.
+    if name not in _ASSETS:
+        return Response(body=error_body("No such file"), status_code=404, headers={"Content-Type": "application/json"})
+    file_name, content_type = _ASSETS[name]
+    # Text, not bytes: Chalice sends a str body as is under `chalice local` and
+    # API Gateway, while bytes would need binary media types on both ends.
+    body = _INITIALIZER if file_name is None else _asset_text(file_name)
+    return Response(
+        body=body,
+        status_code=200,
+        headers={"Content-Type": content_type, "Cache-Control": _ASSET_CACHE_CONTROL},
+    )
