@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from decimal import Decimal
 
 from pydantic import Field, HttpUrl, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,11 @@ class Settings(BaseSettings):
     placement_backoff_max_s: int = Field(default=900, ge=1, le=43_200)
     placement_batch_size: int = Field(default=10, ge=1, le=10)
     placement_batch_window_s: int = Field(default=0, ge=0, le=300)
+
+    # Business bounds on what one order may ask for (422 naming the bound);
+    # the request model keeps fixed sanity bounds above these.
+    max_order_quantity: int = Field(default=1_000_000, ge=1, le=1_000_000_000)
+    max_limit_price: Decimal = Field(default=Decimal("1000000"), gt=0, le=Decimal("1000000000"))
 
     # An order still pending this long after its last sign of progress is
     # re-enqueued by the sweep: long enough that a healthy queue has long

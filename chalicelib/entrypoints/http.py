@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Mapping
@@ -11,10 +12,12 @@ from chalice.app import Request, Response
 
 from chalicelib import bootstrap
 from chalicelib.adapters.repository import StorageUnavailable
+from chalicelib.config import get_settings
 from chalicelib.domain.model import IdempotencyConflict, OrderNotFound, is_order_id
 from chalicelib.entrypoints.schemas import (
     BadRequest,
     InvalidOrder,
+    OrderLimits,
     error_body,
     executions_to_json,
     invalid_order_to_json,
@@ -41,6 +44,12 @@ def correlation_id_for(headers: Mapping[str, str], context: Mapping[str, Any]) -
     return str(context.get("requestId") or uuid.uuid4())
 
 
+@functools.cache
+def _order_limits() -> OrderLimits:
+    settings = get_settings()
+    return OrderLimits(max_quantity=settings.max_order_quantity, max_limit_price=settings.max_limit_price)
+
+
 def _json(status: int, body: dict[str, Any], correlation_id: str | None = None) -> Response:
     headers: dict[str, str | list[str]] = {"Content-Type": "application/json"}
     if correlation_id:
@@ -61,7 +70,7 @@ def post_order(request: Request) -> Response:
 
 def _post_order(raw_body: bytes | str | None, correlation_id: str) -> Response:
     try:
-        terms = parse_order_request(raw_body)
+        terms = parse_order_request(raw_body, _order_limits())
     except BadRequest as exc:
         # 400, or 413 for a body over the size limit.
         return _json(exc.status, error_body(str(exc)), correlation_id)

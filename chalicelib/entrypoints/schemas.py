@@ -340,7 +340,26 @@ def parse_json_object(raw_body: bytes | str | None) -> dict[str, Any]:
     return body
 
 
-def parse_order_request(raw_body: bytes | str | None) -> OrderTerms:
+@dataclass(frozen=True)
+class OrderLimits:
+    """Business bounds an operator sets (settings), inside the model's fixed sanity bounds."""
+
+    max_quantity: int = MAX_QUANTITY
+    max_limit_price: Decimal = MAX_PRICE
+
+
+def _limit_errors(request: OrderRequest, limits: OrderLimits) -> list[FieldError]:
+    errors = []
+    if request.quantity > limits.max_quantity:
+        errors.append(FieldError("quantity", f"quantity must be at most {limits.max_quantity} (maximum order size)"))
+    if request.limit_price is not None and request.limit_price > limits.max_limit_price:
+        errors.append(
+            FieldError("limit_price", f"limit_price must be at most {limits.max_limit_price} (price sanity bound)")
+        )
+    return errors
+
+
+def parse_order_request(raw_body: bytes | str | None, limits: OrderLimits | None = None) -> OrderTerms:
     """OrderTerms from a POST /orders body; raises BadRequest or InvalidOrder naming every problem."""
     body = parse_json_object(raw_body)
     cross_field = _cross_field_errors(body)
@@ -350,8 +369,9 @@ def parse_order_request(raw_body: bytes | str | None) -> OrderTerms:
         errors = [_field_error(e) for e in exc.errors()]
         named = {e.field for e in cross_field}
         raise InvalidOrder(cross_field + [e for e in errors if e.field not in named]) from None
-    if cross_field:
-        raise InvalidOrder(cross_field)
+    problems = cross_field + _limit_errors(request, limits or OrderLimits())
+    if problems:
+        raise InvalidOrder(problems)
     return request.to_terms()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -258,3 +259,16 @@ def test_the_correlation_id_follows_the_order_into_the_placement_logs(stack: Loc
         return False
 
     wait_until(placement_logged, timeout_s=30)
+
+
+def test_the_configured_order_size_bound_is_a_422_naming_it(stack: LocalStack) -> None:
+    """A second API configured with a small maximum order size (MAX_ORDER_QUANTITY)."""
+    port = free_port()
+    env = {**stack.env, "MAX_ORDER_QUANTITY": "50"}
+    with start_api(port, env, subprocess.DEVNULL):
+        too_big = post(f"http://127.0.0.1:{port}", limit_order(quantity=51))
+        assert too_big.status_code == 422
+        assert too_big.json()["errors"] == [
+            {"field": "quantity", "message": "quantity must be at most 50 (maximum order size)"}
+        ]
+        assert post(f"http://127.0.0.1:{port}", limit_order(quantity=50)).status_code == 201

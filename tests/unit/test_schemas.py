@@ -392,3 +392,21 @@ def test_the_docs_page_loads_only_its_own_assets() -> None:
 @pytest.mark.parametrize("name", ["../__init__.py", "index.html", "swagger-ui.js.map", "", "%2e%2e"])
 def test_other_asset_names_are_404(name: str) -> None:
     assert docs_asset(name).status_code == 404
+
+
+def test_configured_order_limits_are_422s_that_name_the_bound() -> None:
+    from decimal import Decimal
+
+    from chalicelib.entrypoints.schemas import InvalidOrder, OrderLimits, parse_order_request
+
+    limits = OrderLimits(max_quantity=100, max_limit_price=Decimal("50"))
+    body = b'{"type": "limit", "side": "buy", "instrument": "US0378331005", "quantity": 101, "limit_price": 50.01}'
+    with pytest.raises(InvalidOrder) as caught:
+        parse_order_request(body, limits)
+    errors = {e.field: e.message for e in caught.value.errors}
+    assert errors == {
+        "quantity": "quantity must be at most 100 (maximum order size)",
+        "limit_price": "limit_price must be at most 50 (price sanity bound)",
+    }
+    within = b'{"type": "limit", "side": "buy", "instrument": "US0378331005", "quantity": 100, "limit_price": 50}'
+    assert parse_order_request(within, limits).quantity == 100
