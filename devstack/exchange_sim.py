@@ -82,6 +82,8 @@ FEED_CLOSE_TIMEOUT_S = 1.0
 FEED_START_TIMEOUT_S = 10.0
 FEED_STOP_TIMEOUT_S = 3.0
 SCHEDULER_STOP_TIMEOUT_S = 2.0
+# /stats totals over DELETE /orders/{id}; requests, accepted and failures count POST /orders alone.
+CANCEL_COUNTERS = ("cancel_requests", "canceled_by_request", "cancels_too_late", "cancels_unknown", "cancel_failures")
 
 
 class InvalidValue(ValueError):
@@ -313,6 +315,21 @@ class Decision:
     client_order_id: str | None = None
     exchange_order_id: str | None = None
     problem: str | None = None
+
+
+class CancelOutcome(enum.Enum):
+    CANCELED = "canceled"
+    TOO_LATE = "too_late"
+    UNKNOWN = "unknown"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class CancelDecision:
+    outcome: CancelOutcome
+    exchange_order_id: str | None = None
+    # The order's status when the cancel came too late: filled, canceled, rejected or expired.
+    status: str | None = None
 
 
 # --- Working an accepted order: the plan of its execution reports ---
@@ -601,6 +618,10 @@ class OrderRecord:
     accepted: int = 0
     duplicates_rejected: int = 0
     failures: int = 0
+    cancel_requests: int = 0
+    canceled_by_request: int = 0
+    cancels_too_late: int = 0
+    cancel_failures: int = 0
     execution: Execution | None = None
 
     def counters(self) -> dict[str, int]:
@@ -608,6 +629,10 @@ class OrderRecord:
             "accepted": self.accepted,
             "duplicates_rejected": self.duplicates_rejected,
             "failures": self.failures,
+            "cancel_requests": self.cancel_requests,
+            "canceled_by_request": self.canceled_by_request,
+            "cancels_too_late": self.cancels_too_late,
+            "cancel_failures": self.cancel_failures,
         }
 
 
@@ -626,6 +651,7 @@ class ExchangeState:
         self._rng = random.Random(seed)
         self._engine_rng = _derived_random(seed, "engine")
         self._feed_rng = _derived_random(seed, "feed")
+        self._cancel_rng = _derived_random(seed, "cancel")
         # Exchange order ids and exec ids stay unique across resets and restarts: a backend
         # that stored one from an earlier run must never see it handed out again.
         token = secrets.token_hex(3)
@@ -638,6 +664,7 @@ class ExchangeState:
         self._accepted = 0
         self._duplicates_rejected = 0
         self._failures = 0
+        self._cancel_counts = dict.fromkeys(CANCEL_COUNTERS, 0)
         # Bumped by reset: a step already taken off the scheduler when the reset happened
         # sees a different generation and does nothing.
         self._generation = 0
@@ -672,6 +699,7 @@ class ExchangeState:
         with self._lock:
             self._orders.clear()
             self._requests = self._accepted = self._duplicates_rejected = self._failures = 0
+            self._cancel_counts = dict.fromkeys(CANCEL_COUNTERS, 0)
             self._generation += 1
             self._scheduler.clear()
 
@@ -722,31 +750,77 @@ class ExchangeState:
             record = self._orders.get(client_order_id)
             if generation != self._generation or record is None or record.order is None:
                 return
-            execution = record.execution or Execution(record.order.quantity)
-            record.execution = execution
-            exec_id = f"{self._exec_prefix}{next(self._exec_sequence):08d}"
-            execution.last_exec_type = step.exec_type
-            if step.last_price is not None:
-                execution.cum_qty += step.last_qty
-                execution.notional += step.last_price * step.last_qty
-            execution.exec_ids.append(exec_id)
-            report = {
-                "exec_id": exec_id,
-                "client_order_id": client_order_id,
-                "exchange_order_id": record.exchange_order_id,
-                "exec_type": step.exec_type,
-                "last_qty": step.last_qty,
-                "last_price": None if step.last_price is None else str(step.last_price),
-                "cum_qty": execution.cum_qty,
-                "leaves_qty": execution.leaves_qty,
-                "avg_price": execution.avg_price(),
-                "transact_time": utc_timestamp(),
-            }
-            # Two draws per report whatever the rates, for the same reason as in submit.
-            duplicate = self._feed_rng.random() < self._config.feed_duplicate_rate
-            reorder = self._feed_rng.random() < self._config.feed_reorder_rate
-            # Under the lock, so that seq order is the order in which the reports happened.
-            self.feed_log.append(report, duplicate=duplicate, reorder=reorder)
+            # A cancel on request ends the order ahead of its plan: the steps still queued
+            # for it (fills, the venue's own ending) must not follow its terminal report.
+            if record.execution is not None and record.execution.done:
+                return
+            self._report(client_order_id, record, step)
+
+    def _report(self, client_order_id: str, record: OrderRecord, step: Step) -> None:
+        """Apply step to an accepted order and log its report; the caller holds the lock."""
+        assert record.order is not None
+        execution = record.execution or Execution(record.order.quantity)
+        record.execution = execution
+        exec_id = f"{self._exec_prefix}{next(self._exec_sequence):08d}"
+        execution.last_exec_type = step.exec_type
+        if step.last_price is not None:
+            execution.cum_qty += step.last_qty
+            execution.notional += step.last_price * step.last_qty
+        execution.exec_ids.append(exec_id)
+        report = {
+            "exec_id": exec_id,
+            "client_order_id": client_order_id,
+            "exchange_order_id": record.exchange_order_id,
+            "exec_type": step.exec_type,
+            "last_qty": step.last_qty,
+            "last_price": None if step.last_price is None else str(step.last_price),
+            "cum_qty": execution.cum_qty,
+            "leaves_qty": execution.leaves_qty,
+            "avg_price": execution.avg_price(),
+            "transact_time": utc_timestamp(),
+        }
+        # Two draws per report whatever the rates, for the same reason as in submit.
+        duplicate = self._feed_rng.random() < self._config.feed_duplicate_rate
+        reorder = self._feed_rng.random() < self._config.feed_reorder_rate
+        # Under the lock, so that seq order is the order in which the reports happened.
+        self.feed_log.append(report, duplicate=duplicate, reorder=reorder)
+
+    def cancel(self, client_order_id: str) -> CancelDecision:
+        """Decide one cancel attempt; the check that the order is live and its ending are one step."""
+        with self._lock:
+            self._cancel_counts["cancel_requests"] += 1
+            # A stream of its own, one draw per attempt: cancels must not shift the seeded
+            # failure pattern of order entry, nor the engine's plans.
+            failed = self._cancel_rng.random() < self._config.failure_rate
+            record = self._orders.get(client_order_id)
+            if record is not None:
+                record.cancel_requests += 1
+            if failed:
+                # As for order entry: the request never reached the matching engine.
+                self._cancel_counts["cancel_failures"] += 1
+                if record is not None:
+                    record.cancel_failures += 1
+                return CancelDecision(CancelOutcome.FAILED)
+            # A record without an exchange order id is one whose every entry attempt failed.
+            if record is None or record.exchange_order_id is None or record.order is None:
+                self._cancel_counts["cancels_unknown"] += 1
+                return CancelDecision(CancelOutcome.UNKNOWN)
+            execution = record.execution
+            if execution is not None and execution.done:
+                self._cancel_counts["cancels_too_late"] += 1
+                record.cancels_too_late += 1
+                return CancelDecision(
+                    CancelOutcome.TOO_LATE, record.exchange_order_id, STATUS_OF_EXEC_TYPE[execution.last_exec_type]
+                )
+            if execution is None:
+                # Accepted but not acknowledged on the feed yet: the venue acknowledges before
+                # it cancels, so a consumer still sees `new` first, as the protocol promises.
+                self._report(client_order_id, record, Step(0.0, "new"))
+            # Terminal, so _emit drops whatever is still queued for this order.
+            self._report(client_order_id, record, Step(0.0, "canceled"))
+            self._cancel_counts["canceled_by_request"] += 1
+            record.canceled_by_request += 1
+            return CancelDecision(CancelOutcome.CANCELED, record.exchange_order_id)
 
     def order_view(self, client_order_id: str) -> dict[str, Any] | None:
         """What the exchange knows about one client order id, or None if it never saw it."""
@@ -763,13 +837,14 @@ class ExchangeState:
             }
 
     def stats(self) -> dict[str, Any]:
-        """Totals over all POST /orders attempts since start or the last reset, and the feed's last seq."""
+        """Totals over all order entry and cancel attempts since start or the last reset, and the feed's last seq."""
         with self._lock:
             return {
                 "requests": self._requests,
                 "accepted": self._accepted,
                 "duplicates_rejected": self._duplicates_rejected,
                 "failures": self._failures,
+                **self._cancel_counts,
                 "orders": {order_id: record.counters() for order_id, record in self._orders.items()},
                 "feed_seq": self.feed_log.last_seq,
             }
@@ -1018,8 +1093,8 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, path: str, query: str, body: bytes) -> None:
         if path.startswith("/orders/") and len(path) > len("/orders/"):
-            self._require(method, "GET")
-            self._get_order(unquote(path[len("/orders/") :]))
+            self._require(method, "GET", "DELETE")
+            self._order(method, unquote(path[len("/orders/") :]))
             return
         if path == "/orders":
             self._require(method, "POST")
@@ -1083,6 +1158,35 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
             self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": CONNECTION_NOT_AVAILABLE})
         else:
             self._send_json(HTTPStatus.BAD_REQUEST, {"error": decision.problem})
+
+    def _order(self, method: str, client_order_id: str) -> None:
+        if method == "DELETE":
+            self._delete_order(client_order_id)
+        else:
+            self._get_order(client_order_id)
+
+    def _delete_order(self, client_order_id: str) -> None:
+        """A cancel request: the order ends at once, and its `canceled` report is on the feed."""
+        # The same latency as order entry, outside any lock, for the same reason.
+        latency_s = self.state.config.latency_s
+        if latency_s > 0:
+            time.sleep(latency_s)
+        decision = self.state.cancel(client_order_id)
+        if decision.outcome is CancelOutcome.CANCELED:
+            self._send_json(
+                HTTPStatus.OK,
+                {
+                    "status": "cancel_accepted",
+                    "client_order_id": client_order_id,
+                    "exchange_order_id": decision.exchange_order_id,
+                },
+            )
+        elif decision.outcome is CancelOutcome.TOO_LATE:
+            self._send_json(HTTPStatus.CONFLICT, {"error": f"too late to cancel: order is {decision.status}"})
+        elif decision.outcome is CancelOutcome.UNKNOWN:
+            self._send_json(HTTPStatus.NOT_FOUND, {"error": "unknown order"})
+        else:
+            self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": CONNECTION_NOT_AVAILABLE})
 
     def _get_order(self, client_order_id: str) -> None:
         view = self.state.order_view(client_order_id)

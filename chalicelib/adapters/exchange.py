@@ -1,10 +1,12 @@
-"""The stock exchange's order entry, over HTTP."""
+"""The stock exchange's order entry and cancels, over HTTP."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import urllib3
 
@@ -29,12 +31,25 @@ class ExchangeAck:
     duplicate: bool = False
 
 
+class CancelOutcome(StrEnum):
+    CANCEL_ACCEPTED = "cancel_accepted"  # the exchange will confirm through the feed
+    TOO_LATE = "too_late"  # the order is already done at the exchange; the feed says how
+    UNKNOWN_ORDER = "unknown_order"  # the exchange never accepted this client order id
+
+
+# The exchange's own 404 for an order it never accepted. Any other 404 (a wrong base URL, a
+# proxy) says nothing about the order, and taking it for a verdict would be final.
+_UNKNOWN_ORDER_ERROR = "unknown order"
+
+
 class Exchange(Protocol):
     def place(self, order: Order) -> ExchangeAck: ...
 
+    def cancel(self, order_id: str) -> CancelOutcome: ...
+
 
 class HttpExchange:
-    """Order entry over the simulator's JSON protocol; our order id is the client order id (ClOrdID)."""
+    """Order entry and cancels over the simulator's JSON protocol; our order id is the client order id (ClOrdID)."""
 
     def __init__(self, base_url: str, timeout_s: float, pool: urllib3.PoolManager | None = None) -> None:
         self._base_url = base_url.rstrip("/")
@@ -75,6 +90,26 @@ class HttpExchange:
         if response.status in _ORDER_REJECTED:
             raise ExchangeRejected(reason)
         raise ExchangeUnavailable(reason)
+
+    def cancel(self, order_id: str) -> CancelOutcome:
+        """Ask the exchange to cancel our order; ExchangeUnavailable when no verdict came back."""
+        # Quoted whole (slashes too): the id is one path segment, and the exchange decodes it.
+        url = f"{self._base_url}/orders/{quote(order_id, safe='')}"
+        try:
+            response = self._pool.request("DELETE", url, timeout=self._timeout)
+        except urllib3.exceptions.HTTPError as exc:
+            raise ExchangeUnavailable(f"exchange unreachable: {type(exc).__name__}") from exc
+        error = _json_or_empty(response.data).get("error")
+        if response.status == 200:
+            return CancelOutcome.CANCEL_ACCEPTED
+        if response.status == 409:
+            return CancelOutcome.TOO_LATE
+        if response.status == 404 and error == _UNKNOWN_ORDER_ERROR:
+            return CancelOutcome.UNKNOWN_ORDER
+        # Nothing else is a verdict on the cancel, and a failed cancel changed nothing at the
+        # exchange, so asking again is always safe: 5xx, throttling (429), and even a 400 or
+        # 405 from a misconfigured URL are for time or an operator to fix.
+        raise ExchangeUnavailable(str(error or f"HTTP {response.status}"))
 
 
 def _json_or_empty(data: bytes) -> dict[str, Any]:

@@ -18,7 +18,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from devstack.processes import LOOPBACK
+from chalicelib.adapters.exchange import CancelOutcome, ExchangeUnavailable, HttpExchange
+from devstack.processes import LOOPBACK, free_port
 from tests.integration.test_exchange_sim import (
     CALM,
     HTTP_TIMEOUT_S,
@@ -357,6 +358,204 @@ def test_a_limit_order_that_does_not_fill_completely_expires(sim: Simulator) -> 
     # Rest, fill partly or fill completely, a third each: nine orders show more than one.
     assert len(statuses) > 1
     assert statuses <= {"filled", "expired"}
+
+
+# --- Cancels on request ---
+
+
+def cancel(sim: Simulator, client_order_id: str) -> int:
+    return sim.delete(f"/orders/{client_order_id}").status_code
+
+
+def test_a_cancel_ends_a_live_order_and_none_of_its_fills_follow(sim: Simulator) -> None:
+    # Several fills each, far enough apart that the cancel comes between `new` and the first.
+    configure(sim, exec_delay_s=0.4, max_partial_fills=5)
+    start = next_seq(sim)
+    with feed(sim, start) as connection:
+        client_order_id = place(sim, **market(100))
+        (new,) = receive(connection, 1)
+        assert new["exec_type"] == "new"
+
+        assert cancel(sim, client_order_id) == 200
+        (canceled,) = receive(connection, 1)
+        # Longer than every step of the order would have taken: 5 fills at up to 0.6s.
+        assert nothing_more(connection, quiet_s=3.5)
+
+    assert canceled["seq"] == new["seq"] + 1
+    assert (canceled["exec_type"], canceled["client_order_id"]) == ("canceled", client_order_id)
+    assert (canceled["cum_qty"], canceled["leaves_qty"], canceled["avg_price"]) == (0, 0, None)
+    own = of_order(logged(sim, start), client_order_id)
+    assert own == [new, canceled]
+    check_reports_of_one_order(own, 100)
+    assert wait_done(sim, [client_order_id])[client_order_id] == {
+        "status": "canceled",
+        "cum_qty": 0,
+        "leaves_qty": 0,
+        "avg_price": None,
+        "exec_ids": [new["exec_id"], canceled["exec_id"]],
+        "done": True,
+    }
+
+
+def test_a_cancel_before_the_acknowledgement_still_gives_new_first(sim: Simulator) -> None:
+    configure(sim, exec_delay_s=30.0)
+    start = next_seq(sim)
+    client_order_id = place(sim)
+
+    assert cancel(sim, client_order_id) == 200
+
+    own = of_order(logged(sim, start), client_order_id)
+    assert [report["exec_type"] for report in own] == ["new", "canceled"]
+    assert own[1]["seq"] == own[0]["seq"] + 1
+    check_reports_of_one_order(own, 10)
+
+
+def test_a_canceled_report_carries_the_fills_so_far(sim: Simulator) -> None:
+    # Cancels at staggered moments, so that some land after partial fills and some too late.
+    configure(sim, exec_delay_s=0.05, max_partial_fills=6)
+    start = next_seq(sim)
+    quantities = {place(sim, **market(100 + index)): 100 + index for index in range(16)}
+    statuses = {}
+    for client_order_id in quantities:
+        time.sleep(0.03)
+        statuses[client_order_id] = cancel(sim, client_order_id)
+
+    records = wait_done(sim, quantities)
+    # Time for any report after a terminal one to show up: several execution delays.
+    time.sleep(0.5)
+
+    reports = logged(sim, start)
+    assert set(statuses.values()) <= {200, 409}
+    partly_filled = 0
+    for client_order_id, quantity in quantities.items():
+        own = of_order(reports, client_order_id)
+        check_reports_of_one_order(own, quantity)
+        assert own[-1]["exec_type"] == ("canceled" if statuses[client_order_id] == 200 else "fill")
+        if own[-1]["exec_type"] == "canceled" and own[-1]["cum_qty"] > 0:
+            partly_filled += 1
+    assert fold(reports) == records
+    # Sixteen orders of up to six fills each, canceled 30ms apart while fills come every ~50ms.
+    assert partly_filled > 0, statuses
+
+
+def test_a_cancel_after_the_fill_is_too_late_and_emits_nothing(sim: Simulator) -> None:
+    client_order_id = place(sim, **market())
+    wait_done(sim, [client_order_id])
+    last_seq = next_seq(sim) - 1
+
+    response = sim.delete(f"/orders/{client_order_id}")
+
+    assert response.status_code == 409
+    assert response.json() == {"error": "too late to cancel: order is filled"}
+    assert next_seq(sim) - 1 == last_seq
+
+
+@pytest.mark.parametrize(
+    ("knobs", "changes", "status"),
+    [
+        ({"reject_rate": 1.0}, market(), "rejected"),
+        # A buy limit under a cent can never fill: it rests until its TTL.
+        ({"limit_ttl_s": 0.0}, {"limit_price": 0.001}, "expired"),
+        ({"cancel_rate": 1.0}, market(), "canceled"),
+    ],
+    ids=["rejected", "expired", "venue-canceled"],
+)
+def test_a_cancel_of_an_order_the_venue_ended_is_too_late(
+    sim: Simulator, knobs: dict[str, float], changes: dict[str, Any], status: str
+) -> None:
+    configure(sim, **knobs)
+    client_order_id = place(sim, **changes)
+    assert wait_done(sim, [client_order_id])[client_order_id]["status"] == status
+
+    response = sim.delete(f"/orders/{client_order_id}")
+
+    assert response.status_code == 409
+    assert response.json() == {"error": f"too late to cancel: order is {status}"}
+
+
+def test_a_second_cancel_gives_no_second_canceled_report(sim: Simulator) -> None:
+    configure(sim, exec_delay_s=30.0)
+    start = next_seq(sim)
+    client_order_id = place(sim)
+
+    statuses = [cancel(sim, client_order_id) for _ in range(3)]
+
+    assert statuses == [200, 409, 409]
+    exec_types = [report["exec_type"] for report in of_order(logged(sim, start), client_order_id)]
+    assert exec_types.count("canceled") == 1
+
+
+def test_the_canceled_report_goes_through_the_misbehaviour_knobs(sim: Simulator) -> None:
+    configure(sim, exec_delay_s=30.0, feed_duplicate_rate=1.0)
+    start = next_seq(sim)
+    with feed(sim, start) as connection:
+        client_order_id = place(sim)
+        assert cancel(sim, client_order_id) == 200
+        live = receive(connection, 4)
+        assert nothing_more(connection)
+
+    assert [report["exec_type"] for report in live] == ["new", "new", "canceled", "canceled"]
+    assert live[2] == live[3]
+    assert {report["client_order_id"] for report in live} == {client_order_id}
+
+
+# --- Cancels through our exchange adapter ---
+
+
+def test_the_adapter_gets_each_outcome_from_the_simulator(sim: Simulator) -> None:
+    exchange = HttpExchange(sim.url, timeout_s=HTTP_TIMEOUT_S)
+    filled = place(sim, **market())
+    wait_done(sim, [filled])
+    configure(sim, exec_delay_s=30.0)
+    live = place(sim)
+    odd = new_id() + "/with spaces?&%"
+    assert sim.post("/orders", order(odd)).status_code == 201
+
+    assert exchange.cancel(live) is CancelOutcome.CANCEL_ACCEPTED
+    assert exchange.cancel(live) is CancelOutcome.TOO_LATE
+    assert exchange.cancel(filled) is CancelOutcome.TOO_LATE
+    assert exchange.cancel(new_id()) is CancelOutcome.UNKNOWN_ORDER
+    # The id travels as one path segment, whatever it holds.
+    assert exchange.cancel(odd) is CancelOutcome.CANCEL_ACCEPTED
+    assert sim.get("/stats").json()["canceled_by_request"] == 2
+
+
+def test_the_adapter_raises_unavailable_for_a_failed_cancel(sim: Simulator) -> None:
+    exchange = HttpExchange(sim.url, timeout_s=HTTP_TIMEOUT_S)
+    configure(sim, exec_delay_s=30.0)
+    client_order_id = place(sim)
+    configure(sim, failure_rate=1.0)
+
+    with pytest.raises(ExchangeUnavailable, match="connection not available"):
+        exchange.cancel(client_order_id)
+
+    # Nothing changed at the exchange, so the retry decides.
+    configure(sim, failure_rate=0.0)
+    assert exchange.cancel(client_order_id) is CancelOutcome.CANCEL_ACCEPTED
+
+
+def test_the_adapter_raises_unavailable_on_a_timeout_and_the_retry_sees_the_outcome(sim: Simulator) -> None:
+    exchange = HttpExchange(sim.url, timeout_s=0.2)
+    configure(sim, exec_delay_s=30.0)
+    client_order_id = place(sim)
+    configure(sim, latency_s=1.0)
+
+    with pytest.raises(ExchangeUnavailable, match="unreachable"):
+        exchange.cancel(client_order_id)
+
+    # The exchange went on with the cancel after we stopped waiting: a retry finds it done,
+    # and the feed tells which way (here, canceled).
+    configure(sim, latency_s=0.0)
+    record = wait_done(sim, [client_order_id])[client_order_id]
+    assert record["status"] == "canceled"
+    assert exchange.cancel(client_order_id) is CancelOutcome.TOO_LATE
+
+
+def test_the_adapter_raises_unavailable_when_nothing_listens() -> None:
+    exchange = HttpExchange(f"http://{LOOPBACK}:{free_port()}", timeout_s=HTTP_TIMEOUT_S)
+
+    with pytest.raises(ExchangeUnavailable, match="unreachable"):
+        exchange.cancel(new_id())
 
 
 # --- The feed: replay, resume, several clients, misbehaviour knobs ---

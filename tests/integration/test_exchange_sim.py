@@ -33,6 +33,23 @@ KNOB_PREFIX = "EXCHANGE_"
 CALM = {"EXCHANGE_FAILURE_RATE": "0", "EXCHANGE_LATENCY_S": "0", "EXCHANGE_SEED": "7"}
 HTTP_TIMEOUT_S = 10.0
 EXIT_TIMEOUT_S = 5.0
+# An order's counters before anything happened to it; a test names only the ones it changes.
+NO_COUNTS = {
+    "accepted": 0,
+    "duplicates_rejected": 0,
+    "failures": 0,
+    "cancel_requests": 0,
+    "canceled_by_request": 0,
+    "cancels_too_late": 0,
+    "cancel_failures": 0,
+}
+NO_CANCELS = {
+    "cancel_requests": 0,
+    "canceled_by_request": 0,
+    "cancels_too_late": 0,
+    "cancels_unknown": 0,
+    "cancel_failures": 0,
+}
 
 
 @dataclass
@@ -52,6 +69,9 @@ class Simulator:
 
     def get(self, path: str) -> requests.Response:
         return requests.get(f"{self.url}{path}", timeout=HTTP_TIMEOUT_S)
+
+    def delete(self, path: str) -> requests.Response:
+        return requests.delete(f"{self.url}{path}", timeout=HTTP_TIMEOUT_S)
 
     def output(self) -> str:
         return self.log.read_text()
@@ -100,10 +120,16 @@ def shared_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
         yield sim
 
 
+@pytest.fixture(scope="module")
+def calm_config(shared_sim: Simulator) -> dict[str, Any]:
+    """Every knob as the shared simulator started with them."""
+    return dict(shared_sim.get("/admin/config").json())
+
+
 @pytest.fixture
-def sim(shared_sim: Simulator) -> Simulator:
+def sim(shared_sim: Simulator, calm_config: dict[str, Any]) -> Simulator:
     """The shared simulator with calm knobs and no orders, whatever the previous test did."""
-    assert shared_sim.post("/admin/config", {"failure_rate": 0.0, "latency_s": 0.0}).status_code == 200
+    assert shared_sim.post("/admin/config", calm_config).status_code == 200
     assert shared_sim.post("/admin/reset").status_code == 200
     return shared_sim
 
@@ -227,9 +253,9 @@ def test_accepts_once_then_rejects_the_same_client_order_id(sim: Simulator) -> N
     assert view == {
         "client_order_id": client_order_id,
         "exchange_order_id": accepted["exchange_order_id"],
+        **NO_COUNTS,
         "accepted": 1,
         "duplicates_rejected": 1,
-        "failures": 0,
         "order": order(client_order_id),
     }
 
@@ -363,9 +389,10 @@ def test_stats_and_reset(sim: Simulator) -> None:
         "accepted": 2,
         "duplicates_rejected": 1,
         "failures": 0,
+        **NO_CANCELS,
         "orders": {
-            first: {"accepted": 1, "duplicates_rejected": 1, "failures": 0},
-            second: {"accepted": 1, "duplicates_rejected": 0, "failures": 0},
+            first: {**NO_COUNTS, "accepted": 1, "duplicates_rejected": 1},
+            second: {**NO_COUNTS, "accepted": 1},
         },
     }
     assert sim.post("/admin/reset").status_code == 200
@@ -377,11 +404,188 @@ def test_stats_and_reset(sim: Simulator) -> None:
         "accepted": 0,
         "duplicates_rejected": 0,
         "failures": 0,
+        **NO_CANCELS,
         "orders": {},
     }
     assert sim.get(f"/orders/{first}").status_code == 404
     # Forgotten means a fresh acceptance, under an exchange order id never handed out before.
     assert sim.post("/orders", order(first)).status_code == 201
+
+
+# --- Cancels (the feed side is in test_exchange_feed.py) ---
+
+
+def resting(sim: Simulator) -> str:
+    """A live order that stays live: no step of it comes before a cancel does."""
+    assert sim.post("/admin/config", {"exec_delay_s": 30.0, "limit_ttl_s": 60.0}).status_code == 200
+    client_order_id = new_id()
+    assert sim.post("/orders", order(client_order_id)).status_code == 201
+    return client_order_id
+
+
+def test_a_live_order_is_canceled_at_once(sim: Simulator) -> None:
+    client_order_id = resting(sim)
+    exchange_order_id = sim.get(f"/orders/{client_order_id}").json()["exchange_order_id"]
+
+    response = sim.delete(f"/orders/{client_order_id}")
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == {
+        "status": "cancel_accepted",
+        "client_order_id": client_order_id,
+        "exchange_order_id": exchange_order_id,
+    }
+    view = sim.get(f"/orders/{client_order_id}").json()
+    assert view["execution"]["status"] == "canceled"
+    assert (view["execution"]["leaves_qty"], view["execution"]["done"]) == (0, True)
+    assert (view["cancel_requests"], view["canceled_by_request"]) == (1, 1)
+
+
+def test_a_second_cancel_is_too_late_and_changes_nothing(sim: Simulator) -> None:
+    client_order_id = resting(sim)
+    assert sim.delete(f"/orders/{client_order_id}").status_code == 200
+    before = sim.get(f"/orders/{client_order_id}").json()["execution"]
+
+    again = sim.delete(f"/orders/{client_order_id}")
+
+    assert again.status_code == 409
+    assert again.json() == {"error": "too late to cancel: order is canceled"}
+    assert sim.get(f"/orders/{client_order_id}").json()["execution"] == before
+    view = sim.get(f"/orders/{client_order_id}").json()
+    assert (view["cancel_requests"], view["canceled_by_request"], view["cancels_too_late"]) == (2, 1, 1)
+
+
+def test_cancel_of_an_order_never_accepted_is_404(sim: Simulator) -> None:
+    # One the exchange never heard of, and one whose every entry attempt failed.
+    never_seen, only_failed = new_id(), new_id()
+    assert sim.post("/admin/config", {"failure_rate": 1.0}).status_code == 200
+    assert sim.post("/orders", order(only_failed)).status_code == 503
+    assert sim.post("/admin/config", {"failure_rate": 0.0}).status_code == 200
+
+    responses = [sim.delete(f"/orders/{client_order_id}") for client_order_id in (never_seen, only_failed)]
+
+    assert [response.status_code for response in responses] == [404, 404]
+    assert all(response.json() == {"error": "unknown order"} for response in responses)
+    # A cancel creates no record of its own: the order is as unknown as before.
+    assert sim.get(f"/orders/{never_seen}").status_code == 404
+    assert sim.get(f"/orders/{only_failed}").json()["execution"] is None
+
+
+def test_a_cancel_path_is_url_decoded(sim: Simulator) -> None:
+    assert sim.post("/admin/config", {"exec_delay_s": 30.0}).status_code == 200
+    assert sim.post("/orders", order("odd/id with spaces")).status_code == 201
+
+    response = sim.delete("/orders/odd%2Fid%20with%20spaces")
+
+    assert response.status_code == 200
+    assert response.json()["client_order_id"] == "odd/id with spaces"
+
+
+def test_other_methods_on_an_order_are_405(sim: Simulator) -> None:
+    response = requests.put(f"{sim.url}/orders/{new_id()}", timeout=HTTP_TIMEOUT_S)
+
+    assert response.status_code == 405
+    assert "DELETE" in response.json()["error"]
+
+
+def test_a_failed_cancel_is_503_and_changes_nothing(sim: Simulator) -> None:
+    client_order_id = resting(sim)
+    before = sim.get(f"/orders/{client_order_id}").json()["execution"]
+    assert sim.post("/admin/config", {"failure_rate": 1.0}).status_code == 200
+
+    # Whatever the order's state: the request never reached the matching engine.
+    failed = [sim.delete(f"/orders/{target}") for target in (client_order_id, new_id())]
+
+    assert [response.status_code for response in failed] == [503, 503]
+    assert all(response.json() == {"error": "connection not available"} for response in failed)
+    view = sim.get(f"/orders/{client_order_id}").json()
+    assert view["execution"] == before
+    assert (view["cancel_requests"], view["cancel_failures"], view["canceled_by_request"]) == (1, 1, 0)
+    assert sim.post("/admin/config", {"failure_rate": 0.0}).status_code == 200
+    assert sim.delete(f"/orders/{client_order_id}").status_code == 200
+
+
+def test_cancel_latency_is_applied(sim: Simulator) -> None:
+    client_order_id = resting(sim)
+    latency_s = 0.3
+    assert sim.post("/admin/config", {"latency_s": latency_s}).status_code == 200
+
+    started = time.monotonic()
+    response = sim.delete(f"/orders/{client_order_id}")
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 200
+    assert elapsed >= latency_s
+
+
+def test_concurrent_cancels_of_one_order_cancel_it_exactly_once(sim: Simulator) -> None:
+    client_order_id = resting(sim)
+    # Latency keeps all attempts in flight at once, so the decisions really race.
+    assert sim.post("/admin/config", {"latency_s": 0.3}).status_code == 200
+    attempts = 8
+    start = threading.Barrier(attempts)
+    statuses: list[int] = []
+    errors: list[BaseException] = []
+    guard = threading.Lock()
+
+    def attempt() -> None:
+        try:
+            start.wait(timeout=HTTP_TIMEOUT_S)
+            response = sim.delete(f"/orders/{client_order_id}")
+            with guard:
+                statuses.append(response.status_code)
+        except BaseException as exc:
+            with guard:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=attempt) for _ in range(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    assert sorted(statuses) == [200] + [409] * (attempts - 1)
+    reports = sim.get("/executions").json()["reports"]
+    assert [report["exec_type"] for report in reports if report["client_order_id"] == client_order_id] == [
+        "new",
+        "canceled",
+    ]
+
+
+def test_stats_count_cancels_until_a_reset(sim: Simulator) -> None:
+    live, unknown = resting(sim), new_id()
+    sim.delete(f"/orders/{live}")
+    sim.delete(f"/orders/{live}")
+    sim.delete(f"/orders/{unknown}")
+    assert sim.post("/admin/config", {"failure_rate": 1.0}).status_code == 200
+    sim.delete(f"/orders/{live}")
+
+    stats = sim.get("/stats").json()
+
+    assert {key: stats[key] for key in NO_CANCELS} == {
+        "cancel_requests": 4,
+        "canceled_by_request": 1,
+        "cancels_too_late": 1,
+        "cancels_unknown": 1,
+        "cancel_failures": 1,
+    }
+    # Order entry counts stay about order entry.
+    assert (stats["requests"], stats["failures"]) == (1, 0)
+    assert stats["orders"] == {
+        live: {
+            **NO_COUNTS,
+            "accepted": 1,
+            "cancel_requests": 3,
+            "canceled_by_request": 1,
+            "cancels_too_late": 1,
+            "cancel_failures": 1,
+        }
+    }
+    assert sim.post("/admin/reset").status_code == 200
+    after_reset = sim.get("/stats").json()
+    assert {key: after_reset[key] for key in NO_CANCELS} == NO_CANCELS
 
 
 # --- Knobs at run time ---

@@ -1,0 +1,153 @@
+"""HttpExchange.cancel against an in-process HTTP server that answers as scripted."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from chalicelib.adapters.exchange import CancelOutcome, ExchangeUnavailable, HttpExchange
+from devstack.processes import LOOPBACK, free_port
+
+pytestmark = pytest.mark.unit
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes = b""
+    delay_s: float = 0.0
+
+
+def json_answer(status: int, payload: Any) -> Answer:
+    return Answer(status, json.dumps(payload).encode())
+
+
+@dataclass
+class FakeExchangeServer:
+    """Answers every request with `answer` and remembers what it was asked."""
+
+    answer: Answer = field(default_factory=lambda: Answer(200))
+    seen: list[tuple[str, str, bytes]] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeExchangeServer]:
+    state = FakeExchangeServer()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_DELETE(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            state.seen.append((self.command, self.path, self.rfile.read(length)))
+            answer = state.answer
+            if answer.delay_s:
+                time.sleep(answer.delay_s)
+            self.send_response(answer.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer.body)))
+            self.end_headers()
+            self.wfile.write(answer.body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    state.url = f"http://{LOOPBACK}:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        (
+            json_answer(200, {"status": "cancel_accepted", "client_order_id": "o-1", "exchange_order_id": "X1"}),
+            CancelOutcome.CANCEL_ACCEPTED,
+        ),
+        (json_answer(409, {"error": "too late to cancel: order is filled"}), CancelOutcome.TOO_LATE),
+        (json_answer(404, {"error": "unknown order"}), CancelOutcome.UNKNOWN_ORDER),
+    ],
+    ids=["200", "409", "404"],
+)
+def test_each_verdict_of_the_exchange_is_an_outcome(
+    fake: FakeExchangeServer, answer: Answer, outcome: CancelOutcome
+) -> None:
+    fake.answer = answer
+
+    assert HttpExchange(fake.url, timeout_s=5).cancel("o-1") is outcome
+
+
+def test_the_cancel_is_a_delete_of_the_order_with_the_id_as_one_path_segment(fake: FakeExchangeServer) -> None:
+    HttpExchange(f"{fake.url}/", timeout_s=5).cancel("a/b c?d&e%f")
+
+    assert fake.seen == [("DELETE", "/orders/a%2Fb%20c%3Fd%26e%25f", b"")]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        json_answer(503, {"error": "connection not available"}),
+        json_answer(500, {"error": "internal error"}),
+        Answer(502, b"<html>bad gateway</html>"),
+        json_answer(429, {"error": "slow down"}),
+        json_answer(408, {"error": "request timeout"}),
+        json_answer(400, {"error": "bad request"}),
+        json_answer(401, {"error": "unauthorized"}),
+        json_answer(405, {"error": "DELETE not allowed here"}),
+        # A 404 that is not the exchange's verdict on the order: a wrong URL, a proxy.
+        json_answer(404, {"error": "no such path: /v2/orders/o-1"}),
+        Answer(404, b"not found"),
+        Answer(204),
+        json_answer(202, {"status": "cancel_pending"}),
+    ],
+    ids=lambda answer: str(answer.status),
+)
+def test_anything_else_is_unavailable_and_not_retried_here(fake: FakeExchangeServer, answer: Answer) -> None:
+    fake.answer = answer
+
+    with pytest.raises(ExchangeUnavailable):
+        HttpExchange(fake.url, timeout_s=5).cancel("o-1")
+
+    # Retries belong to the queue.
+    assert len(fake.seen) == 1
+
+
+def test_the_exchanges_error_is_the_reason(fake: FakeExchangeServer) -> None:
+    fake.answer = json_answer(503, {"error": "connection not available"})
+    with pytest.raises(ExchangeUnavailable, match=r"^connection not available$"):
+        HttpExchange(fake.url, timeout_s=5).cancel("o-1")
+
+    fake.answer = Answer(502, b"<html>bad gateway</html>")
+    with pytest.raises(ExchangeUnavailable, match=r"^HTTP 502$"):
+        HttpExchange(fake.url, timeout_s=5).cancel("o-1")
+
+
+def test_a_slow_exchange_is_unavailable_after_the_timeout(fake: FakeExchangeServer) -> None:
+    fake.answer = Answer(200, b"{}", delay_s=1.0)
+
+    started = time.monotonic()
+    with pytest.raises(ExchangeUnavailable, match="ReadTimeoutError"):
+        HttpExchange(fake.url, timeout_s=0.2).cancel("o-1")
+
+    assert time.monotonic() - started < 0.9
+
+
+def test_an_exchange_that_does_not_listen_is_unavailable() -> None:
+    with pytest.raises(ExchangeUnavailable, match="unreachable"):
+        HttpExchange(f"http://{LOOPBACK}:{free_port()}", timeout_s=5).cancel("o-1")
