@@ -4,30 +4,58 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice.app import Chalice, CloudWatchEvent, KinesisEvent, Rate, Response, SQSEvent
+from chalice.app import AuthRequest, Chalice, CloudWatchEvent, KinesisEvent, Rate, Response, SQSEvent
 
 from chalicelib.config import get_settings
-from chalicelib.entrypoints import executions, http, openapi, placement
+from chalicelib.entrypoints import auth, executions, http, openapi, placement
 
 settings = get_settings()
 app = Chalice(app_name="brokerage-orders")
 
 
-@app.route("/orders", methods=["POST"])
+# Every order route requires an API key; the docs do not. Chalice packages
+# this as a Lambda function of its own; the deployed API calls it as a
+# REQUEST authorizer without caching, and devstack/api_server.py does the
+# same locally (see chalicelib/entrypoints/auth.py and docs/deploy.md).
+@auth.accepting_request_events(app)
+@app.authorizer(ttl_seconds=0)
+def api_key_authorizer(auth_request: AuthRequest) -> auth.AuthResult:
+    return auth.authorize(auth_request)
+
+
+@app.route("/orders", methods=["POST"], authorizer=api_key_authorizer)
 def post_order() -> Response:
     request = app.current_request
     assert request is not None  # Chalice sets it for every route invocation
     return http.post_order(request)
 
 
-@app.route("/orders/{order_id}", methods=["GET"])
+@app.route("/orders", methods=["GET"], authorizer=api_key_authorizer)
+def list_orders() -> Response:
+    request = app.current_request
+    assert request is not None  # Chalice sets it for every route invocation
+    return http.list_orders(request)
+
+
+@app.route("/orders/{order_id}", methods=["GET"], authorizer=api_key_authorizer)
 def get_order(order_id: str) -> Response:
-    return http.get_order(order_id)
+    request = app.current_request
+    assert request is not None  # Chalice sets it for every route invocation
+    return http.get_order(request, order_id)
 
 
-@app.route("/orders/{order_id}/executions", methods=["GET"])
+@app.route("/orders/{order_id}", methods=["DELETE"], authorizer=api_key_authorizer)
+def cancel_order(order_id: str) -> Response:
+    request = app.current_request
+    assert request is not None  # Chalice sets it for every route invocation
+    return http.cancel_order(request, order_id)
+
+
+@app.route("/orders/{order_id}/executions", methods=["GET"], authorizer=api_key_authorizer)
 def get_executions(order_id: str) -> Response:
-    return http.get_executions(order_id)
+    request = app.current_request
+    assert request is not None  # Chalice sets it for every route invocation
+    return http.get_executions(request, order_id)
 
 
 @app.route("/openapi.json", methods=["GET"])

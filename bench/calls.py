@@ -15,6 +15,7 @@ from chalice.test import Client
 
 from bench.common import CallCounter, Stopwatch, bench_stack, markdown_table
 from chalicelib import bootstrap
+from chalicelib.service.accounts import create_api_key
 from devstack.emulator import emulator_client
 from devstack.lambda_context import FunctionSpec
 from devstack.processes import LOOPBACK, ManagedProcess, free_port, python_module
@@ -22,12 +23,14 @@ from devstack.runner import sqs_event
 
 ORDER = {"type": "market", "side": "buy", "instrument": "US0378331005", "quantity": 10}
 
-# The minimum this design needs per order, by step: the conditional write
-# that commits the order and the message that asks for its placement; one
+# The minimum this design needs per order, by step: the read of the caller's
+# API key (the authorizer, on every request: no caching, so that a revoked
+# key stops at once), the conditional write that commits the order and the
+# message that asks for its placement; one
 # read of the order's terms and one conditional write of the outcome; one
 # execution stored and its order updated (batching shares these across a
 # batch, which is why the measured figure can go below 2).
-MINIMUM = {"create": 2, "place": 2, "apply one execution": 2}
+MINIMUM = {"create": 3, "place": 2, "apply one execution": 2}
 
 # us-east-1 list prices (USD) as published on the AWS pricing pages for
 # API Gateway REST, Lambda (x86), DynamoDB on-demand, SQS standard and Kinesis
@@ -47,15 +50,15 @@ DYNAMODB_WRITES = {"PutItem", "UpdateItem", "BatchWriteItem", "DeleteItem"}
 DYNAMODB_READS = {"GetItem", "BatchGetItem", "Query"}
 
 
-def count_create(counter: CallCounter, app: Any, orders: int) -> tuple[int, float]:
+def count_create(counter: CallCounter, app: Any, orders: int, api_key: str) -> tuple[int, float]:
+    # chalice.test's gateway runs the authorizer too (a TOKEN event: the Authorization header).
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"}
     with Client(app) as client:
-        client.http.post("/orders", headers={"Content-Type": "application/json"}, body=json.dumps(ORDER))  # warm
+        client.http.post("/orders", headers=headers, body=json.dumps(ORDER))  # warm
         counter.reset()
         with Stopwatch() as watch:
             for _ in range(orders):
-                response = client.http.post(
-                    "/orders", headers={"Content-Type": "application/json"}, body=json.dumps(ORDER)
-                )
+                response = client.http.post("/orders", headers=headers, body=json.dumps(ORDER))
                 assert response.status_code == 201
     return counter.total, watch.seconds
 
@@ -80,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
 
         counter = CallCounter()
         repository, queue = bootstrap.order_repository(), bootstrap.placement_queue()
+        keys = bootstrap.api_key_repository()
+        api_key = create_api_key("bench", None, keys).plaintext
         for client in (
+            keys._records._get_connection().connection.client,
             repository._records._get_connection().connection.client,
             bootstrap.execution_repository()._records._get_connection().connection.client,
             queue.client,
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[list[Any]] = []
         per_order: dict[str, dict[str, float]] = {}
 
-        create_calls, create_seconds = count_create(counter, app, args.orders)
+        create_calls, create_seconds = count_create(counter, app, args.orders, api_key)
         per_order["create"] = {"calls": create_calls / args.orders, "seconds": create_seconds / args.orders}
         create_detail = dict(counter.calls)
 
@@ -175,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             markdown_table(["step", "calls/order", "design minimum", "ratio", f"calls for {args.orders} orders"], rows)
         )
 
-        # Cost per million orders: each order is one API request, one
+        # Cost per million orders: each order is one API request (two Lambda
+        # invocations: the authorizer, uncached, and the handler), one
         # placement message (send + receive + delete by the poller), its
         # share of the Lambda invocations (batches of 10 and 100), the
         # DynamoDB units (items are under 1 KB: one unit per item written or
@@ -185,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         # different batch, so each report costs its execution item and an
         # order update (2 write units) and a share of a batch read.
         dynamodb_writes = 2 + reports_per_order * 2
-        dynamodb_reads = 1 + reports_per_order
+        dynamodb_reads = 1 + 1 + reports_per_order  # the API key (strongly consistent), the order, the batches
         lambda_seconds = (
             per_order["create"]["seconds"]
             + max(per_order["place"]["seconds"], 0.5 / 10)  # the exchange's 0.5 s, shared by a batch of 10
@@ -193,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         costs = {
             "API Gateway": PRICES["api_gateway_request"],
-            "Lambda requests": PRICES["lambda_request"] * (1 + 1 / 10 + reports_per_order / 100),
+            "Lambda requests": PRICES["lambda_request"] * (2 + 1 / 10 + reports_per_order / 100),
             "Lambda duration": PRICES["lambda_gb_second"] * LAMBDA_MEMORY_GB * lambda_seconds,
             "DynamoDB": PRICES["dynamodb_write_unit"] * dynamodb_writes + PRICES["dynamodb_read_unit"] * dynamodb_reads,
             "SQS": PRICES["sqs_request"] * (1 + 2 / 10 + 0.1),

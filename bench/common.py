@@ -35,6 +35,7 @@ def bench_stack(prefix: str) -> Iterator[dict[str, str]]:
                 "EXECUTIONS_TABLE_NAME": outputs["ExecutionsTableName"],
                 "EXECUTIONS_STREAM_NAME": outputs["ExecutionsStreamName"],
                 "EXECUTIONS_FAILED_QUEUE_NAME": outputs["ExecutionsFailedQueueName"],
+                "API_KEYS_TABLE_NAME": outputs["ApiKeysTableName"],
             }
         )
         yield outputs

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in ("batched handler", "naive: one read + write per report"):
                 terms = OrderTerms(OrderType.MARKET, Side.BUY, "US0378331005", per_order - 1, None)
                 now = datetime.now(UTC)
-                created = [orders.add(Order.create(terms, now), now) for _ in range(order_count)]
+                created = [orders.add(Order.create("bench", terms, now), now) for _ in range(order_count)]
                 reports = venue_reports([o.id for o in created], per_order, rng)
                 counter.reset()
                 with Stopwatch() as watch:

@@ -21,6 +21,7 @@ from bench.common import Stopwatch, markdown_table
 from chalicelib import bootstrap
 from chalicelib.adapters.queue import SqsPlacementQueue
 from chalicelib.domain.model import Order, OrderTerms, OrderType, Side
+from chalicelib.service.accounts import authenticate
 from devstack.emulator import emulator_client
 from devstack.processes import free_port
 from devstack.stack import local_stack, start_api, start_runner
@@ -77,7 +78,7 @@ def measure_create_level(
     api_queue, floor_queue = f"bench-api-{level}", f"bench-floor-{level}"
     for name in (api_queue, floor_queue):
         sqs.create_queue(QueueName=name)
-    repository = bootstrap.order_repository()
+    repository, keys = bootstrap.order_repository(), bootstrap.api_key_repository()
     queue = SqsPlacementQueue(floor_queue, sqs_client=sqs)
     terms = OrderTerms(OrderType.LIMIT, Side.BUY, "US0378331005", 10, None)
     port = free_port()
@@ -86,17 +87,21 @@ def measure_create_level(
     def post() -> None:
         if not hasattr(sessions, "http"):
             sessions.http = requests.Session()
+            sessions.http.headers["Authorization"] = f"Bearer {stack.api_key}"
         response = sessions.http.post(f"http://127.0.0.1:{port}/orders", json=ORDER, timeout=30)
         assert response.status_code == 201, response.text
 
     def floor() -> None:
+        # What every create must do at least: read the caller's key, write the order, send its message.
+        account_id = authenticate(stack.api_key, keys)
         now = datetime.now(UTC)
-        order = repository.add(Order.create(terms, now), now + timedelta(minutes=1))
+        order = repository.add(Order.create(account_id, terms, now), now + timedelta(minutes=1))
         queue.request_placement(order.id)
 
     with start_api(port, {**stack.env, "ORDERS_QUEUE_NAME": api_queue}, subprocess.DEVNULL):
         rows = []
-        for label, call in (("POST /orders via chalice local", post), ("floor: PutItem + SendMessage", floor)):
+        paths = (("POST /orders via chalice local", post), ("floor: GetItem + PutItem + SendMessage", floor))
+        for label, call in paths:
             seconds, latencies = run_concurrently(call, count, level, label)
             rows.append(latency_row(label, level, seconds, latencies))
             samples[(label, level)] = latencies
@@ -115,7 +120,7 @@ def plot_latencies(samples: dict[tuple[str, int], list[float]], path: Path) -> N
     axes.boxplot([[s * 1000 for s in values] for values in samples.values()], tick_labels=labels, showfliers=True)
     axes.set_yscale("log")
     axes.set_ylabel("latency (ms, log scale)")
-    axes.set_title("POST /orders via chalice local vs direct PutItem + SendMessage (moto server)")
+    axes.set_title("POST /orders via chalice local vs direct GetItem + PutItem + SendMessage (moto server)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     print(f"\nplot: {path}")
@@ -157,6 +162,7 @@ def bench_placement(stack: Any, count: int, latency_s: float, batch_size: int, l
     """Two measurements: capacity (a backlog drained by one poller) and latency (orders arriving one by one)."""
     requests.post(f"{stack.exchange_url}/admin/config", json={"failure_rate": 0.0, "latency_s": latency_s}, timeout=5)
     session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {stack.api_key}"
 
     # Capacity: queue a backlog while no runner polls, then time one poller draining it.
     runner_index = stack.processes.index(stack.process("runner"))
@@ -208,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             free_port(), free_port(), free_port(), schedule_interval_s=60, overrides=overrides, log=log
         ) as stack,
     ):
-        os.environ.update({k: v for k, v in stack.env.items() if k.startswith(("AWS_", "ORDERS_", "EXEC"))})
+        names = ("AWS_", "ORDERS_", "EXEC", "API_KEYS_")
+        os.environ.update({k: v for k, v in stack.env.items() if k.startswith(names)})
         print("Emulator: moto server (in memory), all processes on 127.0.0.1.")
         bench_placement(stack, args.place_count, args.exchange_latency, batch_size=10, log=log)
         bench_create(stack, args.create_count, [int(level) for level in args.levels.split(",")], args.plot)

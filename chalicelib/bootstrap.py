@@ -8,6 +8,7 @@ from typing import Any
 
 from botocore.config import Config
 
+from chalicelib.adapters.api_keys import DynamoDBApiKeyRepository, api_key_record_class_for
 from chalicelib.adapters.dynamodb import DynamoDBOrderRepository, record_class_for
 from chalicelib.adapters.exchange import HttpExchange
 from chalicelib.adapters.executions_table import DynamoDBExecutionRepository, execution_record_class_for
@@ -76,3 +77,16 @@ def retry_policy() -> RetryPolicy:
 
 def stuck_after() -> timedelta:
     return timedelta(seconds=get_settings().pending_sweep_after_s)
+
+
+def placement_lease() -> timedelta:
+    # Longer than one exchange call can take (connect + read timeout) with
+    # room for the write after it: until then a placement may still land.
+    return timedelta(seconds=2 * get_settings().exchange_timeout_s + 5)
+
+
+@functools.cache
+def api_key_repository() -> DynamoDBApiKeyRepository:
+    settings = get_settings()
+    records = api_key_record_class_for(settings.api_keys_table_name, **_dynamodb_connection(settings))
+    return DynamoDBApiKeyRepository(records)

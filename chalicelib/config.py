@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     orders_queue_name: str = Field(default=f"{DEFAULT_PREFIX}-orders", min_length=1)
     executions_stream_name: str = Field(default=f"{DEFAULT_PREFIX}-executions", min_length=1)
     executions_table_name: str = Field(default=f"{DEFAULT_PREFIX}-executions", min_length=3)
+    api_keys_table_name: str = Field(default=f"{DEFAULT_PREFIX}-api-keys", min_length=3)
     executions_failed_queue_name: str = Field(default=f"{DEFAULT_PREFIX}-executions-failed", min_length=1)
     executions_batch_size: int = Field(default=100, ge=1, le=10_000)
     executions_batch_window_s: int = Field(default=1, ge=0, le=300)

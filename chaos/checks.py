@@ -51,24 +51,27 @@ class ExchangeClient:
 
 
 class ApiClient:
-    """Our order API, as a client sees it."""
+    """Our order API, as a client of one account sees it: every request carries its API key."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, api_key: str) -> None:
         self.url = url
+        self._headers = {"Authorization": f"Bearer {api_key}"}
         self._local = _Sessions()
 
     def post(self, body: Mapping[str, Any], timeout_s: float = HTTP_TIMEOUT_S) -> requests.Response:
-        return self._local.session.post(f"{self.url}/orders", json=body, timeout=timeout_s)
+        return self._local.session.post(f"{self.url}/orders", json=body, headers=self._headers, timeout=timeout_s)
 
     def order(self, order_id: str) -> dict[str, Any] | None:
-        response = self._local.session.get(f"{self.url}/orders/{order_id}", timeout=HTTP_TIMEOUT_S)
+        url = f"{self.url}/orders/{order_id}"
+        response = self._local.session.get(url, headers=self._headers, timeout=HTTP_TIMEOUT_S)
         if response.status_code == 404:
             return None
         response.raise_for_status()
         return dict(response.json())
 
     def executions(self, order_id: str) -> list[dict[str, Any]]:
-        response = self._local.session.get(f"{self.url}/orders/{order_id}/executions", timeout=HTTP_TIMEOUT_S)
+        url = f"{self.url}/orders/{order_id}/executions"
+        response = self._local.session.get(url, headers=self._headers, timeout=HTTP_TIMEOUT_S)
         response.raise_for_status()
         return list(response.json()["executions"])
 

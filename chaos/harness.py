@@ -23,7 +23,7 @@ from chaos.checks import PENDING, ApiClient, ExchangeClient, agrees_with_executi
 from chaos.proxy import TcpProxy
 from devstack.emulator import emulator_client, start_moto
 from devstack.processes import LOOPBACK, ManagedProcess, free_port, python_module
-from devstack.stack import REPO_ROOT, LocalStack, local_stack, start_bridge
+from devstack.stack import DEMO_ACCOUNT, REPO_ROOT, LocalStack, local_stack, start_bridge
 
 ISINS = ("US0378331005", "DE0007164600", "US5949181045", "GB0002634946", "US88160R1014", "NL0010273215")
 # Between order sizes and limit prices wide enough that the simulator's limit orders
@@ -119,7 +119,8 @@ def order_bodies(rng: random.Random, count: int, key_prefix: str) -> list[dict[s
 
 
 def order_id_of(body: Mapping[str, Any]) -> str:
-    return order_id_for_client_key(str(body["client_order_id"]))
+    # The load posts as the stack's demo account (ApiClient with stack.api_key).
+    return order_id_for_client_key(DEMO_ACCOUNT, str(body["client_order_id"]))
 
 
 # --- The stack ---
@@ -179,7 +180,7 @@ class ChaosStack:
         self.proxy = proxy
         self.log = log
         self.log_path = spec.log_dir / f"{spec.name}.log"
-        self.api = ApiClient(stack.api_url)
+        self.api = ApiClient(stack.api_url, stack.api_key)
         self.exchange = ExchangeClient(stack.exchange_url)
         # The checker's own view goes straight to moto: it must see the truth while the
         # system under test cannot reach it (outage), and must not load the proxy.

@@ -1,4 +1,4 @@
-"""The whole local system: emulator, resources, exchange simulator, Lambda runner and `chalice local`."""
+"""The whole local system: emulator, resources, a demo API key, exchange simulator, Lambda runner and the local API."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from devstack.emulator import emulator_client, emulator_env, running_emulator
+from chalicelib.adapters.api_keys import DynamoDBApiKeyRepository, api_key_record_class_for
+from chalicelib.domain.accounts import ApiKeyInvalid, key_id_of
+from chalicelib.service.accounts import create_api_key, revoke_api_key
+from devstack.emulator import EMULATOR_ENV, emulator_client, emulator_env, running_emulator
 from devstack.processes import LOOPBACK, ManagedProcess, python_module
 from devstack.provision import provision
 
@@ -23,10 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Where a running `make run` says where it is, for tools such as `python -m ops`.
 RUNNING_STACK_FILE = REPO_ROOT / ".local" / "running-stack.json"
 DEFAULT_STACK_NAME = "brokerage-local"
-
-
-def chalice_executable() -> str:
-    return str(Path(sys.executable).parent / "chalice")
+# The account `make run` creates a key for, so the API can be tried at once.
+DEMO_ACCOUNT = "demo"
 
 
 def start_exchange(
@@ -61,15 +62,30 @@ def start_bridge(env: Mapping[str, str], stdout: IO[bytes] | int | None = None) 
 
 
 def start_api(port: int, env: Mapping[str, str], stdout: IO[bytes] | int | None = None) -> ManagedProcess:
+    # chalice local's server with the deployed API's authorizer behaviour
+    # (both key headers, our 401 bodies): see devstack/api_server.py.
     return ManagedProcess(
         "api",
-        [chalice_executable(), "local", "--host", LOOPBACK, "--port", str(port), "--stage", "local", "--no-autoreload"],
+        python_module("devstack.api_server", "--host", LOOPBACK, "--port", str(port), "--stage", "local"),
         env=env,
         cwd=str(REPO_ROOT),
-        # Any answer means it serves: an unknown order is a 404.
-        ready_url=f"http://{LOOPBACK}:{port}/orders/ready-check",
+        # Any answer means it serves; the document needs no key (and logs no refusal).
+        ready_url=f"http://{LOOPBACK}:{port}/openapi.json",
         stdout=stdout,
     ).start()
+
+
+def emulator_api_keys(endpoint_url: str, table_name: str) -> DynamoDBApiKeyRepository:
+    """The API keys table on the emulator, with its fake credentials whatever this process's environment holds."""
+    records = api_key_record_class_for(table_name, host=endpoint_url)
+    credentials = {
+        "aws_access_key_id": EMULATOR_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": EMULATOR_ENV["AWS_SECRET_ACCESS_KEY"],
+        "aws_session_token": EMULATOR_ENV["AWS_SESSION_TOKEN"],
+        "region": EMULATOR_ENV["AWS_DEFAULT_REGION"],
+    }
+    meta = type("Meta", (records.Meta,), credentials)
+    return DynamoDBApiKeyRepository(type("EmulatorApiKeyRecord", (records,), {"Meta": meta}))
 
 
 @dataclass
@@ -82,11 +98,28 @@ class LocalStack:
     feed_url: str
     env: dict[str, str]
     resources: dict[str, str]
+    api_key: str  # a key of the DEMO_ACCOUNT, created at start
     log_path: Path | None = None
     processes: list[ManagedProcess] = field(default_factory=list)
 
     def process(self, name: str) -> ManagedProcess:
         return next(process for process in self.processes if process.name == name)
+
+    def new_api_key(self, account_id: str, label: str | None = None) -> str:
+        """A new key for any account (which exists from its first key on), as `python -m ops keys create` makes."""
+        return create_api_key(account_id, label, self._api_keys()).plaintext
+
+    def revoke_api_key(self, key: str) -> None:
+        """Revoke a key, given its key id or the whole key, as `python -m ops keys revoke` does."""
+        try:
+            key_id = key_id_of(key)
+        except ApiKeyInvalid:
+            key_id = key
+        if revoke_api_key(key_id, self._api_keys()) is None:
+            raise KeyError(f"no API key {key_id}")
+
+    def _api_keys(self) -> DynamoDBApiKeyRepository:
+        return emulator_api_keys(self.endpoint_url, self.resources["ApiKeysTableName"])
 
 
 @contextlib.contextmanager
@@ -133,7 +166,13 @@ def local_stack(
         env["EXECUTIONS_TABLE_NAME"] = resources["ExecutionsTableName"]
         env["EXECUTIONS_FAILED_QUEUE_NAME"] = resources["ExecutionsFailedQueueName"]
         env["FEED_CHECKPOINTS_TABLE_NAME"] = resources["FeedCheckpointsTableName"]
-        stack = LocalStack(endpoint, f"http://{LOOPBACK}:{api_port}", exchange_url, feed_url, env, resources)
+        env["API_KEYS_TABLE_NAME"] = resources["ApiKeysTableName"]
+        demo_key = create_api_key(
+            DEMO_ACCOUNT, "local stack demo key", emulator_api_keys(endpoint, resources["ApiKeysTableName"])
+        )
+        stack = LocalStack(
+            endpoint, f"http://{LOOPBACK}:{api_port}", exchange_url, feed_url, env, resources, demo_key.plaintext
+        )
         starters: list[Callable[[], ManagedProcess]] = [
             lambda: start_exchange(exchange_port, feed_port, env, log),
             lambda: start_bridge(env, log),
@@ -184,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"AWS emulator:       {stack.endpoint_url}", flush=True)
         print(f"exchange simulator: {stack.exchange_url} (execution feed {stack.feed_url})", flush=True)
         print(f"API ready:          {stack.api_url}  (Ctrl-C stops everything)", flush=True)
+        print(f"API key (account {DEMO_ACCOUNT}): {stack.api_key}", flush=True)
+        print(f"  try: curl -s {stack.api_url}/orders -H 'Authorization: Bearer {stack.api_key}'", flush=True)
+        print("  more keys: .venv/bin/python -m ops keys create --account <account id>", flush=True)
         while not stopping.wait(0.5):
             dead = [p.name for p in stack.processes if not p.alive()]
             if dead:

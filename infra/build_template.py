@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESOURCES_PATH = Path("infra") / "resources.yaml"
 OPERATIONS_PATH = Path("infra") / "operations.yaml"
 EVENT_SOURCES_PATH = Path("infra") / "event_sources.json"
+GATEWAY_RESPONSES_PATH = Path("infra") / "gateway_responses.json"
 CHALICE_CONFIG_PATH = Path(".chalice") / "config.json"
 
 Template = dict[str, Any]
@@ -28,6 +29,14 @@ Template = dict[str, Any]
 # `<Function><Kind>EventSource`. tests/integration/test_package.py checks this
 # table against what `chalice package` generates.
 EVENT_SOURCE_KINDS = {"place_orders": "Sqs", "apply_executions": "Kinesis"}
+# app.py's `@app.authorizer` function, which Chalice names the API's
+# authorizer after (securityDefinitions); tests/integration/test_package.py
+# checks this against what `chalice package` generates.
+AUTHORIZER = "api_key_authorizer"
+# Gateway responses infra/gateway_responses.json may replace: the ones an
+# authorizer leads to. devstack/api_server.py emulates these same ones.
+GATEWAY_RESPONSE_TYPES = frozenset({"ACCESS_DENIED", "UNAUTHORIZED", "AUTHORIZER_FAILURE"})
+_GATEWAY_RESPONSE_KEYS = frozenset({"statusCode", "responseParameters", "responseTemplates"})
 # The orders queue's consumer: its timeout sets the queue's visibility timeout.
 PLACEMENT_HANDLER = "place_orders"
 # AWS: a queue feeding a Lambda function keeps each message invisible for at
@@ -223,6 +232,67 @@ def _function_alarms(handler: str, function_id: str) -> dict[str, Any]:
     }
 
 
+def _gateway_responses(responses: dict[str, Any]) -> dict[str, Any]:
+    """infra/gateway_responses.json, checked: only responses an authorizer causes, JSON bodies, static headers."""
+    for response_type, response in responses.items():
+        where = f"{GATEWAY_RESPONSES_PATH}: {response_type}"
+        if response_type not in GATEWAY_RESPONSE_TYPES:
+            raise TemplateError(f"{where}: not one of {', '.join(sorted(GATEWAY_RESPONSE_TYPES))}")
+        if not isinstance(response, dict) or set(response) - _GATEWAY_RESPONSE_KEYS:
+            raise TemplateError(f"{where}: only {', '.join(sorted(_GATEWAY_RESPONSE_KEYS))} may be set")
+        status = response.get("statusCode")
+        if not isinstance(status, int) or not 400 <= status <= 599:
+            raise TemplateError(f"{where}: statusCode must be a 4xx or 5xx number")
+        if set(response.get("responseTemplates", {})) != {"application/json"}:
+            raise TemplateError(f"{where}: needs exactly one responseTemplates entry, application/json")
+        for name, value in response.get("responseParameters", {}).items():
+            if not name.startswith("gatewayresponse.header.") or not re.fullmatch(r"'[^']*'", str(value)):
+                raise TemplateError(f"{where}: {name} must be a gatewayresponse.header. with a quoted static value")
+    return responses
+
+
+def _api_authorization(gateway_responses: dict[str, Any]) -> dict[str, Any]:
+    """Overrides of Chalice's API: its authorizer as a REQUEST authorizer without caching, and our gateway responses.
+
+    Chalice declares its built-in authorizer as a TOKEN authorizer on the
+    Authorization header. API Gateway would then pass the function that one
+    header (no x-api-key), answer a request without it by itself, and cache
+    every answer for authorizerResultTtlInSeconds (300 s unless set), so a
+    revoked key would go on working that long. A REQUEST authorizer gets every
+    header; without caching (TTL 0) it needs no identity source, so API
+    Gateway calls it on every request, with a key or without, and a
+    revocation counts from the next request. The function takes both kinds of
+    event (chalicelib/entrypoints/auth.py).
+
+    The function answers a missing or bad key with a Deny policy whose
+    context holds the message; the ACCESS_DENIED gateway response (403 by
+    default) turns that into a 401 with the message
+    (`$context.authorizer.message`). AUTHORIZER_FAILURE, the function failed
+    (e.g. the keys table unreachable), is a 503 instead of a bare 500.
+    """
+    authorizer = {"type": "request", "authorizerResultTtlInSeconds": 0}
+    return {
+        "Properties": {
+            "DefinitionBody": {
+                "securityDefinitions": {AUTHORIZER: {"x-amazon-apigateway-authorizer": authorizer}},
+                # In the API definition, not AWS::ApiGateway::GatewayResponse
+                # resources: a change here then changes the definition and SAM
+                # deploys the stage again; a separate resource would wait for
+                # the next deployment to take effect.
+                "x-amazon-apigateway-gateway-responses": copy.deepcopy(gateway_responses),
+            }
+        }
+    }
+
+
+def _deep_merge(target: dict[str, Any], source: Mapping[str, Any]) -> None:
+    for key, value in source.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _deep_merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
 def _merge_sections(target: Template, source: Template, origin: str) -> None:
     for section in ("Parameters", "Conditions", "Rules", "Resources", "Outputs"):
         for key, value in source.get(section, {}).items():
@@ -295,12 +365,15 @@ def build_template(stage: str, root: Path = ROOT) -> Template:
     resources = _load_yaml(root / RESOURCES_PATH)
     operations = _load_yaml(root / OPERATIONS_PATH)
     event_sources = _load_json(root / EVENT_SOURCES_PATH)
+    gateway_responses = _gateway_responses(_load_json(root / GATEWAY_RESPONSES_PATH))
     chalice_config = _load_json(root / CHALICE_CONFIG_PATH)
     if stage not in chalice_config.get("stages", {}):
         raise TemplateError(f"no stage {stage!r} in {CHALICE_CONFIG_PATH}")
     handlers = list(chalice_config.get("lambda_functions", {}))
     if PLACEMENT_HANDLER not in handlers:
         raise TemplateError(f"{CHALICE_CONFIG_PATH}: lambda_functions must list every handler, {PLACEMENT_HANDLER} too")
+    if AUTHORIZER not in handlers:
+        raise TemplateError(f"{CHALICE_CONFIG_PATH}: lambda_functions must list every handler, {AUTHORIZER} too")
     environment = _stage_config(chalice_config, stage, PLACEMENT_HANDLER).environment_variables
     prefix = resource_prefix(resources, environment, stage)
 
@@ -316,6 +389,7 @@ def build_template(stage: str, root: Path = ROOT) -> Template:
     _set_stage_parameters(template["Parameters"], chalice_config, stage, handlers, prefix)
     for handler in handlers:
         template["Resources"].update(_function_resources(handler, prefix))
+    _deep_merge(template["Resources"].setdefault("RestAPI", {}), _api_authorization(gateway_responses))
 
     for handler, extras in event_sources.items():
         if handler not in EVENT_SOURCE_KINDS or handler not in handlers:

@@ -1,4 +1,4 @@
-"""`python -m ops`: show an order, queue depths and dead letters, and redrive, on the local stack or a stage."""
+"""`python -m ops`: show an order, queue depths and dead letters, redrive, manage API keys; local stack or a stage."""
 
 from __future__ import annotations
 
@@ -7,14 +7,26 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib import bootstrap
 from chalicelib.adapters.queue import QueueUnavailable
 from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.config import ConfigurationError
+from chalicelib.domain.accounts import (
+    ApiKeyInvalid,
+    InvalidAccountId,
+    InvalidLabel,
+    is_key_id,
+    key_id_of,
+    validate_account_id,
+    validate_label,
+)
 from chalicelib.domain.model import is_order_id
+from chalicelib.service import accounts
 from ops.aws import Aws, check_reachable
 from ops.redrive import redrive
 from ops.target import LOCAL_STAGE, STAGES, Target, TargetError, configure_environment, select_target
@@ -37,6 +49,31 @@ def _positive(text: str) -> int:
 def _order_id(text: str) -> str:
     if not is_order_id(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an order id (a UUID)")
+    return text
+
+
+def _account_id(text: str) -> str:
+    try:
+        return validate_account_id(text)
+    except InvalidAccountId as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _label(text: str) -> str:
+    try:
+        return str(validate_label(text))
+    except InvalidLabel as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _key_id(text: str) -> str:
+    # A pasted whole key names its key id too; the key itself goes nowhere.
+    try:
+        return key_id_of(text)
+    except ApiKeyInvalid:
+        pass
+    if not is_key_id(text):
+        raise argparse.ArgumentTypeError("not a key id (the 12 characters after 'bk_' in a key)")
     return text
 
 
@@ -76,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     again.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
     again.add_argument("--max", type=_positive, default=None, help="messages per queue at most (default: all)")
+    keys = commands.add_parser("keys", parents=[common], help="create or revoke an account's API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="KEYS_COMMAND")
+    create = key_commands.add_parser(
+        "create", parents=[common], help="a new key for an account (the account exists from its first key on)"
+    )
+    create.add_argument("--account", type=_account_id, required=True, help="account id: 1-63 of a-z, 0-9, '-'")
+    create.add_argument("--label", type=_label, default=None, help="what the key is for, e.g. who holds it")
+    revoke = key_commands.add_parser(
+        "revoke", parents=[common], help="revoke a key at once (revoking it again changes nothing)"
+    )
+    revoke.add_argument("key_id", type=_key_id, help="the key id that `keys create` printed (or the whole key)")
     return parser
 
 
@@ -102,11 +150,38 @@ def _redrive(args: argparse.Namespace, target: Target, aws: Aws) -> Result:
     return {"target": target.describe(), **report.to_json()}, EXIT_FAILED if report.errors else EXIT_OK
 
 
+def _keys(args: argparse.Namespace, target: Target, aws: Aws) -> Result:
+    keys = bootstrap.api_key_repository()
+    if args.keys_command == "create":
+        created = accounts.create_api_key(args.account, args.label, keys)
+        return {
+            "target": target.describe(),
+            "action": "created",
+            "account_id": created.account_id,
+            "key_id": created.key_id,
+            "label": args.label,
+            "api_key": created.plaintext,
+        }, EXIT_OK
+    now = datetime.now(UTC)
+    revoked = accounts.revoke_api_key(args.key_id, keys, clock=lambda: now)
+    if revoked is None:
+        return {"error": f"no API key {args.key_id} on {target.describe()}"}, EXIT_FAILED
+    return {
+        "target": target.describe(),
+        "action": "revoked" if revoked.revoked_at == now else "already revoked",
+        "account_id": revoked.account_id,
+        "key_id": revoked.key_id,
+        "label": revoked.label,
+        "revoked_at": revoked.revoked_at.isoformat() if revoked.revoked_at else None,
+    }, EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Target, Aws], Result]] = {
     "order": _order,
     "queues": _queues,
     "dlq": _dlq,
     "redrive": _redrive,
+    "keys": _keys,
 }
 
 
@@ -198,11 +273,27 @@ def _render_redrive(view: dict[str, Any], out: TextIO) -> None:
             print(f"  {item['action']:<9} {item['message_id']}  {item['detail']}", file=out)
 
 
+def _render_keys(view: dict[str, Any], out: TextIO) -> None:
+    label = f" ({view['label']})" if view["label"] else ""
+    if view["action"] == "created":
+        print(f"new API key for account {view['account_id']}{label} on {view['target']}:", file=out)
+        print(f"  {view['api_key']}", file=out)
+        print(f"key id {view['key_id']}; revoke with: python -m ops keys revoke {view['key_id']}", file=out)
+        print("Shown this once: only its hash is stored. Send it as 'Authorization: Bearer <key>'.", file=out)
+    else:
+        print(
+            f"{view['action']}: key {view['key_id']} of account {view['account_id']}{label} on {view['target']}, "
+            f"since {view['revoked_at']}",
+            file=out,
+        )
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any], TextIO], None]] = {
     "order": _render_order,
     "queues": _render_queues,
     "dlq": _render_dlq,
     "redrive": _render_redrive,
+    "keys": _render_keys,
 }
 
 

@@ -62,6 +62,10 @@ class Target:
     def executions_failed_queue(self) -> str:
         return f"{self.prefix}-executions-failed"
 
+    @property
+    def api_keys_table(self) -> str:
+        return f"{self.prefix}-api-keys"
+
     def describe(self) -> str:
         where = self.endpoint_url or "AWS"
         return f"stage {self.stage} ({self.prefix}-*, {where})"
@@ -106,6 +110,7 @@ def configure_environment(target: Target, environ: MutableMapping[str, str] | No
             "EXECUTIONS_STREAM_NAME": target.executions_stream,
             "EXECUTIONS_TABLE_NAME": target.executions_table,
             "EXECUTIONS_FAILED_QUEUE_NAME": target.executions_failed_queue,
+            "API_KEYS_TABLE_NAME": target.api_keys_table,
         }
     )
     for name, value in OPERATOR_AWS_SETTINGS.items():

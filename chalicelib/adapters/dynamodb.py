@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import zlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import ClientError
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute, VersionAttribute
 from pynamodb.exceptions import PynamoDBException
-from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
-from chalicelib.adapters.repository import ConcurrentModification, OrderAlreadyExists, StorageUnavailable
+from chalicelib.adapters.repository import (
+    ConcurrentModification,
+    OrderAlreadyExists,
+    OrderCursor,
+    OrderPage,
+    OrderQuery,
+    StorageUnavailable,
+)
 from chalicelib.domain.model import Order, OrderStatus, OrderTerms, OrderType, Side
 
 # Pending orders are spread over this many index partitions so that the sparse
@@ -21,6 +28,7 @@ from chalicelib.domain.model import Order, OrderStatus, OrderTerms, OrderType, S
 # (DynamoDB allows ~1,000 writes/s per key). The sweep queries each shard.
 PENDING_INDEX_SHARDS = 8
 PENDING_INDEX_NAME = "pending-sweep"
+ACCOUNT_INDEX_NAME = "account-orders"
 
 
 class PendingSweepIndex(GlobalSecondaryIndex["OrderRecord"]):  # type: ignore[no-untyped-call]
@@ -34,11 +42,23 @@ class PendingSweepIndex(GlobalSecondaryIndex["OrderRecord"]):  # type: ignore[no
     sweep_after = UTCDateTimeAttribute(range_key=True)
 
 
+class AccountOrdersIndex(GlobalSecondaryIndex["OrderRecord"]):  # type: ignore[no-untyped-call]
+    """Every order by owner and creation time: GET /orders pages through it newest first."""
+
+    class Meta:
+        index_name = ACCOUNT_INDEX_NAME
+        projection = AllProjection()
+
+    account_id = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
 class OrderRecord(Model):
     class Meta:
         table_name = "orders"  # replaced per table by record_class_for()
 
     id = UnicodeAttribute(hash_key=True)
+    account_id = UnicodeAttribute()
     type = UnicodeAttribute()
     side = UnicodeAttribute()
     instrument = UnicodeAttribute()
@@ -58,11 +78,13 @@ class OrderRecord(Model):
     filled_quantity = NumberAttribute(default=0)
     average_fill_price = UnicodeAttribute(null=True)  # a string for the same reason as limit_price
     correlation_id = UnicodeAttribute(null=True)
+    placing_until = UTCDateTimeAttribute(null=True)
     pending_shard = NumberAttribute(null=True)
     sweep_after = UTCDateTimeAttribute(null=True)
     version = VersionAttribute()
 
     pending_sweep = PendingSweepIndex()
+    account_orders = AccountOrdersIndex()
 
 
 def table_meta(
@@ -91,7 +113,13 @@ def record_class_for(table_name: str, **connection: Any) -> type[OrderRecord]:
     meta = table_meta(table_name, **connection)
     index_meta = type("Meta", (), {"index_name": PENDING_INDEX_NAME, "projection": KeysOnlyProjection()})
     index_class = type("BoundPendingSweepIndex", (PendingSweepIndex,), {"Meta": index_meta})
-    return type("BoundOrderRecord", (OrderRecord,), {"Meta": meta, "pending_sweep": index_class()})
+    account_meta = type("Meta", (), {"index_name": ACCOUNT_INDEX_NAME, "projection": AllProjection()})
+    account_class = type("BoundAccountOrdersIndex", (AccountOrdersIndex,), {"Meta": account_meta})
+    return type(
+        "BoundOrderRecord",
+        (OrderRecord,),
+        {"Meta": meta, "pending_sweep": index_class(), "account_orders": account_class()},
+    )
 
 
 def text_or_none(value: Decimal | None) -> str | None:
@@ -113,9 +141,13 @@ _MUTABLE_ATTRIBUTES = (
     "last_error",
     "filled_quantity",
     "average_fill_price",
+    "placing_until",
     "pending_shard",
     "sweep_after",
 )
+
+
+_SWEEP_INDEX_ATTRIBUTES = ("pending_shard", "sweep_after")
 
 
 def _pending_shard(order_id: str) -> int:
@@ -126,6 +158,7 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
     terms = order.terms
     record = record_class(
         order.id,
+        account_id=order.account_id,
         type=terms.type.value,
         side=terms.side.value,
         instrument=terms.instrument,
@@ -143,8 +176,11 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
         filled_quantity=order.filled_quantity,
         average_fill_price=text_or_none(order.average_fill_price),
         correlation_id=order.correlation_id,
+        placing_until=order.placing_until,
     )
-    if order.is_pending and sweep_after is not None:
+    # Orders our workers still owe a placement or a cancel request stay in
+    # the sweep's index; every other order leaves it.
+    if order.needs_work and sweep_after is not None:
         record.pending_shard = _pending_shard(order.id)
         record.sweep_after = sweep_after
     # PynamoDB's VersionAttribute turns save() into "write only if the stored
@@ -157,6 +193,7 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
 def _to_order(record: OrderRecord) -> Order:
     return Order(
         id=record.id,
+        account_id=record.account_id,
         terms=OrderTerms(
             type=OrderType(record.type),
             side=Side(record.side),
@@ -176,6 +213,7 @@ def _to_order(record: OrderRecord) -> Order:
         filled_quantity=int(record.filled_quantity or 0),
         average_fill_price=decimal_or_none(record.average_fill_price),
         correlation_id=record.correlation_id,
+        placing_until=record.placing_until,
         version=int(record.version or 0),
     )
 
@@ -223,7 +261,12 @@ class DynamoDBOrderRepository:
         # (PynamoDB adds that condition and the increment). Unset attributes
         # are removed, which is how a settled order leaves the sparse index.
         actions: list[Any] = []
-        for name in _MUTABLE_ATTRIBUTES:
+        names: tuple[str, ...] = _MUTABLE_ATTRIBUTES
+        if order.needs_work and sweep_after is None:
+            # Still owed work and no new sweep time given (an execution report
+            # on a pending_cancel order): keep its place in the sweep's index.
+            names = tuple(name for name in names if name not in _SWEEP_INDEX_ATTRIBUTES)
+        for name in names:
             attribute = getattr(self._records, name)
             value = getattr(record, name)
             actions.append(attribute.remove() if value is None else attribute.set(value))
@@ -254,3 +297,72 @@ class DynamoDBOrderRepository:
         except PynamoDBException as exc:
             raise StorageUnavailable("could not query pending orders") from exc
         return due
+
+    def list_for_account(self, query: OrderQuery) -> OrderPage:
+        """One page of the account's orders, newest first, from the account-orders index (never a scan)."""
+        records = self._records
+        index: Any = records.account_orders
+        condition = None
+        if query.statuses is not None:
+            condition = records.status.is_in(*sorted(status.value for status in query.statuses))
+        if query.instrument is not None:
+            condition = _and(condition, records.instrument == query.instrument)
+        if query.side is not None:
+            condition = _and(condition, records.side == query.side.value)
+        start_key = None
+        if query.cursor is not None:
+            start_key = {
+                "id": {"S": query.cursor.order_id},
+                "account_id": {"S": query.account_id},
+                "created_at": {"S": _serialized_time(records, query.cursor.created_at)},
+            }
+        try:
+            # limit counts the items returned: PynamoDB keeps querying while a
+            # filter drops items, and its last_evaluated_key is then the last
+            # item returned, so the next page starts right after it.
+            results = index.query(
+                query.account_id,
+                _created_between(records, query.created_after, query.created_before),
+                filter_condition=condition,
+                scan_index_forward=False,
+                limit=query.limit,
+                page_size=query.limit,
+                last_evaluated_key=start_key,
+            )
+            page = [_to_order(record) for record in results]
+            last_key = results.last_evaluated_key
+        except PynamoDBException as exc:
+            raise StorageUnavailable(f"could not list the orders of account {query.account_id}") from exc
+        cursor = None
+        if last_key and len(page) == query.limit:
+            cursor = OrderCursor(
+                created_at=_parsed_time(records, last_key["created_at"]["S"]),
+                order_id=last_key["id"]["S"],
+            )
+        return OrderPage(page, cursor)
+
+
+def _serialized_time(records: type[OrderRecord], value: datetime) -> str:
+    return str(records.created_at.serialize(value))  # type: ignore[no-untyped-call]
+
+
+def _parsed_time(records: type[OrderRecord], text: str) -> datetime:
+    parsed: datetime = records.created_at.deserialize(text)  # type: ignore[no-untyped-call]
+    return parsed
+
+
+def _and(condition: Any, more: Any) -> Any:
+    return more if condition is None else condition & more
+
+
+def _created_between(records: type[OrderRecord], after: datetime | None, before: datetime | None) -> Any:
+    # Both bounds exclusive; timestamps are stored to the microsecond, so one
+    # microsecond in is exactly "after" (BETWEEN is inclusive).
+    tick = timedelta(microseconds=1)
+    if after is not None and before is not None:
+        return records.created_at.between(after + tick, before - tick)
+    if after is not None:
+        return records.created_at > after
+    if before is not None:
+        return records.created_at < before
+    return None

@@ -1,10 +1,11 @@
-"""The placement queue: SQS messages that each ask for one order to be placed."""
+"""The orders queue: SQS messages that each ask for one order to be placed, or its cancel sent to the exchange."""
 
 from __future__ import annotations
 
 import json
 import threading
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 import boto3
@@ -20,8 +21,16 @@ class PlacementQueue(Protocol):
     def request_placement(self, order_id: str, correlation_id: str | None = None) -> None:
         """Ask, at least once, for the order to be placed."""
 
+    def request_cancel(self, order_id: str, correlation_id: str | None = None) -> None:
+        """Ask, at least once, for the exchange to be asked to cancel the order."""
+
     def retry_after(self, receipt_handle: str, delay_s: int) -> None:
         """Let a received message come back after delay_s instead of the default visibility timeout."""
+
+
+class OrderAction(StrEnum):
+    PLACE = "place"
+    CANCEL = "cancel"
 
 
 @dataclass(frozen=True)
@@ -29,14 +38,15 @@ class PlacementRequest:
     order_id: str
     # Follows the order from the HTTP request into every log line about it.
     correlation_id: str | None = None
+    action: OrderAction = OrderAction.PLACE
 
 
-def placement_message(order_id: str, correlation_id: str | None = None) -> str:
-    return json.dumps({"order_id": order_id, "correlation_id": correlation_id})
+def placement_message(order_id: str, correlation_id: str | None = None, action: OrderAction = OrderAction.PLACE) -> str:
+    return json.dumps({"order_id": order_id, "correlation_id": correlation_id, "action": action.value})
 
 
 def parse_placement_message(message_body: str) -> PlacementRequest:
-    """What a placement message asks for; ValueError if it names no order."""
+    """What a message on the orders queue asks for; ValueError if it names no order or an unknown action."""
     try:
         payload = json.loads(message_body)
     except json.JSONDecodeError as exc:
@@ -44,7 +54,15 @@ def parse_placement_message(message_body: str) -> PlacementRequest:
     if not isinstance(payload, dict) or not isinstance(payload.get("order_id"), str):
         raise ValueError("placement message has no order_id")
     correlation_id = payload.get("correlation_id")
-    return PlacementRequest(str(payload["order_id"]), correlation_id if isinstance(correlation_id, str) else None)
+    # Messages written before cancels existed carry no action: placements.
+    action_text = payload.get("action", OrderAction.PLACE.value)
+    try:
+        action = OrderAction(action_text)
+    except ValueError:
+        raise ValueError(f"placement message has an unknown action {action_text!r}") from None
+    return PlacementRequest(
+        str(payload["order_id"]), correlation_id if isinstance(correlation_id, str) else None, action
+    )
 
 
 class SqsQueue:
@@ -88,6 +106,9 @@ class SqsQueue:
 class SqsPlacementQueue(SqsQueue):
     def request_placement(self, order_id: str, correlation_id: str | None = None) -> None:
         self.send(placement_message(order_id, correlation_id))
+
+    def request_cancel(self, order_id: str, correlation_id: str | None = None) -> None:
+        self.send(placement_message(order_id, correlation_id, OrderAction.CANCEL))
 
     def retry_after(self, receipt_handle: str, delay_s: int) -> None:
         try:

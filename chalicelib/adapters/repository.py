@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from chalicelib.domain.model import ExecutionReport, Order
+from chalicelib.domain.model import ExecutionReport, Order, OrderStatus, Side
 
 
 class StorageUnavailable(Exception):
@@ -18,6 +19,34 @@ class OrderAlreadyExists(Exception):
 
 class ConcurrentModification(Exception):
     """Someone else wrote the order since it was read; read it again."""
+
+
+@dataclass(frozen=True)
+class OrderCursor:
+    """Where the previous page ended: its last order's creation time and id."""
+
+    created_at: datetime
+    order_id: str
+
+
+@dataclass(frozen=True)
+class OrderQuery:
+    """One page of an account's orders, newest first; None = no filter. Time bounds are exclusive."""
+
+    account_id: str
+    limit: int
+    statuses: frozenset[OrderStatus] | None = None
+    instrument: str | None = None
+    side: Side | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    cursor: OrderCursor | None = None
+
+
+@dataclass(frozen=True)
+class OrderPage:
+    orders: list[Order]
+    next: OrderCursor | None  # None: this was the last page
 
 
 class OrderRepository(Protocol):
@@ -38,7 +67,10 @@ class OrderRepository(Protocol):
         """
 
     def pending_due_for_sweep(self, now: datetime, limit: int) -> list[str]:
-        """Ids of pending orders whose sweep_after has passed, oldest first per shard."""
+        """Ids of orders still owed work (pending, pending_cancel) whose sweep_after has passed."""
+
+    def list_for_account(self, query: OrderQuery) -> OrderPage:
+        """A page of the account's orders, newest first (eventually consistent)."""
 
 
 class ExecutionRepository(Protocol):

@@ -24,6 +24,9 @@ class OrderStatus(StrEnum):
     PENDING = "pending"
     PLACED = "placed"
     PARTIALLY_FILLED = "partially_filled"
+    # The client asked to cancel an order the exchange may hold; the
+    # exchange's answer comes through the execution feed.
+    PENDING_CANCEL = "pending_cancel"
     FILLED = "filled"
     CANCELED = "canceled"
     REJECTED = "rejected"
@@ -35,17 +38,25 @@ _DONE_AT_THE_EXCHANGE = frozenset({OrderStatus.FILLED, OrderStatus.CANCELED, Ord
 
 # The one place that says which status may follow which. Every move goes up
 # FIX's order-state precedence (pending < placed/new < partially filled <
-# done), and terminal statuses lead nowhere. Because no move goes down,
-# applying an order's execution reports in any order, with any duplicates,
-# ends in the same status: that is what makes the execution consumer safe
-# against a feed that repeats or reorders, and against the race between the
-# placement handler (pending -> placed) and an early fill (pending -> filled).
+# pending cancel < done), and terminal statuses lead nowhere. Because no move
+# goes down, applying an order's execution reports in any order, with any
+# duplicates, ends in the same status: that is what makes the execution
+# consumer safe against a feed that repeats or reorders, and against the race
+# between the placement handler (pending -> placed) and an early fill
+# (pending -> filled). No execution report leads to pending_cancel (only a
+# client's cancel does), and from it only the exchange's final word leads on:
+# a partial fill arriving after the cancel request updates the quantities but
+# leaves the order pending_cancel.
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.PENDING: frozenset(
-        {OrderStatus.PLACED, OrderStatus.PARTIALLY_FILLED, OrderStatus.FAILED} | _DONE_AT_THE_EXCHANGE
+        {OrderStatus.PLACED, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL, OrderStatus.FAILED}
+        | _DONE_AT_THE_EXCHANGE
     ),
-    OrderStatus.PLACED: frozenset({OrderStatus.PARTIALLY_FILLED} | _DONE_AT_THE_EXCHANGE),
-    OrderStatus.PARTIALLY_FILLED: frozenset({OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED}),
+    OrderStatus.PLACED: frozenset({OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL} | _DONE_AT_THE_EXCHANGE),
+    OrderStatus.PARTIALLY_FILLED: frozenset(
+        {OrderStatus.PENDING_CANCEL, OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED}
+    ),
+    OrderStatus.PENDING_CANCEL: frozenset(_DONE_AT_THE_EXCHANGE),
     OrderStatus.FILLED: frozenset(),
     OrderStatus.CANCELED: frozenset(),
     OrderStatus.REJECTED: frozenset(),
@@ -53,6 +64,7 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.FAILED: frozenset(),
 }
 TERMINAL_STATUSES = frozenset(status for status, targets in TRANSITIONS.items() if not targets)
+OPEN_STATUSES = frozenset(TRANSITIONS) - TERMINAL_STATUSES
 
 # Moves no event of the system makes, only an operator's redrive: an order
 # that failed because the exchange was unreachable is opened again and
@@ -79,6 +91,14 @@ class IdempotencyConflict(OrderError):
     """The client order id is already used by an order with different terms."""
 
 
+class OrderNotCancelable(OrderError):
+    """The order is done; there is nothing left to cancel."""
+
+    def __init__(self, order_id: str, status: OrderStatus) -> None:
+        super().__init__(f"order {order_id} is {status}: only open orders can be canceled")
+        self.status = status
+
+
 class InvalidTransition(OrderError):
     def __init__(self, source: OrderStatus, target: OrderStatus) -> None:
         super().__init__(f"an order cannot go from {source} to {target}")
@@ -86,13 +106,16 @@ class InvalidTransition(OrderError):
         self.target = target
 
 
-# Fixed namespace: the same client order id always maps to the same order id,
-# which makes "create once per idempotency key" a single conditional put.
+# Fixed namespace: the same account and client order id always map to the
+# same order id, which makes "create once per idempotency key" a single
+# conditional put. The account is part of the name, so two accounts may use
+# the same client order id without meeting (or learning of each other).
 CLIENT_ORDER_ID_NAMESPACE = uuid.UUID("6f1e4c0a-5a57-4c1b-9a5e-2b7f3d1c9e40")
 
 
-def order_id_for_client_key(client_order_id: str) -> str:
-    return str(uuid.uuid5(CLIENT_ORDER_ID_NAMESPACE, client_order_id))
+def order_id_for_client_key(account_id: str, client_order_id: str) -> str:
+    # A newline cannot occur in an account id, so no two pairs share a name.
+    return str(uuid.uuid5(CLIENT_ORDER_ID_NAMESPACE, f"{account_id}\n{client_order_id}"))
 
 
 def new_order_id() -> str:
@@ -167,6 +190,7 @@ class ExecutionReport:
 @dataclass(frozen=True)
 class Order:
     id: str
+    account_id: str  # the owner: every read and change is on its behalf
     terms: OrderTerms
     status: OrderStatus
     created_at: datetime
@@ -180,15 +204,21 @@ class Order:
     average_fill_price: Decimal | None = None
     # Names the request that created the order in every log line about it.
     correlation_id: str | None = None
+    # Set while a placement attempt may be talking to the exchange (a lease:
+    # it expires by itself if that worker dies). A cancel that sees it cannot
+    # know whether the exchange has the order, so it must ask the exchange.
+    placing_until: datetime | None = None
     # Optimistic concurrency, as in cosmicpython's aggregates: storage accepts
     # a write only if nobody else wrote since this copy was read. 0 = unsaved.
     version: int = 0
 
     @classmethod
-    def create(cls, terms: OrderTerms, now: datetime, correlation_id: str | None = None) -> Order:
-        order_id = order_id_for_client_key(terms.client_order_id) if terms.client_order_id else new_order_id()
+    def create(cls, account_id: str, terms: OrderTerms, now: datetime, correlation_id: str | None = None) -> Order:
+        client_key = terms.client_order_id
+        order_id = order_id_for_client_key(account_id, client_key) if client_key else new_order_id()
         return cls(
             id=order_id,
+            account_id=account_id,
             terms=terms,
             status=OrderStatus.PENDING,
             created_at=now,
@@ -202,6 +232,19 @@ class Order:
     @property
     def is_pending(self) -> bool:
         return self.status is OrderStatus.PENDING
+
+    @property
+    def needs_work(self) -> bool:
+        """Whether our own workers still owe this order something: its placement, or a cancel request."""
+        return self.status in (OrderStatus.PENDING, OrderStatus.PENDING_CANCEL)
+
+    @property
+    def known_to_exchange(self) -> bool:
+        # Only the exchange hands out its order ids (in the placement answer or in a report).
+        return self.exchange_order_id is not None
+
+    def placement_in_flight(self, now: datetime) -> bool:
+        return self.placing_until is not None and now < self.placing_until
 
     def _moved_to(self, target: OrderStatus, now: datetime, **changes: object) -> Order:
         if not can_transition(self.status, target):
@@ -217,20 +260,60 @@ class Order:
         # A done order has nothing left open, whether or not it was fully filled.
         return 0 if self.is_terminal else self.terms.quantity - self.filled_quantity
 
+    def claimed_for_placement(self, now: datetime, until: datetime) -> Order:
+        """A placement attempt is about to call the exchange; until then a cancel must ask the exchange too."""
+        if not self.is_pending or self.placement_in_flight(now):
+            raise InvalidTransition(self.status, self.status)
+        return dataclasses.replace(self, placing_until=until, updated_at=now)
+
     def placed(self, exchange_order_id: str | None, now: datetime) -> Order:
+        """The exchange accepted the order."""
+        if self.is_pending:
+            return self._moved_to(
+                OrderStatus.PLACED,
+                now,
+                placed_at=now,
+                exchange_order_id=exchange_order_id,
+                attempts=self.attempts + 1,
+                placing_until=None,
+            )
         if self.placed_at is None and self.status in TRANSITIONS[OrderStatus.PENDING] - {OrderStatus.FAILED}:
-            # Execution reports overtook the placement handler: keep their
+            # Execution reports overtook the placement handler, or the client
+            # asked to cancel while this attempt was in flight: keep the
             # (later) status, only record that and when placement finished.
             return dataclasses.replace(
                 self,
                 placed_at=now,
                 exchange_order_id=self.exchange_order_id or exchange_order_id,
                 attempts=self.attempts + 1,
+                placing_until=None,
                 updated_at=now,
             )
-        return self._moved_to(
-            OrderStatus.PLACED, now, placed_at=now, exchange_order_id=exchange_order_id, attempts=self.attempts + 1
-        )
+        raise InvalidTransition(self.status, OrderStatus.PLACED)
+
+    def cancel_requested(self, now: datetime) -> Order:
+        """The client's cancel: canceled at once if the exchange cannot have it, else pending_cancel.
+
+        Raises OrderNotCancelable for a done order. Asking again changes nothing.
+        """
+        if self.status is OrderStatus.PENDING_CANCEL:
+            return self
+        if self.is_terminal:
+            raise OrderNotCancelable(self.id, self.status)
+        if self.is_pending and self.attempts == 0 and not self.placement_in_flight(now):
+            # No attempt ever called the exchange, and the placement worker
+            # claims the order (a versioned write) before it calls: it will
+            # find the order canceled and never send it.
+            return self._moved_to(OrderStatus.CANCELED, now)
+        # An attempt is in flight, or an earlier one timed out (the exchange
+        # may have taken it), or the exchange has it: only the exchange knows.
+        return self._moved_to(OrderStatus.PENDING_CANCEL, now)
+
+    def canceled_unplaced(self, now: datetime) -> Order:
+        """The exchange never accepted this order and no attempt can still reach it: canceled on our side."""
+        if self.status is not OrderStatus.PENDING_CANCEL or self.placement_in_flight(now):
+            raise InvalidTransition(self.status, OrderStatus.CANCELED)
+        return self._moved_to(OrderStatus.CANCELED, now, placing_until=None)
 
     def apply_executions(self, reports: list[ExecutionReport], now: datetime) -> Order:
         """This order after the reports; the result is the same for any order and repetition of them."""
@@ -257,17 +340,30 @@ class Order:
 
     def failed(self, reason: str, now: datetime) -> Order:
         return self._moved_to(
-            OrderStatus.FAILED, now, failure_reason=reason, last_error=reason, attempts=self.attempts + 1
+            OrderStatus.FAILED,
+            now,
+            failure_reason=reason,
+            last_error=reason,
+            attempts=self.attempts + 1,
+            placing_until=None,
         )
 
     def reopened(self, now: datetime) -> Order:
         """A failed order made pending again by an operator, with a fresh set of attempts."""
         if OrderStatus.PENDING not in OPERATOR_TRANSITIONS.get(self.status, frozenset()):
             raise InvalidTransition(self.status, OrderStatus.PENDING)
-        return dataclasses.replace(self, status=OrderStatus.PENDING, updated_at=now, attempts=0, failure_reason=None)
+        return dataclasses.replace(
+            self, status=OrderStatus.PENDING, updated_at=now, attempts=0, failure_reason=None, placing_until=None
+        )
 
     def attempt_failed(self, error: str, now: datetime) -> Order:
-        """A placement attempt failed and will be retried: still pending, one attempt more."""
-        if not self.is_pending:
+        """A placement attempt ended without the exchange accepting: one attempt more, the lease released.
+
+        Still pending (it will be retried), or still pending_cancel: the client
+        canceled meanwhile, and the cancel request settles it with the exchange.
+        """
+        if self.status not in (OrderStatus.PENDING, OrderStatus.PENDING_CANCEL):
             raise InvalidTransition(self.status, self.status)
-        return dataclasses.replace(self, updated_at=now, last_error=error, attempts=self.attempts + 1)
+        return dataclasses.replace(
+            self, updated_at=now, last_error=error, attempts=self.attempts + 1, placing_until=None
+        )

@@ -13,7 +13,7 @@ from chalice.app import Request, Response
 from chalicelib import bootstrap
 from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.config import get_settings
-from chalicelib.domain.model import IdempotencyConflict, OrderNotFound, is_order_id
+from chalicelib.domain.model import IdempotencyConflict, OrderNotCancelable, OrderNotFound, OrderStatus, is_order_id
 from chalicelib.entrypoints.schemas import (
     BadRequest,
     InvalidOrder,
@@ -21,7 +21,9 @@ from chalicelib.entrypoints.schemas import (
     error_body,
     executions_to_json,
     invalid_order_to_json,
+    order_page_to_json,
     order_to_json,
+    parse_list_query,
     parse_order_request,
 )
 from chalicelib.observability import count, logger, metrics, tracer
@@ -30,6 +32,9 @@ from chalicelib.service import executions, orders
 STORE_FAILED_BODY = error_body("Internal server error while placing the order")
 NOT_FOUND_BODY = error_body("Order not found")
 UNAVAILABLE_BODY = error_body("Orders are temporarily unavailable, retry later")
+# The authorizer runs before every order route and names the account; a route
+# reached without it is a deployment mistake, answered like a missing key.
+NO_ACCOUNT_BODY = error_body("Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
 
 
 CORRELATION_HEADER = "X-Correlation-Id"
@@ -50,6 +55,13 @@ def _order_limits() -> OrderLimits:
     return OrderLimits(max_quantity=settings.max_order_quantity, max_limit_price=settings.max_limit_price)
 
 
+def account_of(request: Request) -> str | None:
+    """The caller's account, as the authorizer put it in the request context."""
+    authorizer = request.context.get("authorizer") or {}
+    account_id = authorizer.get("account_id") if isinstance(authorizer, dict) else None
+    return account_id if isinstance(account_id, str) and account_id else None
+
+
 def _json(status: int, body: dict[str, Any], correlation_id: str | None = None) -> Response:
     headers: dict[str, str | list[str]] = {"Content-Type": "application/json"}
     if correlation_id:
@@ -60,15 +72,18 @@ def _json(status: int, body: dict[str, Any], correlation_id: str | None = None) 
 @tracer.capture_method
 def post_order(request: Request) -> Response:
     correlation_id = correlation_id_for(request.headers, request.context)
-    logger.thread_safe_append_keys(correlation_id=correlation_id)
+    account_id = account_of(request)
+    if account_id is None:
+        return _json(401, NO_ACCOUNT_BODY, correlation_id)
+    logger.thread_safe_append_keys(correlation_id=correlation_id, account_id=account_id)
     try:
-        return _post_order(request.raw_body, correlation_id)
+        return _post_order(account_id, request.raw_body, correlation_id)
     finally:
         metrics.flush_metrics()
         logger.thread_safe_clear_keys()
 
 
-def _post_order(raw_body: bytes | str | None, correlation_id: str) -> Response:
+def _post_order(account_id: str, raw_body: bytes | str | None, correlation_id: str) -> Response:
     try:
         terms = parse_order_request(raw_body, _order_limits())
     except BadRequest as exc:
@@ -78,6 +93,7 @@ def _post_order(raw_body: bytes | str | None, correlation_id: str) -> Response:
         return _json(422, invalid_order_to_json(exc), correlation_id)
     try:
         result = orders.create_order(
+            account_id,
             terms,
             repository=bootstrap.order_repository(),
             queue=bootstrap.placement_queue(),
@@ -98,12 +114,15 @@ def _post_order(raw_body: bytes | str | None, correlation_id: str) -> Response:
     )
 
 
-def get_order(order_id: str) -> Response:
+def get_order(request: Request, order_id: str) -> Response:
+    account_id = account_of(request)
+    if account_id is None:
+        return _json(401, NO_ACCOUNT_BODY)
     # A malformed id cannot name an order; don't send it to DynamoDB at all.
     if not is_order_id(order_id):
         return _json(404, NOT_FOUND_BODY)
     try:
-        order = orders.get_order(order_id, bootstrap.order_repository())
+        order = orders.get_order(order_id, account_id, bootstrap.order_repository())
     except OrderNotFound:
         return _json(404, NOT_FOUND_BODY)
     except StorageUnavailable:
@@ -112,11 +131,60 @@ def get_order(order_id: str) -> Response:
     return _json(200, order_to_json(order))
 
 
-def get_executions(order_id: str) -> Response:
+def list_orders(request: Request) -> Response:
+    account_id = account_of(request)
+    if account_id is None:
+        return _json(401, NO_ACCOUNT_BODY)
+    params = request.query_params
+    try:
+        query = parse_list_query(account_id, {name: params.getlist(name) for name in params} if params else None)
+    except InvalidOrder as exc:
+        return _json(422, invalid_order_to_json(exc))
+    try:
+        page = orders.list_orders(query, bootstrap.order_repository())
+    except StorageUnavailable:
+        logger.exception("orders not listed", account_id=account_id)
+        return _json(503, UNAVAILABLE_BODY)
+    return _json(200, order_page_to_json(page))
+
+
+def cancel_order(request: Request, order_id: str) -> Response:
+    """200 with the order canceled at once; 202 while the exchange is asked (pending_cancel)."""
+    correlation_id = correlation_id_for(request.headers, request.context)
+    account_id = account_of(request)
+    if account_id is None:
+        return _json(401, NO_ACCOUNT_BODY, correlation_id)
+    if not is_order_id(order_id):
+        return _json(404, NOT_FOUND_BODY, correlation_id)
+    try:
+        order = orders.cancel_order(
+            order_id,
+            account_id,
+            repository=bootstrap.order_repository(),
+            queue=bootstrap.placement_queue(),
+            stuck_after=bootstrap.stuck_after(),
+        )
+    except OrderNotFound:
+        return _json(404, NOT_FOUND_BODY, correlation_id)
+    except OrderNotCancelable as exc:
+        return _json(409, error_body(f"Order is {exc.status} and can no longer be canceled"), correlation_id)
+    except StorageUnavailable:
+        logger.exception("order not canceled", order_id=order_id)
+        return _json(503, UNAVAILABLE_BODY, correlation_id)
+    logger.info("cancel requested", order_id=order_id, status=order.status.value)
+    return _json(202 if order.status is OrderStatus.PENDING_CANCEL else 200, order_to_json(order), correlation_id)
+
+
+def get_executions(request: Request, order_id: str) -> Response:
+    account_id = account_of(request)
+    if account_id is None:
+        return _json(401, NO_ACCOUNT_BODY)
     if not is_order_id(order_id):
         return _json(404, NOT_FOUND_BODY)
     try:
-        reports = executions.list_executions(order_id, bootstrap.order_repository(), bootstrap.execution_repository())
+        reports = executions.list_executions(
+            order_id, account_id, bootstrap.order_repository(), bootstrap.execution_repository()
+        )
     except OrderNotFound:
         return _json(404, NOT_FOUND_BODY)
     except StorageUnavailable:

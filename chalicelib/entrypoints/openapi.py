@@ -19,6 +19,8 @@ from chalicelib.entrypoints.schemas import (
     ErrorResponse,
     ExecutionListResponse,
     GatewayErrorResponse,
+    ListOrdersQuery,
+    OrderListResponse,
     OrderRequest,
     OrderResponse,
     ValidationErrorResponse,
@@ -36,6 +38,7 @@ _SCHEMAS = "#/components/schemas/"
 _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (OrderRequest, "validation"),
     (OrderResponse, "serialization"),
+    (OrderListResponse, "serialization"),
     (ExecutionListResponse, "serialization"),
     (ErrorResponse, "serialization"),
     (ValidationErrorResponse, "serialization"),
@@ -128,126 +131,208 @@ _CORRELATION_PARAMETER = {
     " A value not matching the pattern is ignored and a new id is used.",
     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._:-]{1,128}$"},
 }
-_NOT_FOUND = _response("No order has this id (or the id is malformed)", ErrorResponse)
-_UNAVAILABLE = _response("Storage is unavailable; retry later", ErrorResponse)
+_NOT_FOUND = _response("No order of yours has this id (or the id is malformed)", ErrorResponse)
+_UNAVAILABLE = _response("Storage (of orders or of API keys) is unavailable; retry later", ErrorResponse)
+_UNAUTHORIZED = _response("The API key is missing, invalid or revoked", ErrorResponse)
+# Either header carries the key; every order route needs one, the documentation none.
+_SECURITY_SCHEMES = {
+    "bearerKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+}
+_KEY_REQUIRED: list[dict[str, list[str]]] = [{name: []} for name in _SECURITY_SCHEMES]
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """The model's fields as optional query parameters: the same model validates them."""
+    schema = model.model_json_schema()
+    parameters = []
+    for name, field_schema in schema["properties"].items():
+        described = {key: value for key, value in field_schema.items() if key not in {"title", "description"}}
+        # Optional means absent: a query parameter has no null.
+        parameter_schema = _to_openapi_30(described)
+        parameter_schema.pop("nullable", None)
+        if parameter_schema.get("default", 0) is None:
+            del parameter_schema["default"]
+        parameters.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": name in schema.get("required", []),
+                "description": field_schema.get("description", ""),
+                "schema": parameter_schema,
+            }
+        )
+    return parameters
+
+
+def _secured(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every order operation needs an API key and may answer 401."""
+    for path, operations in paths.items():
+        if not path.startswith("/orders"):
+            continue
+        for operation in operations.values():
+            operation["security"] = _KEY_REQUIRED
+            operation["responses"]["401"] = _UNAUTHORIZED
+            # The key store itself may be down: the authorizer answers 503.
+            operation["responses"].setdefault("503", _UNAVAILABLE)
+    return paths
 
 
 def _paths() -> dict[str, Any]:
-    return {
-        "/orders": {
-            "post": {
-                "operationId": "createOrder",
-                "summary": "Place an order",
-                "description": "Stores the order (pending) and queues it for placement at the exchange. The body is"
-                f" one JSON object in UTF-8 of at most {MAX_BODY_BYTES} bytes, each key at most once. With a"
-                f" client_order_id (at most {CLIENT_ORDER_ID_MAX_LENGTH} characters) the request is idempotent.",
-                "tags": ["orders"],
-                "parameters": [_CORRELATION_PARAMETER],
-                "requestBody": {"required": True, "content": _json_content(OrderRequest)},
-                "responses": {
-                    "201": _response("Created: stored, and it will be placed", OrderResponse, correlated=True),
-                    "200": _response(
-                        "A replay: an order with this client_order_id and the same terms exists",
-                        OrderResponse,
-                        correlated=True,
-                    ),
-                    "400": _response(
-                        "The body is not one JSON object (malformed, not UTF-8, a duplicate key, NaN, too deep)",
-                        ErrorResponse,
-                        correlated=True,
-                    ),
-                    "409": _response(
-                        "The client_order_id belongs to an order with other terms", ErrorResponse, correlated=True
-                    ),
-                    "413": _response(f"The body is longer than {MAX_BODY_BYTES} bytes", ErrorResponse, correlated=True),
-                    "415": _response("The Content-Type is not application/json", GatewayErrorResponse),
-                    "422": _response(
-                        "Fields are missing or invalid; each problem names its field",
-                        ValidationErrorResponse,
-                        correlated=True,
-                    ),
-                    "500": _response(
-                        "The order could not be stored; nothing will be placed", ErrorResponse, correlated=True
-                    ),
-                },
-            }
-        },
-        "/orders/{order_id}": {
-            "get": {
-                "operationId": "getOrder",
-                "summary": "An order and its status",
-                "tags": ["orders"],
-                "parameters": [_ORDER_ID_PARAMETER],
-                "responses": {
-                    "200": _response("The order", OrderResponse),
-                    "404": _NOT_FOUND,
-                    "503": _UNAVAILABLE,
-                },
-            }
-        },
-        "/orders/{order_id}/executions": {
-            "get": {
-                "operationId": "listExecutions",
-                "summary": "An order's execution reports, oldest first",
-                "tags": ["orders"],
-                "parameters": [_ORDER_ID_PARAMETER],
-                "responses": {
-                    "200": _response("The order's executions (none yet: an empty list)", ExecutionListResponse),
-                    "404": _NOT_FOUND,
-                    "503": _UNAVAILABLE,
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "operationId": "getOpenApiDocument",
-                "summary": "This document",
-                "tags": ["documentation"],
-                "responses": {
-                    "200": {
-                        "description": "The OpenAPI document",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    }
-                },
-            }
-        },
-        "/docs": {
-            "get": {
-                "operationId": "getDocs",
-                "summary": "Interactive documentation (Swagger UI), served without any CDN",
-                "tags": ["documentation"],
-                "responses": {
-                    "200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}
-                },
-            }
-        },
-        "/docs/{asset}": {
-            "get": {
-                "operationId": "getDocsAsset",
-                "summary": "A script or style sheet of the documentation page",
-                "tags": ["documentation"],
-                "parameters": [
-                    {
-                        "name": "asset",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "enum": sorted(_ASSETS)},
-                    }
-                ],
-                "responses": {
-                    "200": {
-                        "description": "The file",
-                        "content": {
-                            media_type: {"schema": {"type": "string"}}
-                            # The media type without its charset parameter, as OpenAPI keys them.
-                            for media_type in sorted({media.split(";")[0] for _, media in _ASSETS.values()})
-                        },
+    return _secured(
+        {
+            "/orders": {
+                "get": {
+                    "operationId": "listOrders",
+                    "summary": "Your orders, newest first, a page at a time",
+                    "description": "Filters combine (all must match). A page holds at most `limit` orders; its `next`"
+                    " value fetches the following page when passed back with the same filters.",
+                    "tags": ["orders"],
+                    "parameters": _query_parameters(ListOrdersQuery),
+                    "responses": {
+                        "200": _response("A page of orders", OrderListResponse),
+                        "422": _response(
+                            "A query parameter is unknown, repeated or invalid; each problem names it",
+                            ValidationErrorResponse,
+                        ),
+                        "503": _UNAVAILABLE,
                     },
-                    "404": _response("No such file", ErrorResponse),
                 },
-            }
-        },
-    }
+                "post": {
+                    "operationId": "createOrder",
+                    "summary": "Place an order",
+                    "description": "Stores the order (pending) and queues it for placement at the exchange. The body is"
+                    f" one JSON object in UTF-8 of at most {MAX_BODY_BYTES} bytes, each key at most once. With a"
+                    f" client_order_id (at most {CLIENT_ORDER_ID_MAX_LENGTH} characters) the request is idempotent.",
+                    "tags": ["orders"],
+                    "parameters": [_CORRELATION_PARAMETER],
+                    "requestBody": {"required": True, "content": _json_content(OrderRequest)},
+                    "responses": {
+                        "201": _response("Created: stored, and it will be placed", OrderResponse, correlated=True),
+                        "200": _response(
+                            "A replay: an order with this client_order_id and the same terms exists",
+                            OrderResponse,
+                            correlated=True,
+                        ),
+                        "400": _response(
+                            "The body is not one JSON object (malformed, not UTF-8, a duplicate key, NaN, too deep)",
+                            ErrorResponse,
+                            correlated=True,
+                        ),
+                        "409": _response(
+                            "The client_order_id belongs to an order with other terms", ErrorResponse, correlated=True
+                        ),
+                        "413": _response(
+                            f"The body is longer than {MAX_BODY_BYTES} bytes", ErrorResponse, correlated=True
+                        ),
+                        "415": _response("The Content-Type is not application/json", GatewayErrorResponse),
+                        "422": _response(
+                            "Fields are missing or invalid; each problem names its field",
+                            ValidationErrorResponse,
+                            correlated=True,
+                        ),
+                        "500": _response(
+                            "The order could not be stored; nothing will be placed", ErrorResponse, correlated=True
+                        ),
+                    },
+                },
+            },
+            "/orders/{order_id}": {
+                "get": {
+                    "operationId": "getOrder",
+                    "summary": "An order and its status",
+                    "tags": ["orders"],
+                    "parameters": [_ORDER_ID_PARAMETER],
+                    "responses": {
+                        "200": _response("The order", OrderResponse),
+                        "404": _NOT_FOUND,
+                        "503": _UNAVAILABLE,
+                    },
+                },
+                "delete": {
+                    "operationId": "cancelOrder",
+                    "summary": "Cancel an order",
+                    "description": "An order the exchange cannot have yet is canceled at once (200). An order the"
+                    " exchange may hold becomes pending_cancel (202) until the exchange confirms through its"
+                    " execution feed: then it is canceled, or filled if the fill came first. Repeating the"
+                    " request is harmless.",
+                    "tags": ["orders"],
+                    "parameters": [_ORDER_ID_PARAMETER, _CORRELATION_PARAMETER],
+                    "responses": {
+                        "200": _response("Canceled", OrderResponse, correlated=True),
+                        "202": _response("pending_cancel: the exchange is asked", OrderResponse, correlated=True),
+                        "404": _NOT_FOUND,
+                        "409": _response(
+                            "The order is done (filled, canceled, rejected, expired or failed)", ErrorResponse
+                        ),
+                        "503": _UNAVAILABLE,
+                    },
+                },
+            },
+            "/orders/{order_id}/executions": {
+                "get": {
+                    "operationId": "listExecutions",
+                    "summary": "An order's execution reports, oldest first",
+                    "tags": ["orders"],
+                    "parameters": [_ORDER_ID_PARAMETER],
+                    "responses": {
+                        "200": _response("The order's executions (none yet: an empty list)", ExecutionListResponse),
+                        "404": _NOT_FOUND,
+                        "503": _UNAVAILABLE,
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "getOpenApiDocument",
+                    "summary": "This document",
+                    "tags": ["documentation"],
+                    "responses": {
+                        "200": {
+                            "description": "The OpenAPI document",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+            "/docs": {
+                "get": {
+                    "operationId": "getDocs",
+                    "summary": "Interactive documentation (Swagger UI), served without any CDN",
+                    "tags": ["documentation"],
+                    "responses": {
+                        "200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}
+                    },
+                }
+            },
+            "/docs/{asset}": {
+                "get": {
+                    "operationId": "getDocsAsset",
+                    "summary": "A script or style sheet of the documentation page",
+                    "tags": ["documentation"],
+                    "parameters": [
+                        {
+                            "name": "asset",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": sorted(_ASSETS)},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The file",
+                            "content": {
+                                media_type: {"schema": {"type": "string"}}
+                                # The media type without its charset parameter, as OpenAPI keys them.
+                                for media_type in sorted({media.split(";")[0] for _, media in _ASSETS.values()})
+                            },
+                        },
+                        "404": _response("No such file", ErrorResponse),
+                    },
+                }
+            },
+        }
+    )
 
 
 @functools.cache
@@ -267,7 +352,10 @@ def openapi_document() -> dict[str, Any]:
             {"name": "documentation", "description": "This document and its interactive page"},
         ],
         "paths": _paths(),
-        "components": {"schemas": _schemas_to_openapi_30(definitions.get("$defs", {}))},
+        "components": {
+            "schemas": _schemas_to_openapi_30(definitions.get("$defs", {})),
+            "securitySchemes": _SECURITY_SCHEMES,
+        },
     }
 
 

@@ -1,4 +1,4 @@
-"""SQS-triggered placement: one attempt per message, batch items failing independently."""
+"""SQS-triggered placement and cancel requests: one attempt per message, batch items failing independently."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from chalicelib import bootstrap
-from chalicelib.adapters.queue import parse_placement_message
+from chalicelib.adapters.queue import OrderAction, parse_placement_message
 from chalicelib.config import get_settings
 from chalicelib.observability import count, lambda_handler, logger, seconds
 from chalicelib.service import orders
-from chalicelib.service.orders import PlacementOutcome
+from chalicelib.service.orders import CancelRequestOutcome, PlacementOutcome
 
 
 class PlacementDeferred(Exception):
@@ -51,6 +51,8 @@ def place_record(record: SQSRecord) -> str:
     # Worker threads: the keys must not leak into another record's lines.
     logger.thread_safe_append_keys(order_id=order_id, correlation_id=request.correlation_id)
     try:
+        if request.action is OrderAction.CANCEL:
+            return _request_cancel(record, order_id)
         return _place(record, order_id)
     finally:
         logger.thread_safe_clear_keys()
@@ -65,6 +67,7 @@ def _place(record: SQSRecord, order_id: str) -> str:
         exchange=bootstrap.exchange(),
         policy=bootstrap.retry_policy(),
         stuck_after=bootstrap.stuck_after(),
+        placement_lease=bootstrap.placement_lease(),
     )
     logger.info("placement attempt", outcome=result.outcome.value, retry_in_s=result.retry_in_s)
     _record_outcome(result)
@@ -76,6 +79,24 @@ def _place(record: SQSRecord, order_id: str) -> str:
         # Visible again at once, so that the next receive hands it to the DLQ.
         queue.retry_after(record.receipt_handle, 0)
         raise PlacementExhausted(f"order {order_id}: attempts exhausted")
+    return result.outcome.value
+
+
+def _request_cancel(record: SQSRecord, order_id: str) -> str:
+    result = orders.request_exchange_cancel(
+        order_id,
+        receive_count=int(record.attributes.approximate_receive_count),
+        repository=bootstrap.order_repository(),
+        exchange=bootstrap.exchange(),
+        policy=bootstrap.retry_policy(),
+        stuck_after=bootstrap.stuck_after(),
+    )
+    logger.info("cancel request", outcome=result.outcome.value, retry_in_s=result.retry_in_s)
+    if result.outcome is CancelRequestOutcome.CANCELED_UNPLACED:
+        count("OrdersCanceledUnplaced")
+    if result.outcome in (CancelRequestOutcome.RETRY, CancelRequestOutcome.WAIT):
+        bootstrap.placement_queue().retry_after(record.receipt_handle, result.retry_in_s)
+        raise PlacementDeferred(f"order {order_id}: cancel request again in {result.retry_in_s}s")
     return result.outcome.value
 
 

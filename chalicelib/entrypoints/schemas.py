@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import unicodedata
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -23,7 +26,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from chalicelib.adapters.repository import OrderCursor, OrderPage, OrderQuery
 from chalicelib.domain.model import (
+    OPEN_STATUSES,
+    TERMINAL_STATUSES,
     ExecType,
     ExecutionReport,
     Order,
@@ -31,6 +37,7 @@ from chalicelib.domain.model import (
     OrderTerms,
     OrderType,
     Side,
+    is_order_id,
 )
 
 # Sanity bounds: far beyond any real order, but they keep a number from
@@ -80,6 +87,8 @@ class FieldError:
 
 class InvalidOrder(Exception):
     """The body is a JSON object, but fields are missing or invalid (422)."""
+
+    subject = "order"
 
     def __init__(self, errors: list[FieldError]) -> None:
         super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
@@ -208,6 +217,13 @@ _MESSAGES = {
     "string_too_long": "{field} must be at most {max_length} characters",
     "string_too_short": "{field} must not be empty",
     "finite_number": "{field} must be a finite number",
+    "greater_than_equal": "{field} must be at least {ge}",
+    "int_parsing": "{field} must be an integer",
+    "timezone_aware": "{field} must include a UTC offset, e.g. 2024-05-02T14:03:07Z",
+    "datetime_parsing": "{field} must be an ISO 8601 date-time with a UTC offset, e.g. 2024-05-02T14:03:07Z",
+    "datetime_from_date_parsing": (
+        "{field} must be an ISO 8601 date-time with a UTC offset, e.g. 2024-05-02T14:03:07Z"
+    ),
 }
 _FIELD_HINTS = {
     "instrument": "instrument must be an ISIN: exactly 12 characters, uppercase letters and digits",
@@ -375,6 +391,102 @@ def parse_order_request(raw_body: bytes | str | None, limits: OrderLimits | None
     return request.to_terms()
 
 
+class InvalidQuery(InvalidOrder):
+    """Query parameters missing, unknown or invalid (422), each named."""
+
+    subject = "query"
+
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,256}$"
+ISIN_PATTERN = r"^[A-Z0-9]{12}$"
+# status=open / closed name groups of statuses, as Alpaca's orders API does.
+_STATUS_GROUPS = {"open": OPEN_STATUSES, "closed": TERMINAL_STATUSES}
+
+
+class ListOrdersQuery(BaseModel):
+    """Query parameters of GET /orders."""
+
+    # Not strict: query parameters are text, so "50" must read as 50.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: Literal[*[s.value for s in OrderStatus], "open", "closed"] | None = Field(  # type: ignore[valid-type]
+        default=None, description="One status, or open (not done yet) or closed (done)"
+    )
+    instrument: str | None = Field(default=None, pattern=ISIN_PATTERN, description="ISIN")
+    side: Literal["buy", "sell"] | None = None
+    after: AwareDatetime | None = Field(
+        default=None, description="Only orders created after this time (exclusive), ISO 8601 with a UTC offset"
+    )
+    until: AwareDatetime | None = Field(
+        default=None, description="Only orders created before this time (exclusive), ISO 8601 with a UTC offset"
+    )
+    limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Orders per page")
+    next: str | None = Field(
+        default=None, pattern=CURSOR_PATTERN, description="The `next` of the previous page, to get the page after it"
+    )
+
+
+def encode_cursor(cursor: OrderCursor) -> str:
+    """Opaque to clients: where a page ended, as URL-safe base64 without padding."""
+    text = json.dumps([cursor.created_at.isoformat(), cursor.order_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> OrderCursor:
+    """The cursor encode_cursor made; ValueError for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        created_text, order_id = json.loads(raw)
+        created_at = datetime.fromisoformat(created_text)
+    except (binascii.Error, UnicodeDecodeError, TypeError, ValueError) as exc:
+        raise ValueError("not a cursor") from exc
+    if created_at.tzinfo is None or not isinstance(order_id, str) or not is_order_id(order_id):
+        raise ValueError("not a cursor")
+    return OrderCursor(created_at=created_at, order_id=order_id)
+
+
+def parse_list_query(account_id: str, params: Mapping[str, Sequence[str]] | None) -> OrderQuery:
+    """The OrderQuery for GET /orders' parameters (name -> its values); raises InvalidQuery naming each problem."""
+    params = params or {}
+    repeated = [
+        FieldError(_shown_name(name), f"{_shown_name(name)} must be given at most once")
+        for name, values in params.items()
+        if len(values) > 1
+    ]
+    if repeated:
+        raise InvalidQuery(repeated)
+    try:
+        query = ListOrdersQuery.model_validate({name: values[0] for name, values in params.items()})
+    except ValidationError as exc:
+        raise InvalidQuery([_field_error(e) for e in exc.errors()]) from None
+    problems = []
+    if query.after is not None and query.until is not None and query.after >= query.until:
+        problems.append(FieldError("until", "until must be later than after"))
+    cursor = None
+    if query.next is not None:
+        try:
+            cursor = decode_cursor(query.next)
+        except ValueError:
+            problems.append(FieldError("next", "next must be the next value of a previous page, unchanged"))
+    if problems:
+        raise InvalidQuery(problems)
+    statuses = None
+    if query.status is not None:
+        statuses = _STATUS_GROUPS.get(query.status) or frozenset({OrderStatus(query.status)})
+    return OrderQuery(
+        account_id=account_id,
+        limit=query.limit,
+        statuses=statuses,
+        instrument=query.instrument,
+        side=Side(query.side) if query.side else None,
+        created_after=query.after,
+        created_before=query.until,
+        cursor=cursor,
+    )
+
+
 def _timestamp(value: datetime) -> str:
     return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -432,6 +544,17 @@ class OrderResponse(BaseModel):
             remaining_quantity=order.remaining_quantity,
             average_fill_price=order.average_fill_price,
         )
+
+
+class OrderListResponse(BaseModel):
+    """A page of the caller's orders, newest first: the answer of GET /orders."""
+
+    model_config = ConfigDict(frozen=True)
+
+    orders: list[OrderResponse]
+    next: str | None = Field(
+        description="Pass as ?next= (with the same filters) for the following page; null on the last page"
+    )
 
 
 class ExecutionResponse(BaseModel):
@@ -497,7 +620,7 @@ class ValidationErrorResponse(BaseModel):
     @classmethod
     def of(cls, invalid: InvalidOrder) -> ValidationErrorResponse:
         return cls(
-            message="Invalid order: " + "; ".join(e.message for e in invalid.errors),
+            message=f"Invalid {invalid.subject}: " + "; ".join(e.message for e in invalid.errors),
             errors=[FieldErrorResponse(field=e.field, message=e.message) for e in invalid.errors],
         )
 
@@ -517,6 +640,14 @@ def error_body(message: str) -> dict[str, Any]:
 
 def order_to_json(order: Order) -> dict[str, Any]:
     return OrderResponse.of(order).model_dump(mode="json")
+
+
+def order_page_to_json(page: OrderPage) -> dict[str, Any]:
+    listing = OrderListResponse(
+        orders=[OrderResponse.of(order) for order in page.orders],
+        next=encode_cursor(page.next) if page.next else None,
+    )
+    return listing.model_dump(mode="json")
 
 
 def execution_to_json(report: ExecutionReport) -> dict[str, Any]:

@@ -87,7 +87,11 @@ def _apply_to_order(order: Order, batch: list[ExecutionReport], orders: OrderRep
     return written
 
 
-def list_executions(order_id: str, orders: OrderRepository, executions: ExecutionRepository) -> list[ExecutionReport]:
-    if orders.get(order_id) is None:
+def list_executions(
+    order_id: str, account_id: str, orders: OrderRepository, executions: ExecutionRepository
+) -> list[ExecutionReport]:
+    """The account's order's executions, oldest first; another account's order is not found."""
+    order = orders.get(order_id)
+    if order is None or order.account_id != account_id:
         raise OrderNotFound(order_id)
     return executions.list_for_order(order_id)

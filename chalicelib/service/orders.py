@@ -1,19 +1,23 @@
-"""Use cases of orders: create, read, place, and re-enqueue the stuck ones."""
+"""Use cases of orders: create, read, list, cancel, place, and re-enqueue the stuck ones."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from chalicelib.adapters.exchange import Exchange, ExchangeRejected, ExchangeUnavailable
+from chalicelib.adapters.exchange import CancelOutcome, Exchange, ExchangeRejected, ExchangeUnavailable
 from chalicelib.adapters.queue import PlacementQueue, QueueUnavailable
 from chalicelib.adapters.repository import (
     ConcurrentModification,
     OrderAlreadyExists,
+    OrderPage,
+    OrderQuery,
     OrderRepository,
     StorageUnavailable,
 )
@@ -43,6 +47,7 @@ class CreatedOrder:
 
 
 def create_order(
+    account_id: str,
     terms: OrderTerms,
     repository: OrderRepository,
     queue: PlacementQueue,
@@ -63,7 +68,7 @@ def create_order(
     as a read right after the failure can tell (see docs/architecture.md).
     """
     now = clock()
-    order = Order.create(terms, now, correlation_id)
+    order = Order.create(account_id, terms, now, correlation_id)
     try:
         stored = repository.add(order, sweep_after=now + sweep_after)
     except OrderAlreadyExists:
@@ -102,17 +107,52 @@ def _is_our_write(stored: Order, attempted: Order) -> bool:
     return stored.created_at == attempted.created_at and stored.correlation_id == attempted.correlation_id
 
 
-def get_order(order_id: str, repository: OrderRepository) -> Order:
+def get_order(order_id: str, account_id: str, repository: OrderRepository) -> Order:
+    """The account's order; another account's order is not found, exactly like one that does not exist."""
     order = repository.get(order_id)
-    if order is None:
+    if order is None or order.account_id != account_id:
         raise OrderNotFound(order_id)
     return order
+
+
+def list_orders(query: OrderQuery, repository: OrderRepository) -> OrderPage:
+    return repository.list_for_account(query)
+
+
+def cancel_order(
+    order_id: str,
+    account_id: str,
+    repository: OrderRepository,
+    queue: PlacementQueue,
+    stuck_after: timedelta,
+    clock: Clock = utc_now,
+) -> Order:
+    """The client's cancel: canceled at once when the exchange cannot have the order, else pending_cancel.
+
+    Timeline of a pending_cancel, as for create_order:
+      t0  conditional write -> pending_cancel, in the sweep's index with sweep_after = t0 + stuck_after
+      t1  SQS send          -> a worker asks the exchange to cancel
+          (send fails or we die before t1: the sweep sends the cancel message)
+      t2  the exchange's canceled (or fill) report on the feed settles the order
+    Raises OrderNotFound (not the caller's) and OrderNotCancelable (already done).
+    """
+    order = get_order(order_id, account_id, repository)
+    canceled, wrote = write_with_retries(
+        repository, order, lambda o: o.cancel_requested(clock()), sweep_after=lambda: clock() + stuck_after
+    )
+    if wrote and canceled.status is OrderStatus.PENDING_CANCEL:
+        try:
+            queue.request_cancel(canceled.id, canceled.correlation_id)
+        except QueueUnavailable:
+            logger.warning("cancel message not sent; the sweep will send it", extra={"order_id": canceled.id})
+    return canceled
 
 
 class PlacementOutcome(StrEnum):
     PLACED = "placed"
     ALREADY_SETTLED = "already_settled"  # duplicate delivery: placed or failed before
     UNKNOWN_ORDER = "unknown_order"
+    IN_FLIGHT = "in_flight"  # another delivery is placing it right now; its lease covers a crash
     RETRY = "retry"
     REJECTED = "rejected"  # refused by the exchange for good: failed, nothing to retry
     FAILED = "failed"  # attempts exhausted: failed, and the message goes to the DLQ
@@ -132,12 +172,14 @@ def place_order(
     exchange: Exchange,
     policy: RetryPolicy,
     stuck_after: timedelta,
+    placement_lease: timedelta,
     clock: Clock = utc_now,
     rng: random.Random | None = None,
 ) -> PlacementResult:
     """One placement attempt, safe to run any number of times for the same order.
 
-    Idempotent because (1) a settled order is never sent again, and (2) the
+    Idempotent because (1) only a pending order is sent, after claiming it
+    with a versioned write (which also keeps it from a racing cancel), and (2) the
     exchange knows our order id as the client order id and refuses a second
     order with it, which we take as "placed": that covers a redelivery after a
     crash between the exchange's answer and our write, and two workers racing.
@@ -147,46 +189,161 @@ def place_order(
         # Cannot happen in a healthy system: the order is written before its message.
         logger.error("placement message for an unknown order", extra={"order_id": order_id})
         return PlacementResult(PlacementOutcome.UNKNOWN_ORDER)
-    if not order.is_pending:
-        # Execution reports may have arrived first: the exchange has the
-        # order, so record its placement (Order.placed decides whether that
-        # still applies) without asking the exchange again.
-        order, _ = write_with_retries(repository, order, lambda o: o.placed(None, clock()))
-        return PlacementResult(PlacementOutcome.ALREADY_SETTLED, order)
+    # Claim the order before calling the exchange (a versioned write): a
+    # cancel that comes first makes this write fail and the order is never
+    # sent; a cancel that comes after sees the lease and asks the exchange.
+    now = clock()
+    lease_until = now + placement_lease
+    claimed, wrote = write_with_retries(
+        repository,
+        order,
+        lambda o: o.claimed_for_placement(clock(), lease_until),
+        sweep_after=lambda: lease_until + stuck_after,
+    )
+    if not wrote:
+        return _not_ours_to_place(claimed, repository, clock)
 
     # The receive count restarts at 1 on a message the sweep re-sent; the
     # attempts stored on the order do not, so the larger of both counts.
-    attempt = max(receive_count, order.attempts + 1)
+    attempt = max(receive_count, claimed.attempts + 1)
     try:
-        ack = exchange.place(order)
+        ack = exchange.place(claimed)
     except ExchangeRejected as exc:
         rejection = f"rejected by the exchange: {exc}"
-        failed, _ = write_with_retries(repository, order, lambda o: o.failed(rejection, clock()))
-        return PlacementResult(PlacementOutcome.REJECTED, failed)
+        failed, _ = write_with_retries(repository, claimed, lambda o: _failed(o, rejection, clock()))
+        return _settled_or(PlacementOutcome.REJECTED, failed)
     except ExchangeUnavailable as exc:
         if policy.is_last(attempt):
             reason = f"exchange unavailable after {attempt} attempts: {exc}"
-            failed, _ = write_with_retries(repository, order, lambda o: o.failed(reason, clock()))
-            return PlacementResult(PlacementOutcome.FAILED, failed)
+            failed, _ = write_with_retries(repository, claimed, lambda o: _failed(o, reason, clock()))
+            return _settled_or(PlacementOutcome.FAILED, failed)
         delay, error = policy.delay_after(attempt, rng), str(exc)
         # The message comes back after delay; only well after that is the
         # order stuck, so the sweep does not send a second message meanwhile.
         retrying, _ = write_with_retries(
             repository,
-            order,
+            claimed,
             lambda o: o.attempt_failed(error, clock()),
             sweep_after=lambda: clock() + timedelta(seconds=delay) + stuck_after,
         )
+        if not retrying.is_pending:
+            return PlacementResult(PlacementOutcome.ALREADY_SETTLED, retrying)
         return PlacementResult(PlacementOutcome.RETRY, retrying, retry_in_s=delay)
-    placed, _ = write_with_retries(repository, order, lambda o: o.placed(ack.exchange_order_id, clock()))
-    if placed.status is OrderStatus.FAILED:
-        # Another delivery gave up on it while this one got through: the
-        # exchange holds an order we show as failed. A human must look.
+    placed, _ = write_with_retries(repository, claimed, lambda o: o.placed(ack.exchange_order_id, clock()))
+    if placed.status is OrderStatus.FAILED or (placed.status is OrderStatus.CANCELED and placed.placed_at is None):
+        # Another delivery gave up on it, or its lease ran out and the client
+        # canceled it, while this one got through: the exchange holds an order
+        # we show as done. A human must look.
         logger.error(
-            "exchange accepted an order already marked failed",
-            extra={"order_id": order_id, "exchange_order_id": ack.exchange_order_id},
+            "exchange accepted an order already marked done",
+            extra={"order_id": order_id, "exchange_order_id": ack.exchange_order_id, "status": placed.status.value},
         )
     return PlacementResult(PlacementOutcome.PLACED, placed)
+
+
+def _not_ours_to_place(order: Order, repository: OrderRepository, clock: Clock) -> PlacementResult:
+    if order.is_pending:
+        # Pending with a live lease: another delivery is at the exchange with
+        # it. Dropping this message is safe: if that worker dies, the lease
+        # runs out and the sweep sends a new message.
+        return PlacementResult(PlacementOutcome.IN_FLIGHT, order)
+    if order.known_to_exchange:
+        # Execution reports arrived first: the exchange has the order, so
+        # record its placement (Order.placed decides whether that still
+        # applies) without asking the exchange again.
+        order, _ = write_with_retries(repository, order, lambda o: o.placed(None, clock()))
+    # Anything else (a client's cancel of an order never sent, a failed
+    # order) is left alone: it must not reach the exchange.
+    return PlacementResult(PlacementOutcome.ALREADY_SETTLED, order)
+
+
+def _failed(order: Order, reason: str, now: datetime) -> Order:
+    # A pending_cancel order is not failed: the client canceled it, and the
+    # cancel request finds out from the exchange whether it was ever placed.
+    return order.failed(reason, now) if order.is_pending else order.attempt_failed(reason, now)
+
+
+def _settled_or(outcome: PlacementOutcome, order: Order) -> PlacementResult:
+    # The client asked to cancel while this attempt was in flight: the order
+    # is pending_cancel and the cancel worker settles it with the exchange.
+    if order.status is OrderStatus.PENDING_CANCEL:
+        return PlacementResult(PlacementOutcome.ALREADY_SETTLED, order)
+    return PlacementResult(outcome, order)
+
+
+def _again_later(
+    order: Order,
+    receive_count: int,
+    delay_s: int,
+    outcome: CancelRequestOutcome,
+    repository: OrderRepository,
+    policy: RetryPolicy,
+    stuck_after: timedelta,
+    clock: Clock,
+) -> CancelRequestResult:
+    if not policy.is_last(receive_count):
+        return CancelRequestResult(outcome, order, retry_in_s=delay_s)
+    # This message's receives are used up and the DLQ is no place for it (the
+    # order may be live at the exchange): its sweep time is moved past the
+    # delay, and the sweep sends a fresh cancel message then, as often as it takes.
+    # If someone wrote it meanwhile, the sweep time stays as they left it.
+    with contextlib.suppress(ConcurrentModification):
+        repository.update(order, sweep_after=clock() + timedelta(seconds=delay_s) + stuck_after)
+    return CancelRequestResult(CancelRequestOutcome.LEFT_TO_SWEEP, order)
+
+
+class CancelRequestOutcome(StrEnum):
+    SENT = "sent"  # the exchange accepted the cancel; its canceled report settles the order
+    TOO_LATE = "too_late"  # done at the exchange already; the feed says how
+    CANCELED_UNPLACED = "canceled_unplaced"  # the exchange never had it: canceled here
+    NOTHING_TO_DO = "nothing_to_do"  # not pending_cancel (any more), or unknown
+    WAIT = "wait"  # a placement attempt may still reach the exchange: ask after its lease
+    RETRY = "retry"  # exchange unavailable: ask again after a backoff
+    LEFT_TO_SWEEP = "left_to_sweep"  # attempts of this message used up: the sweep sends a new one
+
+
+@dataclass(frozen=True)
+class CancelRequestResult:
+    outcome: CancelRequestOutcome
+    order: Order | None = None
+    retry_in_s: int = 0
+
+
+def request_exchange_cancel(
+    order_id: str,
+    receive_count: int,
+    repository: OrderRepository,
+    exchange: Exchange,
+    policy: RetryPolicy,
+    stuck_after: timedelta,
+    clock: Clock = utc_now,
+    rng: random.Random | None = None,
+) -> CancelRequestResult:
+    """Ask the exchange to cancel a pending_cancel order; safe to run any number of times."""
+    order = repository.get(order_id)
+    if order is None or order.status is not OrderStatus.PENDING_CANCEL:
+        return CancelRequestResult(CancelRequestOutcome.NOTHING_TO_DO, order)
+    now = clock()
+    if order.placement_in_flight(now) and order.placing_until is not None:
+        # Asked now, the exchange could answer "unknown order" and then accept
+        # the placement a moment later: wait until that attempt is over.
+        wait_s = max(1, math.ceil((order.placing_until - now).total_seconds()))
+        return _again_later(
+            order, receive_count, wait_s, CancelRequestOutcome.WAIT, repository, policy, stuck_after, clock
+        )
+    try:
+        outcome = exchange.cancel(order.id)
+    except ExchangeUnavailable:
+        delay = policy.delay_after(receive_count, rng)
+        return _again_later(
+            order, receive_count, delay, CancelRequestOutcome.RETRY, repository, policy, stuck_after, clock
+        )
+    if outcome is CancelOutcome.UNKNOWN_ORDER:
+        canceled, _ = write_with_retries(repository, order, lambda o: o.canceled_unplaced(clock()))
+        return CancelRequestResult(CancelRequestOutcome.CANCELED_UNPLACED, canceled)
+    if outcome is CancelOutcome.TOO_LATE:
+        return CancelRequestResult(CancelRequestOutcome.TOO_LATE, order)
+    return CancelRequestResult(CancelRequestOutcome.SENT, order)
 
 
 # A handful of concurrent writers at most: a redelivery, the sweep, a batch
@@ -232,12 +389,12 @@ def sweep_pending(
     limit: int,
     clock: Clock = utc_now,
 ) -> int:
-    """Re-send the placement message of every order pending past its sweep time; returns how many."""
+    """Re-send the placement (or cancel) message of every order owed work past its sweep time; returns how many."""
     now = clock()
     resent = 0
     due = repository.pending_due_for_sweep(now, limit)
     for order in repository.get_many(due).values() if due else ():
-        if not order.is_pending:
+        if not order.needs_work:
             continue  # the index is eventually consistent; the table is not
         order_id = order.id
         try:
@@ -246,7 +403,10 @@ def sweep_pending(
             repository.update(order, sweep_after=now + stuck_after)
         except ConcurrentModification:
             continue
-        queue.request_placement(order_id, order.correlation_id)
+        if order.is_pending:
+            queue.request_placement(order_id, order.correlation_id)
+        else:
+            queue.request_cancel(order_id, order.correlation_id)
         resent += 1
     if resent:
         logger.warning("re-enqueued stuck pending orders", extra={"count": resent})

@@ -94,9 +94,16 @@ def wait_until(condition: Callable[[], Any], timeout_s: float = 30.0, interval_s
     raise AssertionError(f"condition not met within {timeout_s}s; last value: {value!r}")
 
 
-def order_in_status(api_url: str, order_id: str, *statuses: str) -> Callable[[], dict[str, Any] | None]:
+def auth(api_key: str) -> dict[str, str]:
+    """The header that authenticates a request with this key (the stack's demo account: `stack.api_key`)."""
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def order_in_status(stack: LocalStack, order_id: str, *statuses: str) -> Callable[[], dict[str, Any] | None]:
+    """The order (read as the demo account) once it is in one of the statuses, else None."""
+
     def check() -> dict[str, Any] | None:
-        body = requests.get(f"{api_url}/orders/{order_id}", timeout=5).json()
+        body = requests.get(f"{stack.api_url}/orders/{order_id}", headers=auth(stack.api_key), timeout=5).json()
         return body if body.get("status") in statuses else None
 
     return check

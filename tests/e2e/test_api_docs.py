@@ -15,7 +15,8 @@ from openapi_spec_validator import validate as validate_spec
 from chalicelib.domain.model import order_id_for_client_key
 from chalicelib.entrypoints.openapi import openapi_document
 from chalicelib.entrypoints.schemas import MAX_BODY_BYTES, MAX_JSON_DEPTH
-from devstack.stack import LocalStack
+from devstack.stack import DEMO_ACCOUNT, LocalStack
+from tests.e2e.conftest import auth
 
 pytestmark = pytest.mark.e2e
 
@@ -129,9 +130,8 @@ def test_a_hostile_body_gets_a_clear_4xx_and_stores_nothing(
     stack: LocalStack, make_body: Any, status: int, fragment: str, key_suffix: str
 ) -> None:
     key = f"hostile-{uuid.uuid4().hex[:12]}"
-    response = requests.post(
-        f"{stack.api_url}/orders", data=make_body(key), headers={"Content-Type": "application/json"}, timeout=30
-    )
+    headers = {"Content-Type": "application/json", **auth(stack.api_key)}
+    response = requests.post(f"{stack.api_url}/orders", data=make_body(key), headers=headers, timeout=30)
     assert response.status_code == status, response.text
     answer = response.json()
     assert fragment in answer["message"], answer
@@ -139,29 +139,33 @@ def test_a_hostile_body_gets_a_clear_4xx_and_stores_nothing(
     if status == 422:
         assert answer["errors"], answer
     for stored_key in (key, key + key_suffix):
-        order_id = order_id_for_client_key(stored_key)
-        assert requests.get(f"{stack.api_url}/orders/{order_id}", timeout=10).status_code == 404
+        order_id = order_id_for_client_key(DEMO_ACCOUNT, stored_key)
+        response = requests.get(f"{stack.api_url}/orders/{order_id}", headers=auth(stack.api_key), timeout=10)
+        assert response.status_code == 404
 
 
 def test_a_wrong_content_type_is_415_and_stores_nothing(stack: LocalStack) -> None:
     key = f"hostile-{uuid.uuid4().hex[:12]}"
-    response = requests.post(
-        f"{stack.api_url}/orders", data=order_text(key), headers={"Content-Type": "text/plain"}, timeout=10
-    )
+    headers = {"Content-Type": "text/plain", **auth(stack.api_key)}
+    response = requests.post(f"{stack.api_url}/orders", data=order_text(key), headers=headers, timeout=10)
     assert response.status_code == 415
     assert "Unsupported media type" in response.json()["Message"]
-    assert requests.get(f"{stack.api_url}/orders/{order_id_for_client_key(key)}", timeout=10).status_code == 404
+    order_id = order_id_for_client_key(DEMO_ACCOUNT, key)
+    assert (
+        requests.get(f"{stack.api_url}/orders/{order_id}", headers=auth(stack.api_key), timeout=10).status_code == 404
+    )
 
 
 def test_ids_that_are_not_canonical_order_ids_are_404(stack: LocalStack) -> None:
     created = requests.post(
         f"{stack.api_url}/orders",
         data=order_text(f"ids-{uuid.uuid4()}"),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **auth(stack.api_key)},
         timeout=30,
     ).json()
     order_id = created["id"]
-    assert requests.get(f"{stack.api_url}/orders/{order_id}", timeout=10).status_code == 200
+    headers = auth(stack.api_key)
+    assert requests.get(f"{stack.api_url}/orders/{order_id}", headers=headers, timeout=10).status_code == 200
     for other in (
         order_id.upper(),
         order_id.replace("-", ""),
@@ -170,6 +174,7 @@ def test_ids_that_are_not_canonical_order_ids_are_404(stack: LocalStack) -> None
         order_id + " ",
     ):
         for suffix in ("", "/executions"):
-            response = requests.get(f"{stack.api_url}/orders/{quote(other, safe='')}{suffix}", timeout=10)
+            url = f"{stack.api_url}/orders/{quote(other, safe='')}{suffix}"
+            response = requests.get(url, headers=headers, timeout=10)
             assert response.status_code == 404, (other, suffix, response.text)
             assert response.json() == {"message": "Order not found"}

@@ -13,7 +13,7 @@ import requests
 
 from devstack.emulator import emulator_client
 from devstack.stack import LocalStack, start_bridge
-from tests.e2e.conftest import Exchange, order_in_status, wait_until
+from tests.e2e.conftest import Exchange, auth, order_in_status, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ OUR_STATUS = {"new": "placed"}
 def post_order(stack: LocalStack, **changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"type": "market", "side": "buy", "instrument": ISIN, "quantity": 12}
     body.update(changes)
-    response = requests.post(f"{stack.api_url}/orders", json=body, timeout=30)
+    response = requests.post(f"{stack.api_url}/orders", json=body, headers=auth(stack.api_key), timeout=30)
     assert response.status_code == 201, response.text
     return dict(response.json())
 
@@ -37,7 +37,7 @@ def agrees_with_exchange(stack: LocalStack, exchange: Exchange, order_id: str) -
     if record is None or record["execution"] is None or not record["execution"]["done"]:
         return None
     execution = record["execution"]
-    ours = requests.get(f"{stack.api_url}/orders/{order_id}", timeout=10).json()
+    ours = requests.get(f"{stack.api_url}/orders/{order_id}", headers=auth(stack.api_key), timeout=10).json()
     expected_price = None if execution["avg_price"] is None else float(Decimal(execution["avg_price"]))
     if (
         ours["status"] == OUR_STATUS.get(execution["status"], execution["status"])
@@ -60,7 +60,9 @@ def test_a_market_order_is_placed_filled_and_lists_its_executions(stack: LocalSt
 
     record = exchange.record(order["id"])
     assert record is not None
-    listed = requests.get(f"{stack.api_url}/orders/{order['id']}/executions", timeout=10).json()["executions"]
+    listed = requests.get(
+        f"{stack.api_url}/orders/{order['id']}/executions", headers=auth(stack.api_key), timeout=10
+    ).json()["executions"]
     assert [e["id"] for e in listed] == record["execution"]["exec_ids"]
     assert listed[0]["type"] == "new"
     assert listed[-1]["type"] == "fill"
@@ -69,7 +71,9 @@ def test_a_market_order_is_placed_filled_and_lists_its_executions(stack: LocalSt
 
 
 def test_executions_of_an_unknown_order_are_404(stack: LocalStack) -> None:
-    response = requests.get(f"{stack.api_url}/orders/{uuid.uuid4()}/executions", timeout=10)
+    response = requests.get(
+        f"{stack.api_url}/orders/{uuid.uuid4()}/executions", headers=auth(stack.api_key), timeout=10
+    )
     assert response.status_code == 404
 
 
@@ -89,14 +93,16 @@ def test_killing_the_bridge_mid_stream_loses_nothing_and_counts_nothing_twice(
     exchange.configure(reject_rate=0.0, cancel_rate=0.0, exec_delay_s=0.2)
     bridge = stack.process("bridge")
     orders = [post_order(stack, quantity=20 + i) for i in range(5)]
-    wait_until(order_in_status(stack.api_url, orders[0]["id"], "placed", "partially_filled", "filled"))
+    wait_until(order_in_status(stack, orders[0]["id"], "placed", "partially_filled", "filled"))
     bridge.kill()
     more = [post_order(stack, quantity=10 + i) for i in range(3)]  # reported while no bridge runs
     restarted = start_bridge(stack.env, (tmp_path / "bridge.log").open("wb"))
     stack.processes[stack.processes.index(bridge)] = restarted
     for order in orders + more:
         final = wait_until(lambda order=order: agrees_with_exchange(stack, exchange, order["id"]), timeout_s=90)
-        listed = requests.get(f"{stack.api_url}/orders/{order['id']}/executions", timeout=10).json()["executions"]
+        listed = requests.get(
+            f"{stack.api_url}/orders/{order['id']}/executions", headers=auth(stack.api_key), timeout=10
+        ).json()["executions"]
         assert sum(e["quantity"] for e in listed) == final["filled_quantity"]
 
 

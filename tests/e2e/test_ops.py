@@ -18,8 +18,8 @@ import requests
 from chalicelib.adapters.queue import placement_message
 from chalicelib.domain.model import order_id_for_client_key
 from devstack.emulator import emulator_client
-from devstack.stack import LocalStack
-from tests.e2e.conftest import Exchange, order_in_status, wait_until
+from devstack.stack import DEMO_ACCOUNT, LocalStack
+from tests.e2e.conftest import Exchange, auth, order_in_status, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -60,7 +60,7 @@ def calm_exchange(exchange: Exchange) -> Iterator[Exchange]:
 def post_order(stack: LocalStack, **changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"type": "market", "side": "buy", "instrument": ISIN, "quantity": 6}
     body.update(changes)
-    response = requests.post(f"{stack.api_url}/orders", json=body, timeout=30)
+    response = requests.post(f"{stack.api_url}/orders", json=body, headers=auth(stack.api_key), timeout=30)
     assert response.status_code == 201, response.text
     return dict(response.json())
 
@@ -71,7 +71,7 @@ def dlq_order_ids(stack: LocalStack) -> list[str]:
 
 
 def executions_of(stack: LocalStack, order_id: str) -> list[dict[str, Any]]:
-    response = requests.get(f"{stack.api_url}/orders/{order_id}/executions", timeout=10)
+    response = requests.get(f"{stack.api_url}/orders/{order_id}/executions", headers=auth(stack.api_key), timeout=10)
     return list(response.json()["executions"]) if response.status_code == 200 else []
 
 
@@ -83,15 +83,16 @@ def exchange_done(exchange: Exchange, order_id: str) -> dict[str, Any] | None:
 class StatusWatcher:
     """Samples an order's status over HTTP in the background, to see a short-lived status go by."""
 
-    def __init__(self, api_url: str, order_id: str) -> None:
-        self.url = f"{api_url}/orders/{order_id}"
+    def __init__(self, stack: LocalStack, order_id: str) -> None:
+        self.url = f"{stack.api_url}/orders/{order_id}"
+        self.headers = auth(stack.api_key)
         self.seen: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            status = requests.get(self.url, timeout=5).json()["status"]
+            status = requests.get(self.url, headers=self.headers, timeout=5).json()["status"]
             if not self.seen or self.seen[-1] != status:
                 self.seen.append(status)
 
@@ -109,22 +110,25 @@ def test_a_dead_lettered_order_is_reopened_placed_once_and_a_second_redrive_chan
 ) -> None:
     calm_exchange.configure(failure_rate=1.0)
     order_id = post_order(stack)["id"]
-    wait_until(order_in_status(stack.api_url, order_id, "failed"), timeout_s=60)
+    wait_until(order_in_status(stack, order_id, "failed"), timeout_s=60)
     wait_until(lambda: order_id in dlq_order_ids(stack), timeout_s=60)
 
     dry = ops(stack, "redrive", "--dry-run")
     assert [i["action"] for i in dry["placement"]["items"] if i["order_id"] == order_id] == ["reopened"]
-    assert requests.get(f"{stack.api_url}/orders/{order_id}", timeout=5).json()["status"] == "failed"
+    assert (
+        requests.get(f"{stack.api_url}/orders/{order_id}", headers=auth(stack.api_key), timeout=5).json()["status"]
+        == "failed"
+    )
     assert order_id in dlq_order_ids(stack)
 
     # The exchange works again, slowly: the reopened order stays pending
     # through the exchange call, long enough for the watcher to see it.
     calm_exchange.configure(failure_rate=0.0, latency_s=2.0)
-    with StatusWatcher(stack.api_url, order_id) as watcher:
+    with StatusWatcher(stack, order_id) as watcher:
         first = ops(stack, "redrive")
         mine = [i for i in first["placement"]["items"] if i["order_id"] == order_id]
         assert [i["action"] for i in mine] == ["reopened"], first
-        settled = wait_until(order_in_status(stack.api_url, order_id, *SETTLED, "failed"), timeout_s=60)
+        settled = wait_until(order_in_status(stack, order_id, *SETTLED, "failed"), timeout_s=60)
     assert settled["status"] != "failed", settled
     assert watcher.seen[:2] == ["failed", "pending"], watcher.seen
     record = calm_exchange.record(order_id)
@@ -158,7 +162,7 @@ def test_order_shows_the_stored_order_its_attempts_executions_and_history(
     record = wait_until(lambda: exchange_done(calm_exchange, order_id), timeout_s=60)
     exec_ids = record["execution"]["exec_ids"]
     wait_until(lambda: len(executions_of(stack, order_id)) == len(exec_ids), timeout_s=60)
-    wait_until(order_in_status(stack.api_url, order_id, "filled"), timeout_s=60)
+    wait_until(order_in_status(stack, order_id, "filled"), timeout_s=60)
 
     view = ops(stack, "order", order_id)
     order = view["order"]
@@ -189,7 +193,7 @@ def test_queues_reports_depths_and_stream_shards(stack: LocalStack, calm_exchang
     # `queues` counts (nothing else consumes the DLQ); a redrive that met it
     # would find nothing to reopen.
     order_id = post_order(stack)["id"]
-    wait_until(order_in_status(stack.api_url, order_id, *SETTLED), timeout_s=60)
+    wait_until(order_in_status(stack, order_id, *SETTLED), timeout_s=60)
     sent = sqs.send_message(QueueUrl=dlq_url, MessageBody=placement_message(order_id))
 
     def hold_mine() -> str | None:
@@ -266,7 +270,7 @@ def test_an_on_failure_batch_record_is_redriven_from_the_stream_and_its_records_
     stream = stack.resources["ExecutionsStreamName"]
     failed_url = stack.resources["ExecutionsFailedQueueUrl"]
     client_key = f"ops-{uuid.uuid4()}"
-    order_id = order_id_for_client_key(client_key)  # known before the order exists
+    order_id = order_id_for_client_key(DEMO_ACCOUNT, client_key)  # known before the order exists
     marker = f"ops-batch-{uuid.uuid4()}"
     put = kinesis.put_records(
         StreamName=stream,
@@ -330,7 +334,7 @@ def test_a_parked_report_is_put_back_once_its_order_exists_and_a_malformed_one_i
     kinesis = emulator_client("kinesis", stack.endpoint_url)
     sqs = emulator_client("sqs", stack.endpoint_url)
     client_key = f"ops-{uuid.uuid4()}"
-    order_id = order_id_for_client_key(client_key)
+    order_id = order_id_for_client_key(DEMO_ACCOUNT, client_key)
     exec_id = f"ops-parked-{uuid.uuid4()}"
     kinesis.put_records(
         StreamName=stack.resources["ExecutionsStreamName"],

@@ -15,8 +15,8 @@ import requests
 from chalicelib.adapters.queue import placement_message
 from chalicelib.domain.model import order_id_for_client_key
 from devstack.processes import ManagedProcess, free_port
-from devstack.stack import LocalStack, start_api
-from tests.e2e.conftest import Exchange, order_in_status, wait_until
+from devstack.stack import DEMO_ACCOUNT, LocalStack, start_api
+from tests.e2e.conftest import Exchange, auth, order_in_status, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -30,12 +30,13 @@ def limit_order(**changes: Any) -> dict[str, Any]:
     return body
 
 
-def post(api_url: str, body: Any) -> requests.Response:
-    return requests.post(f"{api_url}/orders", json=body, timeout=30)
+def post(stack: LocalStack, body: Any, api_url: str | None = None) -> requests.Response:
+    """POST /orders as the stack's demo account, to the stack's API or another one (api_url)."""
+    return requests.post(f"{api_url or stack.api_url}/orders", json=body, headers=auth(stack.api_key), timeout=30)
 
 
 def test_a_new_order_is_pending_then_placed(stack: LocalStack, exchange: Exchange) -> None:
-    response = post(stack.api_url, limit_order())
+    response = post(stack, limit_order())
     assert response.status_code == 201
     created = response.json()
     assert created["status"] == "pending"
@@ -43,7 +44,7 @@ def test_a_new_order_is_pending_then_placed(stack: LocalStack, exchange: Exchang
     assert created["created_at"].endswith("Z")
     assert created["client_order_id"] is None
 
-    placed = wait_until(order_in_status(stack.api_url, created["id"], "placed", "failed"))
+    placed = wait_until(order_in_status(stack, created["id"], "placed", "failed"))
     assert placed["status"] == "placed"
     assert placed["placed_at"] is not None
     assert {k: placed[k] for k in ("type", "side", "instrument", "quantity", "limit_price")} == {
@@ -55,7 +56,7 @@ def test_a_new_order_is_pending_then_placed(stack: LocalStack, exchange: Exchang
 
 
 def test_a_market_order_has_a_null_price(stack: LocalStack) -> None:
-    response = post(stack.api_url, {"type": "market", "side": "sell", "instrument": ISIN, "quantity": 3})
+    response = post(stack, {"type": "market", "side": "sell", "instrument": ISIN, "quantity": 3})
     assert response.status_code == 201
     assert response.json()["limit_price"] is None
 
@@ -64,9 +65,9 @@ def test_an_exchange_that_always_fails_ends_in_failed_after_the_configured_attem
     stack: LocalStack, exchange: Exchange, sqs: Any
 ) -> None:
     exchange.configure(failure_rate=1.0)
-    order = post(stack.api_url, limit_order()).json()
+    order = post(stack, limit_order()).json()
 
-    failed = wait_until(order_in_status(stack.api_url, order["id"], "failed", "placed"), timeout_s=60)
+    failed = wait_until(order_in_status(stack, order["id"], "failed", "placed"), timeout_s=60)
     assert failed["status"] == "failed"
     assert "3 attempts" in failed["failure_reason"]
     record = exchange.record(order["id"])
@@ -86,12 +87,12 @@ def test_an_exchange_that_always_fails_ends_in_failed_after_the_configured_attem
 
 def test_duplicate_deliveries_place_the_order_once(stack: LocalStack, exchange: Exchange, sqs: Any) -> None:
     exchange.configure(latency_s=0.5)  # so the copies overlap at the exchange
-    order = post(stack.api_url, limit_order()).json()
+    order = post(stack, limit_order()).json()
     queue_url = stack.resources["OrdersQueueUrl"]
     for _ in range(3):
         sqs.send_message(QueueUrl=queue_url, MessageBody=placement_message(order["id"]))
 
-    wait_until(order_in_status(stack.api_url, order["id"], "placed"))
+    wait_until(order_in_status(stack, order["id"], "placed"))
 
     def all_copies_consumed() -> bool:
         attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
@@ -101,24 +102,24 @@ def test_duplicate_deliveries_place_the_order_once(stack: LocalStack, exchange: 
     record = exchange.record(order["id"])
     assert record is not None
     assert record["accepted"] == 1
-    final = requests.get(f"{stack.api_url}/orders/{order['id']}", timeout=5).json()
+    final = requests.get(f"{stack.api_url}/orders/{order['id']}", headers=auth(stack.api_key), timeout=5).json()
     assert final["status"] == "placed"
 
 
 def test_the_idempotency_key_returns_the_same_order_and_places_it_once(stack: LocalStack, exchange: Exchange) -> None:
     key = f"client-{uuid.uuid4()}"
-    first = post(stack.api_url, limit_order(client_order_id=key))
-    second = post(stack.api_url, limit_order(client_order_id=key))
+    first = post(stack, limit_order(client_order_id=key))
+    second = post(stack, limit_order(client_order_id=key))
     assert first.status_code == 201
     assert second.status_code == 200
     assert second.json()["id"] == first.json()["id"]
     assert second.json()["client_order_id"] == key
 
-    conflict = post(stack.api_url, limit_order(client_order_id=key, quantity=11))
+    conflict = post(stack, limit_order(client_order_id=key, quantity=11))
     assert conflict.status_code == 409
     assert key in conflict.json()["message"]
 
-    wait_until(order_in_status(stack.api_url, first.json()["id"], "placed"))
+    wait_until(order_in_status(stack, first.json()["id"], "placed"))
     record = exchange.record(first.json()["id"])
     assert record is not None
     assert record["accepted"] == 1
@@ -158,7 +159,7 @@ INVALID_ORDERS = [
 def test_invalid_orders_get_422_naming_every_offending_field(
     stack: LocalStack, body: dict[str, Any], expected: dict[str, str]
 ) -> None:
-    response = post(stack.api_url, body)
+    response = post(stack, body)
     assert response.status_code == 422, response.text
     errors = {e["field"]: e["message"] for e in response.json()["errors"]}
     assert set(errors) == set(expected)
@@ -171,29 +172,28 @@ def test_invalid_orders_get_422_naming_every_offending_field(
     "raw", [b"", b"not json", b"[1, 2]", b'"order"', b"42", b"null", b'{"quantity": NaN}', b"{bad"]
 )
 def test_a_body_that_is_not_a_json_object_is_400(stack: LocalStack, raw: bytes) -> None:
-    response = requests.post(
-        f"{stack.api_url}/orders", data=raw, headers={"Content-Type": "application/json"}, timeout=10
-    )
+    headers = {"Content-Type": "application/json", **auth(stack.api_key)}
+    response = requests.post(f"{stack.api_url}/orders", data=raw, headers=headers, timeout=10)
     assert response.status_code == 400
     assert "JSON" in response.json()["message"]
 
 
 @pytest.mark.parametrize("order_id", ["nope", str(uuid.uuid4()), "00000000-0000-0000-0000-00000000000Z", "%20"])
 def test_an_unknown_or_malformed_id_is_404(stack: LocalStack, order_id: str) -> None:
-    response = requests.get(f"{stack.api_url}/orders/{order_id}", timeout=10)
+    response = requests.get(f"{stack.api_url}/orders/{order_id}", headers=auth(stack.api_key), timeout=10)
     assert response.status_code == 404
     assert response.json() == {"message": "Order not found"}
 
 
 @pytest.fixture
-def api_without(stack: LocalStack, tmp_path: Any) -> Iterator[Any]:
-    """Start a second API whose endpoint for one AWS service leads nowhere."""
+def api_with(stack: LocalStack, tmp_path: Any) -> Iterator[Any]:
+    """Start a second API with some of the stack's settings changed; its URL."""
     started: list[ManagedProcess] = []
 
-    def start(service: str) -> str:
+    def start(**overrides: str) -> str:
         port = free_port()
-        env = {**stack.env, f"AWS_ENDPOINT_URL_{service}": f"http://127.0.0.1:{free_port()}"}
-        started.append(start_api(port, env, (tmp_path / f"api-{service}.log").open("wb")))
+        log = (tmp_path / f"api-{len(started)}.log").open("wb")
+        started.append(start_api(port, {**stack.env, **overrides}, log))
         return f"http://127.0.0.1:{port}"
 
     yield start
@@ -202,31 +202,36 @@ def api_without(stack: LocalStack, tmp_path: Any) -> Iterator[Any]:
 
 
 def test_dynamodb_down_gives_the_exact_500_and_stores_nothing(
-    stack: LocalStack, exchange: Exchange, api_without: Any
+    stack: LocalStack, exchange: Exchange, api_with: Any
 ) -> None:
-    broken_api = api_without("DYNAMODB")
+    # DynamoDB failing every request for orders, while the API keys can still
+    # be read: the orders table this API uses does not exist. (DynamoDB
+    # unreachable altogether is refused earlier, by the authorizer, with a
+    # 503: tests/e2e/test_auth.py.)
+    broken_api = api_with(ORDERS_TABLE_NAME=f"{stack.resources['OrdersTableName']}-unavailable")
     key = f"outage-{uuid.uuid4()}"
-    response = post(broken_api, limit_order(client_order_id=key))
+    response = post(stack, limit_order(client_order_id=key), api_url=broken_api)
     assert response.status_code == 500
     assert response.json() == STORE_FAILED
 
-    order_id = order_id_for_client_key(key)
+    order_id = order_id_for_client_key(DEMO_ACCOUNT, key)
     table = boto3.resource("dynamodb", endpoint_url=stack.endpoint_url).Table(stack.resources["OrdersTableName"])
     assert "Item" not in table.get_item(Key={"id": order_id}, ConsistentRead=True)
-    assert requests.get(f"{stack.api_url}/orders/{order_id}", timeout=5).status_code == 404
+    assert requests.get(f"{stack.api_url}/orders/{order_id}", headers=auth(stack.api_key), timeout=5).status_code == 404
     assert exchange.record(order_id) is None
 
 
 def test_sqs_down_still_answers_201_and_the_order_is_placed_by_the_sweep(
-    stack: LocalStack, exchange: Exchange, api_without: Any
+    stack: LocalStack, exchange: Exchange, api_with: Any
 ) -> None:
-    broken_api = api_without("SQS")
-    response = post(broken_api, limit_order())
+    broken_api = api_with(AWS_ENDPOINT_URL_SQS=f"http://127.0.0.1:{free_port()}")
+    response = post(stack, limit_order(), api_url=broken_api)
     assert response.status_code == 201
     order_id = response.json()["id"]
-    assert requests.get(f"{stack.api_url}/orders/{order_id}", timeout=5).json()["status"] == "pending"
+    current = requests.get(f"{stack.api_url}/orders/{order_id}", headers=auth(stack.api_key), timeout=5).json()
+    assert current["status"] == "pending"
 
-    placed = wait_until(order_in_status(stack.api_url, order_id, "placed"), timeout_s=60)
+    placed = wait_until(order_in_status(stack, order_id, "placed"), timeout_s=60)
     assert placed["status"] == "placed"
     record = exchange.record(order_id)
     assert record is not None
@@ -239,17 +244,17 @@ def test_the_correlation_id_follows_the_order_into_the_placement_logs(stack: Loc
     response = requests.post(
         f"{stack.api_url}/orders",
         json=limit_order(client_order_id=key),
-        headers={"X-Correlation-Id": correlation_id},
+        headers={"X-Correlation-Id": correlation_id, **auth(stack.api_key)},
         timeout=30,
     )
     assert response.status_code == 201
     assert response.headers["X-Correlation-Id"] == correlation_id
     order_id = response.json()["id"]
     # A replay from another request still names the order's own correlation id.
-    replay = post(stack.api_url, limit_order(client_order_id=key))
+    replay = post(stack, limit_order(client_order_id=key))
     assert replay.headers["X-Correlation-Id"] == correlation_id
 
-    wait_until(order_in_status(stack.api_url, order_id, "placed", "partially_filled", "filled"))
+    wait_until(order_in_status(stack, order_id, "placed", "partially_filled", "filled"))
 
     def placement_logged() -> bool:
         for line in stack.log_path.read_text(errors="replace").splitlines():
@@ -266,9 +271,9 @@ def test_the_configured_order_size_bound_is_a_422_naming_it(stack: LocalStack) -
     port = free_port()
     env = {**stack.env, "MAX_ORDER_QUANTITY": "50"}
     with start_api(port, env, subprocess.DEVNULL):
-        too_big = post(f"http://127.0.0.1:{port}", limit_order(quantity=51))
+        too_big = post(stack, limit_order(quantity=51), api_url=f"http://127.0.0.1:{port}")
         assert too_big.status_code == 422
         assert too_big.json()["errors"] == [
             {"field": "quantity", "message": "quantity must be at most 50 (maximum order size)"}
         ]
-        assert post(f"http://127.0.0.1:{port}", limit_order(quantity=50)).status_code == 201
+        assert post(stack, limit_order(quantity=50), api_url=f"http://127.0.0.1:{port}").status_code == 201

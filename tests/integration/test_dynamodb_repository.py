@@ -32,7 +32,7 @@ def new_order(client_order_id: str | None = None, price: str | None = "123.45") 
         Decimal(price) if price else None,
         client_order_id,
     )
-    return Order.create(terms, T0)
+    return Order.create("acct-1", terms, T0)
 
 
 def test_an_order_round_trips_exactly(repo: DynamoDBOrderRepository) -> None:

@@ -59,7 +59,7 @@ def test_a_batch_updates_each_order_once_and_is_idempotent(
     orders: DynamoDBOrderRepository, executions: DynamoDBExecutionRepository
 ) -> None:
     stored = [
-        orders.add(Order.create(OrderTerms(OrderType.MARKET, Side.BUY, "US0378331005", 10, None), T0), T0)
+        orders.add(Order.create("acct-1", OrderTerms(OrderType.MARKET, Side.BUY, "US0378331005", 10, None), T0), T0)
         for _ in range(3)
     ]
     batch = []

@@ -32,7 +32,7 @@ def test_the_sweep_emits_its_metric_and_json_logs_with_the_order(adapter_stack: 
     repository = DynamoDBOrderRepository(record_class_for(adapter_stack["OrdersTableName"]))
     long_ago = datetime(2000, 1, 1, tzinfo=UTC)
     order = repository.add(
-        Order.create(OrderTerms(OrderType.MARKET, Side.BUY, "US0378331005", 1, None), long_ago, "corr-obs-1"),
+        Order.create("acct-1", OrderTerms(OrderType.MARKET, Side.BUY, "US0378331005", 1, None), long_ago, "corr-obs-1"),
         sweep_after=long_ago + timedelta(seconds=1),
     )
     env = {

@@ -206,6 +206,8 @@ def role_of(template: dict[str, Any], logical_id: str) -> str:
 
 ORDERS_TABLE = getatt("OrdersTable")
 PENDING_SWEEP_INDEX = {"Fn::Sub": "${OrdersTable.Arn}/index/pending-sweep"}
+ACCOUNT_ORDERS_INDEX = {"Fn::Sub": "${OrdersTable.Arn}/index/account-orders"}
+API_KEYS_TABLE = getatt("ApiKeysTable")
 EXECUTIONS_TABLE = getatt("ExecutionsTable")
 ORDERS_QUEUE = getatt("OrdersQueue")
 EXECUTIONS_FAILED_QUEUE = getatt("ExecutionsFailedQueue")
@@ -237,10 +239,15 @@ def _runtime(handler: str) -> set[tuple[str, str]]:
 
 EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
     # POST: conditional PutItem, GetItem on an idempotent repeat, then the
-    # placement message; GET /orders/{id}: GetItem; GET .../executions: GetItem + Query.
-    "api_handler": _pairs(ORDERS_TABLE, "dynamodb:PutItem", "dynamodb:GetItem")
+    # placement message; GET /orders/{id}: GetItem; GET .../executions: GetItem + Query;
+    # GET /orders: Query on the account-orders index; DELETE: GetItem + UpdateItem.
+    "api_handler": _pairs(ORDERS_TABLE, "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem")
+    | _pairs(ACCOUNT_ORDERS_INDEX, "dynamodb:Query")
     | _pairs(EXECUTIONS_TABLE, "dynamodb:Query")
     | _pairs(ORDERS_QUEUE, "sqs:GetQueueUrl", "sqs:SendMessage"),
+    # One GetItem per request: the caller's key. Keys are created and revoked
+    # by the operator tool, never by a function.
+    "api_key_authorizer": _pairs(API_KEYS_TABLE, "dynamodb:GetItem"),
     # Read the order, settle it with UpdateItem; backoff by ChangeMessageVisibility.
     "place_orders": _pairs(ORDERS_TABLE, "dynamodb:GetItem", "dynamodb:UpdateItem")
     | _pairs(ORDERS_QUEUE, "sqs:GetQueueUrl", "sqs:ChangeMessageVisibility", *SQS_MAPPING),
@@ -329,6 +336,7 @@ def test_the_resource_names_are_the_stages(packaged: Packaged) -> None:
         "EXECUTIONS_STREAM_NAME": ("ExecutionsStream", f"{prefix}-executions"),
         "EXECUTIONS_TABLE_NAME": ("ExecutionsTable", f"{prefix}-executions"),
         "EXECUTIONS_FAILED_QUEUE_NAME": ("ExecutionsFailedQueue", f"{prefix}-executions-failed"),
+        "API_KEYS_TABLE_NAME": ("ApiKeysTable", f"{prefix}-api-keys"),
     }
     for handler in HANDLERS:
         variables = packaged.resources[function_id(handler)]["Properties"]["Environment"]["Variables"]
@@ -464,8 +472,13 @@ PYNAMODB_ACTIONS = {
     "query": "dynamodb:Query",
 }
 # The table each adapter module's records live in (the only modules that use
-# PynamoDB); queries on `index` go to the orders table's pending-sweep index.
-ADAPTER_TABLES = {"dynamodb.py": ORDERS_TABLE, "executions_table.py": EXECUTIONS_TABLE}
+# PynamoDB); queries on `index` go to the orders table's index last assigned
+# to `index` (`index: Any = self._records.pending_sweep`).
+ADAPTER_TABLES = {"dynamodb.py": ORDERS_TABLE, "executions_table.py": EXECUTIONS_TABLE, "api_keys.py": API_KEYS_TABLE}
+INDEX_ATTRIBUTES = {"pending_sweep": PENDING_SWEEP_INDEX, "account_orders": ACCOUNT_ORDERS_INDEX}
+# Calls the code makes that no function may: `python -m ops keys create /
+# revoke`, with the operator's own credentials (docs/operations.md).
+OPERATOR_ONLY = _pairs(API_KEYS_TABLE, "dynamodb:PutItem", "dynamodb:UpdateItem")
 
 
 def test_the_code_makes_no_aws_call_iam_does_not_know_of(packaged: Packaged) -> None:
@@ -482,20 +495,29 @@ def test_the_code_makes_no_aws_call_iam_does_not_know_of(packaged: Packaged) -> 
         if "pynamodb" not in source:
             continue
         assert path.name in ADAPTER_TABLES, f"{path}: PynamoDB outside the adapters this test knows"
-        for receiver, method in re.findall(r"\b(self\._records|record|index)\.(\w+)\(", source):
+        index = None
+        pattern = r"\bindex\b[^=\n]*=\s*\w+(?:\._records)?\.(\w+)\b|\b(self\._records|record|index)\.(\w+)\("
+        for assigned, receiver, method in re.findall(pattern, source):
+            if assigned:
+                assert assigned in INDEX_ATTRIBUTES, f"{path}: index {assigned} - add it to this test"
+                index = INDEX_ATTRIBUTES[assigned]
+                continue
             assert method in PYNAMODB_ACTIONS, f"{path}: {receiver}.{method}() - add its IAM action to this test"
-            table = PENDING_SWEEP_INDEX if receiver == "index" else ADAPTER_TABLES[path.name]
+            table = index if receiver == "index" else ADAPTER_TABLES[path.name]
+            assert table is not None, f"{path}: index.{method}() before any index was assigned"
             called.add((PYNAMODB_ACTIONS[method], key(table)))
     granted = _granted_by_code(packaged.template)
     granted_actions = {action for action, _ in granted}
+    assert called >= OPERATOR_ONLY, "the operator-only calls are gone: drop them from OPERATOR_ONLY"
+    assert not OPERATOR_ONLY & granted, "no function may create or revoke API keys"
     # Every action the code calls is granted, on the resource the adapter is for...
-    for action, resource in called:
+    for action, resource in called - OPERATOR_ONLY:
         if action.startswith("dynamodb:"):
             assert (action, resource) in granted, (action, resource)
         else:
             assert action in granted_actions, action
     # ...and nothing is granted that the code never calls.
-    assert granted_actions == {action for action, _ in called}
+    assert granted_actions == {action for action, _ in called - OPERATOR_ONLY}
     assert {pair for pair in granted if pair[0].startswith("dynamodb:")} <= called
 
 
@@ -567,6 +589,59 @@ def test_the_api_is_throttled(packaged: Packaged) -> None:
     assert len(plans) == 1
     assert plans[0]["ApiStages"] == [{"ApiId": {"Ref": "RestAPI"}, "Stage": {"Ref": "RestAPI.Stage"}}]
     assert set(plans[0]["Throttle"]) == {"RateLimit", "BurstLimit"}
+
+
+ORDER_ROUTES = {
+    ("/orders", "post"),
+    ("/orders", "get"),
+    ("/orders/{order_id}", "get"),
+    ("/orders/{order_id}", "delete"),
+    ("/orders/{order_id}/executions", "get"),
+}
+
+
+def test_every_order_route_has_the_authorizer_as_an_uncached_request_authorizer(packaged: Packaged) -> None:
+    name = build_template.AUTHORIZER
+    plain = packaged.plain["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["securityDefinitions"]
+    # The name the merge template addresses is the one Chalice generates (else it would add a second one).
+    assert set(plain) == {name}
+    assert plain[name]["x-amazon-apigateway-authorizer"]["type"] == "token"
+    body = packaged.resources["RestAPI"]["Properties"]["DefinitionBody"]
+    authorizer = body["securityDefinitions"][name]["x-amazon-apigateway-authorizer"]
+    # Every header reaches the function, on every request: a revoked key stops at once.
+    assert authorizer["type"] == "request"
+    assert authorizer["authorizerResultTtlInSeconds"] == 0
+    assert "identitySource" not in authorizer  # else API Gateway answers by itself when it is missing
+    function = function_id(name)
+    assert function in authorizer["authorizerUri"]["Fn::Sub"]
+    assert packaged.resources[function]["Properties"]["Handler"] == f"app.{name}"
+    secured = {
+        (path, method): operation["security"]
+        for path, operations in body["paths"].items()
+        for method, operation in operations.items()
+        if operation.get("security")
+    }
+    assert set(secured) == ORDER_ROUTES
+    assert all(security == [{name: []}] for security in secured.values())
+
+
+def test_refusals_are_json_401s_and_a_failing_authorizer_a_503(packaged: Packaged) -> None:
+    responses = packaged.resources["RestAPI"]["Properties"]["DefinitionBody"]["x-amazon-apigateway-gateway-responses"]
+    assert responses == json.loads((REPO / "infra" / "gateway_responses.json").read_text(encoding="utf-8"))
+    assert {kind: response["statusCode"] for kind, response in responses.items()} == {
+        "ACCESS_DENIED": 401,
+        "UNAUTHORIZED": 401,
+        "AUTHORIZER_FAILURE": 503,
+    }
+
+
+def test_an_unknown_gateway_response_fails_the_build(tmp_path: Path) -> None:
+    _copy_project(tmp_path)
+    path = tmp_path / "infra" / "gateway_responses.json"
+    responses = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**responses, "ACCESS_DENIEDD": responses["ACCESS_DENIED"]}), encoding="utf-8")
+    with pytest.raises(build_template.TemplateError, match="ACCESS_DENIEDD"):
+        build_template.build_template("dev", tmp_path)
 
 
 def test_the_feed_bridge_is_one_fargate_task_with_its_own_least_privilege(packaged: Packaged) -> None:

@@ -58,6 +58,7 @@ def test_outputs_name_every_resource(aws_endpoint: str, stack_name: str, prefix:
     assert outputs["OrdersQueueName"] == f"{prefix}-orders"
     assert outputs["OrdersDeadLetterQueueName"] == f"{prefix}-orders-dlq"
     assert outputs["ExecutionsStreamName"] == f"{prefix}-executions"
+    assert outputs["ApiKeysTableName"] == f"{prefix}-api-keys"
     # Host differs by emulator (moto answers with sqs.<region>.amazonaws.com),
     # the path always ends in the queue name.
     assert outputs["OrdersQueueUrl"].endswith(f"/{prefix}-orders")
@@ -67,7 +68,9 @@ def test_outputs_name_every_resource(aws_endpoint: str, stack_name: str, prefix:
     assert outputs["ExecutionsStreamArn"].endswith(f":stream/{prefix}-executions")
 
 
-def test_table_has_sparse_pending_sweep_index(aws_endpoint: str, stack_name: str, prefix: str) -> None:
+def test_table_has_sparse_pending_sweep_index_and_the_account_index(
+    aws_endpoint: str, stack_name: str, prefix: str
+) -> None:
     outputs = provision_stack(aws_endpoint, stack_name, prefix)
 
     table = client("dynamodb", aws_endpoint).describe_table(TableName=outputs["OrdersTableName"])["Table"]
@@ -75,14 +78,20 @@ def test_table_has_sparse_pending_sweep_index(aws_endpoint: str, stack_name: str
     assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
-    assert types == {"id": "S", "pending_shard": "N", "sweep_after": "S"}
-    (index,) = table["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == "pending-sweep"
-    assert index["KeySchema"] == [
+    assert types == {"id": "S", "pending_shard": "N", "sweep_after": "S", "account_id": "S", "created_at": "S"}
+    indexes = {index["IndexName"]: index for index in table["GlobalSecondaryIndexes"]}
+    assert set(indexes) == {"pending-sweep", "account-orders"}
+    assert indexes["pending-sweep"]["KeySchema"] == [
         {"AttributeName": "pending_shard", "KeyType": "HASH"},
         {"AttributeName": "sweep_after", "KeyType": "RANGE"},
     ]
-    assert index["Projection"]["ProjectionType"] == "KEYS_ONLY"
+    assert indexes["pending-sweep"]["Projection"]["ProjectionType"] == "KEYS_ONLY"
+    assert indexes["account-orders"]["KeySchema"] == [
+        {"AttributeName": "account_id", "KeyType": "HASH"},
+        {"AttributeName": "created_at", "KeyType": "RANGE"},
+    ]
+    # A page of GET /orders comes from the index alone.
+    assert indexes["account-orders"]["Projection"]["ProjectionType"] == "ALL"
 
 
 def test_queue_redrives_to_dead_letter_queue_after_max_attempts(

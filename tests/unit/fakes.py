@@ -5,9 +5,16 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from chalicelib.adapters.exchange import ExchangeAck, ExchangeRejected, ExchangeUnavailable
+from chalicelib.adapters.exchange import CancelOutcome, ExchangeAck, ExchangeRejected, ExchangeUnavailable
 from chalicelib.adapters.queue import QueueUnavailable
-from chalicelib.adapters.repository import ConcurrentModification, OrderAlreadyExists, StorageUnavailable
+from chalicelib.adapters.repository import (
+    ConcurrentModification,
+    OrderAlreadyExists,
+    OrderCursor,
+    OrderPage,
+    OrderQuery,
+    StorageUnavailable,
+)
 from chalicelib.domain.model import ExecutionReport, Order
 
 
@@ -47,9 +54,10 @@ class FakeRepository:
             raise ConcurrentModification(order.id)
         stored = dataclasses.replace(order, version=order.version + 1)
         self.orders[order.id] = stored
-        if stored.is_pending and sweep_after is not None:
+        # As the DynamoDB adapter: orders owed work keep (or get) a sweep time.
+        if stored.needs_work and sweep_after is not None:
             self.sweep_after[order.id] = sweep_after
-        else:
+        elif not stored.needs_work:
             self.sweep_after.pop(order.id, None)
         self.writes += 1
         return stored
@@ -59,10 +67,34 @@ class FakeRepository:
         due = sorted((at, order_id) for order_id, at in self.sweep_after.items() if at < now)
         return [order_id for _, order_id in due[:limit]]
 
+    def list_for_account(self, query: OrderQuery) -> OrderPage:
+        self._check()
+        mine = sorted(
+            (o for o in self.orders.values() if o.account_id == query.account_id),
+            key=lambda o: (o.created_at, o.id),
+            reverse=True,
+        )
+        if query.cursor is not None:
+            after = (query.cursor.created_at, query.cursor.order_id)
+            mine = [o for o in mine if (o.created_at, o.id) < after]
+        matching = [
+            o
+            for o in mine
+            if (query.statuses is None or o.status in query.statuses)
+            and (query.instrument is None or o.terms.instrument == query.instrument)
+            and (query.side is None or o.terms.side is query.side)
+            and (query.created_after is None or o.created_at > query.created_after)
+            and (query.created_before is None or o.created_at < query.created_before)
+        ]
+        page = matching[: query.limit]
+        more = len(matching) > query.limit
+        return OrderPage(page, OrderCursor(page[-1].created_at, page[-1].id) if more else None)
+
 
 class FakeQueue:
     def __init__(self) -> None:
         self.sent: list[str] = []
+        self.cancels: list[str] = []
         self.visibility: dict[str, int] = {}
         self.down = False
 
@@ -71,6 +103,11 @@ class FakeQueue:
             raise QueueUnavailable("down")
         self.sent.append(order_id)
 
+    def request_cancel(self, order_id: str, correlation_id: str | None = None) -> None:
+        if self.down:
+            raise QueueUnavailable("down")
+        self.cancels.append(order_id)
+
     def retry_after(self, receipt_handle: str, delay_s: int) -> None:
         self.visibility[receipt_handle] = delay_s
 
@@ -78,13 +115,23 @@ class FakeQueue:
 class FakeExchange:
     """Scripted answers, then accepts; remembers client order ids like the real venue."""
 
-    def __init__(self, script: list[str] | None = None) -> None:
+    def __init__(self, script: list[str] | None = None, cancel_script: list[str] | None = None) -> None:
         self.script = list(script or [])
+        self.cancel_script = list(cancel_script or [])
         self.accepted: dict[str, str] = {}
+        self.canceled: set[str] = set()
         self.calls: list[str] = []
+        self.cancel_calls: list[str] = []
+        # Runs inside place(), as if the exchange were still working on it:
+        # lets a test do something while an attempt is in flight.
+        self.during_place: list[object] = []
 
     def place(self, order: Order) -> ExchangeAck:
         self.calls.append(order.id)
+        while self.during_place:
+            action = self.during_place.pop(0)
+            assert callable(action)
+            action()
         step = self.script.pop(0) if self.script else "accept"
         if step == "unavailable":
             raise ExchangeUnavailable("connection not available")
@@ -94,6 +141,18 @@ class FakeExchange:
             return ExchangeAck(self.accepted[order.id], duplicate=True)
         self.accepted[order.id] = f"X{len(self.accepted) + 1}"
         return ExchangeAck(self.accepted[order.id])
+
+    def cancel(self, order_id: str) -> CancelOutcome:
+        self.cancel_calls.append(order_id)
+        step = self.cancel_script.pop(0) if self.cancel_script else "answer"
+        if step == "unavailable":
+            raise ExchangeUnavailable("connection not available")
+        if order_id not in self.accepted:
+            return CancelOutcome.UNKNOWN_ORDER
+        if order_id in self.canceled:
+            return CancelOutcome.TOO_LATE
+        self.canceled.add(order_id)
+        return CancelOutcome.CANCEL_ACCEPTED
 
 
 class FakeExecutions:

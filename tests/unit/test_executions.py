@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,6 +16,7 @@ from chalicelib.domain.model import (
     ExecType,
     ExecutionReport,
     Order,
+    OrderNotCancelable,
     OrderStatus,
     OrderTerms,
     OrderType,
@@ -29,11 +31,12 @@ PRECEDENCE = [
     OrderStatus.PENDING,
     OrderStatus.PLACED,
     OrderStatus.PARTIALLY_FILLED,
+    OrderStatus.PENDING_CANCEL,
 ]
 
 
 def market_order(quantity: int = 100) -> Order:
-    return Order.create(OrderTerms(OrderType.MARKET, Side.BUY, "US0378331005", quantity, None), T0)
+    return Order.create("acct-1", OrderTerms(OrderType.MARKET, Side.BUY, "US0378331005", quantity, None), T0)
 
 
 def execution_history(order: Order, fills: list[tuple[int, Decimal]], ending: ExecType) -> list[ExecutionReport]:
@@ -159,6 +162,42 @@ def test_any_permutation_with_duplicates_ends_in_the_same_state(fills, ending, d
     state = order
     for start, end in zip([0, *cuts], [*cuts, len(shuffled)], strict=True):
         state = state.apply_executions(shuffled[start:end], T0)
+    assert (state.status, state.filled_quantity, state.average_fill_price) == (
+        expected.status,
+        expected.filled_quantity,
+        expected.average_fill_price,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fills=fills_strategy,
+    ending=st.sampled_from([ExecType.FILL, ExecType.CANCELED, ExecType.EXPIRED]),
+    data=st.data(),
+)
+def test_a_cancel_request_anywhere_in_the_feed_changes_no_final_state(fills, ending, data) -> None:
+    """The client's cancel may come between any two batches: the exchange's final word still decides."""
+    if ending is ExecType.FILL and not fills:
+        ending = ExecType.EXPIRED
+    quantity = sum(q for q, _ in fills) + (0 if ending is ExecType.FILL else 10)
+    order = market_order(quantity).placed("X1", T0)
+    history = execution_history(order, fills, ending)
+    expected = order.apply_executions(history, T0)
+
+    shuffled = data.draw(st.permutations(history + data.draw(st.lists(st.sampled_from(history), max_size=3))))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(shuffled)), max_size=3)))
+    cancel_before = data.draw(st.integers(0, len(cuts)))
+    state = order
+    for batch, (start, end) in enumerate(zip([0, *cuts], [*cuts, len(shuffled)], strict=True)):
+        if batch == cancel_before:
+            with contextlib.suppress(OrderNotCancelable):  # the feed may have settled it already
+                state = state.cancel_requested(T0)
+            if not state.is_terminal:
+                assert state.status is OrderStatus.PENDING_CANCEL
+        state = state.apply_executions(shuffled[start:end], T0)
+        # Until the final word, a pending cancel stays pending; fills still count.
+        if state.status is not OrderStatus.PENDING_CANCEL:
+            assert state.is_terminal or batch < cancel_before
     assert (state.status, state.filled_quantity, state.average_fill_price) == (
         expected.status,
         expected.filled_quantity,

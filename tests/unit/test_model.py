@@ -36,25 +36,25 @@ def terms(**changes: object) -> OrderTerms:
 
 
 def test_a_new_order_is_pending_with_no_attempts() -> None:
-    order = Order.create(terms(), NOW)
+    order = Order.create("acct-1", terms(), NOW)
     assert order.status is OrderStatus.PENDING
     assert order.attempts == 0
     assert is_order_id(order.id)
 
 
 def test_the_same_client_order_id_always_gives_the_same_order_id() -> None:
-    first = Order.create(terms(client_order_id="abc-1"), NOW)
-    second = Order.create(terms(client_order_id="abc-1"), NOW)
-    other = Order.create(terms(client_order_id="abc-2"), NOW)
+    first = Order.create("acct-1", terms(client_order_id="abc-1"), NOW)
+    second = Order.create("acct-1", terms(client_order_id="abc-1"), NOW)
+    other = Order.create("acct-1", terms(client_order_id="abc-2"), NOW)
     assert first.id == second.id != other.id
 
 
 def test_orders_without_a_client_order_id_get_distinct_ids() -> None:
-    assert Order.create(terms(), NOW).id != Order.create(terms(), NOW).id
+    assert Order.create("acct-1", terms(), NOW).id != Order.create("acct-1", terms(), NOW).id
 
 
 def test_pending_goes_to_placed_once() -> None:
-    placed = Order.create(terms(), NOW).placed("X1", NOW)
+    placed = Order.create("acct-1", terms(), NOW).placed("X1", NOW)
     assert placed.status is OrderStatus.PLACED
     assert placed.placed_at == NOW
     assert placed.exchange_order_id == "X1"
@@ -66,7 +66,7 @@ def test_pending_goes_to_placed_once() -> None:
 
 
 def test_failed_is_terminal_and_keeps_its_reason() -> None:
-    failed = Order.create(terms(), NOW).failed("exchange down", NOW)
+    failed = Order.create("acct-1", terms(), NOW).failed("exchange down", NOW)
     assert failed.failure_reason == "exchange down"
     with pytest.raises(InvalidTransition):
         failed.placed("X1", NOW)
@@ -75,7 +75,7 @@ def test_failed_is_terminal_and_keeps_its_reason() -> None:
 
 
 def test_a_failed_attempt_keeps_the_order_pending_and_counts() -> None:
-    order = Order.create(terms(), NOW).attempt_failed("timeout", NOW).attempt_failed("timeout", NOW)
+    order = Order.create("acct-1", terms(), NOW).attempt_failed("timeout", NOW).attempt_failed("timeout", NOW)
     assert order.status is OrderStatus.PENDING
     assert order.attempts == 2
     assert order.last_error == "timeout"
@@ -88,7 +88,7 @@ def test_transition_table_covers_every_status_and_terminal_ones_lead_nowhere() -
 
 
 def test_same_terms_compares_prices_by_value() -> None:
-    order = Order.create(terms(limit_price=Decimal("10.1")), NOW)
+    order = Order.create("acct-1", terms(limit_price=Decimal("10.1")), NOW)
     assert order.has_same_terms(terms(limit_price=Decimal("10.10")))
     assert not order.has_same_terms(terms(limit_price=Decimal("10.11")))
     assert not order.has_same_terms(terms(side=Side.SELL, limit_price=Decimal("10.1")))

@@ -20,6 +20,8 @@ pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 SWEEP = timedelta(seconds=60)
+LEASE = timedelta(seconds=15)
+ACCOUNT = "acct-1"
 POLICY = RetryPolicy(max_attempts=3, backoff_base_s=2, backoff_max_s=900)
 
 
@@ -47,12 +49,12 @@ def queue() -> FakeQueue:
 
 def create(repo: FakeRepository, queue: FakeQueue, t: OrderTerms, clock: Clock | None = None) -> orders.CreatedOrder:
     # Each call is its own request, with its own correlation id.
-    return orders.create_order(t, repo, queue, SWEEP, clock or Clock(), correlation_id=str(uuid.uuid4()))
+    return orders.create_order(ACCOUNT, t, repo, queue, SWEEP, clock or Clock(), correlation_id=str(uuid.uuid4()))
 
 
 def place(repo, order_id, exchange, receive_count=1, clock=None):
     return orders.place_order(
-        order_id, receive_count, repo, exchange, POLICY, SWEEP, clock or Clock(), random.Random(0)
+        order_id, receive_count, repo, exchange, POLICY, SWEEP, LEASE, clock or Clock(), random.Random(0)
     )
 
 
@@ -96,7 +98,7 @@ def test_queue_down_still_creates_the_order_for_the_sweep(repo: FakeRepository, 
 
 def test_get_unknown_order(repo: FakeRepository) -> None:
     with pytest.raises(OrderNotFound):
-        orders.get_order("nope", repo)
+        orders.get_order("nope", ACCOUNT, repo)
 
 
 def test_placement_places_and_leaves_the_sweep_index(repo: FakeRepository, queue: FakeQueue) -> None:
@@ -257,7 +259,7 @@ class LostAnswerRepository(FakeRepository):
 @pytest.mark.parametrize("client_retries", [True, False])
 def test_a_write_whose_answer_was_lost_is_still_created_and_enqueued(queue: FakeQueue, client_retries: bool) -> None:
     repo = LostAnswerRepository(client_retries)
-    result = orders.create_order(terms("key-9"), repo, queue, SWEEP, Clock(), correlation_id="c-1")
+    result = orders.create_order(ACCOUNT, terms("key-9"), repo, queue, SWEEP, Clock(), correlation_id="c-1")
     assert result.created
     assert queue.sent == [result.order.id]
     assert len(repo.orders) == 1

@@ -249,7 +249,7 @@ def test_any_body_is_an_order_or_a_client_error(raw_body: bytes) -> None:
 
 def an_order(**changes: Any) -> Order:
     terms = OrderTerms(OrderType.LIMIT, Side.BUY, ISIN, 10, Decimal("187.25"), client_order_id="k-1")
-    order = Order.create(terms, T0, correlation_id="c-1")
+    order = Order.create("acct-1", terms, T0, correlation_id="c-1")
     return order if not changes else Order(**{**order.__dict__, **changes})
 
 
@@ -342,7 +342,7 @@ def test_the_request_body_schema_is_the_models() -> None:
         an_order(),
         an_order(status=OrderStatus.PARTIALLY_FILLED, placed_at=T0, filled_quantity=4, average_fill_price=Decimal("1")),
         an_order(status=OrderStatus.FAILED, failure_reason="exchange unavailable after 3 attempts"),
-        Order.create(OrderTerms(OrderType.MARKET, Side.SELL, ISIN, 3, None), T0),
+        Order.create("acct-1", OrderTerms(OrderType.MARKET, Side.SELL, ISIN, 3, None), T0),
     ],
 )
 def test_order_json_conforms_to_the_documented_schema(order: Order) -> None:

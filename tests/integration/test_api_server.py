@@ -1,0 +1,193 @@
+"""The local API server (devstack/api_server.py) as a real process: the deployed authorizer's behaviour, emulated."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from chalicelib.adapters.api_keys import DynamoDBApiKeyRepository, api_key_record_class_for
+from chalicelib.entrypoints.auth import INVALID_KEY_MESSAGE, MISSING_KEY_MESSAGE, UNAVAILABLE_MESSAGE
+from chalicelib.service.accounts import create_api_key, revoke_api_key
+from devstack.api_server import EMULATED_RESPONSES, load_gateway_responses
+from devstack.processes import LOOPBACK, ManagedProcess, free_port, python_module
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FIXTURE_PROJECT = Path(__file__).resolve().parent / "api_server_fixture"
+
+
+def start_server(env: dict[str, str], log: Path) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    process = ManagedProcess(
+        "api",
+        python_module("devstack.api_server", "--port", str(port), "--project-dir", str(FIXTURE_PROJECT)),
+        # The fixture app imports chalicelib from this repository.
+        env={**env, "PYTHONPATH": str(REPO_ROOT), "POWERTOOLS_METRICS_DISABLED": "true"},
+        cwd=str(REPO_ROOT),
+        ready_url=f"http://{LOOPBACK}:{port}/open",
+        stdout=log.open("wb"),
+    ).start()
+    return process, f"http://{LOOPBACK}:{port}"
+
+
+@pytest.fixture(scope="module")
+def keys(adapter_stack: dict[str, str]) -> DynamoDBApiKeyRepository:
+    return DynamoDBApiKeyRepository(api_key_record_class_for(adapter_stack["ApiKeysTableName"]))
+
+
+@pytest.fixture(scope="module")
+def server(adapter_stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    env = {**os.environ, "API_KEYS_TABLE_NAME": adapter_stack["ApiKeysTableName"]}
+    process, url = start_server(env, tmp_path_factory.mktemp("api") / "api.log")
+    try:
+        yield url
+    finally:
+        process.stop()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_refused(response: requests.Response, status: int, message: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == {"message": message}
+
+
+def test_without_a_key_the_route_is_not_called_and_the_answer_says_how_to_send_one(server: str) -> None:
+    for method in ("GET", "POST"):
+        response = requests.request(method, f"{server}/whoami", timeout=10)
+        assert_refused(response, 401, MISSING_KEY_MESSAGE)
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert response.headers["x-amzn-ErrorType"] == "AccessDeniedException"
+
+
+def test_a_valid_key_in_either_header_reaches_the_route_with_its_account(
+    server: str, keys: DynamoDBApiKeyRepository
+) -> None:
+    key = create_api_key("acme", None, keys).plaintext
+    for headers in (bearer(key), {"authorization": f"bEaReR {key}"}, {"x-api-key": key}, {"X-API-KEY": key}):
+        response = requests.post(f"{server}/whoami", json={"n": 1}, headers=headers, timeout=10)
+        assert response.status_code == 200, response.text
+        seen = response.json()
+        # The contract with the routes: request.context["authorizer"]["account_id"].
+        assert seen["authorizer"] == {"account_id": "acme", "principalId": "acme"}
+        assert (seen["method"], seen["body"]) == ("POST", {"n": 1})
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer bk_abcdefghijkl_" + "x" * 43},
+        {"Authorization": "Bearer garbage"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"x-api-key": "nope"},
+    ],
+    ids=["unknown", "malformed", "other scheme", "x-api-key malformed"],
+)
+def test_a_bad_key_is_a_401_saying_so(server: str, headers: dict[str, str]) -> None:
+    assert_refused(requests.get(f"{server}/whoami", headers=headers, timeout=10), 401, INVALID_KEY_MESSAGE)
+
+
+def test_a_revoked_key_stops_working_at_once(server: str, keys: DynamoDBApiKeyRepository) -> None:
+    created = create_api_key("acme", None, keys)
+    assert requests.get(f"{server}/whoami", headers=bearer(created.plaintext), timeout=10).status_code == 200
+    revoke_api_key(created.key_id, keys)
+    response = requests.get(f"{server}/whoami", headers=bearer(created.plaintext), timeout=10)
+    assert_refused(response, 401, INVALID_KEY_MESSAGE)
+
+
+def test_the_authorizer_gets_a_request_event_with_every_header(server: str) -> None:
+    response = requests.get(f"{server}/echo/thing-1?x=1", headers={"X-Custom": "yes", "x-api-key": "k"}, timeout=10)
+    assert response.status_code == 200, response.text
+    seen = response.json()
+    assert seen["thing"] == "thing-1"
+    assert seen["authorizer"]["type"] == "REQUEST"
+    headers = json.loads(seen["authorizer"]["headers"])
+    assert (headers["x-custom"], headers["x-api-key"]) == ("yes", "k")
+
+
+def test_routes_without_an_authorizer_and_cors_preflights_need_no_key(server: str) -> None:
+    response = requests.get(f"{server}/open", timeout=10)
+    assert response.status_code == 200
+    assert response.json()["authorizer"] is None
+    preflight = requests.options(f"{server}/whoami", timeout=10)
+    assert preflight.status_code == 200
+    assert "GET" in preflight.headers["Access-Control-Allow-Methods"]
+
+
+def test_binary_bodies_still_reach_the_route_whole(server: str, keys: DynamoDBApiKeyRepository) -> None:
+    key = create_api_key("acme", None, keys).plaintext
+    payload = bytes(range(256)) * 4
+    headers = {**bearer(key), "Content-Type": "application/octet-stream"}
+    response = requests.post(f"{server}/bytes", data=payload, headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"length": len(payload)}
+
+
+def test_an_unauthorized_error_and_a_malformed_answer_are_what_api_gateway_makes_of_them(server: str) -> None:
+    response = requests.get(f"{server}/refused", timeout=10)
+    assert_refused(response, 401, MISSING_KEY_MESSAGE)
+    assert response.headers["x-amzn-ErrorType"] == "UnauthorizedException"
+    broken = requests.get(f"{server}/broken", timeout=10)
+    assert broken.status_code == 500
+    assert broken.headers["x-amzn-ErrorType"] == "AuthorizerConfigurationException"
+
+
+def test_unreadable_keys_are_a_503_not_a_401(
+    adapter_stack: dict[str, str], keys: DynamoDBApiKeyRepository, tmp_path: Path
+) -> None:
+    key = create_api_key("acme", None, keys).plaintext
+    env = {
+        **os.environ,
+        "API_KEYS_TABLE_NAME": adapter_stack["ApiKeysTableName"],
+        "AWS_ENDPOINT_URL_DYNAMODB": f"http://{LOOPBACK}:{free_port()}",
+    }
+    process, url = start_server(env, tmp_path / "api.log")
+    try:
+        response = requests.get(f"{url}/whoami", headers=bearer(key), timeout=30)
+        assert_refused(response, 503, UNAVAILABLE_MESSAGE)
+        # A request without a key needs no lookup: still the 401.
+        assert_refused(requests.get(f"{url}/whoami", timeout=10), 401, MISSING_KEY_MESSAGE)
+    finally:
+        process.stop()
+    assert "API keys could not be read" in (tmp_path / "api.log").read_text(errors="replace")
+
+
+def test_the_emulated_responses_are_the_deployed_ones() -> None:
+    deployed = json.loads((REPO_ROOT / "infra" / "gateway_responses.json").read_text())
+    emulated = load_gateway_responses()
+    assert set(emulated) == set(EMULATED_RESPONSES) == set(deployed)
+    for response_type, response in emulated.items():
+        assert response.status == deployed[response_type]["statusCode"]
+        assert response.template == deployed[response_type]["responseTemplates"]["application/json"]
+
+
+def test_the_server_listens_on_loopback_only() -> None:
+    completed = subprocess.run(
+        python_module("devstack.api_server", "--host", "0.0.0.0", "--port", "1"),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "loopback" in completed.stderr
+
+
+def test_sigterm_stops_it_cleanly(adapter_stack: dict[str, str], tmp_path: Path) -> None:
+    env = {**os.environ, "API_KEYS_TABLE_NAME": adapter_stack["ApiKeysTableName"]}
+    process, _ = start_server(env, tmp_path / "api.log")
+    assert process.process is not None
+    process.process.terminate()
+    assert process.process.wait(timeout=10) == 0
+    process.stop()
