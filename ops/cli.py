@@ -195,6 +195,7 @@ def _render_order(view: dict[str, Any], out: TextIO) -> None:
     rows = [
         ("status", order["status"]),
         ("terms", f"{order['side']} {order['quantity']} {order['instrument']} {order['type']}{price}"),
+        ("account", order["account_id"]),
         ("client order id", order["client_order_id"]),
         ("attempts", order["attempts"]),
         ("last error", order["last_error"]),

@@ -39,6 +39,8 @@ def order_fields(order: Order) -> dict[str, Any]:
         "quantity": terms.quantity,
         "limit_price": _text(terms.limit_price),
         "client_order_id": terms.client_order_id,
+        "account_id": order.account_id,
+        "placing_until": iso(order.placing_until),
         "created_at": iso(order.created_at),
         "updated_at": iso(order.updated_at),
         "attempts": order.attempts,

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from botocore.exceptions import ClientError
 from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.models import Model
 
-from chalicelib.adapters.dynamodb import table_meta
+from chalicelib.adapters.dynamodb import is_condition_failure, table_meta
 from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.domain.accounts import ApiKey
 
@@ -58,13 +57,6 @@ def _to_key(record: ApiKeyRecord) -> ApiKey:
     )
 
 
-def _is_condition_failure(exc: PynamoDBException) -> bool:
-    cause = exc.cause
-    return isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") == (
-        "ConditionalCheckFailedException"
-    )
-
-
 class DynamoDBApiKeyRepository:
     """ApiKeyRepository on one DynamoDB table; see infra/resources.yaml (ApiKeysTable)."""
 
@@ -83,7 +75,7 @@ class DynamoDBApiKeyRepository:
         try:
             record.save(condition=self._records.key_id.does_not_exist())
         except PynamoDBException as exc:
-            if _is_condition_failure(exc):
+            if is_condition_failure(exc):
                 raise ApiKeyAlreadyExists(key.key_id) from exc
             raise StorageUnavailable(f"could not store API key {key.key_id}") from exc
 
@@ -107,7 +99,7 @@ class DynamoDBApiKeyRepository:
                 condition=self._records.key_id.exists(),
             )
         except PynamoDBException as exc:
-            if _is_condition_failure(exc):
+            if is_condition_failure(exc):
                 return None
             raise StorageUnavailable(f"could not revoke API key {key_id}") from exc
         return _to_key(record)

@@ -218,7 +218,7 @@ def _to_order(record: OrderRecord) -> Order:
     )
 
 
-def _is_condition_failure(exc: PynamoDBException) -> bool:
+def is_condition_failure(exc: PynamoDBException) -> bool:
     # Not exc.cause_response_code: it raises AttributeError when the cause is a
     # botocore HTTPClientError such as ConnectionClosedError (connection reset
     # after the request went out), whose response is None.
@@ -239,7 +239,7 @@ class DynamoDBOrderRepository:
         try:
             record.save(condition=self._records.id.does_not_exist())
         except PynamoDBException as exc:
-            if _is_condition_failure(exc):
+            if is_condition_failure(exc):
                 raise OrderAlreadyExists(order.id) from exc
             raise StorageUnavailable(f"could not store order {order.id}") from exc
         return _to_order(record)
@@ -273,7 +273,7 @@ class DynamoDBOrderRepository:
         try:
             record.update(actions=actions, condition=self._records.id.exists())
         except PynamoDBException as exc:
-            if _is_condition_failure(exc):
+            if is_condition_failure(exc):
                 raise ConcurrentModification(order.id) from exc
             raise StorageUnavailable(f"could not update order {order.id}") from exc
         return _to_order(record)
