@@ -26,11 +26,12 @@ ORDER = {"type": "market", "side": "buy", "instrument": "US0378331005", "quantit
 # The minimum this design needs per order, by step: the read of the caller's
 # API key (the authorizer, on every request: no caching, so that a revoked
 # key stops at once), the conditional write that commits the order and the
-# message that asks for its placement; one
-# read of the order's terms and one conditional write of the outcome; one
-# execution stored and its order updated (batching shares these across a
-# batch, which is why the measured figure can go below 2).
-MINIMUM = {"create": 3, "place": 2, "apply one execution": 2}
+# message that asks for its placement; one read of the order's terms, the
+# conditional write that claims it (the lease that lets a racing cancel know
+# a placement may be on its way to the exchange) and one conditional write
+# of the outcome; one execution stored and its order updated (batching shares
+# these across a batch, which is why the measured figure can go below 2).
+MINIMUM = {"create": 3, "place": 3, "apply one execution": 2}
 
 # us-east-1 list prices (USD) as published on the AWS pricing pages for
 # API Gateway REST, Lambda (x86), DynamoDB on-demand, SQS standard and Kinesis
