@@ -80,9 +80,13 @@ def stuck_after() -> timedelta:
 
 
 def placement_lease() -> timedelta:
-    # Longer than one exchange call can take (connect + read timeout) with
-    # room for the write after it: until then a placement may still land.
-    return timedelta(seconds=2 * get_settings().exchange_timeout_s + 5)
+    # Measured from before the claim is written, so it must outlast the claim
+    # write (every attempt of it), the exchange call (connect + read) and a
+    # margin: until then a placement we sent may still land.
+    settings = get_settings()
+    claim_write_s = (settings.aws_connect_timeout_s + settings.aws_read_timeout_s) * settings.aws_max_attempts
+    exchange_call_s = min(settings.exchange_timeout_s, 2.0) + settings.exchange_timeout_s
+    return timedelta(seconds=claim_write_s + exchange_call_s + 5)
 
 
 @functools.cache

@@ -29,6 +29,8 @@ from chalicelib.domain.model import Order, OrderStatus, OrderTerms, OrderType, S
 PENDING_INDEX_SHARDS = 8
 PENDING_INDEX_NAME = "pending-sweep"
 ACCOUNT_INDEX_NAME = "account-orders"
+# Items read per Query request when listing (well under DynamoDB's 1 MB page).
+LIST_PAGE_READ = 200
 
 
 class PendingSweepIndex(GlobalSecondaryIndex["OrderRecord"]):  # type: ignore[no-untyped-call]
@@ -79,6 +81,7 @@ class OrderRecord(Model):
     average_fill_price = UnicodeAttribute(null=True)  # a string for the same reason as limit_price
     correlation_id = UnicodeAttribute(null=True)
     placing_until = UTCDateTimeAttribute(null=True)
+    placement_quiet_at = UTCDateTimeAttribute(null=True)
     pending_shard = NumberAttribute(null=True)
     sweep_after = UTCDateTimeAttribute(null=True)
     version = VersionAttribute()
@@ -142,6 +145,7 @@ _MUTABLE_ATTRIBUTES = (
     "filled_quantity",
     "average_fill_price",
     "placing_until",
+    "placement_quiet_at",
     "pending_shard",
     "sweep_after",
 )
@@ -177,6 +181,7 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
         average_fill_price=text_or_none(order.average_fill_price),
         correlation_id=order.correlation_id,
         placing_until=order.placing_until,
+        placement_quiet_at=order.placement_quiet_at,
     )
     # Orders our workers still owe a placement or a cancel request stay in
     # the sweep's index; every other order leaves it.
@@ -214,6 +219,7 @@ def _to_order(record: OrderRecord) -> Order:
         average_fill_price=decimal_or_none(record.average_fill_price),
         correlation_id=record.correlation_id,
         placing_until=record.placing_until,
+        placement_quiet_at=record.placement_quiet_at,
         version=int(record.version or 0),
     )
 
@@ -326,7 +332,10 @@ class DynamoDBOrderRepository:
                 filter_condition=condition,
                 scan_index_forward=False,
                 limit=query.limit,
-                page_size=query.limit,
+                # At least a few hundred per request: with a selective filter
+                # and a small limit, pages of `limit` items would take many
+                # round trips to find `limit` matches.
+                page_size=max(query.limit, LIST_PAGE_READ),
                 last_evaluated_key=start_key,
             )
             page = [_to_order(record) for record in results]

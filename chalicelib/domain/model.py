@@ -204,10 +204,14 @@ class Order:
     average_fill_price: Decimal | None = None
     # Names the request that created the order in every log line about it.
     correlation_id: str | None = None
-    # Set while a placement attempt may be talking to the exchange (a lease:
-    # it expires by itself if that worker dies). A cancel that sees it cannot
-    # know whether the exchange has the order, so it must ask the exchange.
+    # Set while a placement attempt holds the order (a lease: it runs out by
+    # itself if that worker dies); a second delivery leaves the order alone.
     placing_until: datetime | None = None
+    # When nothing we ever sent to the exchange for this order can still
+    # reach it: set by every claim, only ever moved later, never cleared
+    # (not by a retry, nor by an operator's reopen). None = never sent, the
+    # only case in which a cancel may settle the order without the exchange.
+    placement_quiet_at: datetime | None = None
     # Optimistic concurrency, as in cosmicpython's aggregates: storage accepts
     # a write only if nobody else wrote since this copy was read. 0 = unsaved.
     version: int = 0
@@ -246,6 +250,10 @@ class Order:
     def placement_in_flight(self, now: datetime) -> bool:
         return self.placing_until is not None and now < self.placing_until
 
+    def placement_may_still_land(self, now: datetime) -> bool:
+        """Whether a placement we sent may still reach the exchange (an attempt in flight or just timed out)."""
+        return self.placement_quiet_at is not None and now < self.placement_quiet_at
+
     def _moved_to(self, target: OrderStatus, now: datetime, **changes: object) -> Order:
         if not can_transition(self.status, target):
             raise InvalidTransition(self.status, target)
@@ -264,7 +272,8 @@ class Order:
         """A placement attempt is about to call the exchange; until then a cancel must ask the exchange too."""
         if not self.is_pending or self.placement_in_flight(now):
             raise InvalidTransition(self.status, self.status)
-        return dataclasses.replace(self, placing_until=until, updated_at=now)
+        quiet_at = until if self.placement_quiet_at is None else max(self.placement_quiet_at, until)
+        return dataclasses.replace(self, placing_until=until, placement_quiet_at=quiet_at, updated_at=now)
 
     def placed(self, exchange_order_id: str | None, now: datetime) -> Order:
         """The exchange accepted the order."""
@@ -300,18 +309,23 @@ class Order:
             return self
         if self.is_terminal:
             raise OrderNotCancelable(self.id, self.status)
-        if self.is_pending and self.attempts == 0 and not self.placement_in_flight(now):
-            # No attempt ever called the exchange, and the placement worker
-            # claims the order (a versioned write) before it calls: it will
-            # find the order canceled and never send it.
+        if self.is_pending and self.placement_quiet_at is None:
+            # Never sent: the placement worker claims the order (a versioned
+            # write) before it calls the exchange, so it will find the order
+            # canceled and never send it.
             return self._moved_to(OrderStatus.CANCELED, now)
-        # An attempt is in flight, or an earlier one timed out (the exchange
-        # may have taken it), or the exchange has it: only the exchange knows.
+        # Sent at least once (in flight, timed out, its answer or our write
+        # of it lost, or placed): only the exchange knows.
         return self._moved_to(OrderStatus.PENDING_CANCEL, now)
 
     def canceled_unplaced(self, now: datetime) -> Order:
-        """The exchange never accepted this order and no attempt can still reach it: canceled on our side."""
-        if self.status is not OrderStatus.PENDING_CANCEL or self.placement_in_flight(now):
+        """The exchange does not know this order and nothing we sent can still reach it: canceled on our side."""
+        if (
+            self.status is not OrderStatus.PENDING_CANCEL
+            or self.placement_may_still_land(now)
+            or self.known_to_exchange
+            or self.placed_at is not None
+        ):
             raise InvalidTransition(self.status, OrderStatus.CANCELED)
         return self._moved_to(OrderStatus.CANCELED, now, placing_until=None)
 

@@ -11,7 +11,7 @@ from typing import Any
 from chalice.app import Request, Response
 
 from chalicelib import bootstrap
-from chalicelib.adapters.repository import StorageUnavailable
+from chalicelib.adapters.repository import ConcurrentModification, StorageUnavailable
 from chalicelib.config import get_settings
 from chalicelib.domain.model import IdempotencyConflict, OrderNotCancelable, OrderNotFound, OrderStatus, is_order_id
 from chalicelib.entrypoints.schemas import (
@@ -168,7 +168,9 @@ def cancel_order(request: Request, order_id: str) -> Response:
         return _json(404, NOT_FOUND_BODY, correlation_id)
     except OrderNotCancelable as exc:
         return _json(409, error_body(f"Order is {exc.status} and can no longer be canceled"), correlation_id)
-    except StorageUnavailable:
+    except (StorageUnavailable, ConcurrentModification):
+        # ConcurrentModification: lost the write race to others several
+        # times in a row; nothing was changed by this request.
         logger.exception("order not canceled", order_id=order_id)
         return _json(503, UNAVAILABLE_BODY, correlation_id)
     logger.info("cancel requested", order_id=order_id, status=order.status.value)

@@ -9,7 +9,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -440,11 +440,34 @@ def decode_cursor(text: str) -> OrderCursor:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         created_text, order_id = json.loads(raw)
         created_at = datetime.fromisoformat(created_text)
-    except (binascii.Error, UnicodeDecodeError, TypeError, ValueError) as exc:
+        if created_at.tzinfo is None:
+            raise ValueError("no UTC offset")
+        created_at = created_at.astimezone(UTC)
+    except (binascii.Error, UnicodeDecodeError, TypeError, ValueError, OverflowError) as exc:
         raise ValueError("not a cursor") from exc
-    if created_at.tzinfo is None or not isinstance(order_id, str) or not is_order_id(order_id):
+    if not isinstance(order_id, str) or not is_order_id(order_id):
         raise ValueError("not a cursor")
     return OrderCursor(created_at=created_at, order_id=order_id)
+
+
+# Orders are created in this range; a bound far outside it means the same as
+# no bound, and the limits keep the arithmetic on it (UTC conversion, one
+# microsecond either side) away from datetime's own ends.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _in_utc(moment: datetime | None, name: str, problems: list[FieldError]) -> datetime | None:
+    if moment is None:
+        return None
+    try:
+        converted = moment.astimezone(UTC)
+    except OverflowError:  # an offset near year 1 or 9999
+        converted = None
+    if converted is None or not _EARLIEST <= converted <= _LATEST:
+        problems.append(FieldError(name, f"{name} must be between 1970-01-01T00:00:00Z and 9000-01-01T00:00:00Z"))
+        return None
+    return converted
 
 
 def parse_list_query(account_id: str, params: Mapping[str, Sequence[str]] | None) -> OrderQuery:
@@ -461,8 +484,9 @@ def parse_list_query(account_id: str, params: Mapping[str, Sequence[str]] | None
         query = ListOrdersQuery.model_validate({name: values[0] for name, values in params.items()})
     except ValidationError as exc:
         raise InvalidQuery([_field_error(e) for e in exc.errors()]) from None
-    problems = []
-    if query.after is not None and query.until is not None and query.after >= query.until:
+    problems: list[FieldError] = []
+    after, until = _in_utc(query.after, "after", problems), _in_utc(query.until, "until", problems)
+    if after is not None and until is not None and after >= until:
         problems.append(FieldError("until", "until must be later than after"))
     cursor = None
     if query.next is not None:
@@ -470,6 +494,11 @@ def parse_list_query(account_id: str, params: Mapping[str, Sequence[str]] | None
             cursor = decode_cursor(query.next)
         except ValueError:
             problems.append(FieldError("next", "next must be the next value of a previous page, unchanged"))
+    if cursor is not None and not (
+        (after is None or after < cursor.created_at) and (until is None or cursor.created_at < until)
+    ):
+        # A page of other filters: DynamoDB refuses a start outside the range.
+        problems.append(FieldError("next", "next belongs to a listing with other after/until filters"))
     if problems:
         raise InvalidQuery(problems)
     statuses = None
@@ -481,8 +510,8 @@ def parse_list_query(account_id: str, params: Mapping[str, Sequence[str]] | None
         statuses=statuses,
         instrument=query.instrument,
         side=Side(query.side) if query.side else None,
-        created_after=query.after,
-        created_before=query.until,
+        created_after=after,
+        created_before=until,
         cursor=cursor,
     )
 

@@ -25,6 +25,7 @@ from chalicelib.domain.model import (
     IdempotencyConflict,
     InvalidTransition,
     Order,
+    OrderNotCancelable,
     OrderNotFound,
     OrderStatus,
     OrderTerms,
@@ -137,10 +138,22 @@ def cancel_order(
     Raises OrderNotFound (not the caller's) and OrderNotCancelable (already done).
     """
     order = get_order(order_id, account_id, repository)
-    canceled, wrote = write_with_retries(
-        repository, order, lambda o: o.cancel_requested(clock()), sweep_after=lambda: clock() + stuck_after
-    )
-    if wrote and canceled.status is OrderStatus.PENDING_CANCEL:
+    order.cancel_requested(clock())  # a done order: OrderNotCancelable before any write
+    try:
+        canceled, _ = write_with_retries(
+            repository, order, lambda o: o.cancel_requested(clock()), sweep_after=lambda: clock() + stuck_after
+        )
+    except OrderNotCancelable:
+        # Done between our read and our write: by the exchange's final
+        # report, a concurrent cancel, or our own write whose answer was lost
+        # (the storage client's retry then loses the race against it).
+        canceled = get_order(order_id, account_id, repository)
+        if canceled.status is not OrderStatus.CANCELED:
+            raise
+    if canceled.status is OrderStatus.PENDING_CANCEL:
+        # Also when this call wrote nothing (a repeated DELETE, or our first
+        # write committed without an answer): one more message is harmless,
+        # the cancel request is idempotent, and it spares waiting for the sweep.
         try:
             queue.request_cancel(canceled.id, canceled.correlation_id)
         except QueueUnavailable:
@@ -200,7 +213,9 @@ def place_order(
         lambda o: o.claimed_for_placement(clock(), lease_until),
         sweep_after=lambda: lease_until + stuck_after,
     )
-    if not wrote:
+    if not wrote and not (claimed.is_pending and claimed.placing_until == lease_until):
+        # (The second test: our own claim committed, but its answer was lost
+        # and the storage client's retry met it. The lease is ours: go on.)
         return _not_ours_to_place(claimed, repository, clock)
 
     # The receive count restarts at 1 on a message the sweep re-sent; the
@@ -286,9 +301,7 @@ def _again_later(
     # This message's receives are used up and the DLQ is no place for it (the
     # order may be live at the exchange): its sweep time is moved past the
     # delay, and the sweep sends a fresh cancel message then, as often as it takes.
-    # If someone wrote it meanwhile, the sweep time stays as they left it.
-    with contextlib.suppress(ConcurrentModification):
-        repository.update(order, sweep_after=clock() + timedelta(seconds=delay_s) + stuck_after)
+    _check_again_after(order, clock() + timedelta(seconds=delay_s) + stuck_after, repository)
     return CancelRequestResult(CancelRequestOutcome.LEFT_TO_SWEEP, order)
 
 
@@ -297,7 +310,7 @@ class CancelRequestOutcome(StrEnum):
     TOO_LATE = "too_late"  # done at the exchange already; the feed says how
     CANCELED_UNPLACED = "canceled_unplaced"  # the exchange never had it: canceled here
     NOTHING_TO_DO = "nothing_to_do"  # not pending_cancel (any more), or unknown
-    WAIT = "wait"  # a placement attempt may still reach the exchange: ask after its lease
+    WAIT = "wait"  # "unknown order", but a placement we sent may still land: ask again after that
     RETRY = "retry"  # exchange unavailable: ask again after a backoff
     LEFT_TO_SWEEP = "left_to_sweep"  # attempts of this message used up: the sweep sends a new one
 
@@ -323,14 +336,9 @@ def request_exchange_cancel(
     order = repository.get(order_id)
     if order is None or order.status is not OrderStatus.PENDING_CANCEL:
         return CancelRequestResult(CancelRequestOutcome.NOTHING_TO_DO, order)
-    now = clock()
-    if order.placement_in_flight(now) and order.placing_until is not None:
-        # Asked now, the exchange could answer "unknown order" and then accept
-        # the placement a moment later: wait until that attempt is over.
-        wait_s = max(1, math.ceil((order.placing_until - now).total_seconds()))
-        return _again_later(
-            order, receive_count, wait_s, CancelRequestOutcome.WAIT, repository, policy, stuck_after, clock
-        )
+    # Asked at once, even while a placement may be on its way: a live order
+    # is canceled sooner, and "unknown order" is only believed once nothing
+    # we sent can still arrive (below).
     try:
         outcome = exchange.cancel(order.id)
     except ExchangeUnavailable:
@@ -338,12 +346,40 @@ def request_exchange_cancel(
         return _again_later(
             order, receive_count, delay, CancelRequestOutcome.RETRY, repository, policy, stuck_after, clock
         )
+    now = clock()
     if outcome is CancelOutcome.UNKNOWN_ORDER:
-        canceled, _ = write_with_retries(repository, order, lambda o: o.canceled_unplaced(clock()))
+        if order.placement_may_still_land(now) and order.placement_quiet_at is not None:
+            # The exchange may yet accept what we sent: ask again after that.
+            wait_s = max(1, math.ceil((order.placement_quiet_at - now).total_seconds()))
+            return _again_later(
+                order, receive_count, wait_s, CancelRequestOutcome.WAIT, repository, policy, stuck_after, clock
+            )
+        canceled, wrote = write_with_retries(repository, order, lambda o: o.canceled_unplaced(clock()))
+        if not wrote and canceled.status is OrderStatus.PENDING_CANCEL:
+            # It accepted this order (we hold its id or its placement), yet
+            # denies knowing it: not ours to settle. A human must look.
+            logger.error("exchange does not know an order it accepted", extra={"order_id": order_id})
+            _check_again_after(canceled, now + _SLOW_RECHECK * stuck_after, repository)
+            return CancelRequestResult(CancelRequestOutcome.NOTHING_TO_DO, canceled)
         return CancelRequestResult(CancelRequestOutcome.CANCELED_UNPLACED, canceled)
     if outcome is CancelOutcome.TOO_LATE:
+        # Done at the exchange: its final report settles the order. Should
+        # that report never be applied (it was set aside as poison, say), the
+        # sweep asks again now and then, not every stuck_after.
+        _check_again_after(order, now + _SLOW_RECHECK * stuck_after, repository)
         return CancelRequestResult(CancelRequestOutcome.TOO_LATE, order)
     return CancelRequestResult(CancelRequestOutcome.SENT, order)
+
+
+# How much later than usual the sweep looks again at a pending_cancel order
+# the exchange says is done: its final report is normally moments away.
+_SLOW_RECHECK = 10
+
+
+def _check_again_after(order: Order, when: datetime, repository: OrderRepository) -> None:
+    # If someone wrote it meanwhile, the sweep time stays as they left it.
+    with contextlib.suppress(ConcurrentModification):
+        repository.update(order, sweep_after=when)
 
 
 # A handful of concurrent writers at most: a redelivery, the sweep, a batch

@@ -173,6 +173,8 @@ def test_the_list_pages_through_the_accounts_orders_newest_first(alice: Client, 
         ({"after": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "until"),
         ({"next": "bm90LWEtY3Vyc29y"}, "next"),
         ({"colour": "red"}, "colour"),
+        ({"after": "0001-01-01T00:00:00+01:00"}, "after"),  # no UTC equivalent: once a 500
+        ({"until": "9999-12-31T23:59:59.999999-05:00"}, "until"),
     ],
 )
 def test_a_bad_query_parameter_is_a_422_naming_it(alice: Client, params: dict[str, str], field: str) -> None:

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from chalicelib.adapters.repository import OrderQuery
+from chalicelib.adapters.repository import ConcurrentModification, OrderQuery
 from chalicelib.domain.model import (
     InvalidTransition,
     Order,
@@ -59,24 +59,33 @@ def test_a_pending_order_no_attempt_has_sent_is_canceled_at_once() -> None:
     assert an_order().cancel_requested(T0).status is OrderStatus.CANCELED
 
 
+CLAIMED = an_order().claimed_for_placement(T0, T0 + LEASE)
+LATER = T0 + 10 * LEASE
+
+
 @pytest.mark.parametrize(
-    "order",
+    ("order", "at"),
     [
-        an_order(placing_until=T0 + LEASE),  # an attempt is at the exchange right now
-        an_order(attempts=1),  # an earlier attempt timed out: the exchange may have it
-        an_order(OrderStatus.PLACED, exchange_order_id="X1"),
-        an_order(OrderStatus.PARTIALLY_FILLED, filled_quantity=4),
+        (CLAIMED, T0),  # an attempt is at the exchange right now
+        (CLAIMED.attempt_failed("read timeout", T0), T0),  # it timed out: the exchange may have it
+        # The claim was written, then the worker died (or our write of the
+        # exchange's answer was lost) and the feed is late: long after the lease.
+        (CLAIMED, LATER),
+        (CLAIMED.failed("exchange unavailable after 3 attempts", T0).reopened(T0), LATER),  # an operator's redrive
+        (an_order(OrderStatus.PLACED, exchange_order_id="X1"), T0),
+        (an_order(OrderStatus.PARTIALLY_FILLED, filled_quantity=4), T0),
     ],
-    ids=["in-flight", "after-a-timeout", "placed", "partially-filled"],
+    ids=["in-flight", "after-a-timeout", "claimed-then-silence", "reopened", "placed", "partially-filled"],
 )
-def test_an_order_the_exchange_may_hold_becomes_pending_cancel(order: Order) -> None:
-    assert order.cancel_requested(T0).status is OrderStatus.PENDING_CANCEL
+def test_an_order_ever_sent_to_the_exchange_becomes_pending_cancel(order: Order, at: datetime) -> None:
+    assert order.cancel_requested(at).status is OrderStatus.PENDING_CANCEL
 
 
-def test_an_expired_lease_no_longer_counts_as_in_flight() -> None:
-    order = an_order(placing_until=T0)
-    assert not order.placement_in_flight(T0)
-    assert order.cancel_requested(T0).status is OrderStatus.CANCELED
+def test_a_claim_marks_the_order_sent_for_good() -> None:
+    retried = CLAIMED.attempt_failed("timeout", T0).claimed_for_placement(T0 + timedelta(seconds=2), T0 + LEASE)
+    assert retried.placement_quiet_at == T0 + LEASE  # only ever moves later
+    assert not retried.placement_may_still_land(T0 + LEASE)
+    assert retried.placement_may_still_land(T0 + LEASE - timedelta(microseconds=1))
 
 
 def test_asking_again_changes_nothing() -> None:
@@ -103,7 +112,7 @@ def test_a_claim_excludes_a_second_claim_until_the_lease_ends() -> None:
 
 
 def test_a_placement_that_lands_after_the_cancel_request_is_recorded_and_stays_pending_cancel() -> None:
-    order = an_order(placing_until=T0 + LEASE).cancel_requested(T0).placed("X9", T0)
+    order = CLAIMED.cancel_requested(T0).placed("X9", T0)
     assert (order.status, order.exchange_order_id, order.placed_at, order.placing_until) == (
         OrderStatus.PENDING_CANCEL,
         "X9",
@@ -112,12 +121,15 @@ def test_a_placement_that_lands_after_the_cancel_request_is_recorded_and_stays_p
     )
 
 
-def test_only_an_unplaced_pending_cancel_without_a_live_lease_is_canceled_on_our_side() -> None:
+def test_only_an_order_the_exchange_cannot_get_any_more_is_canceled_on_our_side() -> None:
+    pending_cancel = CLAIMED.cancel_requested(T0)
+    with pytest.raises(InvalidTransition):  # what we sent may still land
+        pending_cancel.canceled_unplaced(T0 + LEASE - timedelta(seconds=1))
+    with pytest.raises(InvalidTransition):  # the exchange accepted it: not ours to settle
+        pending_cancel.placed("X1", T0).canceled_unplaced(LATER)
     with pytest.raises(InvalidTransition):
-        an_order(OrderStatus.PENDING_CANCEL, placing_until=T0 + LEASE).canceled_unplaced(T0)
-    with pytest.raises(InvalidTransition):
-        an_order(OrderStatus.PLACED).canceled_unplaced(T0)
-    assert an_order(OrderStatus.PENDING_CANCEL).canceled_unplaced(T0).status is OrderStatus.CANCELED
+        an_order(OrderStatus.PLACED).canceled_unplaced(LATER)
+    assert pending_cancel.canceled_unplaced(T0 + LEASE).status is OrderStatus.CANCELED
 
 
 def test_the_idempotency_key_is_scoped_per_account() -> None:
@@ -223,23 +235,73 @@ def test_a_cancel_during_an_attempt_that_fails_ends_canceled_without_the_exchang
     assert result.outcome is PlacementOutcome.ALREADY_SETTLED  # no retry of a pending_cancel order
     stored = repo.orders[order.id]
     assert (stored.status, stored.placing_until) == (OrderStatus.PENDING_CANCEL, None)
-    asked = ask_exchange(repo, order.id, exchange)
+    # The failure may have been a timeout: "unknown order" counts only after the lease.
+    assert ask_exchange(repo, order.id, exchange).outcome is CancelRequestOutcome.WAIT
+    later = Clock()
+    later.now = T0 + LEASE
+    asked = ask_exchange(repo, order.id, exchange, clock=later)
     assert asked.outcome is CancelRequestOutcome.CANCELED_UNPLACED
     assert repo.orders[order.id].status is OrderStatus.CANCELED
     assert order.id not in exchange.accepted
 
 
-def test_a_cancel_request_waits_for_a_live_lease(repo: FakeRepository, queue: FakeQueue) -> None:
+def test_unknown_order_is_believed_only_once_nothing_sent_can_still_land(
+    repo: FakeRepository, queue: FakeQueue
+) -> None:
     order = create(repo, queue)
     clock = Clock()
     repo.update(repo.orders[order.id].claimed_for_placement(T0, T0 + LEASE), sweep_after=T0 + LEASE + SWEEP)
     cancel(repo, queue, order.id, clock=clock)
     exchange = FakeExchange()
     waited = ask_exchange(repo, order.id, exchange, clock=clock)
+    # Asked at once ("unknown order"), but the placement may still arrive: ask again later.
     assert (waited.outcome, waited.retry_in_s) == (CancelRequestOutcome.WAIT, 15)
-    assert exchange.cancel_calls == []  # "unknown order" now could be followed by the placement
+    assert exchange.cancel_calls == [order.id]
     clock.now = T0 + LEASE
     assert ask_exchange(repo, order.id, exchange, clock=clock).outcome is CancelRequestOutcome.CANCELED_UNPLACED
+
+
+def test_a_placement_that_timed_out_and_landed_late_is_canceled_at_the_exchange(
+    repo: FakeRepository, queue: FakeQueue
+) -> None:
+    order = create(repo, queue)
+    exchange = FakeExchange(["unavailable"])  # our read timed out...
+    assert place(repo, order.id, exchange).outcome is PlacementOutcome.RETRY
+    assert cancel(repo, queue, order.id).status is OrderStatus.PENDING_CANCEL
+    assert ask_exchange(repo, order.id, exchange).outcome is CancelRequestOutcome.WAIT
+    exchange.accepted[order.id] = "X7"  # ...and the exchange took the order after all
+    later = Clock()
+    later.now = T0 + LEASE
+    assert ask_exchange(repo, order.id, exchange, clock=later).outcome is CancelRequestOutcome.SENT
+    assert exchange.canceled == {order.id}
+    assert repo.orders[order.id].status is OrderStatus.PENDING_CANCEL  # until the feed says canceled
+
+
+def test_our_own_claim_whose_answer_was_lost_still_places(repo: FakeRepository, queue: FakeQueue) -> None:
+    order = create(repo, queue)
+    commit_then_conflict(repo)
+    exchange = FakeExchange()
+    result = place(repo, order.id, exchange)
+    assert result.outcome is PlacementOutcome.PLACED
+    assert exchange.calls == [order.id]
+
+
+def test_our_own_cancel_whose_answer_was_lost_is_still_a_cancel(repo: FakeRepository, queue: FakeQueue) -> None:
+    order = create(repo, queue)
+    commit_then_conflict(repo)
+    assert cancel(repo, queue, order.id).status is OrderStatus.CANCELED
+
+
+def commit_then_conflict(repo: FakeRepository) -> None:
+    """The next update commits, then reports a conflict: its answer was lost and the client's retry met it."""
+    original = repo.update
+
+    def update(order: Order, sweep_after: datetime | None) -> Order:
+        repo.update = original  # type: ignore[method-assign]
+        original(order, sweep_after)
+        raise ConcurrentModification(order.id)
+
+    repo.update = update  # type: ignore[method-assign]
 
 
 def test_a_placed_order_is_pending_cancel_until_the_exchange_says(repo: FakeRepository, queue: FakeQueue) -> None:
@@ -250,10 +312,12 @@ def test_a_placed_order_is_pending_cancel_until_the_exchange_says(repo: FakeRepo
     assert answered.status is OrderStatus.PENDING_CANCEL
     assert queue.cancels == [order.id]
     assert cancel(repo, queue, order.id).status is OrderStatus.PENDING_CANCEL  # a repeat
-    assert queue.cancels == [order.id]  # sends nothing more
+    assert queue.cancels == [order.id, order.id]  # one more message: harmless, and no wait for the sweep
     assert ask_exchange(repo, order.id, exchange).outcome is CancelRequestOutcome.SENT
     assert ask_exchange(repo, order.id, exchange).outcome is CancelRequestOutcome.TOO_LATE  # a redelivery
     assert repo.orders[order.id].status is OrderStatus.PENDING_CANCEL  # the feed settles it
+    # Should the feed's final report never be applied, the sweep asks again, less often.
+    assert repo.sweep_after[order.id] == T0 + 10 * SWEEP
 
 
 def test_an_unreachable_exchange_is_asked_again_then_left_to_the_sweep(repo: FakeRepository, queue: FakeQueue) -> None:

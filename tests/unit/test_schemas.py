@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate as validate_spec
 
+from chalicelib.adapters.repository import OrderCursor
 from chalicelib.domain.model import ExecType, ExecutionReport, Order, OrderStatus, OrderTerms, OrderType, Side
 from chalicelib.entrypoints.openapi import _base_path, docs_asset, docs_page, openapi_document, openapi_response
 from chalicelib.entrypoints.schemas import (
@@ -21,11 +22,14 @@ from chalicelib.entrypoints.schemas import (
     MAX_JSON_DEPTH,
     BadRequest,
     InvalidOrder,
+    InvalidQuery,
+    encode_cursor,
     error_body,
     execution_to_json,
     executions_to_json,
     invalid_order_to_json,
     order_to_json,
+    parse_list_query,
     parse_order_request,
 )
 
@@ -410,3 +414,30 @@ def test_configured_order_limits_are_422s_that_name_the_bound() -> None:
     }
     within = b'{"type": "limit", "side": "buy", "instrument": "US0378331005", "quantity": 100, "limit_price": 50}'
     assert parse_order_request(within, limits).quantity == 100
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"after": ["0001-01-01T00:00:00+01:00"]}, "after"),  # no UTC equivalent
+        ({"until": ["9999-12-31T23:59:59.999999-05:00"]}, "until"),
+        ({"until": ["0001-01-01T00:00:00Z"]}, "until"),  # one microsecond before it does not exist
+        ({"limit": ["1", "2"]}, "limit"),
+        ({"next": ["!"]}, "next"),
+    ],
+)
+def test_list_query_problems_are_422s_naming_the_parameter(params: dict[str, list[str]], field: str) -> None:
+    with pytest.raises(InvalidQuery) as raised:
+        parse_list_query("acct-1", params)
+    assert [error.field for error in raised.value.errors] == [field]
+
+
+def test_a_cursor_round_trips_and_must_lie_inside_the_time_filters() -> None:
+    cursor = OrderCursor(created_at=T0, order_id="6f1e4c0a-5a57-4c1b-9a5e-2b7f3d1c9e40")
+    text = encode_cursor(cursor)
+    assert parse_list_query("acct-1", {"next": [text]}).cursor == cursor
+    for outside in ({"after": [T0.isoformat()]}, {"until": [T0.isoformat()]}):
+        with pytest.raises(InvalidQuery, match="next belongs to a listing with other after/until filters"):
+            parse_list_query("acct-1", {"next": [text], **outside})
+    with pytest.raises(InvalidQuery, match="next must be the next value"):
+        parse_list_query("acct-1", {"next": [text[:-2]]})
