@@ -204,7 +204,7 @@ def place_order(
         return PlacementResult(PlacementOutcome.UNKNOWN_ORDER)
     # Claim the order before calling the exchange (a versioned write): a
     # cancel that comes first makes this write fail and the order is never
-    # sent; a cancel that comes after sees the lease and asks the exchange.
+    # sent; a cancel that comes after sees the claim and asks the exchange.
     now = clock()
     lease_until = now + placement_lease
     claimed, wrote = write_with_retries(
