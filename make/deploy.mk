@@ -29,12 +29,18 @@ PACKAGED_TEMPLATE := $(PACKAGE_DIR)/packaged.yaml
 # template); it needs no credentials. Its first run per requirements.txt
 # downloads Linux wheels for the Lambda runtime; later runs reuse
 # .chalice/deployments/.
+# cfn-lint 1.x checks a SAM template against SAM's schema only, so the
+# template the SAM transform makes of it (what CloudFormation creates) is
+# expanded offline and linted too; the serverless rules run on the SAM
+# template, which they are written for.
 package: setup
 	$(BIN)/python infra/build_template.py --stage $(STAGE) --out $(MERGE_TEMPLATE) --parameters-out $(STAGE_PARAMETERS)
 	AWS_DEFAULT_REGION=$(REGION) $(BIN)/chalice package --stage $(STAGE) \
 		--merge-template $(MERGE_TEMPLATE) $(PACKAGE_DIR)/package
-	$(BIN)/cfn-lint $(SAM_TEMPLATE)
-	@echo "packaged: $(SAM_TEMPLATE) (+ deployment.zip)"
+	$(BIN)/python infra/expand_template.py $(SAM_TEMPLATE) --out $(PACKAGE_DIR)/expanded.json --region $(REGION)
+	$(BIN)/cfn-lint -- $(SAM_TEMPLATE) $(PACKAGE_DIR)/expanded.json
+	$(BIN)/cfn-lint --config-file infra/cfn-lint-serverless.yaml -- $(SAM_TEMPLATE)
+	@echo "packaged: $(SAM_TEMPLATE) (+ deployment.zip; checked as expanded: $(PACKAGE_DIR)/expanded.json)"
 
 # Everything deploy needs that package does not, checked before anything is built.
 deploy-check:

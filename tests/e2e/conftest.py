@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -80,18 +79,6 @@ class Exchange:
             return None
         response.raise_for_status()
         return dict(response.json())
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.2) -> Any:
-    """Poll until condition returns something truthy; fail with the last value after the deadline."""
-    deadline = time.monotonic() + timeout_s
-    value = None
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"condition not met within {timeout_s}s; last value: {value!r}")
 
 
 def auth(api_key: str) -> dict[str, str]:

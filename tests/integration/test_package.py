@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -20,186 +15,38 @@ import yaml
 from chalice.config import Config
 from chalice.utils import to_cfn_resource_name
 
+from tests.integration.template_support import (
+    CHALICE_CONFIG,
+    HANDLERS,
+    REPO,
+    RESOURCES,
+    STAGES,
+    Packaged,
+    build_template,
+    copy_project,
+    defaults,
+    event_of,
+    function_id,
+    getatt,
+    grants,
+    key,
+    name_of,
+    package_stage,
+    referenced_resource,
+    resolve_sub,
+    role_of,
+    stage_environment,
+)
+
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-STAGES = ("dev", "prod")
 REPORT_BATCH_ITEM_FAILURES = ["ReportBatchItemFailures"]
-
-
-def _load_build_template() -> ModuleType:
-    # infra/ is a directory of files, not a package: load the script by path.
-    spec = importlib.util.spec_from_file_location("build_template", REPO / "infra" / "build_template.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build_template = _load_build_template()
-RESOURCES = yaml.safe_load((REPO / "infra" / "resources.yaml").read_text(encoding="utf-8"))
 EVENT_SOURCES = json.loads((REPO / "infra" / "event_sources.json").read_text(encoding="utf-8"))
-CHALICE_CONFIG = json.loads((REPO / ".chalice" / "config.json").read_text(encoding="utf-8"))
-HANDLERS = list(CHALICE_CONFIG["lambda_functions"])
-
-
-# --- Packaging, once per stage ------------------------------------------------------
-
-
-def _offline_env(home: Path) -> dict[str, str]:
-    """No credentials, no AWS config, and any network access fails at once instead of downloading."""
-    return {
-        "PATH": os.environ["PATH"],
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "AWS_DEFAULT_REGION": "us-east-1",  # chalice package needs a region, nothing else of AWS
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "HTTP_PROXY": "http://127.0.0.1:9",
-        "HTTPS_PROXY": "http://127.0.0.1:9",
-        "PIP_NO_INDEX": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-
-
-def _copy_project(destination: Path) -> None:
-    """The app, its config and infra/, with an empty requirements.txt.
-
-    chalice package downloads Linux wheels for every package in
-    requirements.txt (pip download, network) before it writes the template;
-    with no requirements it packages the code alone, offline and in about a
-    second. The template does not depend on the requirements.
-    """
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copy2(REPO / "app.py", destination / "app.py")
-    shutil.copytree(REPO / "chalicelib", destination / "chalicelib", ignore=ignore)
-    shutil.copytree(REPO / "infra", destination / "infra", ignore=ignore)
-    (destination / ".chalice").mkdir()
-    for path in [REPO / ".chalice" / "config.json", *sorted((REPO / ".chalice").glob("policy-*.json"))]:
-        shutil.copy2(path, destination / ".chalice" / path.name)
-    (destination / "requirements.txt").write_text("", encoding="utf-8")
-
-
-def _run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
-    return result
-
-
-@dataclass
-class Packaged:
-    stage: str
-    project: Path
-    env: dict[str, str]
-    template: dict[str, Any]  # chalice package --merge-template: what gets deployed
-    plain: dict[str, Any]  # chalice package alone: what Chalice generates by itself
-    parameters_file: str
-
-    @property
-    def resources(self) -> dict[str, Any]:
-        return dict(self.template["Resources"])
-
-    @property
-    def sam_path(self) -> Path:
-        return self.project / "build" / "package" / "sam.json"
 
 
 @pytest.fixture(scope="module", params=STAGES)
-def packaged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
-    stage = request.param
-    project = tmp_path_factory.mktemp(f"package-{stage}")
-    _copy_project(project)
-    env = _offline_env(tmp_path_factory.mktemp("home"))
-    python, chalice = str(BIN / "python"), str(BIN / "chalice")
-    merge, parameters = project / "build" / "merge-template.json", project / "build" / "parameters.txt"
-    _run(
-        [python, "infra/build_template.py", "--stage", stage, "--out", str(merge), "--parameters-out", str(parameters)],
-        project,
-        env,
-    )
-    _run([chalice, "package", "--stage", stage, "--merge-template", str(merge), "build/package"], project, env)
-    _run([chalice, "package", "--stage", stage, "build/plain"], project, env)
-    yield Packaged(
-        stage=stage,
-        project=project,
-        env=env,
-        template=json.loads((project / "build" / "package" / "sam.json").read_text(encoding="utf-8")),
-        plain=json.loads((project / "build" / "plain" / "sam.json").read_text(encoding="utf-8")),
-        parameters_file=parameters.read_text(encoding="utf-8"),
-    )
-
-
-# --- Helpers ------------------------------------------------------------------------
-
-
-def getatt(logical_id: str, attribute: str = "Arn") -> dict[str, Any]:
-    return {"Fn::GetAtt": [logical_id, attribute]}
-
-
-def key(value: Any) -> str:
-    """A hashable, canonical form of a template value (a resource reference, a string)."""
-    return json.dumps(value, sort_keys=True)
-
-
-PSEUDO_PARAMETERS = {"AWS::Partition": "aws", "AWS::Region": "us-east-1", "AWS::AccountId": "123456789012"}
-
-
-def resolve_sub(value: Any, parameters: dict[str, Any]) -> str:
-    """A Fn::Sub of parameters (their defaults) and pseudo parameters as the string it deploys as."""
-    assert isinstance(value, dict) and set(value) == {"Fn::Sub"}, value
-    values = {**PSEUDO_PARAMETERS, **{name: str(spec["Default"]) for name, spec in parameters.items()}}
-    return re.sub(r"\$\{([^}]+)\}", lambda match: values[match[1]], value["Fn::Sub"])
-
-
-def defaults(template: dict[str, Any]) -> dict[str, Any]:
-    return {name: spec.get("Default") for name, spec in template["Parameters"].items()}
-
-
-def stage_environment(stage: str) -> dict[str, str]:
-    return Config(chalice_stage=stage, function_name=HANDLERS[0], config_from_disk=CHALICE_CONFIG).environment_variables
-
-
-def function_id(handler: str) -> str:
-    return str(build_template.function_logical_ids(handler)[0])
-
-
-def event_of(template: dict[str, Any], handler: str) -> tuple[str, dict[str, Any]]:
-    events: dict[str, dict[str, Any]] = template["Resources"][function_id(handler)]["Properties"].get("Events", {})
-    assert len(events) == 1, f"{handler}: expected one event, got {list(events)}"
-    return next(iter(events.items()))
-
-
-NAME_PROPERTIES = {"AWS::DynamoDB::Table": "TableName", "AWS::SQS::Queue": "QueueName", "AWS::Kinesis::Stream": "Name"}
-
-
-def name_of(logical_id: str, prefix: str) -> str:
-    """The name resources.yaml gives a resource with this ResourcePrefix."""
-    resource = RESOURCES["Resources"][logical_id]
-    return resolve_sub(
-        resource["Properties"][NAME_PROPERTIES[resource["Type"]]], {"ResourcePrefix": {"Default": prefix}}
-    )
-
-
-def grants(template: dict[str, Any], role_id: str) -> set[tuple[str, str]]:
-    """(action, canonical resource) pairs an inline-only role allows."""
-    role = template["Resources"][role_id]
-    assert role["Type"] == "AWS::IAM::Role"
-    assert "ManagedPolicyArns" not in role["Properties"], f"{role_id}: managed policies are not least privilege"
-    pairs: set[tuple[str, str]] = set()
-    for policy in role["Properties"]["Policies"]:
-        for statement in policy["PolicyDocument"]["Statement"]:
-            assert statement["Effect"] == "Allow"
-            assert "NotAction" not in statement and "NotResource" not in statement, statement
-            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-            pairs |= {(action, key(resource)) for action in actions for resource in resources}
-    return pairs
-
-
-def role_of(template: dict[str, Any], logical_id: str) -> str:
-    role = template["Resources"][logical_id]["Properties"]["Role"]
-    assert set(role) == {"Fn::GetAtt"} and role["Fn::GetAtt"][1] == "Arn", role
-    return str(role["Fn::GetAtt"][0])
+def packaged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Packaged:
+    return package_stage(request.param, tmp_path_factory)
 
 
 # --- What each function may do: derived from the code (see the scan test below) ----------
@@ -271,16 +118,7 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
 
 
 def test_cfn_lint_passes_on_the_deployed_template(packaged: Packaged) -> None:
-    result = subprocess.run(
-        [str(BIN / "cfn-lint"), str(packaged.sam_path)],
-        env=packaged.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout == ""
+    assert packaged.lint_findings[packaged.sam_path] == []
 
 
 def test_no_merged_value_mixes_two_intrinsics(packaged: Packaged) -> None:
@@ -342,7 +180,15 @@ def test_the_resource_names_are_the_stages(packaged: Packaged) -> None:
         variables = packaged.resources[function_id(handler)]["Properties"]["Environment"]["Variables"]
         for variable, (logical_id, name) in names.items():
             assert variables[variable] == name_of(logical_id, prefix) == name, variable
-        assert variables["EXCHANGE_URL"] == stage_environment(packaged.stage)["EXCHANGE_URL"]
+        assert variables["EXCHANGE_URL"] == {"Ref": "ExchangeUrl"}
+
+
+def test_the_venue_url_is_a_parameter_defaulting_to_the_stages_own(packaged: Packaged) -> None:
+    """`make test-deploy` points the deployed functions at the simulator through it, not by editing them."""
+    parameter = packaged.template["Parameters"]["ExchangeUrl"]
+    assert parameter["Default"] == stage_environment(packaged.stage)["EXCHANGE_URL"]
+    assert re.fullmatch(parameter["AllowedPattern"], "http://127.0.0.1:8001")
+    assert not re.fullmatch(parameter["AllowedPattern"], "ftp://venue.example/")
 
 
 def test_every_resource_name_the_app_reads_is_set_for_the_stage(packaged: Packaged) -> None:
@@ -378,8 +224,6 @@ def test_the_sqs_mapping_reports_batch_item_failures(packaged: Packaged) -> None
     properties = event["Properties"]
     assert properties["FunctionResponseTypes"] == REPORT_BATCH_ITEM_FAILURES
     assert EVENT_SOURCES["place_orders"]["function_response_types"] == REPORT_BATCH_ITEM_FAILURES
-    queue_arn = resolve_sub(properties["Queue"], packaged.template["Parameters"])
-    assert queue_arn.split(":")[-1] == name_of("OrdersQueue", f"brokerage-{packaged.stage}")
 
 
 def test_the_kinesis_mapping_has_what_chalice_cannot_express(packaged: Packaged) -> None:
@@ -396,19 +240,22 @@ def test_the_kinesis_mapping_has_what_chalice_cannot_express(packaged: Packaged)
     assert settings["on_failure_destination_output"] == "ExecutionsFailedQueueArn"
     assert RESOURCES["Outputs"]["ExecutionsFailedQueueArn"]["Value"] == getatt("ExecutionsFailedQueue")
     assert properties["DestinationConfig"] == {"OnFailure": {"Destination": getatt("ExecutionsFailedQueue")}}
-    stream_arn = resolve_sub(properties["Stream"], packaged.template["Parameters"])
-    assert stream_arn.split(":stream/")[-1] == name_of("ExecutionsStream", f"brokerage-{packaged.stage}")
 
 
 @pytest.mark.parametrize(
     ("handler", "source"), [("place_orders", "OrdersQueue"), ("apply_executions", "ExecutionsStream")]
 )
-def test_a_mapping_is_created_after_its_source(packaged: Packaged, handler: str, source: str) -> None:
-    # Chalice's mapping names its source by an ARN built from the name, which
-    # orders nothing; the function's role references the resource, and the
-    # mapping waits for the function, which waits for its role.
-    role_id = role_of(packaged.template, function_id(handler))
-    assert key(getatt(source)) in {resource for _, resource in grants(packaged.template, role_id)}
+def test_a_mapping_names_its_source_by_reference(packaged: Packaged, handler: str, source: str) -> None:
+    # Chalice names the queue or stream by an ARN built from its name, which
+    # references nothing: CloudFormation could create the mapping before its
+    # source, and Lambda refuses a mapping to a source that does not exist.
+    _, event = event_of(packaged.template, handler)
+    source_property = {"SQS": "Queue", "Kinesis": "Stream"}[event["Type"]]
+    assert referenced_resource(event["Properties"][source_property], packaged.template) == source
+    # The same resource Chalice's ARN named: the one the code reads, by the stage's name for it.
+    _, generated = event_of(packaged.plain, handler)
+    arn = resolve_sub(generated["Properties"][source_property], packaged.template["Parameters"])
+    assert re.split(r"[:/]", arn)[-1] == name_of(source, f"brokerage-{packaged.stage}")
 
 
 def test_the_placement_queue_hides_a_message_for_six_function_timeouts(packaged: Packaged) -> None:
@@ -636,7 +483,7 @@ def test_refusals_are_json_401s_and_a_failing_authorizer_a_503(packaged: Package
 
 
 def test_an_unknown_gateway_response_fails_the_build(tmp_path: Path) -> None:
-    _copy_project(tmp_path)
+    copy_project(tmp_path)
     path = tmp_path / "infra" / "gateway_responses.json"
     responses = json.loads(path.read_text(encoding="utf-8"))
     path.write_text(json.dumps({**responses, "ACCESS_DENIEDD": responses["ACCESS_DENIED"]}), encoding="utf-8")
@@ -686,7 +533,7 @@ def test_the_local_stage_cannot_be_deployed() -> None:
 
 
 def test_an_unknown_event_source_setting_fails_the_build(tmp_path: Path) -> None:
-    _copy_project(tmp_path)
+    copy_project(tmp_path)
     settings = tmp_path / "infra" / "event_sources.json"
     settings.write_text(json.dumps({**EVENT_SOURCES, "place_orders": {"bisect_batch_on_function_error": True}}))
     with pytest.raises(build_template.TemplateError, match="not a setting of a Sqs event source"):

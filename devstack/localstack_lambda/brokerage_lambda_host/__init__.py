@@ -1,0 +1,1 @@
+"""LocalStack Lambda runtime executor for host processes; see executor.py."""

@@ -1,0 +1,169 @@
+"""The packaged stack deployed into LocalStack with `make deploy`, its code run from the deployment zip.
+
+Run by `make test-deploy` (make/deploy-test.mk): `devstack.localstack run
+--profile deploy` starts LocalStack on 127.0.0.1 with the legacy
+CloudFormation engine and the host Lambda executor, and points
+AWS_ENDPOINT_URL at it. These fixtures start the exchange simulator, run the
+same `make deploy` a developer runs against AWS (package, upload, deploy),
+with the simulator's URL as the ExchangeUrl parameter, then start the feed
+bridge against the deployed stream. Nothing is changed in the deployed
+functions afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from devstack.emulator import EMULATOR_ENV, emulator_env
+from devstack.localstack import is_localstack
+from devstack.localstack_files import VENV_PYTHON
+from devstack.processes import LOOPBACK, ManagedProcess, free_port
+from devstack.stack import emulator_api_keys, start_bridge, start_exchange
+
+REPO = Path(__file__).resolve().parents[2]
+STAGE = "dev"
+STACK_NAME = f"brokerage-orders-{STAGE}"
+BUCKET = "brokerage-deploy-test"
+# The AWS CLI that LocalStack's own environment brings: the same `aws
+# cloudformation package` / `deploy` a developer runs, no install of ours.
+AWS_CLI = VENV_PYTHON.parent / "aws"
+DEPLOY_TIMEOUT_S = 300
+# The simulator fills every order and fails nothing: these tests show wiring, not faults.
+EXCHANGE_KNOBS = {
+    "EXCHANGE_LATENCY_S": "0.05",
+    "EXCHANGE_FAILURE_RATE": "0",
+    "EXCHANGE_REJECT_RATE": "0",
+    "EXCHANGE_CANCEL_RATE": "0",
+    "EXCHANGE_EXEC_DELAY_S": "0.05",
+}
+
+
+@dataclass
+class DeployedStack:
+    endpoint_url: str
+    outputs: dict[str, str]
+    exchange_url: str
+    function_names: dict[str, str]  # handler -> deployed function name
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=EMULATOR_ENV["AWS_DEFAULT_REGION"])
+
+    @property
+    def api_id(self) -> str:
+        return self.outputs["RestAPIId"]
+
+
+@pytest.fixture(scope="session")
+def endpoint_url() -> str:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    if not endpoint or not is_localstack(endpoint):
+        pytest.fail("tests/deploy needs a LocalStack: run `make test-deploy`")
+    return endpoint
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(tmp_path_factory.mktemp("deploy"))
+
+
+@pytest.fixture(scope="session")
+def exchange(endpoint_url: str, log_dir: Path) -> Iterator[tuple[str, str]]:
+    """(order entry URL, feed URL) of a simulator on loopback."""
+    port, feed_port = free_port(), free_port()
+    with (log_dir / "exchange.log").open("wb") as log:
+        process = start_exchange(port, feed_port, {**os.environ, **EXCHANGE_KNOBS}, log)
+        try:
+            yield f"http://{LOOPBACK}:{port}", f"ws://{LOOPBACK}:{feed_port}/feed"
+        finally:
+            process.stop()
+
+
+def make_deploy(endpoint_url: str, exchange_url: str, log_path: Path) -> None:
+    """`make deploy`, as on AWS, against LocalStack; its output goes to log_path, its tail into the failure."""
+    env = {**os.environ, **emulator_env(endpoint_url)}
+    s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=env["AWS_DEFAULT_REGION"])
+    s3.create_bucket(Bucket=BUCKET)
+    command = [
+        "make",
+        "--no-print-directory",
+        "deploy",
+        f"STAGE={STAGE}",
+        f"STACK_NAME={STACK_NAME}",
+        f"DEPLOY_BUCKET={BUCKET}",
+        f"AWS={AWS_CLI}",
+        f"PARAMETERS=ExchangeUrl={exchange_url}",
+    ]
+    with log_path.open("wb") as log:
+        result = subprocess.run(
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=DEPLOY_TIMEOUT_S, check=False
+        )
+    if result.returncode != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-40:]
+        pytest.fail(f"make deploy failed ({result.returncode}):\n" + "\n".join(tail))
+
+
+@pytest.fixture(scope="session")
+def deployed(endpoint_url: str, exchange: tuple[str, str], log_dir: Path) -> DeployedStack:
+    exchange_url, _ = exchange
+    make_deploy(endpoint_url, exchange_url, log_dir / "deploy.log")
+    cloudformation = boto3.client("cloudformation", endpoint_url=endpoint_url)
+    stack = cloudformation.describe_stacks(StackName=STACK_NAME)["Stacks"][0]
+    outputs = {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
+    prefix = outputs["OrdersTableName"].removesuffix("-orders")
+    handlers = ("api_handler", "api_key_authorizer", "place_orders", "sweep_pending_orders", "apply_executions")
+    names = {handler: f"{prefix}-{handler.replace('_', '-')}" for handler in handlers}
+    return DeployedStack(endpoint_url, outputs, exchange_url, names)
+
+
+@pytest.fixture(scope="session")
+def bridge(deployed: DeployedStack, exchange: tuple[str, str], log_dir: Path) -> Iterator[ManagedProcess]:
+    """The feed bridge (an ECS task on AWS, which LocalStack community lacks) against the deployed stream."""
+    _, feed_url = exchange
+    env = {
+        **os.environ,
+        **emulator_env(deployed.endpoint_url),
+        "EXCHANGE_FEED_URL": feed_url,
+        "EXECUTIONS_STREAM_NAME": deployed.outputs["ExecutionsStreamName"],
+        "FEED_CHECKPOINTS_TABLE_NAME": deployed.outputs["FeedCheckpointsTableName"],
+        "FEED_ID": f"deploy-test-{uuid.uuid4().hex[:12]}",
+        "FEED_LINGER_S": "0.05",
+    }
+    with (log_dir / "bridge.log").open("wb") as log:
+        process = start_bridge(env, log)
+        try:
+            yield process
+        finally:
+            process.stop()
+
+
+@pytest.fixture(scope="session")
+def api_keys(deployed: DeployedStack) -> Any:
+    """The deployed api-keys table, as `python -m ops keys` uses it."""
+    return emulator_api_keys(deployed.endpoint_url, deployed.outputs["ApiKeysTableName"])
+
+
+@pytest.fixture(scope="session")
+def exchange_record(exchange: tuple[str, str]) -> Any:
+    """The simulator's own record of an order (by our order id), or None."""
+    exchange_url, _ = exchange
+
+    def record(order_id: str) -> dict[str, Any] | None:
+        response = requests.get(f"{exchange_url}/orders/{order_id}", timeout=5)
+        return None if response.status_code == 404 else dict(response.json())
+
+    return record
+
+
+def pytest_report_header() -> list[str]:
+    return [f"deploying stage {STAGE} as {STACK_NAME} with {AWS_CLI} (python {sys.version.split()[0]})"]

@@ -1,0 +1,94 @@
+"""Talking to the deployed stack: invoking its functions, the events API Gateway would send them, its outputs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ACCOUNT = "000000000000"  # LocalStack's default account
+REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What a synchronous Lambda invoke returned: the function's result, or its error."""
+
+    payload: Any
+    function_error: str | None
+
+
+def invoke(lambda_client: Any, function_name: str, event: Mapping[str, Any]) -> Invocation:
+    response = lambda_client.invoke(FunctionName=function_name, Payload=json.dumps(event).encode())
+    return Invocation(json.loads(response["Payload"].read() or b"null"), response.get("FunctionError"))
+
+
+def authorizer_event(api_id: str, headers: Mapping[str, str], method: str = "POST", path: str = "/orders") -> Any:
+    """The REQUEST authorizer event API Gateway sends (the deployed authorizer is a REQUEST one, without caching)."""
+    return {
+        "type": "REQUEST",
+        "methodArn": f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{api_id}/api/{method}{path}",
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": dict(headers),
+        "multiValueHeaders": {name: [value] for name, value in headers.items()},
+        "queryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {"stage": "api", "httpMethod": method, "resourcePath": path, "apiId": api_id},
+    }
+
+
+def proxy_event(
+    api_id: str,
+    method: str,
+    resource: str,
+    path_parameters: Mapping[str, str] | None = None,
+    body: Mapping[str, Any] | None = None,
+    authorizer: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The Lambda proxy event API Gateway (REST) sends after an Allow, carrying the authorizer's context.
+
+    LocalStack community never calls Lambda authorizers from API Gateway, so
+    the tests build what AWS would: the route, and `requestContext.authorizer`
+    with the context the authorizer returned plus its principal.
+    """
+    path = resource
+    for name, value in (path_parameters or {}).items():
+        path = path.replace("{" + name + "}", value)
+    headers = {"Content-Type": "application/json", "Host": f"{api_id}.execute-api.{REGION}.amazonaws.com"}
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {name: [value] for name, value in headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": dict(path_parameters) if path_parameters else None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": f"/api{path}",
+            "stage": "api",
+            "apiId": api_id,
+            "requestId": str(uuid.uuid4()),
+            "identity": {"sourceIp": "127.0.0.1"},
+            "authorizer": dict(authorizer) if authorizer else None,
+        },
+        "body": None if body is None else json.dumps(body),
+        "isBase64Encoded": False,
+    }
+
+
+def allowed_context(decision: Mapping[str, Any]) -> dict[str, Any]:
+    """What API Gateway puts in `requestContext.authorizer` after an Allow: the context plus the principal."""
+    return {**decision.get("context", {}), "principalId": decision["principalId"]}
+
+
+def effect_of(decision: Mapping[str, Any]) -> str:
+    return str(decision["policyDocument"]["Statement"][0]["Effect"])

@@ -1,0 +1,183 @@
+"""The deployed stack end to end: API Gateway, the deployed functions, the SQS and Kinesis mappings, the schedule.
+
+Every function here is the deployed one, run by LocalStack from the
+deployment zip (devstack/localstack_lambda/): what it imports is what
+`chalice package` bundled. See docs/deploy.md for what this shows and what
+only AWS can.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from chalicelib.service.accounts import create_api_key, revoke_api_key
+from tests.deploy.conftest import DeployedStack
+from tests.deploy.support import allowed_context, authorizer_event, effect_of, invoke, proxy_event
+from tests.polling import wait_until
+
+pytestmark = pytest.mark.deploy
+
+ISIN = "DE0007164600"
+MISSING_KEY = "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+INVALID_KEY = "Invalid or revoked API key"
+
+
+def authorize(deployed: DeployedStack, headers: dict[str, str]) -> dict[str, Any]:
+    result = invoke(
+        deployed.client("lambda"),
+        deployed.function_names["api_key_authorizer"],
+        authorizer_event(deployed.api_id, headers),
+    )
+    assert result.function_error is None, result.payload
+    return dict(result.payload)
+
+
+def call_api(deployed: DeployedStack, event: dict[str, Any]) -> tuple[int, Any]:
+    result = invoke(deployed.client("lambda"), deployed.function_names["api_handler"], event)
+    assert result.function_error is None, result.payload
+    return int(result.payload["statusCode"]), json.loads(result.payload["body"])
+
+
+def test_the_stack_has_one_api_stage_and_the_functions_run_the_deployed_configuration(
+    deployed: DeployedStack,
+) -> None:
+    stages = deployed.client("apigateway").get_stages(restApiId=deployed.api_id)["item"]
+    assert [stage["stageName"] for stage in stages] == ["api"]
+    lambda_client = deployed.client("lambda")
+    for handler, name in deployed.function_names.items():
+        configuration = lambda_client.get_function_configuration(FunctionName=name)
+        assert configuration["Runtime"] == "python3.11", handler
+        variables = configuration["Environment"]["Variables"]
+        # The template's parameter, not an edit of the deployed function.
+        assert variables["EXCHANGE_URL"] == deployed.exchange_url, handler
+        assert variables["ORDERS_TABLE_NAME"] == deployed.outputs["OrdersTableName"], handler
+
+
+def test_the_mappings_carry_the_settings_chalice_cannot_set(deployed: DeployedStack) -> None:
+    """Partial batch responses and the on-failure destination, as infra/event_sources.json adds them."""
+    lambda_client = deployed.client("lambda")
+
+    def mapping(handler: str) -> dict[str, Any]:
+        found = lambda_client.list_event_source_mappings(FunctionName=deployed.function_names[handler])
+        assert len(found["EventSourceMappings"]) == 1, found
+        return dict(found["EventSourceMappings"][0])
+
+    placement = mapping("place_orders")
+    assert placement["EventSourceArn"] == deployed.outputs["OrdersQueueArn"]
+    assert placement["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    executions = mapping("apply_executions")
+    assert executions["EventSourceArn"] == deployed.outputs["ExecutionsStreamArn"]
+    assert executions["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert executions["BisectBatchOnFunctionError"] is True
+    destination = executions["DestinationConfig"]["OnFailure"]["Destination"]
+    assert destination == deployed.outputs["ExecutionsFailedQueueArn"]
+
+
+def test_the_openapi_document_comes_through_api_gateway(deployed: DeployedStack) -> None:
+    url = f"{deployed.endpoint_url}/restapis/{deployed.api_id}/api/_user_request_/openapi.json"
+    response = requests.get(url, timeout=60)
+    assert response.status_code == 200, response.text
+    document = response.json()
+    assert document["openapi"].startswith("3.")
+    assert "/orders" in document["paths"]
+
+
+def test_the_authorizer_allows_a_valid_key_for_its_account(deployed: DeployedStack, api_keys: Any) -> None:
+    key = create_api_key("deploy-allow", "deploy test", api_keys).plaintext
+    for headers in ({"Authorization": f"Bearer {key}"}, {"x-api-key": key}):
+        decision = authorize(deployed, headers)
+        assert effect_of(decision) == "Allow"
+        assert decision["principalId"] == "deploy-allow"
+        assert decision["context"]["account_id"] == "deploy-allow"
+
+
+def test_the_authorizer_denies_missing_unknown_and_revoked_keys_with_our_messages(
+    deployed: DeployedStack, api_keys: Any
+) -> None:
+    created = create_api_key("deploy-deny", "deploy test", api_keys)
+    assert effect_of(authorize(deployed, {"x-api-key": created.plaintext})) == "Allow"
+    revoke_api_key(created.key_id, api_keys)
+    unknown = created.plaintext[:-4] + ("AAAA" if not created.plaintext.endswith("AAAA") else "BBBB")
+    for headers, message in (
+        ({}, MISSING_KEY),
+        ({"Authorization": f"Bearer {unknown}"}, INVALID_KEY),
+        ({"x-api-key": created.plaintext}, INVALID_KEY),
+    ):
+        decision = authorize(deployed, headers)
+        assert effect_of(decision) == "Deny", headers
+        assert decision["context"]["message"] == message, headers
+
+
+def test_an_order_is_placed_through_the_sqs_mapping_and_filled_through_the_kinesis_mapping(
+    deployed: DeployedStack, api_keys: Any, bridge: Any, exchange_record: Any
+) -> None:
+    key = create_api_key("deploy-orders", "deploy test", api_keys).plaintext
+    context = allowed_context(authorize(deployed, {"Authorization": f"Bearer {key}"}))
+    body = {"type": "market", "side": "buy", "instrument": ISIN, "quantity": 20}
+    status, order = call_api(deployed, proxy_event(deployed.api_id, "POST", "/orders", body=body, authorizer=context))
+    assert status == 201, order
+    assert order["status"] == "pending"
+
+    # LocalStack's SQS mapping calls the deployed place_orders, which sends it to the simulator.
+    record = wait_until(lambda: (exchange_record(order["id"]) or {}).get("order"), timeout_s=90, interval_s=1)
+    assert record["quantity"] == 20
+
+    # The simulator's feed -> the bridge -> Kinesis -> LocalStack's mapping -> the deployed apply_executions.
+    def filled() -> dict[str, Any] | None:
+        event = proxy_event(deployed.api_id, "GET", "/orders/{order_id}", {"order_id": order["id"]}, authorizer=context)
+        status, current = call_api(deployed, event)
+        assert status == 200, current
+        return current if current["status"] == "filled" else None
+
+    final = wait_until(filled, timeout_s=120, interval_s=2)
+    assert final["filled_quantity"] == 20
+    event = proxy_event(
+        deployed.api_id, "GET", "/orders/{order_id}/executions", {"order_id": order["id"]}, authorizer=context
+    )
+    status, listing = call_api(deployed, event)
+    assert status == 200
+    assert sum(execution["quantity"] for execution in listing["executions"]) == 20
+
+
+def test_a_poison_record_reaches_the_on_failure_queue(deployed: DeployedStack) -> None:
+    marker = f"poison-{time.time_ns()}"
+    deployed.client("kinesis").put_record(
+        StreamName=deployed.outputs["ExecutionsStreamName"], Data=f"not a report {marker}".encode(), PartitionKey=marker
+    )
+    sqs = deployed.client("sqs")
+    queue_url = sqs.get_queue_url(QueueName=deployed.outputs["ExecutionsFailedQueueName"])["QueueUrl"]
+    seen: list[dict[str, Any]] = []
+
+    def arrived() -> dict[str, Any] | None:
+        for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        ):
+            seen.append(json.loads(message["Body"]))
+        return next((body for body in seen if body.get("partitionKey") == marker), None)
+
+    failed = wait_until(arrived, timeout_s=90, interval_s=0.5)
+    assert base64.b64decode(failed["data"]).decode() == f"not a report {marker}"
+    assert failed["reason"]
+
+
+def test_the_schedule_runs_the_deployed_sweep(deployed: DeployedStack) -> None:
+    """The rule fires every minute; LocalStack writes each invocation's log to the function's log group."""
+    logs = deployed.client("logs")
+    group = f"/aws/lambda/{deployed.function_names['sweep_pending_orders']}"
+
+    def swept() -> list[str]:
+        streams = logs.describe_log_streams(logGroupName=group).get("logStreams", [])
+        return [
+            event["message"]
+            for stream in streams
+            for event in logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"])["events"]
+        ]
+
+    messages = wait_until(swept, timeout_s=150, interval_s=5)
+    assert any("START RequestId" in message for message in messages), messages
