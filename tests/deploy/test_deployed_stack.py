@@ -80,12 +80,16 @@ def test_the_mappings_carry_the_settings_chalice_cannot_set(deployed: DeployedSt
 
 
 def test_the_openapi_document_comes_through_api_gateway(deployed: DeployedStack) -> None:
-    url = f"{deployed.endpoint_url}/restapis/{deployed.api_id}/api/_user_request_/openapi.json"
+    """A real proxy integration: API Gateway's own event reaches the deployed API function and its answer comes back."""
+    url = f"{deployed.endpoint_url}/_aws/execute-api/{deployed.api_id}/api/openapi.json"
     response = requests.get(url, timeout=60)
     assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "application/json"
     document = response.json()
     assert document["openapi"].startswith("3.")
     assert "/orders" in document["paths"]
+    # Built from API Gateway's request context: the stage comes before every route.
+    assert document["servers"] == [{"url": "/api"}]
 
 
 def test_the_authorizer_allows_a_valid_key_for_its_account(deployed: DeployedStack, api_keys: Any) -> None:

@@ -82,7 +82,11 @@ def load_handler(name: str) -> Any:
 
 
 class LogTail:
-    """What the process wrote to its log file since the last call: one invocation's log lines."""
+    """What the process wrote to its log file since the last call: one invocation's log lines.
+
+    The first call also returns what the import printed: in a Lambda log
+    stream, too, a cold start's init output comes before the first START.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
