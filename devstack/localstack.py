@@ -62,8 +62,9 @@ REQUIRED_SERVICES = ("dynamodb", "sqs", "kinesis", "cloudformation")
 SERVICES = (*REQUIRED_SERVICES, "sts", "iam")
 # What the packaged stack creates and runs on, beyond those (make test-deploy).
 DEPLOY_SERVICES = ("s3", "lambda", "apigateway", "events", "logs", "cloudwatch", "sns")
-# The distribution of devstack/localstack_lambda/, installed into LocalStack's venv.
+# The distribution of devstack/localstack_lambda/, installed into LocalStack's venv, and its plugin name.
 HOST_EXECUTOR_MODULE = "brokerage_lambda_host"
+HOST_EXECUTOR = "host-python"
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ DEPLOY_PROFILE = Profile(
     "deploy",
     (*SERVICES, *DEPLOY_SERVICES),
     (*REQUIRED_SERVICES, "s3", "lambda", "apigateway", "events"),
-    {"PROVIDER_OVERRIDE_CLOUDFORMATION": "engine-legacy", "LAMBDA_RUNTIME_EXECUTOR": "host-python"},
+    {"PROVIDER_OVERRIDE_CLOUDFORMATION": "engine-legacy", "LAMBDA_RUNTIME_EXECUTOR": HOST_EXECUTOR},
     needs_host_executor=True,
 )
 PROFILES = {profile.name: profile for profile in (TEST_PROFILE, DEPLOY_PROFILE)}
@@ -314,14 +315,19 @@ def port_in_use(port: int) -> bool:
 
 
 def check_host_executor() -> None:
-    """The host executor must be importable by LocalStack, or it would fall back to Docker and fail every call."""
+    """LocalStack must load the host executor by its plugin name, or it falls back to Docker and fails every call."""
+    probe = (
+        f"import importlib.metadata, {HOST_EXECUTOR_MODULE}.executor; "
+        f"assert importlib.metadata.entry_points(group='localstack.lambda.runtime_executor', name='{HOST_EXECUTOR}')"
+    )
     try:
         subprocess.run(  # noqa: S603 - LocalStack's own interpreter, no shell
-            [str(VENV_PYTHON), "-c", f"import {HOST_EXECUTOR_MODULE}"], capture_output=True, timeout=60, check=True
+            [str(VENV_PYTHON), "-c", probe], capture_output=True, timeout=60, check=True
         )
     except (OSError, subprocess.SubprocessError) as exc:
         raise LocalStackError(
-            f"LocalStack's venv lacks the host Lambda executor ({HOST_EXECUTOR_MODULE}): run `make localstack-setup`"
+            f"LocalStack's venv lacks the host Lambda executor ({HOST_EXECUTOR_MODULE}, plugin {HOST_EXECUTOR}): "
+            "run `make localstack-setup`"
         ) from exc
 
 

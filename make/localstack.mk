@@ -60,7 +60,7 @@ run-localstack: setup localstack-setup
 
 # Always a LocalStack of its own (the deploy profile: legacy CloudFormation engine,
 # Lambda code as host processes), `make deploy STAGE=dev` into it, then
-# tests/deploy against what was deployed. About four minutes.
+# tests/deploy against what was deployed. About three minutes.
 test-deploy: setup localstack-setup
 	env -u AWS_ENDPOINT_URL $(BIN)/python -m devstack.localstack run --profile deploy -- $(BIN)/python -m pytest tests/deploy
 

@@ -1,6 +1,6 @@
 """The packaged stack deployed into LocalStack with `make deploy`, its code run from the deployment zip.
 
-Run by `make test-deploy` (make/deploy-test.mk): `devstack.localstack run
+Run by `make test-deploy` (make/localstack.mk): `devstack.localstack run
 --profile deploy` starts LocalStack on 127.0.0.1 with the legacy
 CloudFormation engine and the host Lambda executor, and points
 AWS_ENDPOINT_URL at it. These fixtures start the exchange simulator, run the
@@ -13,6 +13,7 @@ functions afterwards.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -38,7 +39,11 @@ BUCKET = "brokerage-deploy-test"
 # The AWS CLI that LocalStack's own environment brings: the same `aws
 # cloudformation package` / `deploy` a developer runs, no install of ours.
 AWS_CLI = VENV_PYTHON.parent / "aws"
-DEPLOY_TIMEOUT_S = 300
+# Under the suite's own pytest timeout (tests/deploy/test_deployed_stack.py),
+# so that a stuck deploy fails here, with its log, not as a bare timeout.
+DEPLOY_TIMEOUT_S = 240
+# Not build/dev: a developer's `make package STAGE=dev` output stays as it was.
+PACKAGE_DIR = "build/test-deploy"
 # The simulator fills every order and fails nothing: these tests show wiring, not faults.
 EXCHANGE_KNOBS = {
     "EXCHANGE_LATENCY_S": "0.05",
@@ -102,15 +107,23 @@ def make_deploy(endpoint_url: str, exchange_url: str, log_path: Path) -> None:
         f"STACK_NAME={STACK_NAME}",
         f"DEPLOY_BUCKET={BUCKET}",
         f"AWS={AWS_CLI}",
+        f"PACKAGE_DIR={PACKAGE_DIR}",
         f"PARAMETERS=ExchangeUrl={exchange_url}",
     ]
     with log_path.open("wb") as log:
-        result = subprocess.run(
-            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=DEPLOY_TIMEOUT_S, check=False
+        # A session of its own: on timeout the whole group goes (make, chalice, the AWS CLI), not make alone.
+        deploy = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-    if result.returncode != 0:
+        try:
+            returncode = deploy.wait(timeout=DEPLOY_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(deploy.pid, signal.SIGKILL)
+            deploy.wait()
+            returncode = -signal.SIGKILL
+    if returncode != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-40:]
-        pytest.fail(f"make deploy failed ({result.returncode}):\n" + "\n".join(tail))
+        pytest.fail(f"make deploy failed ({returncode}):\n" + "\n".join(tail))
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ server in LocalStack's place recording what the runtime posts.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -20,13 +21,11 @@ from typing import Any
 import pytest
 import requests
 
+from devstack.localstack_lambda.brokerage_lambda_host.command import runtime_command, runtime_environment
 from devstack.processes import LOOPBACK, free_port, wait_for_http
 
 pytestmark = pytest.mark.integration
 
-BOOTSTRAP = (
-    Path(__file__).resolve().parents[2] / "devstack" / "localstack_lambda" / "brokerage_lambda_host" / "bootstrap.py"
-)
 RUNTIME_ID = "runtime-1"
 HANDLERS = """
 import sys
@@ -45,6 +44,10 @@ def echo(event, context):
 
 def boom(event, context):
     raise ValueError("boom: " + str(event))
+
+
+def exits(event, context):
+    sys.exit(3)
 
 
 def importable(event, context):
@@ -87,25 +90,26 @@ def fake_localstack() -> Iterator[FakeLocalStack]:
     fake.server.server_close()
 
 
-def start_runtime(tmp_path: Path, endpoint: str, handler: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_runtime(
+    tmp_path: Path, endpoint: str, handler: str, parent_pid: int | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The runtime exactly as the executor starts it (command.py), with LocalStack's variables for one function."""
     code = tmp_path / "task"
     code.mkdir(exist_ok=True)
     (code / "handlers.py").write_text(HANDLERS)
     port = free_port()
     log_path = tmp_path / "runtime.log"
-    env = {
-        "PATH": "/usr/bin:/bin",
+    localstack_variables = {
         "LOCALSTACK_RUNTIME_ENDPOINT": endpoint,
         "LOCALSTACK_RUNTIME_ID": RUNTIME_ID,
         "_HANDLER": handler,
-        "LAMBDA_TASK_ROOT": str(code),
         "AWS_LAMBDA_FUNCTION_NAME": "test-function",
-        "AWS_LAMBDA_FUNCTION_TIMEOUT": "5",
+        "AWS_LAMBDA_FUNCTION_TIMEOUT": 5,
     }
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-u", str(BOOTSTRAP), "--port", str(port), "--log", str(log_path)],
-            env=env,
+            runtime_command(sys.executable, port, log_path, os.getpid() if parent_pid is None else parent_pid),
+            env=runtime_environment(localstack_variables, code, tmp_path),
             cwd=code,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -191,3 +195,34 @@ def test_an_import_error_is_reported_as_the_environments_startup_error(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize("runtime", ["handlers.exits"], indirect=True)
+def test_a_handler_that_exits_ends_the_runtime_without_an_answer(runtime: int, fake_localstack: FakeLocalStack) -> None:
+    """As a Lambda runtime that exits: the executor sees the process gone and fails the invocation."""
+    invoke(runtime, "req-1", None)
+    with pytest.raises(queue.Empty):
+        fake_localstack.posts.get(timeout=3)
+    with pytest.raises(requests.ConnectionError):
+        requests.post(f"http://{LOOPBACK}:{runtime}/invoke", json={}, timeout=5)
+
+
+def test_a_runtime_whose_localstack_is_gone_stops_at_once(tmp_path: Path, fake_localstack: FakeLocalStack) -> None:
+    process, _ = start_runtime(tmp_path, fake_localstack.endpoint, "handlers.echo", parent_pid=1)
+    try:
+        assert process.wait(timeout=20) != 0
+        assert fake_localstack.posts.empty()  # never reported ready
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_no_bytecode_is_written_into_the_deployed_code(tmp_path: Path, fake_localstack: FakeLocalStack) -> None:
+    process, _ = start_runtime(tmp_path, fake_localstack.endpoint, "handlers.echo")
+    try:
+        assert fake_localstack.next_post()[0].endswith("/ready")
+        assert not list((tmp_path / "task").rglob("__pycache__"))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

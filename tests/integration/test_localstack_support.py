@@ -306,3 +306,20 @@ def test_leftover_helpers_in_their_own_session_are_stopped() -> None:
     finally:
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
+
+
+def test_the_deploy_profile_runs_the_legacy_engine_and_the_host_executor(tmp_path: Path) -> None:
+    env = localstack.runtime_env(4999, tmp_path, localstack.DEPLOY_PROFILE)
+    assert env["PROVIDER_OVERRIDE_CLOUDFORMATION"] == "engine-legacy"
+    assert env["LAMBDA_RUNTIME_EXECUTOR"] == localstack.HOST_EXECUTOR
+    services = env["SERVICES"].split(",")
+    assert {"lambda", "s3", "apigateway", "events", "logs"} <= set(services)
+    assert set(localstack.SERVICES) <= set(services)
+    test_env = localstack.runtime_env(4999, tmp_path)
+    assert "LAMBDA_RUNTIME_EXECUTOR" not in test_env and "PROVIDER_OVERRIDE_CLOUDFORMATION" not in test_env
+
+
+def test_the_host_executor_names_its_plugin_as_the_deploy_profile_does() -> None:
+    plugin = Path(localstack.__file__).resolve().parent / "localstack_lambda" / "pyproject.toml"
+    pyproject = plugin.read_text(encoding="utf-8")
+    assert f'{localstack.HOST_EXECUTOR} = "{localstack.HOST_EXECUTOR_MODULE}.executor:' in pyproject

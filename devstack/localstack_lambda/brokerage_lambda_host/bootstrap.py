@@ -1,9 +1,10 @@
 """A Lambda Python runtime for one execution environment, as a host process (standard library only).
 
 LocalStack's host executor (executor.py beside this file) starts it as
-`python3.11 -I -S -u bootstrap.py --port P --log FILE` in the unzipped
-deployment package: no site-packages, no PYTHON* variables, so the function
-sees only the package's own files and its bundled dependencies, as on Lambda.
+command.py says (`python3.11 -I -S -B -u bootstrap.py --port P --log FILE
+--parent-pid PID`) in the unzipped deployment package: no site-packages, no
+PYTHON* variables, so the function sees only the package's own files and its
+bundled dependencies, as on Lambda.
 
 It speaks LocalStack's executor protocol (the one its Go init speaks in a
 Lambda container, localstack/services/lambda_/invocation/executor_endpoint.py):
@@ -22,10 +23,12 @@ Lambda container, localstack/services/lambda_/invocation/executor_endpoint.py):
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib
 import json
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -35,6 +38,23 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 LOOPBACK = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1
+# Calls to LocalStack on loopback never go through a proxy the function's environment may name.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """SIGTERM when LocalStack dies, so no runtime outlives a killed LocalStack (Linux; elsewhere a no-op).
+
+    Set here rather than between fork and exec in LocalStack's many-threaded
+    process; the parent check covers a LocalStack that died before it was set.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:
+        sys.exit(f"LocalStack (pid {parent_pid}) is gone")
 
 
 class LambdaContext:
@@ -59,7 +79,7 @@ class LambdaContext:
 
 def _post(url: str, body: bytes) -> None:
     request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with _OPENER.open(request, timeout=30) as response:
         response.read()
 
 
@@ -146,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log", required=True, help="the file this process's output goes to")
+    parser.add_argument("--parent-pid", type=int, required=True, help="LocalStack's pid: this process ends with it")
     args = parser.parse_args(argv)
+    die_with_parent(args.parent_pid)
 
     endpoint = os.environ["LOCALSTACK_RUNTIME_ENDPOINT"]
     status = f"{endpoint}/status/{os.environ['LOCALSTACK_RUNTIME_ID']}"
