@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test lint unit integration e2e bench clean
+.PHONY: setup run test lint unit tooling integration e2e bench clean
 
 # Re-installs only when a requirements file changed since the last install.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -35,6 +35,9 @@ bench: setup
 
 unit: setup
 	$(BIN)/python -m pytest tests/unit
+
+tooling: setup
+	$(BIN)/python -m pytest tests/tooling
 
 integration: setup
 	$(BIN)/python -m pytest tests/integration

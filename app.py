@@ -1,99 +1,123 @@
-"""Chalice wiring: routes and event handlers, each delegating to chalicelib."""
+"""Chalice wiring: the routes and event handlers, each delegating to chalicelib with the process's dependencies."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from chalice.app import AuthRequest, Chalice, CloudWatchEvent, KinesisEvent, Rate, Response, SQSEvent
+from chalice.app import AuthRequest, Chalice, CloudWatchEvent, KinesisEvent, Rate, Request, Response, SQSEvent
 
-from chalicelib.config import get_settings
-from chalicelib.entrypoints import auth, executions, http, openapi, placement
+from chalicelib import bootstrap
+from chalicelib.config import Settings, get_settings
+from chalicelib.entrypoints import auth, executions, http, openapi, orders_queue, sweep
+from chalicelib.service.dependencies import Dependencies
 
-settings = get_settings()
-app = Chalice(app_name="brokerage-orders")
+APP_NAME = "brokerage-orders"
 
-
-# Every order route requires an API key; the docs do not. Chalice packages
-# this as a Lambda function of its own; the deployed API calls it as a
-# REQUEST authorizer without caching, and devstack/api_server.py does the
-# same locally (see chalicelib/entrypoints/auth.py and docs/deploy.md).
-@auth.accepting_request_events(app)
-@app.authorizer(ttl_seconds=0)
-def api_key_authorizer(auth_request: AuthRequest) -> auth.AuthResult:
-    return auth.authorize(auth_request)
+# The dependencies are asked for on every invocation, not at import: the
+# deployed app builds them on first use (bootstrap.production), tests pass
+# theirs, and importing this module stays free of I/O.
+DependenciesSource = Callable[[], Dependencies]
 
 
-@app.route("/orders", methods=["POST"], authorizer=api_key_authorizer)
-def post_order() -> Response:
-    request = app.current_request
-    assert request is not None  # Chalice sets it for every route invocation
-    return http.post_order(request)
+def create_app(dependencies: DependenciesSource, settings: Settings | None = None) -> Chalice:
+    """The app, its handlers running with whatever `dependencies()` returns; settings name the event sources."""
+    settings = settings or get_settings()
+    app = Chalice(app_name=APP_NAME)
+    authorizer = _add_authorizer(app, dependencies)
+    _add_order_routes(app, authorizer, dependencies)
+    _add_docs_routes(app)
+    _add_event_handlers(app, dependencies, settings)
+    return app
 
 
-@app.route("/orders", methods=["GET"], authorizer=api_key_authorizer)
-def list_orders() -> Response:
-    request = app.current_request
-    assert request is not None  # Chalice sets it for every route invocation
-    return http.list_orders(request)
+def _add_authorizer(app: Chalice, dependencies: DependenciesSource) -> auth.RequestOrTokenAuthorizer:
+    # Every order route requires an API key; the docs do not. Chalice packages
+    # this as a Lambda function of its own; the deployed API calls it as a
+    # REQUEST authorizer without caching, and devstack/api_server.py does the
+    # same locally (see chalicelib/entrypoints/auth.py and docs/deploy.md).
+    @auth.accepting_request_events(app)
+    @app.authorizer(ttl_seconds=0)
+    def api_key_authorizer(auth_request: AuthRequest) -> auth.AuthResult:
+        return auth.authorize(auth_request, dependencies().api_keys)
+
+    return api_key_authorizer
 
 
-@app.route("/orders/{order_id}", methods=["GET"], authorizer=api_key_authorizer)
-def get_order(order_id: str) -> Response:
-    request = app.current_request
-    assert request is not None  # Chalice sets it for every route invocation
-    return http.get_order(request, order_id)
+def _add_order_routes(
+    app: Chalice, authorizer: auth.RequestOrTokenAuthorizer, dependencies: DependenciesSource
+) -> None:
+    def current_request() -> Request:
+        request = app.current_request
+        assert request is not None  # Chalice sets it for every route invocation
+        return request
+
+    @app.route("/orders", methods=["POST"], authorizer=authorizer)
+    def post_order() -> Response:
+        return http.post_order(current_request(), dependencies())
+
+    @app.route("/orders", methods=["GET"], authorizer=authorizer)
+    def list_orders() -> Response:
+        return http.list_orders(current_request(), dependencies())
+
+    @app.route("/orders/{order_id}", methods=["GET"], authorizer=authorizer)
+    def get_order(order_id: str) -> Response:
+        return http.get_order(current_request(), order_id, dependencies())
+
+    @app.route("/orders/{order_id}", methods=["DELETE"], authorizer=authorizer)
+    def cancel_order(order_id: str) -> Response:
+        return http.cancel_order(current_request(), order_id, dependencies())
+
+    @app.route("/orders/{order_id}/executions", methods=["GET"], authorizer=authorizer)
+    def get_executions(order_id: str) -> Response:
+        return http.get_executions(current_request(), order_id, dependencies())
 
 
-@app.route("/orders/{order_id}", methods=["DELETE"], authorizer=api_key_authorizer)
-def cancel_order(order_id: str) -> Response:
-    request = app.current_request
-    assert request is not None  # Chalice sets it for every route invocation
-    return http.cancel_order(request, order_id)
+def _add_docs_routes(app: Chalice) -> None:
+    @app.route("/openapi.json", methods=["GET"])
+    def get_openapi_document() -> Response:
+        request = app.current_request
+        assert request is not None  # Chalice sets it for every route invocation
+        return openapi.openapi_response(request.context)
+
+    @app.route("/docs", methods=["GET"])
+    def get_docs() -> Response:
+        return openapi.docs_page()
+
+    @app.route("/docs/{asset}", methods=["GET"])
+    def get_docs_asset(asset: str) -> Response:
+        return openapi.docs_asset(asset)
 
 
-@app.route("/orders/{order_id}/executions", methods=["GET"], authorizer=api_key_authorizer)
-def get_executions(order_id: str) -> Response:
-    request = app.current_request
-    assert request is not None  # Chalice sets it for every route invocation
-    return http.get_executions(request, order_id)
+def _add_event_handlers(app: Chalice, dependencies: DependenciesSource, settings: Settings) -> None:
+    @app.on_sqs_message(
+        queue=settings.orders_queue_name,
+        batch_size=settings.placement_batch_size,
+        maximum_batching_window_in_seconds=settings.placement_batch_window_s,
+    )
+    def place_orders(event: SQSEvent) -> dict[str, Any]:
+        return orders_queue.handle_batch(event.to_dict(), event.context, dependencies=dependencies())
+
+    @app.schedule(Rate(1, unit=Rate.MINUTES))
+    def sweep_pending_orders(event: CloudWatchEvent) -> None:
+        sweep.sweep(event.to_dict(), event.context, dependencies=dependencies())
+
+    @app.on_kinesis_record(
+        stream=settings.executions_stream_name,
+        batch_size=settings.executions_batch_size,
+        starting_position="TRIM_HORIZON",
+        maximum_batching_window_in_seconds=settings.executions_batch_window_s,
+    )
+    def apply_executions(event: KinesisEvent) -> dict[str, Any]:
+        return executions.handle_batch(event.to_dict(), event.context, dependencies=dependencies())
 
 
-@app.route("/openapi.json", methods=["GET"])
-def get_openapi_document() -> Response:
-    request = app.current_request
-    assert request is not None  # Chalice sets it for every route invocation
-    return openapi.openapi_response(request.context)
+app = create_app(bootstrap.production)
 
-
-@app.route("/docs", methods=["GET"])
-def get_docs() -> Response:
-    return openapi.docs_page()
-
-
-@app.route("/docs/{asset}", methods=["GET"])
-def get_docs_asset(asset: str) -> Response:
-    return openapi.docs_asset(asset)
-
-
-@app.on_sqs_message(
-    queue=settings.orders_queue_name,
-    batch_size=settings.placement_batch_size,
-    maximum_batching_window_in_seconds=settings.placement_batch_window_s,
-)
-def place_orders(event: SQSEvent) -> dict[str, Any]:
-    return placement.handle_batch(event.to_dict(), event.context)
-
-
-@app.schedule(Rate(1, unit=Rate.MINUTES))
-def sweep_pending_orders(event: CloudWatchEvent) -> None:
-    placement.sweep(event.to_dict(), event.context)
-
-
-@app.on_kinesis_record(
-    stream=settings.executions_stream_name,
-    batch_size=settings.executions_batch_size,
-    starting_position="TRIM_HORIZON",
-    maximum_batching_window_in_seconds=settings.executions_batch_window_s,
-)
-def apply_executions(event: KinesisEvent) -> dict[str, Any]:
-    return executions.handle_batch(event.to_dict(), event.context)
+# Lambda finds each function by its handler string, "app.<function name>"
+# (Chalice names them so when it packages the app), hence module attributes
+# of these names; the API's routes all run in `app` itself.
+api_key_authorizer = app.handler_map["api_key_authorizer"]
+place_orders = app.handler_map["place_orders"]
+sweep_pending_orders = app.handler_map["sweep_pending_orders"]
+apply_executions = app.handler_map["apply_executions"]

@@ -1,17 +1,23 @@
-"""Shared benchmark plumbing: a private emulator with our stack, and API call counting."""
+"""Shared benchmark plumbing: a private emulator with our stack, Lambda events of execution reports, call counting."""
 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from chalicelib.stack_outputs import settings_environment
 from devstack.emulator import emulator_client, emulator_env, start_moto
+from devstack.lambda_context import FunctionSpec
 from devstack.processes import LOOPBACK, free_port
 from devstack.provision import provision
+from devstack.runner.events import kinesis_event
+
+BENCH_SHARD_ID = "shardId-000000000000"
 
 
 @contextmanager
@@ -28,19 +34,27 @@ def bench_stack(prefix: str) -> Iterator[dict[str, str]]:
             parameters={"ResourcePrefix": prefix},
             cloudformation_client=emulator_client("cloudformation", endpoint),
         )
-        os.environ.update(
-            {
-                "ORDERS_TABLE_NAME": outputs["OrdersTableName"],
-                "ORDERS_QUEUE_NAME": outputs["OrdersQueueName"],
-                "EXECUTIONS_TABLE_NAME": outputs["ExecutionsTableName"],
-                "EXECUTIONS_STREAM_NAME": outputs["ExecutionsStreamName"],
-                "EXECUTIONS_FAILED_QUEUE_NAME": outputs["ExecutionsFailedQueueName"],
-                "API_KEYS_TABLE_NAME": outputs["ApiKeysTableName"],
-            }
-        )
+        os.environ.update(settings_environment(outputs))
         yield outputs
     finally:
         server.stop()
+
+
+def execution_reports_event(
+    reports: Sequence[Mapping[str, Any]], first_sequence: int, stream_arn: str, function: FunctionSpec
+) -> dict[str, Any]:
+    """The Lambda Kinesis event of these execution reports, one shard, as the feed bridge puts them (keyed by order)."""
+    arrival = time.time()
+    records = [
+        {
+            "SequenceNumber": str(first_sequence + index),
+            "PartitionKey": report["client_order_id"],
+            "Data": json.dumps(report).encode(),
+            "ApproximateArrivalTimestamp": arrival,
+        }
+        for index, report in enumerate(reports)
+    ]
+    return kinesis_event(records, BENCH_SHARD_ID, stream_arn, function.region, function.role_arn)
 
 
 class CallCounter:

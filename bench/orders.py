@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from bench.common import Stopwatch, markdown_table
 from chalicelib import bootstrap
-from chalicelib.adapters.queue import SqsPlacementQueue
+from chalicelib.adapters.queue import SqsOrdersQueue
 from chalicelib.domain.model import Order, OrderTerms, OrderType, Side
 from chalicelib.service.accounts import authenticate
 from devstack.emulator import emulator_client
@@ -79,7 +79,7 @@ def measure_create_level(
     for name in (api_queue, floor_queue):
         sqs.create_queue(QueueName=name)
     repository, keys = bootstrap.order_repository(), bootstrap.api_key_repository()
-    queue = SqsPlacementQueue(floor_queue, sqs_client=sqs)
+    queue = SqsOrdersQueue(floor_queue, sqs_client=sqs)
     terms = OrderTerms(OrderType.LIMIT, Side.BUY, "US0378331005", 10, None)
     port = free_port()
     sessions = threading.local()  # requests.Session is not thread-safe: one per client thread

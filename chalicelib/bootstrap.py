@@ -1,4 +1,11 @@
-"""Builds the adapters from settings, once per process and only when first used (no I/O at import)."""
+"""The composition root: builds the Dependencies the use cases run with, from settings and real adapters.
+
+`production()` is what the deployed functions use: built once per process, on
+first use (importing this module, or app.py, does no I/O; adapters connect
+on their first call). `bootstrap(...)` builds a fresh set, with AWS clients
+or an HTTP pool given by the caller where it wants to watch or replace them;
+tests build theirs from in-memory fakes instead (tests/unit/fakes.py).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +13,126 @@ import functools
 from datetime import timedelta
 from typing import Any
 
+import urllib3
 from botocore.config import Config
 
 from chalicelib.adapters.api_keys import DynamoDBApiKeyRepository, api_key_record_class_for
-from chalicelib.adapters.dynamodb import DynamoDBOrderRepository, record_class_for
 from chalicelib.adapters.exchange import HttpExchange
 from chalicelib.adapters.executions_table import DynamoDBExecutionRepository, execution_record_class_for
-from chalicelib.adapters.queue import SqsPlacementQueue, SqsQueue
+from chalicelib.adapters.orders_table import DynamoDBOrderRepository, order_record_class_for
+from chalicelib.adapters.queue import SqsOrdersQueue, SqsQueue
+from chalicelib.clock import Clock, utc_now
 from chalicelib.config import Settings, get_settings
 from chalicelib.domain.retry import RetryPolicy
+from chalicelib.service.dependencies import Dependencies, Timings
+
+
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    sqs_client: Any = None,
+    exchange_pool: urllib3.PoolManager | None = None,
+    clock: Clock = utc_now,
+) -> Dependencies:
+    """The production adapters for these settings (default: the environment's).
+
+    sqs_client (a boto3 SQS client) serves both queues instead of clients of
+    their own. DynamoDB goes through PynamoDB, which makes its own client per
+    table: `aws_clients()` hands those out, e.g. to count calls.
+    """
+    settings = settings or get_settings()
+    return Dependencies(
+        orders=order_repository(settings),
+        orders_queue=orders_queue(settings, sqs_client),
+        exchange=exchange(settings, exchange_pool),
+        retry_policy=retry_policy(settings),
+        timings=timings(settings),
+        executions=execution_repository(settings),
+        executions_failed_queue=executions_failed_queue(settings, sqs_client),
+        api_keys=api_key_repository(settings),
+        clock=clock,
+    )
+
+
+@functools.cache
+def production() -> Dependencies:
+    """The deployed functions' dependencies, built on first use and kept for the life of the process."""
+    return bootstrap()
+
+
+def aws_clients(dependencies: Dependencies) -> list[Any]:
+    """The botocore clients the dependencies' AWS adapters call through (fakes have none), created if need be."""
+    adapters = (
+        dependencies.orders,
+        dependencies.executions,
+        dependencies.api_keys,
+        dependencies.orders_queue,
+        dependencies.executions_failed_queue,
+    )
+    return [adapter.client for adapter in adapters if hasattr(adapter, "client")]
+
+
+# --- One adapter each: the parts of bootstrap(), and what the operator CLI uses. ---
+# Each call builds a new adapter with a client of its own: the ones the app's
+# handlers use are production()'s (count their calls through aws_clients()).
+
+
+def order_repository(settings: Settings | None = None) -> DynamoDBOrderRepository:
+    settings = settings or get_settings()
+    return DynamoDBOrderRepository(order_record_class_for(settings.orders_table_name, **_dynamodb_connection(settings)))
+
+
+def execution_repository(settings: Settings | None = None) -> DynamoDBExecutionRepository:
+    settings = settings or get_settings()
+    records = execution_record_class_for(settings.executions_table_name, **_dynamodb_connection(settings))
+    return DynamoDBExecutionRepository(records)
+
+
+def api_key_repository(settings: Settings | None = None) -> DynamoDBApiKeyRepository:
+    settings = settings or get_settings()
+    records = api_key_record_class_for(settings.api_keys_table_name, **_dynamodb_connection(settings))
+    return DynamoDBApiKeyRepository(records)
+
+
+def orders_queue(settings: Settings | None = None, sqs_client: Any = None) -> SqsOrdersQueue:
+    settings = settings or get_settings()
+    return SqsOrdersQueue(settings.orders_queue_name, sqs_client, client_config=_aws_client_config(settings))
+
+
+def executions_failed_queue(settings: Settings | None = None, sqs_client: Any = None) -> SqsQueue:
+    settings = settings or get_settings()
+    return SqsQueue(settings.executions_failed_queue_name, sqs_client, client_config=_aws_client_config(settings))
+
+
+def exchange(settings: Settings | None = None, pool: urllib3.PoolManager | None = None) -> HttpExchange:
+    settings = settings or get_settings()
+    return HttpExchange(str(settings.exchange_url), timeout_s=settings.exchange_timeout_s, pool=pool)
+
+
+def retry_policy(settings: Settings | None = None) -> RetryPolicy:
+    settings = settings or get_settings()
+    return RetryPolicy(
+        max_attempts=settings.placement_max_attempts,
+        backoff_base_s=settings.placement_backoff_base_s,
+        backoff_max_s=settings.placement_backoff_max_s,
+    )
+
+
+def timings(settings: Settings | None = None) -> Timings:
+    settings = settings or get_settings()
+    return Timings(
+        pending_sweep_after=timedelta(seconds=settings.pending_sweep_after_s),
+        placement_lease=placement_lease(settings),
+    )
+
+
+def placement_lease(settings: Settings) -> timedelta:
+    # Measured from before the claim is written, so it must outlast the claim
+    # write (every attempt of it), the exchange call (connect + read) and a
+    # margin: until then a placement we sent may still land.
+    claim_write_s = (settings.aws_connect_timeout_s + settings.aws_read_timeout_s) * settings.aws_max_attempts
+    exchange_call_s = min(settings.exchange_timeout_s, 2.0) + settings.exchange_timeout_s
+    return timedelta(seconds=claim_write_s + exchange_call_s + 5)
 
 
 def _aws_client_config(settings: Settings) -> Config:
@@ -32,65 +150,3 @@ def _dynamodb_connection(settings: Settings) -> dict[str, Any]:
         "read_timeout_s": settings.aws_read_timeout_s,
         "max_retry_attempts": settings.aws_max_attempts - 1,
     }
-
-
-@functools.cache
-def order_repository() -> DynamoDBOrderRepository:
-    settings = get_settings()
-    return DynamoDBOrderRepository(record_class_for(settings.orders_table_name, **_dynamodb_connection(settings)))
-
-
-@functools.cache
-def execution_repository() -> DynamoDBExecutionRepository:
-    settings = get_settings()
-    records = execution_record_class_for(settings.executions_table_name, **_dynamodb_connection(settings))
-    return DynamoDBExecutionRepository(records)
-
-
-@functools.cache
-def executions_failed_queue() -> SqsQueue:
-    settings = get_settings()
-    return SqsQueue(settings.executions_failed_queue_name, client_config=_aws_client_config(settings))
-
-
-@functools.cache
-def placement_queue() -> SqsPlacementQueue:
-    settings = get_settings()
-    return SqsPlacementQueue(settings.orders_queue_name, client_config=_aws_client_config(settings))
-
-
-@functools.cache
-def exchange() -> HttpExchange:
-    settings = get_settings()
-    return HttpExchange(str(settings.exchange_url), timeout_s=settings.exchange_timeout_s)
-
-
-@functools.cache
-def retry_policy() -> RetryPolicy:
-    settings = get_settings()
-    return RetryPolicy(
-        max_attempts=settings.placement_max_attempts,
-        backoff_base_s=settings.placement_backoff_base_s,
-        backoff_max_s=settings.placement_backoff_max_s,
-    )
-
-
-def stuck_after() -> timedelta:
-    return timedelta(seconds=get_settings().pending_sweep_after_s)
-
-
-def placement_lease() -> timedelta:
-    # Measured from before the claim is written, so it must outlast the claim
-    # write (every attempt of it), the exchange call (connect + read) and a
-    # margin: until then a placement we sent may still land.
-    settings = get_settings()
-    claim_write_s = (settings.aws_connect_timeout_s + settings.aws_read_timeout_s) * settings.aws_max_attempts
-    exchange_call_s = min(settings.exchange_timeout_s, 2.0) + settings.exchange_timeout_s
-    return timedelta(seconds=claim_write_s + exchange_call_s + 5)
-
-
-@functools.cache
-def api_key_repository() -> DynamoDBApiKeyRepository:
-    settings = get_settings()
-    records = api_key_record_class_for(settings.api_keys_table_name, **_dynamodb_connection(settings))
-    return DynamoDBApiKeyRepository(records)

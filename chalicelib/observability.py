@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.lambda_context import build_lambda_context_model
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -35,8 +39,48 @@ Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 def lambda_handler(handler: Handler) -> Handler:
-    """Trace (X-Ray) and flush metrics (EMF) around a function taking a Lambda (event, context)."""
-    return cast(Handler, tracer.capture_lambda_handler(metrics.log_metrics(handler)))
+    """Around a function taking a Lambda (event, context): log lines naming the invocation, X-Ray traces, EMF metrics.
+
+    Chalice hands its event handlers one argument (the event, holding the
+    context), so Powertools' decorators go on the (event, context) function
+    each handler delegates to, not on the Chalice handler.
+    """
+    return cast(Handler, tracer.capture_lambda_handler(metrics.log_metrics(with_lambda_context(handler))))
+
+
+def with_lambda_context(handler: Handler) -> Handler:
+    """Every log line of an invocation carries its request id, function and cold start, as Logger.inject_lambda_context.
+
+    The same keys, but per invocation rather than for the whole process
+    (Powertools appends them to the logger itself): the local runner invokes
+    several functions at once in one process, and each line must name its
+    own invocation. Threads the invocation hands work to (LoggingThreadPool)
+    carry the keys on.
+    """
+    cold_start = True  # Lambda starts one process per function: the first invocation of this one is the cold start
+
+    @functools.wraps(handler)
+    def logged(event: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal cold_start
+        invocation = {"cold_start": cold_start, **vars(build_lambda_context_model(context))}
+        cold_start = False
+
+        def run() -> Any:
+            logger.thread_safe_append_keys(**invocation)
+            return handler(event, context, *args, **kwargs)
+
+        # A copy of the context: the keys end with the invocation.
+        return contextvars.copy_context().run(run)
+
+    return cast(Handler, logged)
+
+
+class LoggingThreadPool(ThreadPoolExecutor):
+    """A thread pool whose tasks log with the keys of whoever submitted them (the invocation, its order)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        # Log keys live in a context variable, which a new thread does not inherit.
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
 
 
 def count(name: str, value: float = 1) -> None:

@@ -13,17 +13,9 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
-from chaos.scenarios import (
-    FULL,
-    SCENARIO_NAMES,
-    SCENARIOS,
-    SMALL,
-    Result,
-    RunContext,
-    markdown_table,
-    new_seed,
-    run_scenario,
-)
+from chaos.config import FULL, SMALL, RunContext
+from chaos.results import Result, markdown_table
+from chaos.scenarios import SCENARIO_NAMES, SCENARIOS, new_seed, run_scenario
 from devstack.stack import REPO_ROOT
 
 # Enough lines to start a bug report with; the rest is in the scenario's log and --report.

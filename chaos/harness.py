@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any, Self, TextIO
 
 from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
 from websockets.sync.client import connect
@@ -37,20 +37,41 @@ PROGRESS_PLAIN_EVERY_S = 10.0  # without a terminal, a full line this often inst
 DRAIN_POLL_S = 1.0
 
 
+# --- A thread for the length of a with block: progress, monitor, feed observer ---
+
+
+class BackgroundThread:
+    """A daemon thread that runs `_run` from the start of a `with` block to its end; `_run` ends once `_stop` is set."""
+
+    def __init__(self, thread_name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
 # --- Progress on stderr ---
 
 
-class Progress:
+class Progress(BackgroundThread):
     """One status line on stderr: redrawn in place on a terminal, printed every few seconds otherwise."""
 
     def __init__(self, label: str, stream: TextIO | None = None) -> None:
+        super().__init__("chaos-progress")
         self.label = label
         self.stream = stream or sys.stderr
         self.started = time.monotonic()
         self._fields: dict[str, object] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos-progress", daemon=True)
         self._tty = self.stream.isatty()
 
     def set(self, **fields: object) -> None:
@@ -69,13 +90,8 @@ class Progress:
             fields = " ".join(f"{key}={value}" for key, value in self._fields.items())
         return f"[{self.label} {self.elapsed():6.1f}s] {fields}"
 
-    def __enter__(self) -> Progress:
-        self._thread.start()
-        return self
-
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__exit__()
         if self._fields:
             self._write(self.line(), final=True)
 
@@ -320,7 +336,7 @@ class LoadStats:
     statuses: Counter[int | None] = field(default_factory=Counter)
 
 
-class Monitor:
+class Monitor(BackgroundThread):
     """Watches the orders queue and the exchange from outside the system, for the load's gate and the progress line.
 
     No table scans here: a scan of thousands of orders costs moto about half a
@@ -328,19 +344,10 @@ class Monitor:
     """
 
     def __init__(self, chaos: ChaosStack, progress: Progress) -> None:
+        super().__init__("chaos-monitor")
         self.chaos = chaos
         self.progress = progress
         self.depth = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos-monitor", daemon=True)
-
-    def __enter__(self) -> Monitor:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def _run(self) -> None:
         while not self._stop.wait(MONITOR_INTERVAL_S):
@@ -497,7 +504,7 @@ def _final_at_the_exchange(chaos: ChaosStack, order_id: str, ours: Mapping[str, 
 # --- The execution feed, watched like any other client ---
 
 
-class FeedObserver:
+class FeedObserver(BackgroundThread):
     """A WebSocket client of the simulator's feed that counts the duplicated and out-of-order reports it is sent.
 
     The simulator draws duplication and reordering once per report, so every live
@@ -505,6 +512,7 @@ class FeedObserver:
     """
 
     def __init__(self, feed_url: str) -> None:
+        super().__init__("chaos-feed-observer")
         self.feed_url = feed_url
         self.reports = 0
         self.duplicates = 0
@@ -512,16 +520,6 @@ class FeedObserver:
         self.error: str | None = None
         self._seen: set[int] = set()
         self._highest = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos-feed-observer", daemon=True)
-
-    def __enter__(self) -> FeedObserver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def _run(self) -> None:
         try:

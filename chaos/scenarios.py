@@ -1,4 +1,4 @@
-"""The chaos scenarios, each on a stack of its own, and the figures each one reports."""
+"""The five chaos scenarios, each on a stack of its own, and the registry that runs them by name."""
 
 from __future__ import annotations
 
@@ -9,23 +9,45 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TextIO
+from dataclasses import dataclass
+from typing import Any
 
-from chaos.checks import Expectations, Tally, verify_orders
+from chaos.checks import Expectations, verify_orders
+from chaos.config import (
+    EXECUTIONS_FLOWING,
+    MAX_ATTEMPTS,
+    ChaosConfig,
+    DuplicatePosts,
+    EmulatorOutage,
+    ExchangeFailures,
+    FeedChaos,
+    RunContext,
+    RunnerKills,
+)
 from chaos.harness import (
     ChaosStack,
     FeedObserver,
-    Load,
     Monitor,
     Post,
     Progress,
-    StackSpec,
     chaos_stack,
-    order_bodies,
     order_id_of,
     wait_until_settled,
+)
+from chaos.proxy import TcpProxy
+from chaos.results import Result
+from chaos.steps import (
+    Drained,
+    LoadInBackground,
+    drain_and_verify,
+    exchange_totals,
+    flag_unacknowledged,
+    gated_load,
+    load_while_killing,
+    scenario_result,
+    seeded_order_bodies,
+    stack_spec,
+    start_load,
 )
 
 STORE_FAILED = {"message": "Internal server error while placing the order"}
@@ -37,228 +59,8 @@ AUTH_UNAVAILABLE = {"message": "Authentication is temporarily unavailable, retry
 REFUSALS = ((500, STORE_FAILED), (503, AUTH_UNAVAILABLE))
 POST_RETRY_PAUSE_S = 0.2
 DUPLICATE_POST_RETRIES = 3
-
-# Settings every scenario starts from. A short backoff base and exchange latency keep
-# retries and placement within seconds; the exchange works orders for 5-15 minutes
-# (exec_delay 600 s), i.e. sends no execution reports during a run, unless a scenario
-# is about executions: the placement scenarios then load moto with placement alone.
-MAX_ATTEMPTS = 3
-BASE_SETTINGS = {
-    "EXCHANGE_LATENCY_S": "0.05",
-    "EXCHANGE_FAILURE_RATE": "0",
-    "EXCHANGE_EXEC_DELAY_S": "600",
-    "EXCHANGE_LIMIT_TTL_S": "1",
-    "PLACEMENT_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-    "PLACEMENT_BACKOFF_BASE_S": "1",
-    "PENDING_SWEEP_AFTER_S": "30",
-    "FEED_LINGER_S": "0.05",
-}
-# Executions flowing: each step of an order 0.15-0.45 s apart, limit orders expire after 1 s.
-EXECUTIONS_FLOWING = {"EXCHANGE_EXEC_DELAY_S": "0.3"}
-
-
-# --- Configuration: the same code at two sizes ---
-
-
-@dataclass(frozen=True)
-class ExchangeFailures:
-    """Sizes of the exchange-failures scenario."""
-
-    orders: int = 2_000
-    failure_rate: float = 0.3
-    max_attempts: int = MAX_ATTEMPTS
-    max_rate: float = 40.0  # POSTs per second at most
-    max_queue_depth: int = 150  # moto's SQS slows down with depth: hold POSTs back above this
-    runner_concurrency: int = 4
-    load_timeout_s: float = 900.0
-    drain_timeout_s: float = 300.0
-
-
-@dataclass(frozen=True)
-class RunnerKills:
-    """Sizes of the runner-kills scenario."""
-
-    orders: int = 600
-    kills: int = 8
-    kill_gap_s: tuple[float, float] = (3.0, 7.0)  # between one restart and the next kill
-    down_s: tuple[float, float] = (0.2, 2.0)  # between a kill and the restart
-    failure_rate: float = 0.1
-    max_rate: float = 12.0
-    max_queue_depth: int = 150
-    runner_concurrency: int = 4
-    # A message received by a killed runner comes back after this; the template's 60 s
-    # would make most of the run waiting.
-    visibility_timeout_s: int = 10
-    load_timeout_s: float = 600.0
-    drain_timeout_s: float = 300.0
-
-
-@dataclass(frozen=True)
-class EmulatorOutage:
-    """Sizes of the emulator-outage scenario."""
-
-    orders_before: int = 300  # acknowledged before the outage begins
-    orders: int = 600  # POSTs in all, before, during and after the outage
-    outage_s: float = 20.0
-    max_rate: float = 10.0
-    max_queue_depth: int = 150
-    runner_concurrency: int = 4
-    visibility_timeout_s: int = 10
-    load_timeout_s: float = 600.0
-    drain_timeout_s: float = 300.0
-
-
-@dataclass(frozen=True)
-class FeedChaos:
-    """Sizes of the feed-chaos scenario."""
-
-    orders: int = 400
-    duplicate_rate: float = 0.3
-    reorder_rate: float = 0.3
-    reject_rate: float = 0.05
-    cancel_rate: float = 0.1
-    bridge_kills: int = 5
-    kill_gap_s: tuple[float, float] = (3.0, 6.0)
-    down_s: tuple[float, float] = (0.5, 2.0)
-    max_rate: float = 10.0
-    max_queue_depth: int = 150
-    runner_concurrency: int = 4
-    load_timeout_s: float = 600.0
-    drain_timeout_s: float = 300.0
-
-
-@dataclass(frozen=True)
-class DuplicatePosts:
-    """Sizes of the duplicate-posts scenario."""
-
-    keys: int = 100
-    threads: int = 50  # concurrent POSTs of one key, released together
-    runner_concurrency: int = 2
-    drain_timeout_s: float = 120.0
-
-
-@dataclass(frozen=True)
-class ChaosConfig:
-    """Every number the scenarios depend on: FULL for `make chaos`, SMALL for `make test`."""
-
-    failures: ExchangeFailures = field(default_factory=ExchangeFailures)
-    kills: RunnerKills = field(default_factory=RunnerKills)
-    outage: EmulatorOutage = field(default_factory=EmulatorOutage)
-    feed: FeedChaos = field(default_factory=FeedChaos)
-    duplicates: DuplicatePosts = field(default_factory=DuplicatePosts)
-
-
-FULL = ChaosConfig()
-# `make test`: every scenario and every check, with numbers that run in well under two minutes.
-SMALL = ChaosConfig(
-    failures=ExchangeFailures(orders=60, max_rate=30.0, runner_concurrency=2, drain_timeout_s=60.0),
-    kills=RunnerKills(
-        orders=50,
-        kills=2,
-        kill_gap_s=(1.5, 3.0),
-        down_s=(0.2, 0.8),
-        max_rate=10.0,
-        visibility_timeout_s=5,
-        runner_concurrency=2,
-        drain_timeout_s=60.0,
-    ),
-    outage=EmulatorOutage(
-        orders_before=20,
-        orders=45,
-        outage_s=3.0,
-        max_rate=10.0,
-        visibility_timeout_s=5,
-        runner_concurrency=2,
-        drain_timeout_s=60.0,
-    ),
-    feed=FeedChaos(
-        orders=40,
-        bridge_kills=2,
-        kill_gap_s=(1.0, 2.0),
-        down_s=(0.3, 1.0),
-        max_rate=15.0,
-        runner_concurrency=2,
-        drain_timeout_s=60.0,
-    ),
-    duplicates=DuplicatePosts(keys=6, threads=50, drain_timeout_s=60.0),
-)
-
-
-# --- Results ---
-
-
-@dataclass
-class Result:
-    """What one scenario did and found; lost, duplicated, stuck and mismatched hold one line per finding."""
-
-    scenario: str
-    orders: int
-    faults: str
-    drain_s: float | None
-    run_s: float
-    outcome: str
-    seed: int
-    log_path: Path
-    lost: list[str] = field(default_factory=list)
-    duplicated: list[str] = field(default_factory=list)
-    stuck: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.stuck or self.mismatched)
-
-    def add(self, tally: Tally) -> None:
-        self.lost += tally.lost
-        self.duplicated += tally.duplicated
-        self.stuck += tally.stuck
-        self.mismatched += tally.mismatched
-
-    def problems(self) -> list[str]:
-        return [
-            *(f"lost: {line}" for line in self.lost),
-            *(f"duplicated: {line}" for line in self.duplicated),
-            *(f"stuck: {line}" for line in self.stuck),
-            *(f"mismatched: {line}" for line in self.mismatched),
-        ]
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What every scenario of one run shares."""
-
-    seed: int
-    log_dir: Path
-    stream: TextIO | None = None  # progress; stderr by default
-
-
-def _statuses(counter: Mapping[str, int]) -> str:
-    return ", ".join(f"{status} {count:,}" for status, count in sorted(counter.items(), key=lambda kv: -kv[1]))
-
-
-def _acknowledged(posts: Sequence[Post]) -> list[str]:
-    return [post.order_id for post in posts if post.acknowledged]
-
-
-def _background(target: Callable[[], object], name: str) -> threading.Thread:
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    return thread
-
-
-def _spec(name: str, ctx: RunContext, settings: Mapping[str, str], **options: Any) -> StackSpec:
-    # Each scenario has a moto of its own; the prefix names its resources and its log after it.
-    return StackSpec(
-        name=name,
-        settings={**BASE_SETTINGS, "EXCHANGE_SEED": str(ctx.seed), **settings},
-        log_dir=ctx.log_dir,
-        **options,
-    )
-
-
-def _key_prefix(rng: random.Random) -> str:
-    return f"chaos-{rng.getrandbits(32):08x}"
+# How often the outage scenario looks whether enough orders were acknowledged to begin it.
+OUTAGE_START_POLL_S = 0.05
 
 
 # --- 1. The exchange fails 30% of calls ---
@@ -268,7 +70,7 @@ def exchange_failures(cfg: ExchangeFailures, ctx: RunContext) -> Result:
     """Many orders while the exchange fails a share of calls: placed once, or failed after every attempt."""
     name = "exchange-failures"
     rng = random.Random(ctx.seed)
-    spec = _spec(
+    spec = stack_spec(
         name,
         ctx,
         {"EXCHANGE_FAILURE_RATE": str(cfg.failure_rate), "PLACEMENT_MAX_ATTEMPTS": str(cfg.max_attempts)},
@@ -277,53 +79,19 @@ def exchange_failures(cfg: ExchangeFailures, ctx: RunContext) -> Result:
     with Progress(name, ctx.stream) as progress:
         with chaos_stack(spec) as chaos, Monitor(chaos, progress) as monitor:
             progress.note(f"stack up; {cfg.orders:,} orders, exchange failure rate {cfg.failure_rate:.0%}")
-            load = Load(
-                chaos.api,
-                progress,
-                max_rate=cfg.max_rate,
-                depth=lambda: monitor.depth,
-                max_depth=cfg.max_queue_depth,
-            )
-            posts = load.run(order_bodies(rng, cfg.orders, _key_prefix(rng)), cfg.load_timeout_s)
-            acked = _acknowledged(posts)
-            progress.note(f"load done: {len(acked):,} acknowledged; draining")
-            drain_s, _ = wait_until_settled(chaos, acked, cfg.drain_timeout_s, progress)
-            tally = verify_orders(
-                chaos.api, chaos.exchange, acked, Expectations(cfg.max_attempts, failed_exhausted_attempts=True)
-            )
+            load = gated_load(chaos, progress, monitor, cfg)
+            posts = load.run(seeded_order_bodies(rng, cfg.orders), cfg.load_timeout_s)
+            expect = Expectations(cfg.max_attempts, failed_exhausted_attempts=True)
+            drained = drain_and_verify(chaos, progress, posts, cfg.drain_timeout_s, expect)
             stats = chaos.exchange.stats()
-        result = Result(
-            scenario=name,
-            orders=len(acked),
-            faults=(
-                f"exchange failed {stats['failures']:,} of {stats['requests']:,} placement calls "
-                f"({stats['failures'] / max(stats['requests'], 1):.0%})"
-            ),
-            drain_s=drain_s,
-            run_s=progress.elapsed(),
-            outcome=_statuses(tally.statuses),
-            seed=ctx.seed,
-            log_path=chaos.log_path,
-            details={"post_statuses": dict(load.stats.statuses), "exchange": _totals(stats)},
+        faults = (
+            f"exchange failed {stats['failures']:,} of {stats['requests']:,} placement calls "
+            f"({stats['failures'] / max(stats['requests'], 1):.0%})"
         )
-        result.add(tally)
-        _unacknowledged(result, posts)
+        details = {"post_statuses": dict(load.stats.statuses), "exchange": exchange_totals(stats)}
+        result = scenario_result(name, ctx, progress, chaos.log_path, drained, faults, details)
+        flag_unacknowledged(result, posts)
     return result
-
-
-def _totals(stats: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: stats[key] for key in ("requests", "accepted", "duplicates_rejected", "failures")}
-
-
-def _unacknowledged(result: Result, posts: Sequence[Post]) -> None:
-    # Outside an injected outage every POST must be acknowledged (after retries with the same
-    # key). One that is not is no lost order, the client knows, but the API failed it.
-    for post in posts:
-        if not post.acknowledged:
-            result.mismatched.append(
-                f"{post.order_id} (key {post.body['client_order_id']}) not acknowledged after {post.tries} tries: "
-                f"{post.status} {post.answer}"
-            )
 
 
 # --- 2. The runner killed with SIGKILL, several times ---
@@ -333,7 +101,7 @@ def runner_kills(cfg: RunnerKills, ctx: RunContext) -> Result:
     """SIGKILL the Lambda runner at random moments while orders are placed and executions applied."""
     name = "runner-kills"
     rng = random.Random(ctx.seed)
-    spec = _spec(
+    spec = stack_spec(
         name,
         ctx,
         {"EXCHANGE_FAILURE_RATE": str(cfg.failure_rate), "PENDING_SWEEP_AFTER_S": "20", **EXECUTIONS_FLOWING},
@@ -344,57 +112,82 @@ def runner_kills(cfg: RunnerKills, ctx: RunContext) -> Result:
     with Progress(name, ctx.stream) as progress:
         with chaos_stack(spec) as chaos, Monitor(chaos, progress) as monitor:
             progress.note(f"stack up; {cfg.orders:,} orders, {cfg.kills} runner kills")
-            load = Load(
-                chaos.api,
-                progress,
-                max_rate=cfg.max_rate,
-                depth=lambda: monitor.depth,
-                max_depth=cfg.max_queue_depth,
-            )
-            bodies = order_bodies(rng, cfg.orders, _key_prefix(rng))
-            posts: list[Post] = []
-            loading = _background(lambda: posts.extend(load.run(bodies, cfg.load_timeout_s)), "chaos-load")
-            for kill in range(1, cfg.kills + 1):
-                time.sleep(rng.uniform(*cfg.kill_gap_s))
+
+            def kill_runner(number: int) -> None:
                 _, in_flight = chaos.queue_depth()
                 chaos.kill_runner()
                 in_flight_at_kills.append(in_flight)
-                progress.note(f"SIGKILL runner ({kill}/{cfg.kills}), {in_flight} messages in flight")
-                time.sleep(rng.uniform(*cfg.down_s))
-                chaos.start_runner()
-            loading.join()
-            acked = _acknowledged(posts)
-            progress.note(f"load done: {len(acked):,} acknowledged; draining")
-            drain_s, _ = wait_until_settled(chaos, acked, cfg.drain_timeout_s, progress, executions=True)
-            tally = verify_orders(chaos.api, chaos.exchange, acked, Expectations(MAX_ATTEMPTS, executions=True))
+                progress.note(f"SIGKILL runner ({number}/{cfg.kills}), {in_flight} messages in flight")
+
+            posts = load_while_killing(chaos, progress, monitor, rng, cfg, cfg.kills, kill_runner, chaos.start_runner)
+            expect = Expectations(MAX_ATTEMPTS, executions=True)
+            drained = drain_and_verify(chaos, progress, posts, cfg.drain_timeout_s, expect)
             stats = chaos.exchange.stats()
-        result = Result(
-            scenario=name,
-            orders=len(acked),
-            faults=(
-                f"{cfg.kills} SIGKILLs of the runner ({sum(in_flight_at_kills)} messages in flight at the kills); "
-                f"exchange failed {stats['failures']:,} of {stats['requests']:,} calls"
-            ),
-            drain_s=drain_s,
-            run_s=progress.elapsed(),
-            outcome=_statuses(tally.statuses),
-            seed=ctx.seed,
-            log_path=chaos.log_path,
-            details={"in_flight_at_kills": in_flight_at_kills, "exchange": _totals(stats)},
+        faults = (
+            f"{cfg.kills} SIGKILLs of the runner ({sum(in_flight_at_kills)} messages in flight at the kills); "
+            f"exchange failed {stats['failures']:,} of {stats['requests']:,} calls"
         )
-        result.add(tally)
-        _unacknowledged(result, posts)
+        details = {"in_flight_at_kills": in_flight_at_kills, "exchange": exchange_totals(stats)}
+        result = scenario_result(name, ctx, progress, chaos.log_path, drained, faults, details)
+        flag_unacknowledged(result, posts)
     return result
 
 
 # --- 3. The AWS emulator unreachable for a while ---
 
 
+@dataclass(frozen=True)
+class Outage:
+    """When the emulator was cut off (time.monotonic()), and how the orders acknowledged before it fared."""
+
+    begins: float
+    cut_done: float  # every connection reset: a POST started from here on cannot reach moto
+    ends: float
+    before_ids: list[str]
+    recovery_s: float
+    unrecovered: set[str]
+
+    def faults(self, resets: int, posts_during: int) -> str:
+        settled = (
+            f"all settled {self.recovery_s:.1f} s after it"
+            if not self.unrecovered
+            else f"{len(self.unrecovered)} not settled"
+        )
+        return (
+            f"AWS emulator unreachable for {self.ends - self.begins:.0f} s ({resets:,} connections reset); "
+            f"{posts_during} POSTs during it; the {len(self.before_ids)} orders acknowledged before it {settled}"
+        )
+
+
+def _cut_off_emulator(
+    chaos: ChaosStack, proxy: TcpProxy, progress: Progress, loading: LoadInBackground, cfg: EmulatorOutage
+) -> Outage:
+    """Once orders_before are acknowledged, cut every connection to moto for outage_s; then time the recovery."""
+    load = loading.load
+    deadline = time.monotonic() + cfg.load_timeout_s
+    while load.stats.acknowledged < cfg.orders_before and loading.thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(OUTAGE_START_POLL_S)
+    begins = time.monotonic()
+    proxy.cut()
+    cut_done = time.monotonic()
+    progress.note(f"emulator unreachable ({load.stats.acknowledged} orders acknowledged so far)")
+    time.sleep(cfg.outage_s)
+    ends = time.monotonic()
+    proxy.restore()
+    progress.note(f"emulator back; {proxy.resets} connections were reset")
+    # Recovery: how long until what was acknowledged before the outage is placed,
+    # measured while the load goes on, as it would in production.
+    before_ids = [p.order_id for p in load.answered() if p.acknowledged and p.ended <= begins]
+    recovery_s, unrecovered = wait_until_settled(chaos, before_ids, cfg.drain_timeout_s, progress)
+    progress.note(f"the {len(before_ids)} orders acknowledged before the outage settled {recovery_s:.1f} s after it")
+    return Outage(begins, cut_done, ends, before_ids, recovery_s, unrecovered)
+
+
 def emulator_outage(cfg: EmulatorOutage, ctx: RunContext) -> Result:
     """Cut every connection to moto for a while: POSTs meanwhile get an exact 500/503, the rest is placed after."""
     name = "emulator-outage"
     rng = random.Random(ctx.seed)
-    spec = _spec(
+    spec = stack_spec(
         name,
         ctx,
         {"PENDING_SWEEP_AFTER_S": "20"},
@@ -407,70 +200,23 @@ def emulator_outage(cfg: EmulatorOutage, ctx: RunContext) -> Result:
             assert chaos.proxy is not None
             progress.note(f"stack up behind the proxy; {cfg.orders:,} POSTs, {cfg.outage_s:.0f} s outage")
             # No retries: each POST's own answer is what is checked, refused ones included.
-            load = Load(
-                chaos.api,
-                progress,
-                max_rate=cfg.max_rate,
-                depth=lambda: monitor.depth,
-                max_depth=cfg.max_queue_depth,
-                retries=0,
-            )
-            bodies = order_bodies(rng, cfg.orders, _key_prefix(rng))
-            posts: list[Post] = []
-            loading = _background(lambda: posts.extend(load.run(bodies, cfg.load_timeout_s)), "chaos-load")
-            deadline = time.monotonic() + cfg.load_timeout_s
-            while load.stats.acknowledged < cfg.orders_before and loading.is_alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            outage_begins = time.monotonic()
-            chaos.proxy.cut()
-            cut_done = time.monotonic()
-            progress.note(f"emulator unreachable ({load.stats.acknowledged} orders acknowledged so far)")
-            time.sleep(cfg.outage_s)
-            outage_ends = time.monotonic()
-            chaos.proxy.restore()
-            progress.note(f"emulator back; {chaos.proxy.resets} connections were reset")
-            # Recovery: how long until what was acknowledged before the outage is placed,
-            # measured while the load goes on, as it would in production.
-            before_ids = [p.order_id for p in load.answered() if p.acknowledged and p.ended <= outage_begins]
-            recovery_s, unrecovered = wait_until_settled(chaos, before_ids, cfg.drain_timeout_s, progress)
-            progress.note(
-                f"the {len(before_ids)} orders acknowledged before the outage settled {recovery_s:.1f} s after it"
-            )
-            loading.join()
-            acked = _acknowledged(posts)
-            progress.note(f"load done: {len(acked):,} acknowledged; draining")
-            drain_s, _ = wait_until_settled(chaos, acked, cfg.drain_timeout_s, progress)
-            tally = verify_orders(chaos.api, chaos.exchange, acked, Expectations(MAX_ATTEMPTS))
-            during = [p for p in posts if p.started >= cut_done and p.ended <= outage_ends]
+            loading = start_load(gated_load(chaos, progress, monitor, cfg, retries=0), rng, cfg)
+            outage = _cut_off_emulator(chaos, chaos.proxy, progress, loading, cfg)
+            posts = loading.join()
+            drained = drain_and_verify(chaos, progress, posts, cfg.drain_timeout_s, Expectations(MAX_ATTEMPTS))
+            during = [p for p in posts if p.started >= outage.cut_done and p.ended <= outage.ends]
             refused = [p for p in posts if not p.acknowledged]
-            result = Result(
-                scenario=name,
-                orders=len(acked),
-                faults=(
-                    f"AWS emulator unreachable for {outage_ends - outage_begins:.0f} s "
-                    f"({chaos.proxy.resets:,} connections reset); {len(during)} POSTs during it; the "
-                    f"{len(before_ids)} orders acknowledged before it "
-                    + (
-                        f"all settled {recovery_s:.1f} s after it"
-                        if not unrecovered
-                        else f"{len(unrecovered)} not settled"
-                    )
-                ),
-                drain_s=drain_s,
-                run_s=0.0,
-                outcome=_statuses(tally.statuses),
-                seed=ctx.seed,
-                log_path=chaos.log_path,
-                details={
-                    "acknowledged_before_outage": len(before_ids),
-                    "recovery_s": recovery_s,
-                    "posts_during_outage": len(during),
-                    "refused": len(refused),
-                    "post_statuses": dict(load.stats.statuses),
-                },
-            )
-            result.add(tally)
+            details = {
+                "acknowledged_before_outage": len(outage.before_ids),
+                "recovery_s": outage.recovery_s,
+                "posts_during_outage": len(during),
+                "refused": len(refused),
+                "post_statuses": dict(loading.load.stats.statuses),
+            }
+            faults = outage.faults(chaos.proxy.resets, len(during))
+            result = scenario_result(name, ctx, progress, chaos.log_path, drained, faults, details)
             _check_outage_answers(result, chaos, during, refused)
+        # Timed once the stack is down, as every other scenario's run time is.
         result.run_s = progress.elapsed()
     return result
 
@@ -514,7 +260,7 @@ def feed_chaos(cfg: FeedChaos, ctx: RunContext) -> Result:
         "EXCHANGE_REJECT_RATE": str(cfg.reject_rate),
         "EXCHANGE_CANCEL_RATE": str(cfg.cancel_rate),
     }
-    spec = _spec(name, ctx, settings, runner_concurrency=cfg.runner_concurrency)
+    spec = stack_spec(name, ctx, settings, runner_concurrency=cfg.runner_concurrency)
     with Progress(name, ctx.stream) as progress:
         with (
             chaos_stack(spec) as chaos,
@@ -522,48 +268,28 @@ def feed_chaos(cfg: FeedChaos, ctx: RunContext) -> Result:
             FeedObserver(chaos.stack.feed_url) as observer,
         ):
             progress.note(f"stack up; {cfg.orders:,} orders, {cfg.bridge_kills} bridge kills")
-            load = Load(
-                chaos.api,
-                progress,
-                max_rate=cfg.max_rate,
-                depth=lambda: monitor.depth,
-                max_depth=cfg.max_queue_depth,
-            )
-            bodies = order_bodies(rng, cfg.orders, _key_prefix(rng))
-            posts: list[Post] = []
-            loading = _background(lambda: posts.extend(load.run(bodies, cfg.load_timeout_s)), "chaos-load")
-            for kill in range(1, cfg.bridge_kills + 1):
-                time.sleep(rng.uniform(*cfg.kill_gap_s))
+
+            def kill_bridge(number: int) -> None:
                 chaos.kill_bridge()
-                progress.note(f"SIGKILL bridge ({kill}/{cfg.bridge_kills}) at feed report {observer.reports}")
-                time.sleep(rng.uniform(*cfg.down_s))
-                chaos.start_bridge()
-            loading.join()
-            acked = _acknowledged(posts)
-            progress.note(f"load done: {len(acked):,} acknowledged; draining")
-            drain_s, _ = wait_until_settled(chaos, acked, cfg.drain_timeout_s, progress, executions=True)
-            tally = verify_orders(chaos.api, chaos.exchange, acked, Expectations(MAX_ATTEMPTS, executions=True))
-        result = Result(
-            scenario=name,
-            orders=len(acked),
-            faults=(
-                f"{observer.duplicates:,} duplicated and {observer.out_of_order:,} reordered of "
-                f"{observer.reports:,} feed reports; {cfg.bridge_kills} SIGKILLs of the bridge"
-            ),
-            drain_s=drain_s,
-            run_s=progress.elapsed(),
-            outcome=_statuses(tally.statuses),
-            seed=ctx.seed,
-            log_path=chaos.log_path,
-            details={
-                "feed_reports": observer.reports,
-                "duplicated_reports": observer.duplicates,
-                "reordered_reports": observer.out_of_order,
-                "observer_error": observer.error,
-            },
+                progress.note(f"SIGKILL bridge ({number}/{cfg.bridge_kills}) at feed report {observer.reports}")
+
+            posts = load_while_killing(
+                chaos, progress, monitor, rng, cfg, cfg.bridge_kills, kill_bridge, chaos.start_bridge
+            )
+            expect = Expectations(MAX_ATTEMPTS, executions=True)
+            drained = drain_and_verify(chaos, progress, posts, cfg.drain_timeout_s, expect)
+        faults = (
+            f"{observer.duplicates:,} duplicated and {observer.out_of_order:,} reordered of "
+            f"{observer.reports:,} feed reports; {cfg.bridge_kills} SIGKILLs of the bridge"
         )
-        result.add(tally)
-        _unacknowledged(result, posts)
+        details = {
+            "feed_reports": observer.reports,
+            "duplicated_reports": observer.duplicates,
+            "reordered_reports": observer.out_of_order,
+            "observer_error": observer.error,
+        }
+        result = scenario_result(name, ctx, progress, chaos.log_path, drained, faults, details)
+        flag_unacknowledged(result, posts)
         if observer.error:
             result.mismatched.append(f"feed observer failed, fault counts incomplete: {observer.error}")
     return result
@@ -576,13 +302,13 @@ def duplicate_posts(cfg: DuplicatePosts, ctx: RunContext) -> Result:
     """For each key, many identical POSTs released at once: one order, created once, placed once."""
     name = "duplicate-posts"
     rng = random.Random(ctx.seed)
-    spec = _spec(name, ctx, {}, runner_concurrency=cfg.runner_concurrency)
+    spec = stack_spec(name, ctx, {}, runner_concurrency=cfg.runner_concurrency)
     answers: Counter[int | None] = Counter()
     retried = 0
     with Progress(name, ctx.stream) as progress:
         with chaos_stack(spec) as chaos, ThreadPoolExecutor(cfg.threads, thread_name_prefix="chaos-dup") as pool:
             progress.note(f"stack up; {cfg.keys} keys x {cfg.threads} concurrent POSTs")
-            bodies = order_bodies(rng, cfg.keys, _key_prefix(rng))
+            bodies = seeded_order_bodies(rng, cfg.keys)
             findings: dict[str, list[str]] = {"lost": [], "duplicated": [], "mismatched": []}
             for index, body in enumerate(bodies, start=1):
                 posts = _post_together(chaos, pool, body, cfg.threads)
@@ -595,21 +321,14 @@ def duplicate_posts(cfg: DuplicatePosts, ctx: RunContext) -> Result:
             drain_s, _ = wait_until_settled(chaos, order_ids, cfg.drain_timeout_s, progress)
             tally = verify_orders(chaos.api, chaos.exchange, order_ids, Expectations(MAX_ATTEMPTS))
             stored = Counter(order["client_order_id"] for order in chaos.snapshot().values())
-        result = Result(
-            scenario=name,
-            orders=cfg.keys,
-            faults=(
-                f"{cfg.keys} keys x {cfg.threads} concurrent identical POSTs ({sum(answers.values()):,} POSTs, "
-                f"{retried} retried after a reset connection)"
-            ),
-            drain_s=drain_s,
-            run_s=progress.elapsed(),
-            outcome=_statuses(tally.statuses),
-            seed=ctx.seed,
-            log_path=chaos.log_path,
-            details={"answers": dict(answers), "retried_after_reset": retried},
+        faults = (
+            f"{cfg.keys} keys x {cfg.threads} concurrent identical POSTs ({sum(answers.values()):,} POSTs, "
+            f"{retried} retried after a reset connection)"
         )
-        result.add(tally)
+        details = {"answers": dict(answers), "retried_after_reset": retried}
+        result = scenario_result(
+            name, ctx, progress, chaos.log_path, Drained(order_ids, drain_s, tally), faults, details
+        )
         result.lost += findings["lost"]
         result.duplicated += findings["duplicated"]
         result.mismatched += findings["mismatched"]
@@ -717,23 +436,3 @@ def run_scenario(name: str, config: ChaosConfig, ctx: RunContext) -> Result:
 
 def new_seed() -> int:
     return secrets.randbelow(2**31)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-
-
-def markdown_table(results: Sequence[Result]) -> str:
-    rows = [
-        "| scenario | orders | faults injected | lost | duplicated | stuck | mismatched | time to drain | run time "
-        "| final statuses |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    rows += [
-        f"| {r.scenario} | {r.orders:,} | {r.faults} | {len(r.lost)} | {len(r.duplicated)} | {len(r.stuck)} "
-        f"| {len(r.mismatched)} | {_duration(r.drain_s)} | {_duration(r.run_s)} | {r.outcome} |"
-        for r in results
-    ]
-    return "\n".join(rows)

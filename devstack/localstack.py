@@ -7,7 +7,7 @@ This module lays them out where LocalStack's package installers look, so that
 it never downloads anything, starts the runtime on 127.0.0.1, waits until the
 services we use answer, and stops it together with the helpers it started.
 
-    python -m devstack.localstack run -- python -m pytest tests/integration tests/e2e
+    python -m devstack.localstack run -- python -m pytest tests/tooling tests/integration tests/e2e
 
 runs the command with AWS_ENDPOINT_URL and fake credentials pointing at a
 LocalStack: the one AWS_ENDPOINT_URL already names if that is a LocalStack

@@ -18,6 +18,7 @@ from typing import IO
 from chalicelib.adapters.api_keys import DynamoDBApiKeyRepository, api_key_record_class_for
 from chalicelib.domain.accounts import ApiKeyInvalid, key_id_of
 from chalicelib.service.accounts import create_api_key, revoke_api_key
+from chalicelib.stack_outputs import settings_environment
 from devstack.emulator import EMULATOR_ENV, emulator_client, emulator_env, running_emulator
 from devstack.processes import LOOPBACK, ManagedProcess, python_module
 from devstack.provision import provision
@@ -160,13 +161,7 @@ def local_stack(
                 "PlacementMaxAttempts": env.get("PLACEMENT_MAX_ATTEMPTS", "3"),
             },
         )
-        env["ORDERS_TABLE_NAME"] = resources["OrdersTableName"]
-        env["ORDERS_QUEUE_NAME"] = resources["OrdersQueueName"]
-        env["EXECUTIONS_STREAM_NAME"] = resources["ExecutionsStreamName"]
-        env["EXECUTIONS_TABLE_NAME"] = resources["ExecutionsTableName"]
-        env["EXECUTIONS_FAILED_QUEUE_NAME"] = resources["ExecutionsFailedQueueName"]
-        env["FEED_CHECKPOINTS_TABLE_NAME"] = resources["FeedCheckpointsTableName"]
-        env["API_KEYS_TABLE_NAME"] = resources["ApiKeysTableName"]
+        env.update(settings_environment(resources))
         demo_key = create_api_key(
             DEMO_ACCOUNT, "local stack demo key", emulator_api_keys(endpoint, resources["ApiKeysTableName"])
         )

@@ -26,17 +26,17 @@ Template = dict[str, Any]
 
 # Event-driven handlers and the kind of their Chalice event source, which
 # app.py's decorators decide; Chalice names the SAM event
-# `<Function><Kind>EventSource`. tests/integration/test_package.py checks this
+# `<Function><Kind>EventSource`. tests/tooling/test_package.py checks this
 # table against what `chalice package` generates.
 EVENT_SOURCE_KINDS = {"place_orders": "Sqs", "apply_executions": "Kinesis"}
 # The setting app.py names each handler's queue or stream by
 # (`queue=settings.orders_queue_name`); Chalice writes its value into an ARN.
-# tests/integration/test_package.py checks that ARN names the same resource.
+# tests/tooling/test_package.py checks that ARN names the same resource.
 EVENT_SOURCE_NAME_VARIABLES = {"place_orders": "ORDERS_QUEUE_NAME", "apply_executions": "EXECUTIONS_STREAM_NAME"}
 # Per kind: the SAM event property that names the source, and its resource type.
 _EVENT_SOURCE_PROPERTIES = {"Sqs": ("Queue", "AWS::SQS::Queue"), "Kinesis": ("Stream", "AWS::Kinesis::Stream")}
 # app.py's `@app.authorizer` function, which Chalice names the API's
-# authorizer after (securityDefinitions); tests/integration/test_package.py
+# authorizer after (securityDefinitions); tests/tooling/test_package.py
 # checks this against what `chalice package` generates.
 AUTHORIZER = "api_key_authorizer"
 # Gateway responses infra/gateway_responses.json may replace: the ones an

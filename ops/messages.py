@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.adapters.queue import parse_placement_message
+from chalicelib.adapters.queue import parse_order_message
 from ops.aws import Message
 
 # chalicelib/entrypoints/executions.py parks a report whose order we do not
@@ -90,6 +90,6 @@ def _failed_batch(body: dict[str, Any], info: dict[str, Any]) -> FailedBatch | N
 def placement_order_id(message: Message) -> str | None:
     """The order a placement message names, or None if it is not a placement message."""
     try:
-        return parse_placement_message(message.body).order_id
+        return parse_order_message(message.body).order_id
     except ValueError:
         return None

@@ -12,10 +12,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import bootstrap
-from chalicelib.adapters.queue import QueueUnavailable, parse_placement_message
+from chalicelib.adapters.queue import QueueUnavailable, parse_order_message
 from chalicelib.adapters.repository import OrderRepository, StorageUnavailable
 from chalicelib.domain.model import OrderStatus
-from chalicelib.service.orders import reopen_failed_order
+from chalicelib.service.recovery import reopen_failed_order
 from ops.aws import Aws, Message, delete, receive, release
 from ops.messages import FailedBatch, ParkedReport, parse_failed_execution
 from ops.target import Target
@@ -160,7 +160,7 @@ class PlacementRedrive:
 
     def __call__(self, message: Message) -> Decision:
         try:
-            order_id = parse_placement_message(message.body).order_id
+            order_id = parse_order_message(message.body).order_id
         except ValueError as exc:
             return Decision(Action.KEPT, f"not a placement message ({exc}); inspect it and delete it by hand")
         order = self.repository.get(order_id)
@@ -179,7 +179,7 @@ class PlacementRedrive:
             return Decision(Action.KEPT, f"failed again during this run: {order.failure_reason}", order_id)
         if self.dry_run:
             return Decision(Action.REOPENED, f"would reopen (failed: {order.failure_reason})", order_id)
-        if reopen_failed_order(order_id, self.repository, bootstrap.placement_queue(), bootstrap.stuck_after()):
+        if reopen_failed_order(order_id, bootstrap.production()):
             self.reopened.add(order_id)
             return Decision(Action.REOPENED, f"reopened and sent for placement (was: {order.failure_reason})", order_id)
         now = self.repository.get(order_id)

@@ -1,4 +1,4 @@
-"""Which deployment the tool works on, and the one place that turns that into environment settings."""
+"""Which deployment the tool works on, and pointing this process's settings and boto3 at it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from chalicelib import bootstrap
 from chalicelib.config import DEFAULT_PREFIX, get_settings
+from chalicelib.stack_outputs import settings_environment
 from devstack.emulator import emulator_env
 from devstack.stack import RUNNING_STACK_FILE
 
@@ -66,6 +67,22 @@ class Target:
     def api_keys_table(self) -> str:
         return f"{self.prefix}-api-keys"
 
+    @property
+    def feed_checkpoints_table(self) -> str:
+        return f"{self.prefix}-feed-checkpoints"
+
+    def stack_outputs(self) -> dict[str, str]:
+        """This stage's stack's outputs (infra/resources.yaml) that name the resources settings point at."""
+        return {
+            "OrdersTableName": self.orders_table,
+            "OrdersQueueName": self.orders_queue,
+            "ExecutionsStreamName": self.executions_stream,
+            "ExecutionsTableName": self.executions_table,
+            "ExecutionsFailedQueueName": self.executions_failed_queue,
+            "ApiKeysTableName": self.api_keys_table,
+            "FeedCheckpointsTableName": self.feed_checkpoints_table,
+        }
+
     def describe(self) -> str:
         where = self.endpoint_url or "AWS"
         return f"stage {self.stage} ({self.prefix}-*, {where})"
@@ -103,16 +120,7 @@ def select_target(stage: str, environ: Mapping[str, str]) -> Target:
 def configure_environment(target: Target, environ: MutableMapping[str, str] | None = None) -> None:
     """Point chalicelib's Settings, hence every bootstrap adapter, and boto3 at the target."""
     env = os.environ if environ is None else environ
-    env.update(
-        {
-            "ORDERS_TABLE_NAME": target.orders_table,
-            "ORDERS_QUEUE_NAME": target.orders_queue,
-            "EXECUTIONS_STREAM_NAME": target.executions_stream,
-            "EXECUTIONS_TABLE_NAME": target.executions_table,
-            "EXECUTIONS_FAILED_QUEUE_NAME": target.executions_failed_queue,
-            "API_KEYS_TABLE_NAME": target.api_keys_table,
-        }
-    )
+    env.update(settings_environment(target.stack_outputs()))
     for name, value in OPERATOR_AWS_SETTINGS.items():
         env.setdefault(name, value)
     if target.endpoint_url is None and env.get("AWS_REGION"):

@@ -1,4 +1,4 @@
-"""Shared fixtures: one AWS emulator for the whole test session, real and over HTTP."""
+"""Shared fixtures: one AWS emulator for the whole test session, real and over HTTP, and our own stack on it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 
 from devstack.emulator import emulator_env, running_emulator
+from devstack.provision import provision
+
+# Helpers outside test modules assert too: rewritten like the tests' own asserts, a failure shows its values.
+pytest.register_assert_rewrite("tests.contracts", "tests.deploy.support", "tests.e2e.helpers", "tests.tooling")
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +33,13 @@ def aws_endpoint() -> Iterator[str]:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def adapter_stack(aws_endpoint: str) -> dict[str, str]:
+    """Outputs of a stack provisioned from infra/ with a unique prefix, so its tests share no table with anyone."""
+    prefix = f"it-{uuid.uuid4().hex[:8]}"
+    return provision(aws_endpoint, stack_name=prefix, parameters={"ResourcePrefix": prefix})
 
 
 # Every process a test starts inherits this marker through its environment,

@@ -9,7 +9,7 @@ from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.models import Model
 
-from chalicelib.adapters.dynamodb import is_condition_failure, table_meta
+from chalicelib.adapters.dynamodb import DynamoDBTable, is_condition_failure, table_meta
 from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.domain.accounts import ApiKey
 
@@ -57,11 +57,8 @@ def _to_key(record: ApiKeyRecord) -> ApiKey:
     )
 
 
-class DynamoDBApiKeyRepository:
+class DynamoDBApiKeyRepository(DynamoDBTable[ApiKeyRecord]):
     """ApiKeyRepository on one DynamoDB table; see infra/resources.yaml (ApiKeysTable)."""
-
-    def __init__(self, record_class: type[ApiKeyRecord]) -> None:
-        self._records = record_class
 
     def add(self, key: ApiKey) -> None:
         record = self._records(

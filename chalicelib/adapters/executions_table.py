@@ -8,7 +8,7 @@ from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAt
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.models import Model
 
-from chalicelib.adapters.dynamodb import decimal_or_none, table_meta, text_or_none
+from chalicelib.adapters.dynamodb import DynamoDBTable, decimal_or_none, table_meta, text_or_none
 from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.domain.model import ExecType, ExecutionReport
 
@@ -35,10 +35,7 @@ def execution_record_class_for(table_name: str, **connection: Any) -> type[Execu
     return type("BoundExecutionRecord", (ExecutionRecord,), {"Meta": table_meta(table_name, **connection)})
 
 
-class DynamoDBExecutionRepository:
-    def __init__(self, record_class: type[ExecutionRecord]) -> None:
-        self._records = record_class
-
+class DynamoDBExecutionRepository(DynamoDBTable[ExecutionRecord]):
     def add_many(self, reports: list[ExecutionReport]) -> None:
         # BatchWriteItem: 25 puts per call, unprocessed items retried by
         # PynamoDB. A put of an exec_id already stored rewrites the same

@@ -1,4 +1,4 @@
-"""The orders queue: SQS messages that each ask for one order to be placed, or its cancel sent to the exchange."""
+"""The orders queue on SQS: each message asks for an order to be placed, or for its cancel to reach the exchange."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ class QueueUnavailable(Exception):
     """The queue could not be reached or refused the request."""
 
 
-class PlacementQueue(Protocol):
+class OrdersQueue(Protocol):
+    """The work our own workers owe orders: placements and cancel requests, delivered at least once."""
+
     def request_placement(self, order_id: str, correlation_id: str | None = None) -> None:
         """Ask, at least once, for the order to be placed."""
 
@@ -28,45 +30,57 @@ class PlacementQueue(Protocol):
         """Let a received message come back after delay_s instead of the default visibility timeout."""
 
 
+class MessageSender(Protocol):
+    def send(self, body: str) -> None:
+        """Put one message on the queue; QueueUnavailable if it could not."""
+
+
 class OrderAction(StrEnum):
     PLACE = "place"
     CANCEL = "cancel"
 
 
 @dataclass(frozen=True)
-class PlacementRequest:
+class OrderMessage:
+    """What one message on the orders queue asks for."""
+
     order_id: str
     # Follows the order from the HTTP request into every log line about it.
     correlation_id: str | None = None
     action: OrderAction = OrderAction.PLACE
 
+    def to_json(self) -> str:
+        return json.dumps({"order_id": self.order_id, "correlation_id": self.correlation_id, "action": self.action})
 
-def placement_message(order_id: str, correlation_id: str | None = None, action: OrderAction = OrderAction.PLACE) -> str:
-    return json.dumps({"order_id": order_id, "correlation_id": correlation_id, "action": action.value})
+
+def placement_message(order_id: str, correlation_id: str | None = None) -> str:
+    return OrderMessage(order_id, correlation_id, OrderAction.PLACE).to_json()
 
 
-def parse_placement_message(message_body: str) -> PlacementRequest:
+def cancel_message(order_id: str, correlation_id: str | None = None) -> str:
+    return OrderMessage(order_id, correlation_id, OrderAction.CANCEL).to_json()
+
+
+def parse_order_message(message_body: str) -> OrderMessage:
     """What a message on the orders queue asks for; ValueError if it names no order or an unknown action."""
     try:
         payload = json.loads(message_body)
     except json.JSONDecodeError as exc:
-        raise ValueError("placement message is not JSON") from exc
+        raise ValueError("orders queue message is not JSON") from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("order_id"), str):
-        raise ValueError("placement message has no order_id")
+        raise ValueError("orders queue message has no order_id")
     correlation_id = payload.get("correlation_id")
     # Messages written before cancels existed carry no action: placements.
     action_text = payload.get("action", OrderAction.PLACE.value)
     try:
         action = OrderAction(action_text)
     except ValueError:
-        raise ValueError(f"placement message has an unknown action {action_text!r}") from None
-    return PlacementRequest(
-        str(payload["order_id"]), correlation_id if isinstance(correlation_id, str) else None, action
-    )
+        raise ValueError(f"orders queue message has an unknown action {action_text!r}") from None
+    return OrderMessage(str(payload["order_id"]), correlation_id if isinstance(correlation_id, str) else None, action)
 
 
 class SqsQueue:
-    """One SQS queue found by name; the client and the URL are fetched on first use."""
+    """One SQS queue found by name; the client (unless given) and the URL are fetched on first use."""
 
     def __init__(self, queue_name: str, sqs_client: Any = None, client_config: Config | None = None) -> None:
         self._queue_name = queue_name
@@ -79,7 +93,7 @@ class SqsQueue:
     def client(self) -> Any:
         # Created on first use so that importing the handler module does no
         # I/O; under a lock and from a session of its own, because the first
-        # use may come from several placement threads at once and boto3's
+        # use may come from several worker threads at once and boto3's
         # default session is not thread-safe.
         if self._client is None:
             with self._client_lock:
@@ -103,12 +117,14 @@ class SqsQueue:
             raise QueueUnavailable(f"could not send to {self._queue_name}") from exc
 
 
-class SqsPlacementQueue(SqsQueue):
+class SqsOrdersQueue(SqsQueue):
+    """The orders queue (OrdersQueue) on SQS."""
+
     def request_placement(self, order_id: str, correlation_id: str | None = None) -> None:
         self.send(placement_message(order_id, correlation_id))
 
     def request_cancel(self, order_id: str, correlation_id: str | None = None) -> None:
-        self.send(placement_message(order_id, correlation_id, OrderAction.CANCEL))
+        self.send(cancel_message(order_id, correlation_id))
 
     def retry_after(self, receipt_handle: str, delay_s: int) -> None:
         try:

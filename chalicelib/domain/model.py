@@ -187,6 +187,20 @@ class ExecutionReport:
         return (self.cum_qty, self.avg_price if self.avg_price is not None else Decimal(-1))
 
 
+class PlacementStage(StrEnum):
+    """Where an order's placement stands from our side: what a cancel may conclude without asking the exchange."""
+
+    NEVER_SENT = "never_sent"  # no attempt ever claimed it: the exchange cannot have it
+    AT_THE_EXCHANGE = "at_the_exchange"  # an attempt holds the lease: it is calling the exchange right now
+    # No attempt holds it, but something we sent (a call that timed out, its
+    # answer lost) may still reach the exchange until placement_quiet_at.
+    MAY_STILL_LAND = "may_still_land"
+    QUIET = "quiet"  # sent before, and nothing we sent can still arrive: the exchange's word is final
+
+
+_SENT_AND_MAY_STILL_LAND = frozenset({PlacementStage.AT_THE_EXCHANGE, PlacementStage.MAY_STILL_LAND})
+
+
 @dataclass(frozen=True)
 class Order:
     id: str
@@ -247,12 +261,21 @@ class Order:
         # Only the exchange hands out its order ids (in the placement answer or in a report).
         return self.exchange_order_id is not None
 
-    def placement_in_flight(self, now: datetime) -> bool:
-        return self.placing_until is not None and now < self.placing_until
+    def placement_stage(self, now: datetime) -> PlacementStage:
+        """Where this order's placement stands at `now`, as far as anything we sent goes."""
+        # The lease first: orders claimed before placement_quiet_at existed
+        # carry only a lease, and while it runs the attempt is at the exchange.
+        if self.placing_until is not None and now < self.placing_until:
+            return PlacementStage.AT_THE_EXCHANGE
+        if self.placement_quiet_at is None:
+            return PlacementStage.NEVER_SENT
+        if now < self.placement_quiet_at:
+            return PlacementStage.MAY_STILL_LAND
+        return PlacementStage.QUIET
 
     def placement_may_still_land(self, now: datetime) -> bool:
         """Whether a placement we sent may still reach the exchange (an attempt in flight or just timed out)."""
-        return self.placement_quiet_at is not None and now < self.placement_quiet_at
+        return self.placement_stage(now) in _SENT_AND_MAY_STILL_LAND
 
     def _moved_to(self, target: OrderStatus, now: datetime, **changes: object) -> Order:
         if not can_transition(self.status, target):
@@ -270,7 +293,7 @@ class Order:
 
     def claimed_for_placement(self, now: datetime, until: datetime) -> Order:
         """A placement attempt is about to call the exchange; until then a cancel must ask the exchange too."""
-        if not self.is_pending or self.placement_in_flight(now):
+        if not self.is_pending or self.placement_stage(now) is PlacementStage.AT_THE_EXCHANGE:
             raise InvalidTransition(self.status, self.status)
         quiet_at = until if self.placement_quiet_at is None else max(self.placement_quiet_at, until)
         return dataclasses.replace(self, placing_until=until, placement_quiet_at=quiet_at, updated_at=now)
@@ -309,7 +332,7 @@ class Order:
             return self
         if self.is_terminal:
             raise OrderNotCancelable(self.id, self.status)
-        if self.is_pending and self.placement_quiet_at is None:
+        if self.is_pending and self.placement_stage(now) is PlacementStage.NEVER_SENT:
             # Never sent: the placement worker claims the order (a versioned
             # write) before it calls the exchange, so it will find the order
             # canceled and never send it.

@@ -7,7 +7,7 @@ from typing import Any
 
 from chalice.app import AuthRequest, AuthResponse, Chalice, ChaliceAuthorizer
 
-from chalicelib import bootstrap
+from chalicelib.adapters.api_keys import ApiKeyRepository
 from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.domain.accounts import ApiKeyInvalid, ApiKeyMissing, key_id_of
 from chalicelib.observability import logger
@@ -114,7 +114,7 @@ def _deny(request: AuthRequest, message: str, reason: str) -> dict[str, Any]:
     return denied
 
 
-def authorize(request: AuthRequest) -> AuthResult:
+def authorize(request: AuthRequest, keys: ApiKeyRepository) -> AuthResult:
     """Allow every route for the key's account (context `account_id`), or Deny with the reason.
 
     The routes read the account from `request.context["authorizer"]["account_id"]`.
@@ -123,7 +123,7 @@ def authorize(request: AuthRequest) -> AuthResult:
     key: str | None = None
     try:
         key = api_key_from_headers(headers)
-        account_id = accounts.authenticate(key, bootstrap.api_key_repository())
+        account_id = accounts.authenticate(key, keys)
     except ApiKeyMissing:
         logger.info("request without an API key refused")
         return _deny(request, MISSING_KEY_MESSAGE, "missing")

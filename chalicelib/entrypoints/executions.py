@@ -1,25 +1,27 @@
-"""Kinesis-triggered consumer of execution reports, and the executions list route."""
+"""Kinesis-triggered consumer of execution reports: applies them to their orders, sets aside what never can apply.
+
+(GET /orders/{id}/executions is an HTTP route: chalicelib/entrypoints/http.py.)
+"""
 
 from __future__ import annotations
 
 import base64
 import functools
 import json
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from chalicelib import bootstrap
 from chalicelib.domain.model import ExecutionReport
-from chalicelib.entrypoints.schemas import parse_execution_report
-from chalicelib.observability import count, lambda_handler, logger
+from chalicelib.entrypoints.feed_message import parse_execution_report
+from chalicelib.observability import LoggingThreadPool, count, lambda_handler, logger
+from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.executions import apply_execution_reports
 
 
 @functools.cache
-def _executor() -> ThreadPoolExecutor:
+def _executor() -> LoggingThreadPool:
     # DynamoDB round trips dominate; a few threads overlap them without
     # contending for a Lambda's share of one vCPU.
-    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="apply")
+    return LoggingThreadPool(max_workers=8, thread_name_prefix="apply")
 
 
 def _failed_record(record: dict[str, Any], reason: str) -> str:
@@ -37,7 +39,7 @@ def _failed_record(record: dict[str, Any], reason: str) -> str:
 
 
 @lambda_handler
-def handle_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def handle_batch(event: dict[str, Any], context: Any, *, dependencies: Dependencies) -> dict[str, Any]:
     """Lambda Kinesis event in, partial batch response out (the first failed sequence number).
 
     A record that is not a valid report, or that names an order we do not
@@ -45,7 +47,7 @@ def handle_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
     reason and counts as done, so it never blocks its shard.
     """
     records: list[dict[str, Any]] = event.get("Records", [])
-    failed_queue = bootstrap.executions_failed_queue()
+    failed_queue = dependencies.executions_failed_queue
     parsed: list[tuple[dict[str, Any], ExecutionReport]] = []
     for record in records:
         try:
@@ -56,12 +58,7 @@ def handle_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
             )
             failed_queue.send(_failed_record(record, str(exc)))
 
-    result = apply_execution_reports(
-        [report for _, report in parsed],
-        orders=bootstrap.order_repository(),
-        executions=bootstrap.execution_repository(),
-        executor=_executor(),
-    )
+    result = apply_execution_reports([report for _, report in parsed], dependencies, executor=_executor())
     for record, report in parsed:
         if report.order_id in result.unknown_orders:
             failed_queue.send(_failed_record(record, f"unknown order {report.order_id}"))

@@ -10,24 +10,26 @@ from typing import Any
 
 from chalice.app import Request, Response
 
-from chalicelib import bootstrap
 from chalicelib.adapters.repository import ConcurrentModification, StorageUnavailable
 from chalicelib.config import get_settings
 from chalicelib.domain.model import IdempotencyConflict, OrderNotCancelable, OrderNotFound, OrderStatus, is_order_id
-from chalicelib.entrypoints.schemas import (
+from chalicelib.entrypoints.request_models import (
     BadRequest,
     InvalidOrder,
     OrderLimits,
+    parse_list_query,
+    parse_order_request,
+)
+from chalicelib.entrypoints.response_models import (
     error_body,
     executions_to_json,
     invalid_order_to_json,
     order_page_to_json,
     order_to_json,
-    parse_list_query,
-    parse_order_request,
 )
 from chalicelib.observability import count, logger, metrics, tracer
-from chalicelib.service import executions, orders
+from chalicelib.service import client_orders, executions
+from chalicelib.service.dependencies import Dependencies
 
 STORE_FAILED_BODY = error_body("Internal server error while placing the order")
 NOT_FOUND_BODY = error_body("Order not found")
@@ -70,20 +72,22 @@ def _json(status: int, body: dict[str, Any], correlation_id: str | None = None) 
 
 
 @tracer.capture_method
-def post_order(request: Request) -> Response:
+def post_order(request: Request, dependencies: Dependencies) -> Response:
     correlation_id = correlation_id_for(request.headers, request.context)
     account_id = account_of(request)
     if account_id is None:
         return _json(401, NO_ACCOUNT_BODY, correlation_id)
     logger.thread_safe_append_keys(correlation_id=correlation_id, account_id=account_id)
     try:
-        return _post_order(account_id, request.raw_body, correlation_id)
+        return _post_order(account_id, request.raw_body, correlation_id, dependencies)
     finally:
         metrics.flush_metrics()
         logger.thread_safe_clear_keys()
 
 
-def _post_order(account_id: str, raw_body: bytes | str | None, correlation_id: str) -> Response:
+def _post_order(
+    account_id: str, raw_body: bytes | str | None, correlation_id: str, dependencies: Dependencies
+) -> Response:
     try:
         terms = parse_order_request(raw_body, _order_limits())
     except BadRequest as exc:
@@ -92,14 +96,7 @@ def _post_order(account_id: str, raw_body: bytes | str | None, correlation_id: s
     except InvalidOrder as exc:
         return _json(422, invalid_order_to_json(exc), correlation_id)
     try:
-        result = orders.create_order(
-            account_id,
-            terms,
-            repository=bootstrap.order_repository(),
-            queue=bootstrap.placement_queue(),
-            sweep_after=bootstrap.stuck_after(),
-            correlation_id=correlation_id,
-        )
+        result = client_orders.create_order(account_id, terms, dependencies, correlation_id=correlation_id)
     except IdempotencyConflict as exc:
         return _json(409, error_body(str(exc)), correlation_id)
     except StorageUnavailable:
@@ -114,7 +111,7 @@ def _post_order(account_id: str, raw_body: bytes | str | None, correlation_id: s
     )
 
 
-def get_order(request: Request, order_id: str) -> Response:
+def get_order(request: Request, order_id: str, dependencies: Dependencies) -> Response:
     account_id = account_of(request)
     if account_id is None:
         return _json(401, NO_ACCOUNT_BODY)
@@ -122,7 +119,7 @@ def get_order(request: Request, order_id: str) -> Response:
     if not is_order_id(order_id):
         return _json(404, NOT_FOUND_BODY)
     try:
-        order = orders.get_order(order_id, account_id, bootstrap.order_repository())
+        order = client_orders.get_order(order_id, account_id, dependencies)
     except OrderNotFound:
         return _json(404, NOT_FOUND_BODY)
     except StorageUnavailable:
@@ -131,7 +128,7 @@ def get_order(request: Request, order_id: str) -> Response:
     return _json(200, order_to_json(order))
 
 
-def list_orders(request: Request) -> Response:
+def list_orders(request: Request, dependencies: Dependencies) -> Response:
     account_id = account_of(request)
     if account_id is None:
         return _json(401, NO_ACCOUNT_BODY)
@@ -141,14 +138,14 @@ def list_orders(request: Request) -> Response:
     except InvalidOrder as exc:
         return _json(422, invalid_order_to_json(exc))
     try:
-        page = orders.list_orders(query, bootstrap.order_repository())
+        page = client_orders.list_orders(query, dependencies)
     except StorageUnavailable:
         logger.exception("orders not listed", account_id=account_id)
         return _json(503, UNAVAILABLE_BODY)
     return _json(200, order_page_to_json(page))
 
 
-def cancel_order(request: Request, order_id: str) -> Response:
+def cancel_order(request: Request, order_id: str, dependencies: Dependencies) -> Response:
     """200 with the order canceled at once; 202 while the exchange is asked (pending_cancel)."""
     correlation_id = correlation_id_for(request.headers, request.context)
     account_id = account_of(request)
@@ -157,13 +154,7 @@ def cancel_order(request: Request, order_id: str) -> Response:
     if not is_order_id(order_id):
         return _json(404, NOT_FOUND_BODY, correlation_id)
     try:
-        order = orders.cancel_order(
-            order_id,
-            account_id,
-            repository=bootstrap.order_repository(),
-            queue=bootstrap.placement_queue(),
-            stuck_after=bootstrap.stuck_after(),
-        )
+        order = client_orders.cancel_order(order_id, account_id, dependencies)
     except OrderNotFound:
         return _json(404, NOT_FOUND_BODY, correlation_id)
     except OrderNotCancelable as exc:
@@ -177,16 +168,14 @@ def cancel_order(request: Request, order_id: str) -> Response:
     return _json(202 if order.status is OrderStatus.PENDING_CANCEL else 200, order_to_json(order), correlation_id)
 
 
-def get_executions(request: Request, order_id: str) -> Response:
+def get_executions(request: Request, order_id: str, dependencies: Dependencies) -> Response:
     account_id = account_of(request)
     if account_id is None:
         return _json(401, NO_ACCOUNT_BODY)
     if not is_order_id(order_id):
         return _json(404, NOT_FOUND_BODY)
     try:
-        reports = executions.list_executions(
-            order_id, account_id, bootstrap.order_repository(), bootstrap.execution_repository()
-        )
+        reports = executions.list_executions(order_id, account_id, dependencies)
     except OrderNotFound:
         return _json(404, NOT_FOUND_BODY)
     except StorageUnavailable:

@@ -12,16 +12,18 @@ from chalice.app import Response
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from chalicelib.entrypoints.schemas import (
+from chalicelib.entrypoints.request_models import (
     CLIENT_ORDER_ID_MAX_LENGTH,
     MAX_BODY_BYTES,
     ORDER_ID_PATTERN,
+    ListOrdersQuery,
+    OrderRequest,
+)
+from chalicelib.entrypoints.response_models import (
     ErrorResponse,
     ExecutionListResponse,
     GatewayErrorResponse,
-    ListOrdersQuery,
     OrderListResponse,
-    OrderRequest,
     OrderResponse,
     ValidationErrorResponse,
     error_body,
@@ -178,159 +180,170 @@ def _secured(paths: dict[str, Any]) -> dict[str, Any]:
     return paths
 
 
+def _list_orders() -> dict[str, Any]:
+    return {
+        "operationId": "listOrders",
+        "summary": "Your orders, newest first, a page at a time",
+        "description": "Filters combine (all must match). A page holds at most `limit` orders; its `next`"
+        " value fetches the following page when passed back with the same filters.",
+        "tags": ["orders"],
+        "parameters": _query_parameters(ListOrdersQuery),
+        "responses": {
+            "200": _response("A page of orders", OrderListResponse),
+            "422": _response(
+                "A query parameter is unknown, repeated or invalid; each problem names it",
+                ValidationErrorResponse,
+            ),
+            "503": _UNAVAILABLE,
+        },
+    }
+
+
+def _create_order() -> dict[str, Any]:
+    return {
+        "operationId": "createOrder",
+        "summary": "Place an order",
+        "description": "Stores the order (pending) and queues it for placement at the exchange. The body is"
+        f" one JSON object in UTF-8 of at most {MAX_BODY_BYTES} bytes, each key at most once. With a"
+        f" client_order_id (at most {CLIENT_ORDER_ID_MAX_LENGTH} characters) the request is idempotent.",
+        "tags": ["orders"],
+        "parameters": [_CORRELATION_PARAMETER],
+        "requestBody": {"required": True, "content": _json_content(OrderRequest)},
+        "responses": {
+            "201": _response("Created: stored, and it will be placed", OrderResponse, correlated=True),
+            "200": _response(
+                "A replay: an order with this client_order_id and the same terms exists",
+                OrderResponse,
+                correlated=True,
+            ),
+            "400": _response(
+                "The body is not one JSON object (malformed, not UTF-8, a duplicate key, NaN, too deep)",
+                ErrorResponse,
+                correlated=True,
+            ),
+            "409": _response(
+                "The client_order_id belongs to an order with other terms", ErrorResponse, correlated=True
+            ),
+            "413": _response(f"The body is longer than {MAX_BODY_BYTES} bytes", ErrorResponse, correlated=True),
+            "415": _response("The Content-Type is not application/json", GatewayErrorResponse),
+            "422": _response(
+                "Fields are missing or invalid; each problem names its field",
+                ValidationErrorResponse,
+                correlated=True,
+            ),
+            "500": _response("The order could not be stored; nothing will be placed", ErrorResponse, correlated=True),
+        },
+    }
+
+
+def _get_order() -> dict[str, Any]:
+    return {
+        "operationId": "getOrder",
+        "summary": "An order and its status",
+        "tags": ["orders"],
+        "parameters": [_ORDER_ID_PARAMETER],
+        "responses": {
+            "200": _response("The order", OrderResponse),
+            "404": _NOT_FOUND,
+            "503": _UNAVAILABLE,
+        },
+    }
+
+
+def _cancel_order() -> dict[str, Any]:
+    return {
+        "operationId": "cancelOrder",
+        "summary": "Cancel an order",
+        "description": "An order the exchange cannot have yet is canceled at once (200). An order the"
+        " exchange may hold becomes pending_cancel (202) until the exchange confirms through its"
+        " execution feed: then it is canceled, or filled if the fill came first. Repeating the"
+        " request is harmless.",
+        "tags": ["orders"],
+        "parameters": [_ORDER_ID_PARAMETER, _CORRELATION_PARAMETER],
+        "responses": {
+            "200": _response("Canceled", OrderResponse, correlated=True),
+            "202": _response("pending_cancel: the exchange is asked", OrderResponse, correlated=True),
+            "404": _NOT_FOUND,
+            "409": _response("The order is done (filled, canceled, rejected, expired or failed)", ErrorResponse),
+            "503": _UNAVAILABLE,
+        },
+    }
+
+
+def _list_executions() -> dict[str, Any]:
+    return {
+        "operationId": "listExecutions",
+        "summary": "An order's execution reports, oldest first",
+        "tags": ["orders"],
+        "parameters": [_ORDER_ID_PARAMETER],
+        "responses": {
+            "200": _response("The order's executions (none yet: an empty list)", ExecutionListResponse),
+            "404": _NOT_FOUND,
+            "503": _UNAVAILABLE,
+        },
+    }
+
+
+def _get_openapi_document() -> dict[str, Any]:
+    return {
+        "operationId": "getOpenApiDocument",
+        "summary": "This document",
+        "tags": ["documentation"],
+        "responses": {
+            "200": {
+                "description": "The OpenAPI document",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    }
+
+
+def _get_docs() -> dict[str, Any]:
+    return {
+        "operationId": "getDocs",
+        "summary": "Interactive documentation (Swagger UI), served without any CDN",
+        "tags": ["documentation"],
+        "responses": {"200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}},
+    }
+
+
+def _get_docs_asset() -> dict[str, Any]:
+    return {
+        "operationId": "getDocsAsset",
+        "summary": "A script or style sheet of the documentation page",
+        "tags": ["documentation"],
+        "parameters": [
+            {
+                "name": "asset",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "enum": sorted(_ASSETS)},
+            }
+        ],
+        "responses": {
+            "200": {
+                "description": "The file",
+                "content": {
+                    media_type: {"schema": {"type": "string"}}
+                    # The media type without its charset parameter, as OpenAPI keys them.
+                    for media_type in sorted({media.split(";")[0] for _, media in _ASSETS.values()})
+                },
+            },
+            "404": _response("No such file", ErrorResponse),
+        },
+    }
+
+
 def _paths() -> dict[str, Any]:
+    # One function per operation; each call builds fresh dicts, so _secured may add to them.
     return _secured(
         {
-            "/orders": {
-                "get": {
-                    "operationId": "listOrders",
-                    "summary": "Your orders, newest first, a page at a time",
-                    "description": "Filters combine (all must match). A page holds at most `limit` orders; its `next`"
-                    " value fetches the following page when passed back with the same filters.",
-                    "tags": ["orders"],
-                    "parameters": _query_parameters(ListOrdersQuery),
-                    "responses": {
-                        "200": _response("A page of orders", OrderListResponse),
-                        "422": _response(
-                            "A query parameter is unknown, repeated or invalid; each problem names it",
-                            ValidationErrorResponse,
-                        ),
-                        "503": _UNAVAILABLE,
-                    },
-                },
-                "post": {
-                    "operationId": "createOrder",
-                    "summary": "Place an order",
-                    "description": "Stores the order (pending) and queues it for placement at the exchange. The body is"
-                    f" one JSON object in UTF-8 of at most {MAX_BODY_BYTES} bytes, each key at most once. With a"
-                    f" client_order_id (at most {CLIENT_ORDER_ID_MAX_LENGTH} characters) the request is idempotent.",
-                    "tags": ["orders"],
-                    "parameters": [_CORRELATION_PARAMETER],
-                    "requestBody": {"required": True, "content": _json_content(OrderRequest)},
-                    "responses": {
-                        "201": _response("Created: stored, and it will be placed", OrderResponse, correlated=True),
-                        "200": _response(
-                            "A replay: an order with this client_order_id and the same terms exists",
-                            OrderResponse,
-                            correlated=True,
-                        ),
-                        "400": _response(
-                            "The body is not one JSON object (malformed, not UTF-8, a duplicate key, NaN, too deep)",
-                            ErrorResponse,
-                            correlated=True,
-                        ),
-                        "409": _response(
-                            "The client_order_id belongs to an order with other terms", ErrorResponse, correlated=True
-                        ),
-                        "413": _response(
-                            f"The body is longer than {MAX_BODY_BYTES} bytes", ErrorResponse, correlated=True
-                        ),
-                        "415": _response("The Content-Type is not application/json", GatewayErrorResponse),
-                        "422": _response(
-                            "Fields are missing or invalid; each problem names its field",
-                            ValidationErrorResponse,
-                            correlated=True,
-                        ),
-                        "500": _response(
-                            "The order could not be stored; nothing will be placed", ErrorResponse, correlated=True
-                        ),
-                    },
-                },
-            },
-            "/orders/{order_id}": {
-                "get": {
-                    "operationId": "getOrder",
-                    "summary": "An order and its status",
-                    "tags": ["orders"],
-                    "parameters": [_ORDER_ID_PARAMETER],
-                    "responses": {
-                        "200": _response("The order", OrderResponse),
-                        "404": _NOT_FOUND,
-                        "503": _UNAVAILABLE,
-                    },
-                },
-                "delete": {
-                    "operationId": "cancelOrder",
-                    "summary": "Cancel an order",
-                    "description": "An order the exchange cannot have yet is canceled at once (200). An order the"
-                    " exchange may hold becomes pending_cancel (202) until the exchange confirms through its"
-                    " execution feed: then it is canceled, or filled if the fill came first. Repeating the"
-                    " request is harmless.",
-                    "tags": ["orders"],
-                    "parameters": [_ORDER_ID_PARAMETER, _CORRELATION_PARAMETER],
-                    "responses": {
-                        "200": _response("Canceled", OrderResponse, correlated=True),
-                        "202": _response("pending_cancel: the exchange is asked", OrderResponse, correlated=True),
-                        "404": _NOT_FOUND,
-                        "409": _response(
-                            "The order is done (filled, canceled, rejected, expired or failed)", ErrorResponse
-                        ),
-                        "503": _UNAVAILABLE,
-                    },
-                },
-            },
-            "/orders/{order_id}/executions": {
-                "get": {
-                    "operationId": "listExecutions",
-                    "summary": "An order's execution reports, oldest first",
-                    "tags": ["orders"],
-                    "parameters": [_ORDER_ID_PARAMETER],
-                    "responses": {
-                        "200": _response("The order's executions (none yet: an empty list)", ExecutionListResponse),
-                        "404": _NOT_FOUND,
-                        "503": _UNAVAILABLE,
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "operationId": "getOpenApiDocument",
-                    "summary": "This document",
-                    "tags": ["documentation"],
-                    "responses": {
-                        "200": {
-                            "description": "The OpenAPI document",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
-                    },
-                }
-            },
-            "/docs": {
-                "get": {
-                    "operationId": "getDocs",
-                    "summary": "Interactive documentation (Swagger UI), served without any CDN",
-                    "tags": ["documentation"],
-                    "responses": {
-                        "200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}
-                    },
-                }
-            },
-            "/docs/{asset}": {
-                "get": {
-                    "operationId": "getDocsAsset",
-                    "summary": "A script or style sheet of the documentation page",
-                    "tags": ["documentation"],
-                    "parameters": [
-                        {
-                            "name": "asset",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "enum": sorted(_ASSETS)},
-                        }
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "The file",
-                            "content": {
-                                media_type: {"schema": {"type": "string"}}
-                                # The media type without its charset parameter, as OpenAPI keys them.
-                                for media_type in sorted({media.split(";")[0] for _, media in _ASSETS.values()})
-                            },
-                        },
-                        "404": _response("No such file", ErrorResponse),
-                    },
-                }
-            },
+            "/orders": {"get": _list_orders(), "post": _create_order()},
+            "/orders/{order_id}": {"get": _get_order(), "delete": _cancel_order()},
+            "/orders/{order_id}/executions": {"get": _list_executions()},
+            "/openapi.json": {"get": _get_openapi_document()},
+            "/docs": {"get": _get_docs()},
+            "/docs/{asset}": {"get": _get_docs_asset()},
         }
     )
 

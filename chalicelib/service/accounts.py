@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from chalicelib.adapters.api_keys import ApiKeyAlreadyExists, ApiKeyRepository
+from chalicelib.clock import Clock, utc_now
 from chalicelib.domain.accounts import ApiKey, ApiKeyMissing, issue_key, key_id_of, verify
-
-Clock = Callable[[], datetime]
 
 # Key ids have 60 random bits, so a second collision in a row means something
 # else is wrong (e.g. a broken random source), not bad luck.
 _ISSUE_ATTEMPTS = 3
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from chalicelib.adapters.repository import ExecutionRepository, OrderRepository
+from chalicelib.adapters.repository import OrderRepository
+from chalicelib.clock import Clock
 from chalicelib.domain.model import ExecutionReport, Order, OrderNotFound
-from chalicelib.service.orders import Clock, utc_now, write_with_retries
+from chalicelib.service.dependencies import Dependencies
+from chalicelib.service.order_writes import write_with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +27,7 @@ class ApplyResult:
 
 
 def apply_execution_reports(
-    reports: Iterable[ExecutionReport],
-    orders: OrderRepository,
-    executions: ExecutionRepository,
-    clock: Clock = utc_now,
-    executor: Executor | None = None,
+    reports: Iterable[ExecutionReport], dependencies: Dependencies, executor: Executor | None = None
 ) -> ApplyResult:
     """Apply a batch of reports: one read for the batch, at most one conditional update per order.
 
@@ -43,13 +41,14 @@ def apply_execution_reports(
     result = ApplyResult()
     if not by_order:
         return result
+    orders, clock = dependencies.orders, dependencies.clock
 
     current = orders.get_many(list(by_order))
     known = {order_id: batch for order_id, batch in by_order.items() if order_id in current}
     result.unknown_orders = set(by_order) - set(known)
 
     # Executions first: once an order shows a fill, its executions list has it.
-    executions.add_many([report for batch in known.values() for report in batch])
+    dependencies.executions.add_many([report for batch in known.values() for report in batch])
 
     def apply(order_id: str) -> bool | Exception:
         try:
@@ -87,11 +86,9 @@ def _apply_to_order(order: Order, batch: list[ExecutionReport], orders: OrderRep
     return written
 
 
-def list_executions(
-    order_id: str, account_id: str, orders: OrderRepository, executions: ExecutionRepository
-) -> list[ExecutionReport]:
+def list_executions(order_id: str, account_id: str, dependencies: Dependencies) -> list[ExecutionReport]:
     """The account's order's executions, oldest first; another account's order is not found."""
-    order = orders.get(order_id)
+    order = dependencies.orders.get(order_id)
     if order is None or order.account_id != account_id:
         raise OrderNotFound(order_id)
-    return executions.list_for_order(order_id)
+    return dependencies.executions.list_for_order(order_id)

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,12 @@ import boto3
 import pytest
 import requests
 
-from devstack.emulator import EMULATOR_ENV, emulator_env
+from devstack.emulator import emulator_env
 from devstack.localstack import is_localstack
 from devstack.localstack_files import VENV_PYTHON
 from devstack.processes import LOOPBACK, ManagedProcess, free_port
 from devstack.stack import emulator_api_keys, start_bridge, start_exchange
+from tests.deploy.support import DeployedStack
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE = "dev"
@@ -52,21 +52,6 @@ EXCHANGE_KNOBS = {
     "EXCHANGE_CANCEL_RATE": "0",
     "EXCHANGE_EXEC_DELAY_S": "0.05",
 }
-
-
-@dataclass
-class DeployedStack:
-    endpoint_url: str
-    outputs: dict[str, str]
-    exchange_url: str
-    function_names: dict[str, str]  # handler -> deployed function name
-
-    def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=EMULATOR_ENV["AWS_DEFAULT_REGION"])
-
-    @property
-    def api_id(self) -> str:
-        return self.outputs["RestAPIId"]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Talking to the deployed stack: invoking its functions, the events API Gateway would send them, its outputs."""
+"""Talking to the deployed stack: what was deployed, invoking its functions, the events API Gateway would send them."""
 
 from __future__ import annotations
 
@@ -8,8 +8,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
+
+from devstack.emulator import EMULATOR_ENV
+
 ACCOUNT = "000000000000"  # LocalStack's default account
 REGION = "us-east-1"
+
+
+@dataclass
+class DeployedStack:
+    """What `make deploy` made: the stack's endpoint, outputs and function names, and the simulator it calls."""
+
+    endpoint_url: str
+    outputs: dict[str, str]
+    exchange_url: str
+    function_names: dict[str, str]  # handler -> deployed function name
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=EMULATOR_ENV["AWS_DEFAULT_REGION"])
+
+    @property
+    def api_id(self) -> str:
+        return self.outputs["RestAPIId"]
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,7 @@ import pytest
 import requests
 
 from chalicelib.service.accounts import create_api_key, revoke_api_key
-from tests.deploy.conftest import DeployedStack
-from tests.deploy.support import allowed_context, authorizer_event, effect_of, invoke, proxy_event
+from tests.deploy.support import DeployedStack, allowed_context, authorizer_event, effect_of, invoke, proxy_event
 from tests.polling import wait_until
 
 # The first test also waits for `make deploy` (its own limit: conftest.DEPLOY_TIMEOUT_S).

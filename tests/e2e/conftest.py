@@ -1,42 +1,17 @@
-"""End-to-end fixtures: the whole local system as real processes, driven over HTTP."""
+"""End-to-end fixtures: the whole local system as real processes, driven over HTTP (helpers: helpers.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import requests
 
 from devstack.processes import free_port
 from devstack.stack import LocalStack, local_stack
-
-# Small numbers so that retries, the DLQ and the sweep happen within seconds.
-E2E_SETTINGS = {
-    "RESOURCE_PREFIX": "e2e",
-    "EXCHANGE_LATENCY_S": "0.05",
-    "EXCHANGE_FAILURE_RATE": "0",
-    "PLACEMENT_MAX_ATTEMPTS": "3",
-    "PLACEMENT_BACKOFF_BASE_S": "1",
-    "PENDING_SWEEP_AFTER_S": "4",
-    "EXCHANGE_EXEC_DELAY_S": "0.05",
-    "EXCHANGE_LIMIT_TTL_S": "1",
-    "FEED_LINGER_S": "0.05",
-}
-
-
-# What the e2e stack starts with; every test that changes a knob gets these back.
-EXCHANGE_DEFAULTS = {
-    "failure_rate": 0.0,
-    "latency_s": 0.05,
-    "exec_delay_s": 0.05,
-    "reject_rate": 0.02,
-    "cancel_rate": 0.03,
-    "feed_duplicate_rate": 0.0,
-    "feed_reorder_rate": 0.0,
-}
+from tests.e2e.helpers import E2E_SETTINGS, EXCHANGE_DEFAULTS, Exchange
 
 
 @pytest.fixture(scope="session")
@@ -62,38 +37,6 @@ def exchange(stack: LocalStack) -> Iterator[Exchange]:
     sim = Exchange(stack.exchange_url)
     yield sim
     sim.configure(**EXCHANGE_DEFAULTS)
-
-
-class Exchange:
-    """The simulator's own record and knobs."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def configure(self, **knobs: float) -> None:
-        requests.post(f"{self.url}/admin/config", json=knobs, timeout=5).raise_for_status()
-
-    def record(self, client_order_id: str) -> dict[str, Any] | None:
-        response = requests.get(f"{self.url}/orders/{client_order_id}", timeout=5)
-        if response.status_code == 404:
-            return None
-        response.raise_for_status()
-        return dict(response.json())
-
-
-def auth(api_key: str) -> dict[str, str]:
-    """The header that authenticates a request with this key (the stack's demo account: `stack.api_key`)."""
-    return {"Authorization": f"Bearer {api_key}"}
-
-
-def order_in_status(stack: LocalStack, order_id: str, *statuses: str) -> Callable[[], dict[str, Any] | None]:
-    """The order (read as the demo account) once it is in one of the statuses, else None."""
-
-    def check() -> dict[str, Any] | None:
-        body = requests.get(f"{stack.api_url}/orders/{order_id}", headers=auth(stack.api_key), timeout=5).json()
-        return body if body.get("status") in statuses else None
-
-    return check
 
 
 @pytest.fixture

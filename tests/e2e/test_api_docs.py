@@ -14,9 +14,9 @@ from openapi_spec_validator import validate as validate_spec
 
 from chalicelib.domain.model import order_id_for_client_key
 from chalicelib.entrypoints.openapi import openapi_document
-from chalicelib.entrypoints.schemas import MAX_BODY_BYTES, MAX_JSON_DEPTH
+from chalicelib.entrypoints.request_models import MAX_BODY_BYTES, MAX_JSON_DEPTH
 from devstack.stack import DEMO_ACCOUNT, LocalStack
-from tests.e2e.conftest import auth
+from tests.e2e.helpers import auth
 
 pytestmark = pytest.mark.e2e
 

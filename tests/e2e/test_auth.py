@@ -14,7 +14,7 @@ import requests
 
 from devstack.processes import ManagedProcess, free_port
 from devstack.stack import LocalStack, start_api
-from tests.e2e.conftest import auth
+from tests.e2e.helpers import auth
 
 pytestmark = pytest.mark.e2e
 

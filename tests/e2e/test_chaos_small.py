@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from chaos.scenarios import SMALL, Result, RunContext, new_seed, run_scenario
+from chaos.config import SMALL, RunContext
+from chaos.results import Result
+from chaos.scenarios import new_seed, run_scenario
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ import requests
 
 from devstack.emulator import emulator_client
 from devstack.stack import LocalStack, start_bridge
-from tests.e2e.conftest import Exchange, auth, order_in_status
+from tests.e2e.helpers import Exchange, auth, order_in_status
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from devstack.stack import LocalStack
-from tests.e2e.conftest import Exchange
+from tests.e2e.helpers import Exchange
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ from chalicelib.adapters.queue import placement_message
 from chalicelib.domain.model import order_id_for_client_key
 from devstack.processes import ManagedProcess, free_port
 from devstack.stack import DEMO_ACCOUNT, LocalStack, start_api
-from tests.e2e.conftest import Exchange, auth, order_in_status
+from tests.e2e.helpers import Exchange, auth, order_in_status
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e

@@ -7,9 +7,12 @@ from decimal import Decimal
 
 import pytest
 
-from chalicelib.adapters.dynamodb import DynamoDBOrderRepository, record_class_for
-from chalicelib.adapters.executions_table import DynamoDBExecutionRepository, execution_record_class_for
+from chalicelib import bootstrap
+from chalicelib.adapters.executions_table import DynamoDBExecutionRepository
+from chalicelib.adapters.orders_table import DynamoDBOrderRepository
+from chalicelib.config import Settings
 from chalicelib.domain.model import ExecType, ExecutionReport, Order, OrderStatus, OrderTerms, OrderType, Side
+from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.executions import apply_execution_reports
 
 pytestmark = pytest.mark.integration
@@ -17,13 +20,24 @@ T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def orders(adapter_stack: dict[str, str]) -> DynamoDBOrderRepository:
-    return DynamoDBOrderRepository(record_class_for(adapter_stack["OrdersTableName"]))
+def dependencies(adapter_stack: dict[str, str]) -> Dependencies:
+    # The production wiring, pointed at this test's tables.
+    settings = Settings(
+        orders_table_name=adapter_stack["OrdersTableName"], executions_table_name=adapter_stack["ExecutionsTableName"]
+    )
+    return bootstrap.bootstrap(settings)
 
 
 @pytest.fixture
-def executions(adapter_stack: dict[str, str]) -> DynamoDBExecutionRepository:
-    return DynamoDBExecutionRepository(execution_record_class_for(adapter_stack["ExecutionsTableName"]))
+def orders(dependencies: Dependencies) -> DynamoDBOrderRepository:
+    assert isinstance(dependencies.orders, DynamoDBOrderRepository)
+    return dependencies.orders
+
+
+@pytest.fixture
+def executions(dependencies: Dependencies) -> DynamoDBExecutionRepository:
+    assert isinstance(dependencies.executions, DynamoDBExecutionRepository)
+    return dependencies.executions
 
 
 def report(order_id: str, n: int, exec_type: ExecType, qty: int, cum: int, avg: str | None) -> ExecutionReport:
@@ -56,7 +70,7 @@ def test_executions_are_stored_once_per_exec_id_and_listed_oldest_first(
 
 
 def test_a_batch_updates_each_order_once_and_is_idempotent(
-    orders: DynamoDBOrderRepository, executions: DynamoDBExecutionRepository
+    dependencies: Dependencies, orders: DynamoDBOrderRepository
 ) -> None:
     stored = [
         orders.add(Order.create("acct-1", OrderTerms(OrderType.MARKET, Side.BUY, "US0378331005", 10, None), T0), T0)
@@ -69,7 +83,7 @@ def test_a_batch_updates_each_order_once_and_is_idempotent(
             report(order.id, 2, ExecType.PARTIAL_FILL, 4, 4, "99.5"),
             report(order.id, 3, ExecType.FILL, 6, 10, "99.8"),
         ]
-    result = apply_execution_reports(list(reversed(batch)), orders, executions)
+    result = apply_execution_reports(list(reversed(batch)), dependencies)
     assert result.updated_orders == 3
     for order in stored:
         read = orders.get(order.id)
@@ -82,4 +96,4 @@ def test_a_batch_updates_each_order_once_and_is_idempotent(
         assert read.version == order.version + 1  # exactly one write
         # Settled by its executions: out of the sweep's index.
         assert order.id not in orders.pending_due_for_sweep(T0 + timedelta(days=1), 10_000)
-    assert apply_execution_reports(batch, orders, executions).updated_orders == 0
+    assert apply_execution_reports(batch, dependencies).updated_orders == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.adapters.dynamodb import DynamoDBOrderRepository, record_class_for
+from chalicelib.adapters.orders_table import DynamoDBOrderRepository, order_record_class_for
 from chalicelib.domain.model import Order, OrderTerms, OrderType, Side
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SWEEP = """
 from app import app
 from devstack.lambda_context import FunctionSpec
-from devstack.runner import scheduled_event
+from devstack.runner.events import scheduled_event
 app.handler_map["sweep_pending_orders"](
     scheduled_event("arn:aws:events:us-east-1:123456789012:rule/sweep", "us-east-1"),
     FunctionSpec("brokerage-test-sweep_pending_orders").new_context(),
@@ -29,7 +29,7 @@ app.handler_map["sweep_pending_orders"](
 
 
 def test_the_sweep_emits_its_metric_and_json_logs_with_the_order(adapter_stack: dict[str, str]) -> None:
-    repository = DynamoDBOrderRepository(record_class_for(adapter_stack["OrdersTableName"]))
+    repository = DynamoDBOrderRepository(order_record_class_for(adapter_stack["OrdersTableName"]))
     long_ago = datetime(2000, 1, 1, tzinfo=UTC)
     order = repository.add(
         Order.create("acct-1", OrderTerms(OrderType.MARKET, Side.BUY, "US0378331005", 1, None), long_ago, "corr-obs-1"),

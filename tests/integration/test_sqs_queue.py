@@ -1,4 +1,4 @@
-"""The SQS placement queue against a real emulator over HTTP."""
+"""The SQS orders queue against a real emulator over HTTP."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from chalicelib.adapters.queue import QueueUnavailable, SqsPlacementQueue, parse_placement_message
+from chalicelib.adapters.queue import QueueUnavailable, SqsOrdersQueue, parse_order_message
 from devstack.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -27,17 +27,17 @@ def queue_name(sqs, aws_endpoint: str) -> str:
 
 
 def test_a_placement_request_is_a_message_naming_the_order(sqs, queue_name: str) -> None:
-    SqsPlacementQueue(queue_name).request_placement("order-1", "corr-1")
+    SqsOrdersQueue(queue_name).request_placement("order-1", "corr-1")
     url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
     messages = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)["Messages"]
-    assert [parse_placement_message(m["Body"]) for m in messages] == [
-        parse_placement_message('{"order_id": "order-1", "correlation_id": "corr-1"}')
+    assert [parse_order_message(m["Body"]) for m in messages] == [
+        parse_order_message('{"order_id": "order-1", "correlation_id": "corr-1"}')
     ]
-    assert parse_placement_message(messages[0]["Body"]).correlation_id == "corr-1"
+    assert parse_order_message(messages[0]["Body"]).correlation_id == "corr-1"
 
 
 def test_retry_after_sets_the_visibility_of_a_received_message(sqs, queue_name: str) -> None:
-    queue = SqsPlacementQueue(queue_name)
+    queue = SqsOrdersQueue(queue_name)
     queue.request_placement("order-2")
     url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
     message = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)["Messages"][0]
@@ -54,10 +54,4 @@ def test_an_unreachable_queue_is_queue_unavailable(queue_name: str) -> None:
         config=Config(connect_timeout=0.5, retries={"max_attempts": 1, "mode": "standard"}),
     )
     with pytest.raises(QueueUnavailable):
-        SqsPlacementQueue(queue_name, sqs_client=dead).request_placement("order-3")
-
-
-@pytest.mark.parametrize("body", ["", "not json", "[]", '{"order": "x"}', '{"order_id": 5}'])
-def test_malformed_messages_name_no_order(body: str) -> None:
-    with pytest.raises(ValueError):
-        parse_placement_message(body)
+        SqsOrdersQueue(queue_name, sqs_client=dead).request_placement("order-3")

@@ -1,10 +1,14 @@
-"""In-memory fakes of the adapters, for unit tests of the service layer."""
+"""In-memory fakes of the adapters, and the Dependencies made of them that unit tests hand the services and the app."""
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
+from chalicelib.adapters.api_keys import ApiKeyAlreadyExists
 from chalicelib.adapters.exchange import CancelOutcome, ExchangeAck, ExchangeRejected, ExchangeUnavailable
 from chalicelib.adapters.queue import QueueUnavailable
 from chalicelib.adapters.repository import (
@@ -15,7 +19,17 @@ from chalicelib.adapters.repository import (
     OrderQuery,
     StorageUnavailable,
 )
+from chalicelib.clock import utc_now
+from chalicelib.domain.accounts import ApiKey
 from chalicelib.domain.model import ExecutionReport, Order
+from chalicelib.domain.retry import RetryPolicy
+from chalicelib.service.dependencies import Dependencies, Timings
+
+# What the unit tests' services run with unless a test says otherwise.
+POLICY = RetryPolicy(max_attempts=3, backoff_base_s=2, backoff_max_s=900)
+SWEEP = timedelta(seconds=60)
+LEASE = timedelta(seconds=15)
+TIMINGS = Timings(pending_sweep_after=SWEEP, placement_lease=LEASE)
 
 
 class FakeRepository:
@@ -169,3 +183,82 @@ class FakeExecutions:
     def list_for_order(self, order_id: str) -> list[ExecutionReport]:
         found = [r for (oid, _), r in self.stored.items() if oid == order_id]
         return sorted(found, key=lambda r: (r.transact_time, r.seq))
+
+
+class FakeApiKeyRepository:
+    """In memory, with the repository's contract: conditional add, revoke keeps the first time."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, ApiKey] = {}
+        self.down = False
+        self.reads = 0
+        self.taken: set[str] = set()  # key ids add() refuses, as if stored already
+
+    def _check(self) -> None:
+        if self.down:
+            raise StorageUnavailable("down")
+
+    def add(self, key: ApiKey) -> None:
+        self._check()
+        if key.key_id in self.keys or key.key_id in self.taken:
+            raise ApiKeyAlreadyExists(key.key_id)
+        self.keys[key.key_id] = key
+
+    def get(self, key_id: str) -> ApiKey | None:
+        self._check()
+        self.reads += 1
+        return self.keys.get(key_id)
+
+    def revoke(self, key_id: str, at: datetime) -> ApiKey | None:
+        self._check()
+        if key_id not in self.keys:
+            return None
+        self.keys[key_id] = self.keys[key_id].revoked(at)
+        return self.keys[key_id]
+
+
+class FakeMessageSender:
+    """A queue that only receives (the executions on-failure queue)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.down = False
+
+    def send(self, body: str) -> None:
+        if self.down:
+            raise QueueUnavailable("down")
+        self.sent.append(body)
+
+
+@dataclass
+class Fakes:
+    """One in-memory world; dependencies() hands it to the services or the app, the fakes stay here to look at."""
+
+    orders: FakeRepository = field(default_factory=FakeRepository)
+    queue: FakeQueue = field(default_factory=FakeQueue)
+    exchange: FakeExchange = field(default_factory=FakeExchange)
+    executions: FakeExecutions = field(default_factory=FakeExecutions)
+    failed_queue: FakeMessageSender = field(default_factory=FakeMessageSender)
+    api_keys: FakeApiKeyRepository = field(default_factory=FakeApiKeyRepository)
+    clock: Callable[[], datetime] = utc_now
+    policy: RetryPolicy = POLICY
+    timings: Timings = TIMINGS
+    # Seeded afresh for every dependencies(): the same delays every time.
+    jitter_seed: int | None = 0
+    # What the services waited, in seconds: recorded, never slept.
+    sleeps: list[float] = field(default_factory=list)
+
+    def dependencies(self) -> Dependencies:
+        return Dependencies(
+            orders=self.orders,
+            orders_queue=self.queue,
+            exchange=self.exchange,
+            retry_policy=self.policy,
+            timings=self.timings,
+            executions=self.executions,
+            executions_failed_queue=self.failed_queue,
+            api_keys=self.api_keys,
+            clock=self.clock,
+            jitter=None if self.jitter_seed is None else random.Random(self.jitter_seed),
+            sleep=self.sleeps.append,
+        )

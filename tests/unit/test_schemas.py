@@ -17,20 +17,22 @@ from openapi_spec_validator import validate as validate_spec
 from chalicelib.adapters.repository import OrderCursor
 from chalicelib.domain.model import ExecType, ExecutionReport, Order, OrderStatus, OrderTerms, OrderType, Side
 from chalicelib.entrypoints.openapi import _base_path, docs_asset, docs_page, openapi_document, openapi_response
-from chalicelib.entrypoints.schemas import (
+from chalicelib.entrypoints.request_models import (
     MAX_BODY_BYTES,
     MAX_JSON_DEPTH,
     BadRequest,
     InvalidOrder,
     InvalidQuery,
     encode_cursor,
+    parse_list_query,
+    parse_order_request,
+)
+from chalicelib.entrypoints.response_models import (
     error_body,
     execution_to_json,
     executions_to_json,
     invalid_order_to_json,
     order_to_json,
-    parse_list_query,
-    parse_order_request,
 )
 
 pytestmark = pytest.mark.unit
@@ -401,7 +403,7 @@ def test_other_asset_names_are_404(name: str) -> None:
 def test_configured_order_limits_are_422s_that_name_the_bound() -> None:
     from decimal import Decimal
 
-    from chalicelib.entrypoints.schemas import InvalidOrder, OrderLimits, parse_order_request
+    from chalicelib.entrypoints.request_models import InvalidOrder, OrderLimits, parse_order_request
 
     limits = OrderLimits(max_quantity=100, max_limit_price=Decimal("50"))
     body = b'{"type": "limit", "side": "buy", "instrument": "US0378331005", "quantity": 101, "limit_price": 50.01}'

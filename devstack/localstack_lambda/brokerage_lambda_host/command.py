@@ -1,7 +1,7 @@
 """How an execution environment's process is started: its command line and its environment (standard library only).
 
 Apart from executor.py, which needs LocalStack, so that `make test` can start
-exactly this process without LocalStack (tests/integration/test_lambda_host_runtime.py).
+exactly this process without LocalStack (tests/tooling/test_lambda_host_runtime.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,340 @@
+"""The orders table in DynamoDB through PynamoDB; records are mapped to domain orders here and nowhere else."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute, VersionAttribute
+from pynamodb.exceptions import PynamoDBException
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+
+from chalicelib.adapters.dynamodb import (
+    DynamoDBTable,
+    decimal_or_none,
+    is_condition_failure,
+    table_meta,
+    text_or_none,
+)
+from chalicelib.adapters.repository import (
+    ConcurrentModification,
+    OrderAlreadyExists,
+    OrderCursor,
+    OrderPage,
+    OrderQuery,
+    StorageUnavailable,
+)
+from chalicelib.domain.model import Order, OrderStatus, OrderTerms, OrderType, Side
+
+# Pending orders are spread over this many index partitions so that the sparse
+# index never concentrates every new order's write on one partition key
+# (DynamoDB allows ~1,000 writes/s per key). The sweep queries each shard.
+PENDING_INDEX_SHARDS = 8
+PENDING_INDEX_NAME = "pending-sweep"
+ACCOUNT_INDEX_NAME = "account-orders"
+# Items read per Query request when listing (well under DynamoDB's 1 MB page).
+LIST_PAGE_READ = 200
+
+
+class PendingSweepIndex(GlobalSecondaryIndex["OrderRecord"]):  # type: ignore[no-untyped-call]
+    """Sparse: only pending orders carry its keys, so it holds just what the sweep looks at."""
+
+    class Meta:
+        index_name = PENDING_INDEX_NAME
+        projection = KeysOnlyProjection()
+
+    pending_shard = NumberAttribute(hash_key=True)
+    sweep_after = UTCDateTimeAttribute(range_key=True)
+
+
+class AccountOrdersIndex(GlobalSecondaryIndex["OrderRecord"]):  # type: ignore[no-untyped-call]
+    """Every order by owner and creation time: GET /orders pages through it newest first."""
+
+    class Meta:
+        index_name = ACCOUNT_INDEX_NAME
+        projection = AllProjection()
+
+    account_id = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class OrderRecord(Model):
+    class Meta:
+        table_name = "orders"  # replaced per table by order_record_class_for()
+
+    id = UnicodeAttribute(hash_key=True)
+    account_id = UnicodeAttribute()
+    type = UnicodeAttribute()
+    side = UnicodeAttribute()
+    instrument = UnicodeAttribute()
+    quantity = NumberAttribute()
+    # A string, not a number attribute: PynamoDB reads numbers back as floats,
+    # and a price must come back exactly as the client sent it.
+    limit_price = UnicodeAttribute(null=True)
+    client_order_id = UnicodeAttribute(null=True)
+    status = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    attempts = NumberAttribute(default=0)
+    placed_at = UTCDateTimeAttribute(null=True)
+    exchange_order_id = UnicodeAttribute(null=True)
+    failure_reason = UnicodeAttribute(null=True)
+    last_error = UnicodeAttribute(null=True)
+    filled_quantity = NumberAttribute(default=0)
+    average_fill_price = UnicodeAttribute(null=True)  # a string for the same reason as limit_price
+    correlation_id = UnicodeAttribute(null=True)
+    placing_until = UTCDateTimeAttribute(null=True)
+    placement_quiet_at = UTCDateTimeAttribute(null=True)
+    pending_shard = NumberAttribute(null=True)
+    sweep_after = UTCDateTimeAttribute(null=True)
+    version = VersionAttribute()
+
+    pending_sweep = PendingSweepIndex()
+    account_orders = AccountOrdersIndex()
+
+
+def order_record_class_for(table_name: str, **connection: Any) -> type[OrderRecord]:
+    """An OrderRecord bound to one table (connection: see table_meta)."""
+    meta = table_meta(table_name, **connection)
+    index_meta = type("Meta", (), {"index_name": PENDING_INDEX_NAME, "projection": KeysOnlyProjection()})
+    index_class = type("BoundPendingSweepIndex", (PendingSweepIndex,), {"Meta": index_meta})
+    account_meta = type("Meta", (), {"index_name": ACCOUNT_INDEX_NAME, "projection": AllProjection()})
+    account_class = type("BoundAccountOrdersIndex", (AccountOrdersIndex,), {"Meta": account_meta})
+    return type(
+        "BoundOrderRecord",
+        (OrderRecord,),
+        {"Meta": meta, "pending_sweep": index_class(), "account_orders": account_class()},
+    )
+
+
+# What an update may change; the order's terms and creation time never change.
+_MUTABLE_ATTRIBUTES = (
+    "status",
+    "updated_at",
+    "attempts",
+    "placed_at",
+    "exchange_order_id",
+    "failure_reason",
+    "last_error",
+    "filled_quantity",
+    "average_fill_price",
+    "placing_until",
+    "placement_quiet_at",
+    "pending_shard",
+    "sweep_after",
+)
+
+
+_SWEEP_INDEX_ATTRIBUTES = ("pending_shard", "sweep_after")
+
+
+def _pending_shard(order_id: str) -> int:
+    return zlib.crc32(order_id.encode()) % PENDING_INDEX_SHARDS
+
+
+def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datetime | None) -> OrderRecord:
+    terms = order.terms
+    record = record_class(
+        order.id,
+        account_id=order.account_id,
+        type=terms.type.value,
+        side=terms.side.value,
+        instrument=terms.instrument,
+        quantity=terms.quantity,
+        limit_price=text_or_none(terms.limit_price),
+        client_order_id=terms.client_order_id,
+        status=order.status.value,
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+        attempts=order.attempts,
+        placed_at=order.placed_at,
+        exchange_order_id=order.exchange_order_id,
+        failure_reason=order.failure_reason,
+        last_error=order.last_error,
+        filled_quantity=order.filled_quantity,
+        average_fill_price=text_or_none(order.average_fill_price),
+        correlation_id=order.correlation_id,
+        placing_until=order.placing_until,
+        placement_quiet_at=order.placement_quiet_at,
+    )
+    # Orders our workers still owe a placement or a cancel request stay in
+    # the sweep's index; every other order leaves it.
+    if order.needs_work and sweep_after is not None:
+        record.pending_shard = _pending_shard(order.id)
+        record.sweep_after = sweep_after
+    # PynamoDB's VersionAttribute turns save() into "write only if the stored
+    # version is still this one", then increments it. None means never stored.
+    if order.version:
+        record.version = order.version
+    return record
+
+
+def _to_order(record: OrderRecord) -> Order:
+    return Order(
+        id=record.id,
+        account_id=record.account_id,
+        terms=OrderTerms(
+            type=OrderType(record.type),
+            side=Side(record.side),
+            instrument=record.instrument,
+            quantity=int(record.quantity),
+            limit_price=decimal_or_none(record.limit_price),
+            client_order_id=record.client_order_id,
+        ),
+        status=OrderStatus(record.status),
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        attempts=int(record.attempts or 0),
+        placed_at=record.placed_at,
+        exchange_order_id=record.exchange_order_id,
+        failure_reason=record.failure_reason,
+        last_error=record.last_error,
+        filled_quantity=int(record.filled_quantity or 0),
+        average_fill_price=decimal_or_none(record.average_fill_price),
+        correlation_id=record.correlation_id,
+        placing_until=record.placing_until,
+        placement_quiet_at=record.placement_quiet_at,
+        version=int(record.version or 0),
+    )
+
+
+class DynamoDBOrderRepository(DynamoDBTable[OrderRecord]):
+    """OrderRepository on one DynamoDB table; see infra/resources.yaml for its keys and index."""
+
+    def add(self, order: Order, sweep_after: datetime) -> Order:
+        record = _to_record(self._records, order, sweep_after)
+        try:
+            record.save(condition=self._records.id.does_not_exist())
+        except PynamoDBException as exc:
+            if is_condition_failure(exc):
+                raise OrderAlreadyExists(order.id) from exc
+            raise StorageUnavailable(f"could not store order {order.id}") from exc
+        return _to_order(record)
+
+    def get(self, order_id: str) -> Order | None:
+        try:
+            record = self._records.get(order_id, consistent_read=True)
+        except self._records.DoesNotExist:
+            return None
+        except PynamoDBException as exc:
+            raise StorageUnavailable(f"could not read order {order_id}") from exc
+        return _to_order(record)
+
+    def update(self, order: Order, sweep_after: datetime | None) -> Order:
+        if order.version == 0:
+            raise ValueError("update() needs an order read from storage; use add() for new orders")
+        record = _to_record(self._records, order, sweep_after)
+        # One UpdateItem, conditional on the version this copy was read at
+        # (PynamoDB adds that condition and the increment). Unset attributes
+        # are removed, which is how a settled order leaves the sparse index.
+        actions: list[Any] = []
+        names: tuple[str, ...] = _MUTABLE_ATTRIBUTES
+        if order.needs_work and sweep_after is None:
+            # Still owed work and no new sweep time given (an execution report
+            # on a pending_cancel order): keep its place in the sweep's index.
+            names = tuple(name for name in names if name not in _SWEEP_INDEX_ATTRIBUTES)
+        for name in names:
+            attribute = getattr(self._records, name)
+            value = getattr(record, name)
+            actions.append(attribute.remove() if value is None else attribute.set(value))
+        try:
+            record.update(actions=actions, condition=self._records.id.exists())
+        except PynamoDBException as exc:
+            if is_condition_failure(exc):
+                raise ConcurrentModification(order.id) from exc
+            raise StorageUnavailable(f"could not update order {order.id}") from exc
+        return _to_order(record)
+
+    def get_many(self, order_ids: list[str]) -> dict[str, Order]:
+        """The stored orders among order_ids, in as few BatchGetItem calls as DynamoDB allows."""
+        try:
+            records = list(self._records.batch_get(set(order_ids), consistent_read=True))
+        except PynamoDBException as exc:
+            raise StorageUnavailable("could not read orders") from exc
+        return {record.id: _to_order(record) for record in records}
+
+    def pending_due_for_sweep(self, now: datetime, limit: int) -> list[str]:
+        index: Any = self._records.pending_sweep
+        # An equal share per shard: a backlog in one shard must not starve the others.
+        per_shard = -(-limit // PENDING_INDEX_SHARDS)
+        due: list[str] = []
+        try:
+            for shard in range(PENDING_INDEX_SHARDS):
+                due.extend(key.id for key in index.query(shard, self._records.sweep_after < now, limit=per_shard))
+        except PynamoDBException as exc:
+            raise StorageUnavailable("could not query pending orders") from exc
+        return due
+
+    def list_for_account(self, query: OrderQuery) -> OrderPage:
+        """One page of the account's orders, newest first, from the account-orders index (never a scan)."""
+        records = self._records
+        index: Any = records.account_orders
+        condition = None
+        if query.statuses is not None:
+            condition = records.status.is_in(*sorted(status.value for status in query.statuses))
+        if query.instrument is not None:
+            condition = _and(condition, records.instrument == query.instrument)
+        if query.side is not None:
+            condition = _and(condition, records.side == query.side.value)
+        start_key = None
+        if query.cursor is not None:
+            start_key = {
+                "id": {"S": query.cursor.order_id},
+                "account_id": {"S": query.account_id},
+                "created_at": {"S": _serialized_time(records, query.cursor.created_at)},
+            }
+        try:
+            # limit counts the items returned: PynamoDB keeps querying while a
+            # filter drops items, and its last_evaluated_key is then the last
+            # item returned, so the next page starts right after it.
+            results = index.query(
+                query.account_id,
+                _created_between(records, query.created_after, query.created_before),
+                filter_condition=condition,
+                scan_index_forward=False,
+                limit=query.limit,
+                # At least a few hundred per request: with a selective filter
+                # and a small limit, pages of `limit` items would take many
+                # round trips to find `limit` matches.
+                page_size=max(query.limit, LIST_PAGE_READ),
+                last_evaluated_key=start_key,
+            )
+            page = [_to_order(record) for record in results]
+            last_key = results.last_evaluated_key
+        except PynamoDBException as exc:
+            raise StorageUnavailable(f"could not list the orders of account {query.account_id}") from exc
+        cursor = None
+        if last_key and len(page) == query.limit:
+            cursor = OrderCursor(
+                created_at=_parsed_time(records, last_key["created_at"]["S"]),
+                order_id=last_key["id"]["S"],
+            )
+        return OrderPage(page, cursor)
+
+
+def _serialized_time(records: type[OrderRecord], value: datetime) -> str:
+    return str(records.created_at.serialize(value))  # type: ignore[no-untyped-call]
+
+
+def _parsed_time(records: type[OrderRecord], text: str) -> datetime:
+    parsed: datetime = records.created_at.deserialize(text)  # type: ignore[no-untyped-call]
+    return parsed
+
+
+def _and(condition: Any, more: Any) -> Any:
+    return more if condition is None else condition & more
+
+
+def _created_between(records: type[OrderRecord], after: datetime | None, before: datetime | None) -> Any:
+    # Both bounds exclusive; timestamps are stored to the microsecond, so one
+    # microsecond in is exactly "after" (BETWEEN is inclusive).
+    tick = timedelta(microseconds=1)
+    if after is not None and before is not None:
+        return records.created_at.between(after + tick, before - tick)
+    if after is not None:
+        return records.created_at > after
+    if before is not None:
+        return records.created_at < before
+    return None

@@ -1,0 +1,51 @@
+"""What the use cases work with, as one object: the adapters behind their interfaces, the retry policy, the clock and
+the timings. chalicelib/bootstrap.py builds the production one; tests build theirs from fakes."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from chalicelib.adapters.api_keys import ApiKeyRepository
+from chalicelib.adapters.exchange import Exchange
+from chalicelib.adapters.queue import MessageSender, OrdersQueue
+from chalicelib.adapters.repository import ExecutionRepository, OrderRepository
+from chalicelib.clock import Clock, utc_now
+from chalicelib.domain.retry import RetryPolicy
+
+
+@dataclass(frozen=True)
+class Timings:
+    """How long the use cases give things."""
+
+    # PENDING_SWEEP_AFTER_S: an order owed work (placement or cancel request)
+    # this long past its last sign of progress is sent again by the sweep.
+    pending_sweep_after: timedelta
+    # From before a placement attempt claims an order until nothing that
+    # attempt sent can still reach the exchange (see bootstrap.placement_lease).
+    placement_lease: timedelta
+    # How long a create whose write lost its answer keeps asking the table
+    # whether the order was stored, before it answers 500 not knowing. Well
+    # under the API function's timeout (10 s).
+    write_read_back: timedelta = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    orders: OrderRepository
+    orders_queue: OrdersQueue
+    exchange: Exchange
+    retry_policy: RetryPolicy
+    timings: Timings
+    executions: ExecutionRepository
+    # Where the execution consumer sets aside reports that can never apply.
+    executions_failed_queue: MessageSender
+    api_keys: ApiKeyRepository
+    clock: Clock = utc_now
+    # Jitter of the retry delays; None is one generator shared by the process.
+    jitter: random.Random | None = None
+    # Waiting between look-ups; tests pass one that only records.
+    sleep: Callable[[float], None] = time.sleep

@@ -1,0 +1,105 @@
+"""Asking the exchange to cancel an order the client canceled (pending_cancel): one request per orders-queue message."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from chalicelib.adapters.exchange import CancelOutcome, ExchangeUnavailable
+from chalicelib.adapters.repository import ConcurrentModification, OrderRepository
+from chalicelib.domain.model import Order, OrderStatus, PlacementStage
+from chalicelib.service.dependencies import Dependencies
+from chalicelib.service.order_writes import write_with_retries
+
+logger = logging.getLogger(__name__)
+
+# How much later than usual the sweep looks again at a pending_cancel order
+# the exchange says is done: its final report is normally moments away.
+_SLOW_RECHECK = 10
+
+
+class CancelRequestOutcome(StrEnum):
+    SENT = "sent"  # the exchange accepted the cancel; its canceled report settles the order
+    TOO_LATE = "too_late"  # done at the exchange already; the feed says how
+    CANCELED_UNPLACED = "canceled_unplaced"  # the exchange never had it: canceled here
+    NOTHING_TO_DO = "nothing_to_do"  # not pending_cancel (any more), or unknown
+    WAIT = "wait"  # "unknown order", but a placement we sent may still land: ask again after that
+    RETRY = "retry"  # exchange unavailable: ask again after a backoff
+    LEFT_TO_SWEEP = "left_to_sweep"  # attempts of this message used up: the sweep sends a new one
+
+
+@dataclass(frozen=True)
+class CancelRequestResult:
+    outcome: CancelRequestOutcome
+    order: Order | None = None
+    retry_in_s: int = 0
+
+
+def request_exchange_cancel(order_id: str, receive_count: int, dependencies: Dependencies) -> CancelRequestResult:
+    """Ask the exchange to cancel a pending_cancel order; safe to run any number of times."""
+    repository = dependencies.orders
+    order = repository.get(order_id)
+    if order is None or order.status is not OrderStatus.PENDING_CANCEL:
+        return CancelRequestResult(CancelRequestOutcome.NOTHING_TO_DO, order)
+    # Asked at once, even while a placement may be on its way: a live order
+    # is canceled sooner, and "unknown order" is only believed once nothing
+    # we sent can still arrive (below).
+    try:
+        outcome = dependencies.exchange.cancel(order.id)
+    except ExchangeUnavailable:
+        delay = dependencies.retry_policy.delay_after(receive_count, dependencies.jitter)
+        return _again_later(order, receive_count, delay, CancelRequestOutcome.RETRY, dependencies)
+    now = dependencies.clock()
+    if outcome is CancelOutcome.UNKNOWN_ORDER:
+        match order.placement_stage(now):
+            case PlacementStage.AT_THE_EXCHANGE | PlacementStage.MAY_STILL_LAND:
+                # The exchange may yet accept what we sent: ask again after that.
+                quiet_at = order.placement_quiet_at or order.placing_until or now
+                wait_s = max(1, math.ceil((quiet_at - now).total_seconds()))
+                return _again_later(order, receive_count, wait_s, CancelRequestOutcome.WAIT, dependencies)
+            case PlacementStage.NEVER_SENT | PlacementStage.QUIET:
+                return _cancel_unplaced(order, now, dependencies)
+    if outcome is CancelOutcome.TOO_LATE:
+        # Done at the exchange: its final report settles the order. Should
+        # that report never be applied (it was set aside as poison, say), the
+        # sweep asks again now and then, not every pending_sweep_after.
+        _check_again_after(order, now + _SLOW_RECHECK * dependencies.timings.pending_sweep_after, repository)
+        return CancelRequestResult(CancelRequestOutcome.TOO_LATE, order)
+    return CancelRequestResult(CancelRequestOutcome.SENT, order)
+
+
+def _cancel_unplaced(order: Order, now: datetime, dependencies: Dependencies) -> CancelRequestResult:
+    """The exchange does not know the order, and nothing we sent can still reach it: canceled on our side."""
+    clock = dependencies.clock
+    canceled, wrote = write_with_retries(dependencies.orders, order, lambda o: o.canceled_unplaced(clock()))
+    if not wrote and canceled.status is OrderStatus.PENDING_CANCEL:
+        # It accepted this order (we hold its id or its placement), yet
+        # denies knowing it: not ours to settle. A human must look.
+        logger.error("exchange does not know an order it accepted", extra={"order_id": order.id})
+        later = now + _SLOW_RECHECK * dependencies.timings.pending_sweep_after
+        _check_again_after(canceled, later, dependencies.orders)
+        return CancelRequestResult(CancelRequestOutcome.NOTHING_TO_DO, canceled)
+    return CancelRequestResult(CancelRequestOutcome.CANCELED_UNPLACED, canceled)
+
+
+def _again_later(
+    order: Order, receive_count: int, delay_s: int, outcome: CancelRequestOutcome, dependencies: Dependencies
+) -> CancelRequestResult:
+    if not dependencies.retry_policy.is_last(receive_count):
+        return CancelRequestResult(outcome, order, retry_in_s=delay_s)
+    # This message's receives are used up and the DLQ is no place for it (the
+    # order may be live at the exchange): its sweep time is moved past the
+    # delay, and the sweep sends a fresh cancel message then, as often as it takes.
+    later = dependencies.clock() + timedelta(seconds=delay_s) + dependencies.timings.pending_sweep_after
+    _check_again_after(order, later, dependencies.orders)
+    return CancelRequestResult(CancelRequestOutcome.LEFT_TO_SWEEP, order)
+
+
+def _check_again_after(order: Order, when: datetime, repository: OrderRepository) -> None:
+    # If someone wrote it meanwhile, the sweep time stays as they left it.
+    with contextlib.suppress(ConcurrentModification):
+        repository.update(order, sweep_after=when)

@@ -1,0 +1,135 @@
+"""Placing an order at the exchange: one attempt per orders-queue message, safe to repeat, retried with backoff."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from chalicelib.adapters.exchange import ExchangeRejected, ExchangeUnavailable
+from chalicelib.clock import Clock
+from chalicelib.domain.model import Order, OrderStatus
+from chalicelib.service.dependencies import Dependencies
+from chalicelib.service.order_writes import write_with_retries
+
+logger = logging.getLogger(__name__)
+
+
+class PlacementOutcome(StrEnum):
+    PLACED = "placed"
+    ALREADY_SETTLED = "already_settled"  # duplicate delivery: placed or failed before
+    UNKNOWN_ORDER = "unknown_order"
+    IN_FLIGHT = "in_flight"  # another delivery is placing it right now; its lease covers a crash
+    RETRY = "retry"
+    REJECTED = "rejected"  # refused by the exchange for good: failed, nothing to retry
+    FAILED = "failed"  # attempts exhausted: failed, and the message goes to the DLQ
+
+
+@dataclass(frozen=True)
+class PlacementResult:
+    outcome: PlacementOutcome
+    order: Order | None = None
+    retry_in_s: int = 0
+
+
+def place_order(order_id: str, receive_count: int, dependencies: Dependencies) -> PlacementResult:
+    """One placement attempt, safe to run any number of times for the same order.
+
+    Idempotent because (1) only a pending order is sent, after claiming it
+    with a versioned write (which also keeps it from a racing cancel), and (2) the
+    exchange knows our order id as the client order id and refuses a second
+    order with it, which we take as "placed": that covers a redelivery after a
+    crash between the exchange's answer and our write, and two workers racing.
+    """
+    repository, clock = dependencies.orders, dependencies.clock
+    order = repository.get(order_id)
+    if order is None:
+        # Cannot happen in a healthy system: the order is written before its message.
+        logger.error("placement message for an unknown order", extra={"order_id": order_id})
+        return PlacementResult(PlacementOutcome.UNKNOWN_ORDER)
+    # Claim the order before calling the exchange (a versioned write): a
+    # cancel that comes first makes this write fail and the order is never
+    # sent; a cancel that comes after sees the claim and asks the exchange.
+    lease_until = clock() + dependencies.timings.placement_lease
+    claimed, wrote = write_with_retries(
+        repository,
+        order,
+        lambda o: o.claimed_for_placement(clock(), lease_until),
+        sweep_after=lambda: lease_until + dependencies.timings.pending_sweep_after,
+    )
+    if not wrote and not (claimed.is_pending and claimed.placing_until == lease_until):
+        # (The second test: our own claim committed, but its answer was lost
+        # and the storage client's retry met it. The lease is ours: go on.)
+        return _not_ours_to_place(claimed, dependencies)
+    # The receive count restarts at 1 on a message the sweep re-sent; the
+    # attempts stored on the order do not, so the larger of both counts.
+    return _attempt(claimed, max(receive_count, claimed.attempts + 1), dependencies)
+
+
+def _attempt(claimed: Order, attempt: int, dependencies: Dependencies) -> PlacementResult:
+    repository, clock, policy = dependencies.orders, dependencies.clock, dependencies.retry_policy
+    try:
+        ack = dependencies.exchange.place(claimed)
+    except ExchangeRejected as exc:
+        rejection = f"rejected by the exchange: {exc}"
+        failed, _ = write_with_retries(repository, claimed, lambda o: _failed(o, rejection, clock()))
+        return _settled_or(PlacementOutcome.REJECTED, failed)
+    except ExchangeUnavailable as exc:
+        if policy.is_last(attempt):
+            reason = f"exchange unavailable after {attempt} attempts: {exc}"
+            failed, _ = write_with_retries(repository, claimed, lambda o: _failed(o, reason, clock()))
+            return _settled_or(PlacementOutcome.FAILED, failed)
+        delay, error = policy.delay_after(attempt, dependencies.jitter), str(exc)
+        # The message comes back after delay; only well after that is the
+        # order stuck, so the sweep does not send a second message meanwhile.
+        retrying, _ = write_with_retries(
+            repository,
+            claimed,
+            lambda o: o.attempt_failed(error, clock()),
+            sweep_after=lambda: clock() + timedelta(seconds=delay) + dependencies.timings.pending_sweep_after,
+        )
+        if not retrying.is_pending:
+            return PlacementResult(PlacementOutcome.ALREADY_SETTLED, retrying)
+        return PlacementResult(PlacementOutcome.RETRY, retrying, retry_in_s=delay)
+    placed, _ = write_with_retries(repository, claimed, lambda o: o.placed(ack.exchange_order_id, clock()))
+    if placed.status is OrderStatus.FAILED or (placed.status is OrderStatus.CANCELED and placed.placed_at is None):
+        # Another delivery gave up on it, or its lease ran out and the client
+        # canceled it, while this one got through: the exchange holds an order
+        # we show as done. A human must look.
+        logger.error(
+            "exchange accepted an order already marked done",
+            extra={"order_id": claimed.id, "exchange_order_id": ack.exchange_order_id, "status": placed.status.value},
+        )
+    return PlacementResult(PlacementOutcome.PLACED, placed)
+
+
+def _not_ours_to_place(order: Order, dependencies: Dependencies) -> PlacementResult:
+    if order.is_pending:
+        # Pending with a live lease: another delivery is at the exchange with
+        # it. Dropping this message is safe: if that worker dies, the lease
+        # runs out and the sweep sends a new message.
+        return PlacementResult(PlacementOutcome.IN_FLIGHT, order)
+    if order.known_to_exchange:
+        # Execution reports arrived first: the exchange has the order, so
+        # record its placement (Order.placed decides whether that still
+        # applies) without asking the exchange again.
+        clock: Clock = dependencies.clock
+        order, _ = write_with_retries(dependencies.orders, order, lambda o: o.placed(None, clock()))
+    # Anything else (a client's cancel of an order never sent, a failed
+    # order) is left alone: it must not reach the exchange.
+    return PlacementResult(PlacementOutcome.ALREADY_SETTLED, order)
+
+
+def _failed(order: Order, reason: str, now: datetime) -> Order:
+    # A pending_cancel order is not failed: the client canceled it, and the
+    # cancel request finds out from the exchange whether it was ever placed.
+    return order.failed(reason, now) if order.is_pending else order.attempt_failed(reason, now)
+
+
+def _settled_or(outcome: PlacementOutcome, order: Order) -> PlacementResult:
+    # The client asked to cancel while this attempt was in flight: the order
+    # is pending_cancel and the cancel worker settles it with the exchange.
+    if order.status is OrderStatus.PENDING_CANCEL:
+        return PlacementResult(PlacementOutcome.ALREADY_SETTLED, order)
+    return PlacementResult(outcome, order)

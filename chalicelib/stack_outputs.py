@@ -1,0 +1,35 @@
+"""The one place that turns a stack's CloudFormation outputs into the environment our settings are read from.
+
+The functions get these variables from the template on AWS; everything that
+runs our code against a stack it did not deploy itself (the local stack, the
+benchmarks, the operator tool) sets them from the stack's outputs here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# Environment variable -> the Output of infra/resources.yaml holding its value. The names follow one rule
+# (ORDERS_TABLE_NAME <- OrdersTableName), the one infra/build_template.py checks the deployed template by.
+SETTING_OUTPUTS = {
+    "ORDERS_TABLE_NAME": "OrdersTableName",
+    "ORDERS_QUEUE_NAME": "OrdersQueueName",
+    "EXECUTIONS_STREAM_NAME": "ExecutionsStreamName",
+    "EXECUTIONS_TABLE_NAME": "ExecutionsTableName",
+    "EXECUTIONS_FAILED_QUEUE_NAME": "ExecutionsFailedQueueName",
+    "API_KEYS_TABLE_NAME": "ApiKeysTableName",
+    # Read by the feed bridge (feed_bridge/), not by chalicelib's Settings: the same stack names it.
+    "FEED_CHECKPOINTS_TABLE_NAME": "FeedCheckpointsTableName",
+}
+
+
+class MissingStackOutputs(KeyError):
+    """The stack lacks outputs a setting needs: it was not made from infra/resources.yaml, or not fully."""
+
+
+def settings_environment(outputs: Mapping[str, str]) -> dict[str, str]:
+    """The environment variables that point the settings at the stack with these outputs (other outputs ignored)."""
+    missing = sorted(output for output in SETTING_OUTPUTS.values() if output not in outputs)
+    if missing:
+        raise MissingStackOutputs(f"the stack has no output {', '.join(missing)}")
+    return {variable: outputs[output] for variable, output in SETTING_OUTPUTS.items()}

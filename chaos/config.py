@@ -1,0 +1,163 @@
+"""Every number and setting the chaos scenarios depend on, at two sizes (FULL, SMALL), and what one run shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+# Settings every scenario starts from. A short backoff base and exchange latency keep
+# retries and placement within seconds; the exchange works orders for 5-15 minutes
+# (exec_delay 600 s), i.e. sends no execution reports during a run, unless a scenario
+# is about executions: the placement scenarios then load moto with placement alone.
+MAX_ATTEMPTS = 3
+BASE_SETTINGS = {
+    "EXCHANGE_LATENCY_S": "0.05",
+    "EXCHANGE_FAILURE_RATE": "0",
+    "EXCHANGE_EXEC_DELAY_S": "600",
+    "EXCHANGE_LIMIT_TTL_S": "1",
+    "PLACEMENT_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+    "PLACEMENT_BACKOFF_BASE_S": "1",
+    "PENDING_SWEEP_AFTER_S": "30",
+    "FEED_LINGER_S": "0.05",
+}
+# Executions flowing: each step of an order 0.15-0.45 s apart, limit orders expire after 1 s.
+EXECUTIONS_FLOWING = {"EXCHANGE_EXEC_DELAY_S": "0.3"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadSizes:
+    """Sizes of a scenario that POSTs a stream of orders (every scenario but duplicate-posts)."""
+
+    orders: int
+    max_rate: float  # POSTs per second at most
+    max_queue_depth: int = 150  # moto's SQS slows down with depth: hold POSTs back above this
+    runner_concurrency: int = 4
+    load_timeout_s: float = 600.0
+    drain_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class KillSizes(LoadSizes):
+    """Sizes of a scenario that SIGKILLs a process again and again while it POSTs."""
+
+    kill_gap_s: tuple[float, float]  # between one restart and the next kill
+    down_s: tuple[float, float]  # between a kill and the restart
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExchangeFailures(LoadSizes):
+    """Sizes of the exchange-failures scenario."""
+
+    orders: int = 2_000
+    failure_rate: float = 0.3
+    max_attempts: int = MAX_ATTEMPTS
+    max_rate: float = 40.0
+    load_timeout_s: float = 900.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunnerKills(KillSizes):
+    """Sizes of the runner-kills scenario."""
+
+    orders: int = 600
+    kills: int = 8
+    kill_gap_s: tuple[float, float] = (3.0, 7.0)
+    down_s: tuple[float, float] = (0.2, 2.0)
+    failure_rate: float = 0.1
+    max_rate: float = 12.0
+    # A message received by a killed runner comes back after this; the template's 60 s
+    # would make most of the run waiting.
+    visibility_timeout_s: int = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmulatorOutage(LoadSizes):
+    """Sizes of the emulator-outage scenario."""
+
+    orders_before: int = 300  # acknowledged before the outage begins
+    orders: int = 600  # POSTs in all, before, during and after the outage
+    outage_s: float = 20.0
+    max_rate: float = 10.0
+    visibility_timeout_s: int = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeedChaos(KillSizes):
+    """Sizes of the feed-chaos scenario."""
+
+    orders: int = 400
+    duplicate_rate: float = 0.3
+    reorder_rate: float = 0.3
+    reject_rate: float = 0.05
+    cancel_rate: float = 0.1
+    bridge_kills: int = 5
+    kill_gap_s: tuple[float, float] = (3.0, 6.0)
+    down_s: tuple[float, float] = (0.5, 2.0)
+    max_rate: float = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DuplicatePosts:
+    """Sizes of the duplicate-posts scenario."""
+
+    keys: int = 100
+    threads: int = 50  # concurrent POSTs of one key, released together
+    runner_concurrency: int = 2
+    drain_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    """Every number the scenarios depend on: FULL for `make chaos`, SMALL for `make test`."""
+
+    failures: ExchangeFailures = field(default_factory=ExchangeFailures)
+    kills: RunnerKills = field(default_factory=RunnerKills)
+    outage: EmulatorOutage = field(default_factory=EmulatorOutage)
+    feed: FeedChaos = field(default_factory=FeedChaos)
+    duplicates: DuplicatePosts = field(default_factory=DuplicatePosts)
+
+
+FULL = ChaosConfig()
+# `make test`: every scenario and every check, with numbers that run in well under two minutes.
+SMALL = ChaosConfig(
+    failures=ExchangeFailures(orders=60, max_rate=30.0, runner_concurrency=2, drain_timeout_s=60.0),
+    kills=RunnerKills(
+        orders=50,
+        kills=2,
+        kill_gap_s=(1.5, 3.0),
+        down_s=(0.2, 0.8),
+        max_rate=10.0,
+        visibility_timeout_s=5,
+        runner_concurrency=2,
+        drain_timeout_s=60.0,
+    ),
+    outage=EmulatorOutage(
+        orders_before=20,
+        orders=45,
+        outage_s=3.0,
+        max_rate=10.0,
+        visibility_timeout_s=5,
+        runner_concurrency=2,
+        drain_timeout_s=60.0,
+    ),
+    feed=FeedChaos(
+        orders=40,
+        bridge_kills=2,
+        kill_gap_s=(1.0, 2.0),
+        down_s=(0.3, 1.0),
+        max_rate=15.0,
+        runner_concurrency=2,
+        drain_timeout_s=60.0,
+    ),
+    duplicates=DuplicatePosts(keys=6, threads=50, drain_timeout_s=60.0),
+)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every scenario of one run shares."""
+
+    seed: int
+    log_dir: Path
+    stream: TextIO | None = None  # progress; stderr by default

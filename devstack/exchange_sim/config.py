@@ -1,0 +1,152 @@
+"""The simulator's knobs: their environment variables, defaults and checks, the same at start and in /admin/config."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, cast
+
+FAILURE_RATE_ENV = "EXCHANGE_FAILURE_RATE"
+LATENCY_ENV = "EXCHANGE_LATENCY_S"
+SEED_ENV = "EXCHANGE_SEED"
+EXEC_DELAY_ENV = "EXCHANGE_EXEC_DELAY_S"
+MAX_PARTIAL_FILLS_ENV = "EXCHANGE_MAX_PARTIAL_FILLS"
+LIMIT_TTL_ENV = "EXCHANGE_LIMIT_TTL_S"
+REJECT_RATE_ENV = "EXCHANGE_REJECT_RATE"
+CANCEL_RATE_ENV = "EXCHANGE_CANCEL_RATE"
+FEED_DUPLICATE_RATE_ENV = "EXCHANGE_FEED_DUPLICATE_RATE"
+FEED_REORDER_RATE_ENV = "EXCHANGE_FEED_REORDER_RATE"
+DEFAULT_FAILURE_RATE = 0.1
+DEFAULT_LATENCY_S = 0.5
+DEFAULT_EXEC_DELAY_S = 0.2
+DEFAULT_MAX_PARTIAL_FILLS = 3
+DEFAULT_LIMIT_TTL_S = 5.0
+DEFAULT_REJECT_RATE = 0.02
+DEFAULT_CANCEL_RATE = 0.03
+DEFAULT_FEED_DUPLICATE_RATE = 0.0
+DEFAULT_FEED_REORDER_RATE = 0.0
+
+
+class InvalidValue(ValueError):
+    """A knob or request field that the simulator refuses; the message says what is wrong."""
+
+
+def finite_number(value: object, name: str) -> float:
+    # bool is an int in Python, but `true` is not a number in anyone's JSON.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidValue(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_rate(value: object, name: str) -> float:
+    rate = finite_number(value, name)
+    if not 0.0 <= rate <= 1.0:
+        raise InvalidValue(f"{name} must be between 0 and 1, got {value!r}")
+    return rate
+
+
+def check_seconds(value: object, name: str) -> float:
+    seconds = finite_number(value, name)
+    if seconds < 0:
+        raise InvalidValue(f"{name} must be at least 0, got {value!r}")
+    return seconds
+
+
+def check_count(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidValue(f"{name} must be an integer of at least 1, got {value!r}")
+    return value
+
+
+def check_failure_rate(value: object, name: str = "failure_rate") -> float:
+    return check_rate(value, name)
+
+
+def check_latency(value: object, name: str = "latency_s") -> float:
+    return check_seconds(value, name)
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One setting: its /admin/config key, its environment variable and the check both go through."""
+
+    key: str
+    env: str
+    check: Callable[[object, str], float | int]
+    # Environment values are text; counts must not go through float, or "3.5" would pass.
+    integer: bool = False
+
+
+KNOBS = (
+    Knob("failure_rate", FAILURE_RATE_ENV, check_rate),
+    Knob("latency_s", LATENCY_ENV, check_seconds),
+    Knob("exec_delay_s", EXEC_DELAY_ENV, check_seconds),
+    Knob("max_partial_fills", MAX_PARTIAL_FILLS_ENV, check_count, integer=True),
+    Knob("limit_ttl_s", LIMIT_TTL_ENV, check_seconds),
+    Knob("reject_rate", REJECT_RATE_ENV, check_rate),
+    Knob("cancel_rate", CANCEL_RATE_ENV, check_rate),
+    Knob("feed_duplicate_rate", FEED_DUPLICATE_RATE_ENV, check_rate),
+    Knob("feed_reorder_rate", FEED_REORDER_RATE_ENV, check_rate),
+)
+KNOB_KEYS = tuple(knob.key for knob in KNOBS)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    failure_rate: float = DEFAULT_FAILURE_RATE
+    latency_s: float = DEFAULT_LATENCY_S
+    exec_delay_s: float = DEFAULT_EXEC_DELAY_S
+    max_partial_fills: int = DEFAULT_MAX_PARTIAL_FILLS
+    limit_ttl_s: float = DEFAULT_LIMIT_TTL_S
+    reject_rate: float = DEFAULT_REJECT_RATE
+    cancel_rate: float = DEFAULT_CANCEL_RATE
+    feed_duplicate_rate: float = DEFAULT_FEED_DUPLICATE_RATE
+    feed_reorder_rate: float = DEFAULT_FEED_REORDER_RATE
+
+    def to_json(self) -> dict[str, float | int]:
+        return {key: cast(float | int, getattr(self, key)) for key in KNOB_KEYS}
+
+    def updated(self, changes: object) -> SimConfig:
+        """A copy with the changes of an /admin/config body applied; all checked before any is applied."""
+        allowed = ", ".join(KNOB_KEYS)
+        if not isinstance(changes, dict):
+            raise InvalidValue(f"expected a JSON object with any of: {allowed}")
+        unknown = sorted(set(changes) - set(KNOB_KEYS))
+        if unknown:
+            raise InvalidValue(f"unknown config keys: {', '.join(unknown)} (allowed: {allowed})")
+        if not changes:
+            raise InvalidValue(f"expected at least one of: {allowed}")
+        checked: dict[str, Any] = {
+            knob.key: knob.check(changes[knob.key], knob.key) for knob in KNOBS if knob.key in changes
+        }
+        return replace(self, **checked)
+
+
+def _env_value(environ: Mapping[str, str], knob: Knob) -> float | int | None:
+    # An empty value is what `FOO=` in an env file gives; it means "not set", as for most tools.
+    raw = environ.get(knob.env, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw) if knob.integer else float(raw)
+    except ValueError:
+        kind = "an integer" if knob.integer else "a number"
+        raise InvalidValue(f"{knob.env} must be {kind}, got {raw!r}") from None
+
+
+def config_from_env(environ: Mapping[str, str]) -> tuple[SimConfig, int | None]:
+    """Knobs and the random seed from the environment; InvalidValue names the variable at fault."""
+    checked: dict[str, Any] = {}
+    for knob in KNOBS:
+        value = _env_value(environ, knob)
+        if value is not None:
+            checked[knob.key] = knob.check(value, knob.env)
+    seed: int | None = None
+    raw_seed = environ.get(SEED_ENV, "").strip()
+    if raw_seed:
+        try:
+            seed = int(raw_seed)
+        except ValueError:
+            raise InvalidValue(f"{SEED_ENV} must be an integer, got {raw_seed!r}") from None
+    return replace(SimConfig(), **checked), seed

@@ -1,0 +1,263 @@
+"""The HTTP/JSON API: order entry, cancel, the exchange's record, the feed replay, stats and admin."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from devstack.exchange_sim.config import InvalidValue
+from devstack.exchange_sim.feed_log import parse_from_seq
+from devstack.exchange_sim.orders import CONNECTION_NOT_AVAILABLE, CancelOutcome, Outcome, parse_order
+from devstack.exchange_sim.state import ExchangeState
+
+# Far above any order; stops a broken client from making us buffer without bound.
+MAX_BODY_BYTES = 64 * 1024
+# Idle keep-alive connections each hold a thread; drop the ones a client forgot.
+IDLE_CONNECTION_TIMEOUT_S = 120.0
+
+
+class ExchangeHTTPServer(ThreadingHTTPServer):
+    # Per-connection threads may be asleep in the simulated latency; they must not hold up exit.
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        state: ExchangeState,
+        verbose: bool = False,
+        feed_serving: Callable[[], bool] = lambda: True,
+    ) -> None:
+        super().__init__(address, ExchangeRequestHandler)
+        self.state = state
+        self.verbose = verbose
+        self.feed_serving = feed_serving
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+class BadRequest(Exception):
+    def __init__(self, status: HTTPStatus, message: str, close: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.close = close
+
+
+class ExchangeRequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ExchangeSimulator/1.0"
+    timeout = IDLE_CONNECTION_TIMEOUT_S
+    server: ExchangeHTTPServer
+
+    @property
+    def state(self) -> ExchangeState:
+        return self.server.state
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        try:
+            # The body is read even when unused: on a keep-alive connection, unread
+            # bytes would be taken for the start of the next request.
+            body = self._read_body()
+            target = urlsplit(self.path)
+            self._route(self.command, target.path, target.query, body)
+        except BadRequest as exc:
+            if exc.close:
+                self.close_connection = True
+            self._send_json(exc.status, {"error": str(exc)})
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            self.close_connection = True
+            self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error in the exchange simulator"})
+
+    def _route(self, method: str, path: str, query: str, body: bytes) -> None:
+        if path.startswith("/orders/") and len(path) > len("/orders/"):
+            self._require(method, "GET", "DELETE")
+            self._order(method, unquote(path[len("/orders/") :]))
+            return
+        if path == "/orders":
+            self._require(method, "POST")
+            self._post_order(body)
+        elif path == "/executions":
+            self._require(method, "GET")
+            self._get_executions(query)
+        elif path == "/health":
+            self._require(method, "GET")
+            if self.server.feed_serving():
+                self._send_json(HTTPStatus.OK, {"status": "ok"})
+            else:
+                self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unavailable", "error": "feed not serving"})
+        elif path == "/stats":
+            self._require(method, "GET")
+            self._send_json(HTTPStatus.OK, self.state.stats())
+        elif path == "/admin/config":
+            self._require(method, "GET", "POST")
+            if method == "POST":
+                self._post_config(body)
+            else:
+                self._send_json(HTTPStatus.OK, self.state.config.to_json())
+        elif path == "/admin/reset":
+            self._require(method, "POST")
+            self.state.reset()
+            self._send_json(HTTPStatus.OK, {"status": "reset"})
+        else:
+            raise BadRequest(HTTPStatus.NOT_FOUND, f"no such path: {path}")
+
+    def _require(self, method: str, *allowed: str) -> None:
+        if method not in allowed:
+            raise BadRequest(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed here; use {' or '.join(allowed)}")
+
+    def _simulate_round_trip(self) -> None:
+        # Outside any lock, so that concurrent attempts overlap as round trips to a venue do.
+        latency_s = self.state.config.latency_s
+        if latency_s > 0:
+            time.sleep(latency_s)
+
+    def _post_order(self, body: bytes) -> None:
+        request = parse_order(body)
+        # The decision comes after the round trip, so it sees whatever got accepted in the meantime.
+        self._simulate_round_trip()
+        decision = self.state.submit(request)
+        if decision.outcome is Outcome.ACCEPTED:
+            self._send_json(
+                HTTPStatus.CREATED,
+                {
+                    "client_order_id": decision.client_order_id,
+                    "exchange_order_id": decision.exchange_order_id,
+                    "status": "new",
+                },
+            )
+        elif decision.outcome is Outcome.DUPLICATE:
+            self._send_json(
+                HTTPStatus.CONFLICT,
+                {
+                    "error": "duplicate client order id",
+                    "client_order_id": decision.client_order_id,
+                    "exchange_order_id": decision.exchange_order_id,
+                },
+            )
+        elif decision.outcome is Outcome.FAILED:
+            self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": CONNECTION_NOT_AVAILABLE})
+        else:
+            self._send_json(HTTPStatus.BAD_REQUEST, {"error": decision.problem})
+
+    def _order(self, method: str, client_order_id: str) -> None:
+        if method == "DELETE":
+            self._delete_order(client_order_id)
+        else:
+            self._get_order(client_order_id)
+
+    def _delete_order(self, client_order_id: str) -> None:
+        """A cancel request: the order ends at once, and its `canceled` report is on the feed."""
+        self._simulate_round_trip()
+        decision = self.state.cancel(client_order_id)
+        if decision.outcome is CancelOutcome.CANCELED:
+            self._send_json(
+                HTTPStatus.OK,
+                {
+                    "status": "cancel_accepted",
+                    "client_order_id": client_order_id,
+                    "exchange_order_id": decision.exchange_order_id,
+                },
+            )
+        elif decision.outcome is CancelOutcome.TOO_LATE:
+            self._send_json(HTTPStatus.CONFLICT, {"error": f"too late to cancel: order is {decision.status}"})
+        elif decision.outcome is CancelOutcome.UNKNOWN:
+            self._send_json(HTTPStatus.NOT_FOUND, {"error": "unknown order"})
+        else:
+            self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": CONNECTION_NOT_AVAILABLE})
+
+    def _get_order(self, client_order_id: str) -> None:
+        view = self.state.order_view(client_order_id)
+        if view is None:
+            self._send_json(HTTPStatus.NOT_FOUND, {"error": "unknown client order id"})
+        else:
+            self._send_json(HTTPStatus.OK, view)
+
+    def _get_executions(self, query: str) -> None:
+        try:
+            from_seq = parse_from_seq(query)
+        except InvalidValue as exc:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, str(exc)) from None
+        log = self.state.feed_log
+        reports = [entry.report for entry in log.since(from_seq)]
+        last_seq = reports[-1]["seq"] if reports else log.last_seq
+        self._send_json(HTTPStatus.OK, {"from_seq": from_seq, "last_seq": last_seq, "reports": reports})
+
+    def _post_config(self, body: bytes) -> None:
+        try:
+            changes = json.loads(body)
+        except ValueError:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "body must be a JSON object") from None
+        try:
+            config = self.state.update_config(changes)
+        except InvalidValue as exc:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, str(exc)) from None
+        self._send_json(HTTPStatus.OK, config.to_json())
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding"):
+            # Without a length we cannot find the end of the body, so the connection is unusable.
+            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length", close=True)
+        raw_length = self.headers.get("Content-Length")
+        if raw_length is None:
+            return b""
+        try:
+            length = int(raw_length)
+        except ValueError:
+            length = -1
+        if length < 0:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, f"invalid Content-Length: {raw_length!r}", close=True)
+        if length > MAX_BODY_BYTES:
+            raise BadRequest(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body larger than {MAX_BODY_BYTES} bytes", close=True
+            )
+        return self.rfile.read(length)
+
+    def _send_json(self, status: HTTPStatus | int, payload: Mapping[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """JSON instead of the stock HTML page, for errors found before any route (bad request line, etc.)."""
+        # After a protocol error the stream position is unknown, so the connection ends here.
+        self.close_connection = True
+        try:
+            reason = message or HTTPStatus(code).phrase
+        except ValueError:
+            reason = message or f"HTTP {code}"
+        self.log_error("code %d, message %s", code, reason)
+        self._send_json(code, {"error": reason})
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.verbose:
+            super().log_message(format, *args)

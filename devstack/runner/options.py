@@ -1,0 +1,26 @@
+"""The runner's options: polling pace, retry pauses, Lambda settings and where checkpoints and outputs live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from devstack.lambda_context import DEFAULT_TIMEOUT_S
+
+DEFAULT_CHECKPOINT_TABLE = "runner-checkpoints"
+DEFAULT_STACK_NAME = "brokerage-local"  # devstack/stack.py names the stack after RESOURCE_PREFIX, this by default
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    sqs_concurrency: int = 1
+    schedule_interval_s: float | None = None
+    function_timeout_s: float = DEFAULT_TIMEOUT_S
+    stage: str = "dev"  # Chalice's default stage, so names match `chalice local` / `chalice deploy`
+    poll_wait_s: int = 1  # long-poll seconds: short, so that shutdown is prompt
+    error_backoff_s: float = 1.0
+    kinesis_idle_wait_s: float = 1.0  # Lambda polls a shard with nothing new about once a second
+    shard_refresh_s: float = 5.0  # between ListShards calls that look for new shards
+    retry_backoff_s: float = 0.5  # first pause before retrying a failed stream batch; doubles per retry
+    retry_backoff_max_s: float = 5.0
+    checkpoint_table: str = DEFAULT_CHECKPOINT_TABLE
+    stack_name: str = DEFAULT_STACK_NAME  # whose Outputs on_failure_destination_output names

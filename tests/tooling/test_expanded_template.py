@@ -1,0 +1,275 @@
+"""The template CloudFormation creates: `chalice package`'s SAM template expanded offline, checked statically.
+
+cfn-lint 1.x checks a SAM template against SAM's schema only. What the SAM
+transform makes of it (the event source mappings, the API's deployment and
+stages, the functions with their roles) is expanded here as `make package`
+expands it (infra/expand_template.py: aws-sam-translator, no account, no
+network) and checked for what AWS would refuse or get wrong, in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.tooling.template_support import (
+    CHALICE_CONFIG,
+    HANDLERS,
+    NAME_PROPERTIES,
+    REPO,
+    Packaged,
+    build_template,
+    copy_project,
+    function_id,
+    getatt,
+    grants,
+    key,
+    lint_findings,
+    referenced_resource,
+    resolve_sub,
+    role_of,
+)
+
+pytestmark = pytest.mark.integration
+
+SERVERLESS_RULES_CONFIG = REPO / "infra" / "cfn-lint-serverless.yaml"
+
+
+def of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == resource_type}
+
+
+def deployed_value(value: Any, parameters: dict[str, Any]) -> Any:
+    """A literal, a Ref to a parameter (its default) or a Fn::Sub of parameters, as it deploys."""
+    if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in parameters:
+        return parameters[value["Ref"]]["Default"]
+    if isinstance(value, dict) and set(value) == {"Fn::Sub"}:
+        return resolve_sub(value, parameters)
+    return value
+
+
+def resource_names(template: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Logical id -> (type, name) of every table, queue and stream, named as the stage's parameters name it."""
+    return {
+        logical_id: (resource["Type"], deployed_value(resource["Properties"][name], template["Parameters"]))
+        for logical_id, resource in template["Resources"].items()
+        if (name := NAME_PROPERTIES.get(resource["Type"])) is not None
+    }
+
+
+def created_after(mapping_id: str, arn: Any, template: dict[str, Any]) -> str | None:
+    """The resource of the template an ARN of a mapping names, if CloudFormation creates the mapping after it.
+
+    By reference (Ref, GetAtt, `${X.Arn}`), or else by a DependsOn on the
+    resource whose name the ARN ends with. None if neither: an ARN built from
+    a name orders nothing, and the mapping may be created first.
+    """
+    referenced = referenced_resource(arn, template)
+    if referenced is not None:
+        return referenced
+    depends_on = template["Resources"][mapping_id].get("DependsOn", [])
+    waits_for = {depends_on} if isinstance(depends_on, str) else set(depends_on)
+    named = re.split(r"[:/]", str(deployed_value(arn, template["Parameters"])))[-1]
+    for logical_id, (_, name) in resource_names(template).items():
+        if name == named and logical_id in waits_for:
+            return logical_id
+    return None
+
+
+def mappings(template: dict[str, Any]) -> dict[str, tuple[str, str | None, str | None]]:
+    """Function -> (mapping, resource it reads, on-failure destination) of every event source mapping."""
+    found: dict[str, tuple[str, str | None, str | None]] = {}
+    for mapping_id, mapping in of_type(template, "AWS::Lambda::EventSourceMapping").items():
+        properties = mapping["Properties"]
+        destination = properties.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+        found[properties["FunctionName"]["Ref"]] = (
+            mapping_id,
+            created_after(mapping_id, properties["EventSourceArn"], template),
+            None if destination is None else created_after(mapping_id, destination, template) or "not a resource",
+        )
+    return found
+
+
+# --- Lint -----------------------------------------------------------------------------------
+
+
+def test_cfn_lint_passes_on_the_expanded_template(packaged: Packaged) -> None:
+    assert packaged.expanded["Resources"]  # expanded offline (infra/expand_template.py) with no credentials
+    assert "Transform" not in packaged.expanded
+    assert packaged.lint_findings[packaged.expanded_path] == []
+
+
+def test_the_serverless_rules_pass_and_every_exception_to_them_is_still_needed(packaged: Packaged) -> None:
+    # The rules' exceptions are on the resources (Metadata: cfn-lint), each
+    # with its reason; infra/cfn-lint-serverless.yaml ignores what no resource
+    # can pass. Without the exceptions the rules must find exactly what they
+    # name: so the rules are loaded, and no exception outlives its reason.
+    template = json.loads(json.dumps(packaged.template))
+    excepted: set[str] = set()
+    for logical_id, resource in template["Resources"].items():
+        metadata = resource.get("Metadata", {})
+        ignored = metadata.pop("cfn-lint", {}).get("config", {}).get("ignore_checks", [])
+        excepted |= {f"{rule} {logical_id}" for rule in ignored}
+    assert excepted, "no resource carries an exception"
+    without = packaged.project / "build" / "sam-without-exceptions.json"
+    without.write_text(json.dumps(template), encoding="utf-8")
+    config = ("--config-file", str(SERVERLESS_RULES_CONFIG))
+    findings = lint_findings(packaged, [packaged.sam_path, without], *config)
+    assert findings[packaged.sam_path] == []
+    # A finding reads "<rule> Resources/<logical id>/...: <message>".
+    found = {" ".join(re.findall(r"^(\S+) Resources/([^/:]+)", finding)[0]) for finding in findings[without]}
+    assert found == excepted, findings[without]
+
+
+# --- Creation order: mappings after their sources -------------------------------------------------
+
+
+def test_every_mapping_is_created_after_the_source_and_destination_it_names(packaged: Packaged) -> None:
+    # CloudFormation creates what references nothing in parallel: a mapping
+    # created before its queue or stream fails (Lambda: the source does not
+    # exist), and the stack rolls back.
+    found = mappings(packaged.expanded)
+    assert {function: (source, destination) for function, (_, source, destination) in found.items()} == {
+        "PlaceOrders": ("OrdersQueue", None),
+        "ApplyExecutions": ("ExecutionsStream", "ExecutionsFailedQueue"),
+    }
+
+
+def test_a_mapping_source_the_stage_does_not_name_fails_the_build(tmp_path: Path) -> None:
+    copy_project(tmp_path)
+    path = tmp_path / ".chalice" / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    del config["stages"]["dev"]["environment_variables"]["ORDERS_QUEUE_NAME"]
+    path.write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(build_template.TemplateError, match="ORDERS_QUEUE_NAME"):
+        build_template.build_template("dev", tmp_path)
+
+
+# --- The API: one stage ------------------------------------------------------------------------------
+
+
+def test_the_api_definition_names_its_version_and_the_api_is_traced(packaged: Packaged) -> None:
+    properties = packaged.resources["RestAPI"]["Properties"]
+    # Without OpenApiVersion SAM deploys the API to a second stage, `Stage`.
+    # The definition's own version keeps SAM from rewriting it as OpenAPI 3.
+    assert properties["OpenApiVersion"] == properties["DefinitionBody"]["swagger"] == "2.0"
+    assert properties["TracingEnabled"] is CHALICE_CONFIG["stages"][packaged.stage]["xray"] is True
+
+
+def test_the_api_has_one_stage_and_the_throttling_and_usage_plan_are_on_it(packaged: Packaged) -> None:
+    expanded = packaged.expanded
+    deployments = of_type(expanded, "AWS::ApiGateway::Deployment")
+    # A deployment with a StageName creates that stage itself, beside the
+    # template's own: SAM's `Stage`, outside the throttling and the usage plan.
+    assert [deployment["Properties"].get("StageName") for deployment in deployments.values()] == [None]
+    ((stage_id, stage),) = of_type(expanded, "AWS::ApiGateway::Stage").items()
+    properties = stage["Properties"]
+    assert properties["StageName"] == CHALICE_CONFIG["stages"][packaged.stage]["api_gateway_stage"]
+    assert properties["DeploymentId"] == {"Ref": next(iter(deployments))}
+    assert properties["RestApiId"] == {"Ref": "RestAPI"}
+    assert properties["MethodSettings"] == [
+        {
+            "ResourcePath": "/*",
+            "HttpMethod": "*",
+            "ThrottlingRateLimit": {"Ref": "ApiThrottleRateLimit"},
+            "ThrottlingBurstLimit": {"Ref": "ApiThrottleBurstLimit"},
+        }
+    ]
+    assert properties["TracingEnabled"] is True
+    plans = of_type(expanded, "AWS::ApiGateway::UsagePlan")
+    assert [plan["Properties"]["ApiStages"] for plan in plans.values()] == [
+        [{"ApiId": {"Ref": "RestAPI"}, "Stage": {"Ref": stage_id}}]
+    ]
+
+
+# --- Functions: permissions, names, tracing, logs -----------------------------------------------
+
+# What the Lambda service does with the function's role for a mapping (AWS's
+# AWSLambdaSQSQueueExecutionRole / AWSLambdaKinesisExecutionRole, on the one
+# resource), and for an on-failure destination.
+SOURCE_ACTIONS = {
+    "AWS::SQS::Queue": {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",
+    },
+    "AWS::Kinesis::Stream": {
+        "kinesis:GetRecords",
+        "kinesis:GetShardIterator",
+        "kinesis:DescribeStream",
+        "kinesis:DescribeStreamSummary",
+        "kinesis:ListShards",
+    },
+}
+DESTINATION_ACTIONS = {"AWS::SQS::Queue": {"sqs:SendMessage"}}
+
+
+def test_each_role_grants_what_its_mappings_and_destinations_need(packaged: Packaged) -> None:
+    expanded = packaged.expanded
+    found = mappings(expanded)
+    assert set(found) == {function_id(handler) for handler in build_template.EVENT_SOURCE_KINDS}
+    for function, (mapping_id, source, destination) in found.items():
+        assert source is not None, mapping_id
+        needed = {(action, key(getatt(source))) for action in SOURCE_ACTIONS[expanded["Resources"][source]["Type"]]}
+        if destination is not None:
+            actions = DESTINATION_ACTIONS[expanded["Resources"][destination]["Type"]]
+            needed |= {(action, key(getatt(destination))) for action in actions}
+        missing = needed - grants(expanded, role_of(expanded, function))
+        assert missing == set(), f"{function}'s role lacks what {mapping_id} needs"
+
+
+def test_sam_adds_no_role_and_no_permission(packaged: Packaged) -> None:
+    # The roles are then exactly the ones test_package_iam.py holds against the
+    # code and the IAM table: nothing granted that is not used.
+    roles = of_type(packaged.expanded, "AWS::IAM::Role")
+    assert roles == of_type(packaged.template, "AWS::IAM::Role")
+    for function in of_type(packaged.expanded, "AWS::Lambda::Function"):
+        assert role_of(packaged.expanded, function) in roles
+
+
+# The kind of resource an environment variable names, by its suffix.
+NAMED_KINDS = {
+    "_TABLE_NAME": "AWS::DynamoDB::Table",
+    "_QUEUE_NAME": "AWS::SQS::Queue",
+    "_STREAM_NAME": "AWS::Kinesis::Stream",
+}
+
+
+def test_every_resource_name_in_a_functions_environment_names_a_resource_of_the_template(packaged: Packaged) -> None:
+    expanded = packaged.expanded
+    names = set(resource_names(expanded).values())
+    checked: set[str] = set()
+    for logical_id, function in of_type(expanded, "AWS::Lambda::Function").items():
+        for variable, value in function["Properties"]["Environment"]["Variables"].items():
+            if not variable.endswith("_NAME"):
+                continue
+            kinds = [kind for suffix, kind in NAMED_KINDS.items() if variable.endswith(suffix)]
+            assert kinds, f"{logical_id}: {variable} names a kind of resource this test does not know"
+            assert (kinds[0], value) in names, f"{logical_id}: {variable}={value!r} is no {kinds[0]} of the template"
+            checked.add(variable)
+    environment = CHALICE_CONFIG["stages"][packaged.stage]["environment_variables"]
+    assert checked == {variable for variable in environment if variable.endswith("_NAME")}
+
+
+def test_every_function_is_traced_and_logs_to_its_own_group_with_the_stages_retention(packaged: Packaged) -> None:
+    expanded = packaged.expanded
+    parameters = expanded["Parameters"]
+    retention = {
+        deployed_value(group["Properties"]["LogGroupName"], parameters): group["Properties"].get("RetentionInDays")
+        for group in of_type(expanded, "AWS::Logs::LogGroup").values()
+    }
+    functions = of_type(expanded, "AWS::Lambda::Function")
+    assert set(functions) == {function_id(handler) for handler in HANDLERS}
+    for logical_id, function in functions.items():
+        properties = function["Properties"]
+        assert properties["TracingConfig"] == {"Mode": "Active"}, logical_id
+        group = "/aws/lambda/" + deployed_value(properties["FunctionName"], parameters)
+        # Else Lambda creates the group on first write, and it keeps logs forever.
+        assert group in retention, f"{logical_id}: no log group {group}"
+        days = deployed_value(retention[group], parameters)
+        assert days == CHALICE_CONFIG["stages"][packaged.stage]["log_retention_in_days"], logical_id

@@ -1,0 +1,1 @@
+"""Unit tests of the adapters that need no AWS, and the in-memory fakes held to the adapters' contracts."""

@@ -1,0 +1,1 @@
+"""Unit tests of the domain: pure rules, no I/O."""

@@ -1,0 +1,156 @@
+"""Applying execution reports to an order: the per-order merge, the status precedence, and its order-independence."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chalicelib.domain.model import TRANSITIONS, ExecType, OrderNotCancelable, OrderStatus
+from tests.unit.venue import T0, execution_history, market_order
+
+pytestmark = pytest.mark.unit
+
+PRECEDENCE = [
+    OrderStatus.PENDING,
+    OrderStatus.PLACED,
+    OrderStatus.PARTIALLY_FILLED,
+    OrderStatus.PENDING_CANCEL,
+]
+
+
+def test_every_transition_goes_up_the_precedence_and_terminal_statuses_lead_nowhere() -> None:
+    rank = {status: i for i, status in enumerate(PRECEDENCE)}
+    for source, targets in TRANSITIONS.items():
+        for target in targets:
+            assert rank.get(target, len(PRECEDENCE)) > rank[source], (source, target)
+    for terminal in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
+        assert TRANSITIONS[terminal] == frozenset()
+
+
+def test_fills_in_order() -> None:
+    order = market_order(100)
+    history = execution_history(order, [(30, Decimal("10.00")), (70, Decimal("11.00"))], ExecType.FILL)
+    partially = order.apply_executions(history[:2], T0)
+    assert partially.status is OrderStatus.PARTIALLY_FILLED
+    assert (partially.filled_quantity, partially.remaining_quantity) == (30, 70)
+    assert partially.average_fill_price == Decimal("10.0000")
+    filled = partially.apply_executions(history[2:], T0)
+    assert filled.status is OrderStatus.FILLED
+    assert (filled.filled_quantity, filled.remaining_quantity) == (100, 0)
+    assert filled.average_fill_price == Decimal("10.7000")
+    assert filled.exchange_order_id == "X1"
+
+
+def test_a_late_partial_fill_does_not_reopen_a_filled_order() -> None:
+    order = market_order(100)
+    history = execution_history(order, [(30, Decimal("10")), (70, Decimal("11"))], ExecType.FILL)
+    filled = order.apply_executions([history[2]], T0)
+    late = filled.apply_executions([history[1], history[0]], T0)
+    assert late == filled  # unchanged, not even updated_at
+
+
+def test_a_cancel_after_partial_fills_keeps_the_filled_quantity() -> None:
+    order = market_order(100)
+    history = execution_history(order, [(40, Decimal("5.5"))], ExecType.CANCELED)
+    canceled = order.apply_executions(list(reversed(history)), T0)
+    assert canceled.status is OrderStatus.CANCELED
+    assert (canceled.filled_quantity, canceled.remaining_quantity) == (40, 0)
+
+
+def test_a_fill_for_a_pending_order_applies_and_placement_later_keeps_it() -> None:
+    order = market_order(10)
+    history = execution_history(order, [(10, Decimal("3"))], ExecType.FILL)
+    filled = order.apply_executions(history, T0)
+    assert filled.status is OrderStatus.FILLED
+    placed_later = filled.placed("X1", T0 + timedelta(seconds=5))
+    assert placed_later.status is OrderStatus.FILLED
+    assert placed_later.placed_at == T0 + timedelta(seconds=5)
+
+
+def test_a_failed_order_stays_failed() -> None:
+    failed = market_order(10).failed("exchange down", T0)
+    history = execution_history(failed, [(10, Decimal("3"))], ExecType.FILL)
+    assert failed.apply_executions(history, T0).status is OrderStatus.FAILED
+
+
+def test_a_lone_rejection() -> None:
+    order = market_order(10)
+    rejected = dataclasses.replace(execution_history(order, [], ExecType.EXPIRED)[0], exec_type=ExecType.REJECTED)
+    result = order.apply_executions([rejected], T0)
+    assert result.status is OrderStatus.REJECTED
+    assert result.remaining_quantity == 0
+
+
+fills_strategy = st.lists(
+    st.tuples(st.integers(1, 50), st.decimals(Decimal("0.01"), Decimal("999.99"), places=2)), min_size=0, max_size=5
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fills=fills_strategy,
+    ending=st.sampled_from([ExecType.FILL, ExecType.CANCELED, ExecType.EXPIRED]),
+    data=st.data(),
+)
+def test_any_permutation_with_duplicates_ends_in_the_same_state(fills, ending, data) -> None:
+    if ending is ExecType.FILL and not fills:
+        ending = ExecType.EXPIRED  # a full fill needs at least one fill
+    quantity = sum(q for q, _ in fills) + (0 if ending is ExecType.FILL else 10)
+    order = market_order(quantity)
+    history = execution_history(order, fills, ending)
+    expected = order.apply_executions(history, T0)
+
+    duplicated = history + data.draw(st.lists(st.sampled_from(history), max_size=len(history) * 2))
+    shuffled = data.draw(st.permutations(duplicated))
+    # Delivered in batches of any size, one after another.
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(shuffled)), max_size=4)))
+    state = order
+    for start, end in zip([0, *cuts], [*cuts, len(shuffled)], strict=True):
+        state = state.apply_executions(shuffled[start:end], T0)
+    assert (state.status, state.filled_quantity, state.average_fill_price) == (
+        expected.status,
+        expected.filled_quantity,
+        expected.average_fill_price,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fills=fills_strategy,
+    ending=st.sampled_from([ExecType.FILL, ExecType.CANCELED, ExecType.EXPIRED]),
+    data=st.data(),
+)
+def test_a_cancel_request_anywhere_in_the_feed_changes_no_final_state(fills, ending, data) -> None:
+    """The client's cancel may come between any two batches: the exchange's final word still decides."""
+    if ending is ExecType.FILL and not fills:
+        ending = ExecType.EXPIRED
+    quantity = sum(q for q, _ in fills) + (0 if ending is ExecType.FILL else 10)
+    order = market_order(quantity).placed("X1", T0)
+    history = execution_history(order, fills, ending)
+    expected = order.apply_executions(history, T0)
+
+    shuffled = data.draw(st.permutations(history + data.draw(st.lists(st.sampled_from(history), max_size=3))))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(shuffled)), max_size=3)))
+    cancel_before = data.draw(st.integers(0, len(cuts)))
+    state = order
+    for batch, (start, end) in enumerate(zip([0, *cuts], [*cuts, len(shuffled)], strict=True)):
+        if batch == cancel_before:
+            with contextlib.suppress(OrderNotCancelable):  # the feed may have settled it already
+                state = state.cancel_requested(T0)
+            if not state.is_terminal:
+                assert state.status is OrderStatus.PENDING_CANCEL
+        state = state.apply_executions(shuffled[start:end], T0)
+        # Until the final word, a pending cancel stays pending; fills still count.
+        if state.status is not OrderStatus.PENDING_CANCEL:
+            assert state.is_terminal or batch < cancel_before
+    assert (state.status, state.filled_quantity, state.average_fill_price) == (
+        expected.status,
+        expected.filled_quantity,
+        expected.average_fill_price,
+    )

@@ -1,0 +1,1 @@
+"""Unit tests of the feed bridge (deployed on its own, beside the functions)."""
