@@ -15,6 +15,7 @@ from chalicelib import bootstrap
 from chalicelib.adapters.queue import QueueUnavailable, parse_order_message
 from chalicelib.adapters.repository import OrderRepository, StorageUnavailable
 from chalicelib.domain.model import OrderStatus
+from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.recovery import reopen_failed_order
 from ops.aws import Aws, Message, delete, receive, release
 from ops.messages import FailedBatch, ParkedReport, parse_failed_execution
@@ -152,9 +153,10 @@ def _handle(
 class PlacementRedrive:
     """Decides on one orders-DLQ message: reopen its failed order, or leave it."""
 
-    def __init__(self, target: Target, repository: OrderRepository, dry_run: bool) -> None:
+    def __init__(self, target: Target, dependencies: Dependencies, dry_run: bool) -> None:
         self.target = target
-        self.repository = repository
+        self.dependencies = dependencies
+        self.repository = dependencies.orders
         self.dry_run = dry_run
         self.reopened: set[str] = set()
 
@@ -179,7 +181,7 @@ class PlacementRedrive:
             return Decision(Action.KEPT, f"failed again during this run: {order.failure_reason}", order_id)
         if self.dry_run:
             return Decision(Action.REOPENED, f"would reopen (failed: {order.failure_reason})", order_id)
-        if reopen_failed_order(order_id, bootstrap.production()):
+        if reopen_failed_order(order_id, self.dependencies):
             self.reopened.add(order_id)
             return Decision(Action.REOPENED, f"reopened and sent for placement (was: {order.failure_reason})", order_id)
         now = self.repository.get(order_id)
@@ -309,15 +311,16 @@ class ExecutionsRedrive:
 
 def redrive(target: Target, aws: Aws, dry_run: bool = False, max_messages: int | None = None) -> Report:
     """Both queues, the placement DLQ first; max_messages applies to each queue."""
-    repository = bootstrap.order_repository()
+    # One set of adapters for the reads and the reopen writes, built from the target's settings.
+    dependencies = bootstrap.production()
     report = Report(dry_run)
     report.placement = _drain(
-        aws, target.orders_dlq, PlacementRedrive(target, repository, dry_run), max_messages, dry_run
+        aws, target.orders_dlq, PlacementRedrive(target, dependencies, dry_run), max_messages, dry_run
     )
     report.executions = _drain(
         aws,
         target.executions_failed_queue,
-        ExecutionsRedrive(target, aws, repository, dry_run),
+        ExecutionsRedrive(target, aws, dependencies.orders, dry_run),
         max_messages,
         dry_run,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from chalicelib.adapters.queue import QueueUnavailable
 from chalicelib.adapters.repository import OrderAlreadyExists, OrderPage, OrderQuery, StorageUnavailable
@@ -62,7 +62,7 @@ def create_order(
         # and refused on the storage client's retry: still ours to enqueue.
         stored = existing
     except StorageUnavailable as lost:
-        stored = _read_back_own_write(order, dependencies, lost)
+        stored = _read_back_own_write(order, dependencies, lost, started=now)
     try:
         dependencies.orders_queue.request_placement(stored.id, stored.correlation_id)
     except QueueUnavailable:
@@ -72,10 +72,12 @@ def create_order(
 
 # Pauses between look-ups after a write that lost its answer: a short outage
 # (a restarted endpoint, a reset connection) is over before the last one.
-READ_BACK_PAUSES_S = (0.1, 0.2, 0.4, 0.8, 1.6, 2.0)
+READ_BACK_PAUSES_S = (0.1, 0.2, 0.4, 0.8, 1.6, 2.0)  # the last one cut to what the budget leaves
 
 
-def _read_back_own_write(order: Order, dependencies: Dependencies, lost: StorageUnavailable) -> Order:
+def _read_back_own_write(
+    order: Order, dependencies: Dependencies, lost: StorageUnavailable, started: datetime
+) -> Order:
     """The order as this request stored it, if it did; else StorageUnavailable (the API's 500).
 
     The write may have committed before the error (a read timeout, a reset
@@ -84,20 +86,24 @@ def _read_back_own_write(order: Order, dependencies: Dependencies, lost: Storage
     One look is not enough: the outage that lost the write's answer usually
     loses the look's too, and a 500 for an order that is stored, and that the
     sweep will place, tells the client the opposite of what happens. So it
-    asks again for up to Timings.write_read_back; only a table still
+    asks again until Timings.write_read_back after the create began (a
+    write that timed out has used most of it: then one look, as before); a
+    look-up itself is bounded by the client's timeouts. Only a table still
     unreachable then leaves the outcome unknown (a client that retries with
     the same client_order_id then gets its order, or creates it).
     """
+    # From the start of the create: a write that timed out has used its time already.
     budget = dependencies.timings.write_read_back
-    deadline = dependencies.clock() + budget
+    deadline = started + budget
     waited = timedelta()
     for pause_s in (0.0, *READ_BACK_PAUSES_S):
         if pause_s:
-            pause = timedelta(seconds=pause_s)
-            # Both bounds: the pauses alone, and the time the look-ups took too.
-            if waited + pause > budget or dependencies.clock() + pause > deadline:
+            # Both bounds: the pauses alone, and the time the write and the look-ups took too.
+            remaining = min(deadline - dependencies.clock(), budget - waited)
+            if remaining <= timedelta():
                 break
-            dependencies.sleep(pause_s)
+            pause = min(timedelta(seconds=pause_s), remaining)
+            dependencies.sleep(pause.total_seconds())
             waited += pause
         try:
             found = dependencies.orders.get(order.id)

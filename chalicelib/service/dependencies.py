@@ -27,9 +27,10 @@ class Timings:
     # From before a placement attempt claims an order until nothing that
     # attempt sent can still reach the exchange (see bootstrap.placement_lease).
     placement_lease: timedelta
-    # How long a create whose write lost its answer keeps asking the table
-    # whether the order was stored, before it answers 500 not knowing. Well
-    # under the API function's timeout (10 s).
+    # From the start of a create whose write lost its answer, how long it
+    # keeps asking the table whether the order was stored before it answers
+    # 500 not knowing. Under the API function's timeout (10 s), leaving room
+    # for one last look-up.
     write_read_back: timedelta = timedelta(seconds=5)
 
 
