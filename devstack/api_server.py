@@ -53,6 +53,8 @@ _ERROR_TYPES = {
 _UNAUTHORIZED_ERROR = "Unauthorized"
 
 log = logging.getLogger("devstack.api_server")
+# Pending connections the kernel holds for the server (capped by net.core.somaxconn).
+LISTEN_BACKLOG = 1024
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,10 @@ def create_server(
     server.server.RequestHandlerClass = functools.partial(
         _RequestHandler, app_object=app, config=config, responses=responses
     )
+    # socketserver listens with a backlog of 5: a burst of clients (the
+    # duplicate-POST chaos scenario, a load test) overflows it and the kernel
+    # resets or drops their connects. Listening again only resizes the queue.
+    server.server.socket.listen(LISTEN_BACKLOG)
     return server
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,6 +171,27 @@ def test_the_emulated_responses_are_the_deployed_ones() -> None:
     for response_type, response in emulated.items():
         assert response.status == deployed[response_type]["statusCode"]
         assert response.template == deployed[response_type]["responseTemplates"]["application/json"]
+
+
+def test_a_burst_of_connections_waits_in_the_queue_instead_of_being_refused(
+    adapter_stack: dict[str, str], tmp_path: Path
+) -> None:
+    """A server that does not accept for a moment still completes 64 connects (socketserver's backlog is 5)."""
+    env = {**os.environ, "API_KEYS_TABLE_NAME": adapter_stack["ApiKeysTableName"]}
+    process, url = start_server(env, tmp_path / "api.log")
+    port = int(url.rsplit(":", 1)[1])
+    clients: list[socket.socket] = []
+    try:
+        process.signal(signal.SIGSTOP)  # accepts nothing now: every connect waits in the kernel's queue
+        for _ in range(64):
+            client = socket.create_connection((LOOPBACK, port), timeout=2)
+            clients.append(client)
+        assert len(clients) == 64
+    finally:
+        process.signal(signal.SIGCONT)
+        for client in clients:
+            client.close()
+        process.stop()
 
 
 def test_the_server_listens_on_loopback_only() -> None:
