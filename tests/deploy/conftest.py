@@ -25,6 +25,7 @@ import boto3
 import pytest
 import requests
 
+from chalicelib.stack_outputs import settings_environment
 from devstack.emulator import emulator_env
 from devstack.localstack import is_localstack
 from devstack.localstack_files import VENV_PYTHON
@@ -131,9 +132,8 @@ def bridge(deployed: DeployedStack, exchange: tuple[str, str], log_dir: Path) ->
     env = {
         **os.environ,
         **emulator_env(deployed.endpoint_url),
+        **settings_environment(deployed.outputs),
         "EXCHANGE_FEED_URL": feed_url,
-        "EXECUTIONS_STREAM_NAME": deployed.outputs["ExecutionsStreamName"],
-        "FEED_CHECKPOINTS_TABLE_NAME": deployed.outputs["FeedCheckpointsTableName"],
         "FEED_ID": f"deploy-test-{uuid.uuid4().hex[:12]}",
         "FEED_LINGER_S": "0.05",
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -92,6 +93,33 @@ def running_simulator(log_dir: Path, knobs: dict[str, str]) -> Iterator[Simulato
     log = log_dir / f"exchange-sim-{port}.log"
     with sim_process(port, log, knobs, feed_port=feed_port) as process:
         yield Simulator(process, f"http://{LOOPBACK}:{port}", port, log, feed_port)
+
+
+def at_once(
+    attempts: int, call: Callable[[], requests.Response]
+) -> tuple[list[requests.Response], list[BaseException]]:
+    """`call` from `attempts` threads released together: the answers, and what was raised instead of one."""
+    start = threading.Barrier(attempts)
+    responses: list[requests.Response] = []
+    errors: list[BaseException] = []
+    guard = threading.Lock()
+
+    def attempt() -> None:
+        try:
+            start.wait(timeout=HTTP_TIMEOUT_S)
+            response = call()
+            with guard:
+                responses.append(response)
+        except BaseException as exc:
+            with guard:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=attempt) for _ in range(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return responses, errors
 
 
 def new_id() -> str:

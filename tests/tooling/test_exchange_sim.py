@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +17,7 @@ from tests.tooling.simulator_support import (
     CALM,
     HTTP_TIMEOUT_S,
     Simulator,
+    at_once,
     new_id,
     order,
     running_simulator,
@@ -208,26 +208,7 @@ def test_concurrent_attempts_with_one_client_order_id_are_accepted_exactly_once(
     assert sim.post("/admin/config", {"latency_s": 0.3}).status_code == 200
     client_order_id = new_id()
     attempts = 8
-    start = threading.Barrier(attempts)
-    responses: list[requests.Response] = []
-    errors: list[BaseException] = []
-    guard = threading.Lock()
-
-    def attempt() -> None:
-        try:
-            start.wait(timeout=HTTP_TIMEOUT_S)
-            response = sim.post("/orders", order(client_order_id))
-            with guard:
-                responses.append(response)
-        except BaseException as exc:
-            with guard:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=attempt) for _ in range(attempts)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    responses, errors = at_once(attempts, lambda: sim.post("/orders", order(client_order_id)))
 
     assert errors == []
     statuses = sorted(response.status_code for response in responses)
@@ -438,26 +419,8 @@ def test_concurrent_cancels_of_one_order_cancel_it_exactly_once(sim: Simulator) 
     # Latency keeps all attempts in flight at once, so the decisions really race.
     assert sim.post("/admin/config", {"latency_s": 0.3}).status_code == 200
     attempts = 8
-    start = threading.Barrier(attempts)
-    statuses: list[int] = []
-    errors: list[BaseException] = []
-    guard = threading.Lock()
-
-    def attempt() -> None:
-        try:
-            start.wait(timeout=HTTP_TIMEOUT_S)
-            response = sim.delete(f"/orders/{client_order_id}")
-            with guard:
-                statuses.append(response.status_code)
-        except BaseException as exc:
-            with guard:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=attempt) for _ in range(attempts)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    responses, errors = at_once(attempts, lambda: sim.delete(f"/orders/{client_order_id}"))
+    statuses = [response.status_code for response in responses]
 
     assert errors == []
     assert sorted(statuses) == [200] + [409] * (attempts - 1)

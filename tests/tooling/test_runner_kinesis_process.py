@@ -30,18 +30,6 @@ DESTINATION_OUTPUT = "FixtureFailedQueueArn"
 SHARD_HASH_KEYS = ("0", str(2**127))
 
 
-@pytest.fixture(scope="module")
-def observations_table(aws_endpoint: str) -> str:
-    name = f"runner-kobs-{uuid.uuid4().hex[:8]}"
-    boto3.client("dynamodb").create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return name
-
-
 @dataclass(frozen=True)
 class Stream:
     name: str

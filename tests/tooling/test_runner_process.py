@@ -38,18 +38,6 @@ def sqs(aws_endpoint: str) -> Any:
     return boto3.client("sqs")
 
 
-@pytest.fixture(scope="module")
-def observations_table(aws_endpoint: str) -> str:
-    name = f"runner-obs-{uuid.uuid4().hex[:8]}"
-    boto3.client("dynamodb").create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return name
-
-
 def make_queues(sqs: Any, visibility_timeout_s: int = 30) -> Queues:
     suffix = uuid.uuid4().hex[:8]
     dlq_url = sqs.create_queue(QueueName=f"runner-dlq-{suffix}")["QueueUrl"]
