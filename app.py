@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import AuthRequest, Chalice, CloudWatchEvent, KinesisEvent, Rate, Request, Response, SQSEvent
 
 from chalicelib import bootstrap
 from chalicelib.config import Settings, get_settings
-from chalicelib.entrypoints import auth, executions, http, openapi, orders_queue, sweep
-from chalicelib.service.dependencies import Dependencies
+from chalicelib.entrypoints import auth
+
+if TYPE_CHECKING:
+    from chalicelib.service.dependencies import Dependencies
+
+# Every function (the API, the authorizer, each consumer) is a Lambda function
+# of its own whose handler is in this module, so each imports it all on its
+# cold start. The entrypoint each handler delegates to is imported in the
+# handler's body instead, on its first call: a function pays only for its own
+# (the authorizer does without pydantic's request models, placement without
+# the OpenAPI document, the API without Powertools' batch processing).
+# bench/cold_start.py measures each; tests/unit/test_import_hygiene.py keeps
+# them apart.
 
 APP_NAME = "brokerage-orders"
 
 # The dependencies are asked for on every invocation, not at import: the
 # deployed app builds them on first use (bootstrap.production), tests pass
 # theirs, and importing this module stays free of I/O.
-DependenciesSource = Callable[[], Dependencies]
+DependenciesSource = Callable[[], "Dependencies"]
 
 
 def create_app(dependencies: DependenciesSource, settings: Settings | None = None) -> Chalice:
@@ -54,22 +65,32 @@ def _add_order_routes(
 
     @app.route("/orders", methods=["POST"], authorizer=authorizer)
     def post_order() -> Response:
+        from chalicelib.entrypoints import http  # noqa: PLC0415 - on first call (see top)
+
         return http.post_order(current_request(), dependencies())
 
     @app.route("/orders", methods=["GET"], authorizer=authorizer)
     def list_orders() -> Response:
+        from chalicelib.entrypoints import http  # noqa: PLC0415 - on first call (see top)
+
         return http.list_orders(current_request(), dependencies())
 
     @app.route("/orders/{order_id}", methods=["GET"], authorizer=authorizer)
     def get_order(order_id: str) -> Response:
+        from chalicelib.entrypoints import http  # noqa: PLC0415 - on first call (see top)
+
         return http.get_order(current_request(), order_id, dependencies())
 
     @app.route("/orders/{order_id}", methods=["DELETE"], authorizer=authorizer)
     def cancel_order(order_id: str) -> Response:
+        from chalicelib.entrypoints import http  # noqa: PLC0415 - on first call (see top)
+
         return http.cancel_order(current_request(), order_id, dependencies())
 
     @app.route("/orders/{order_id}/executions", methods=["GET"], authorizer=authorizer)
     def get_executions(order_id: str) -> Response:
+        from chalicelib.entrypoints import http  # noqa: PLC0415 - on first call (see top)
+
         return http.get_executions(current_request(), order_id, dependencies())
 
 
@@ -78,14 +99,20 @@ def _add_docs_routes(app: Chalice) -> None:
     def get_openapi_document() -> Response:
         request = app.current_request
         assert request is not None  # Chalice sets it for every route invocation
+        from chalicelib.entrypoints import openapi  # noqa: PLC0415 - on first call (see top)
+
         return openapi.openapi_response(request.context)
 
     @app.route("/docs", methods=["GET"])
     def get_docs() -> Response:
+        from chalicelib.entrypoints import openapi  # noqa: PLC0415 - on first call (see top)
+
         return openapi.docs_page()
 
     @app.route("/docs/{asset}", methods=["GET"])
     def get_docs_asset(asset: str) -> Response:
+        from chalicelib.entrypoints import openapi  # noqa: PLC0415 - on first call (see top)
+
         return openapi.docs_asset(asset)
 
 
@@ -94,12 +121,17 @@ def _add_event_handlers(app: Chalice, dependencies: DependenciesSource, settings
         queue=settings.orders_queue_name,
         batch_size=settings.placement_batch_size,
         maximum_batching_window_in_seconds=settings.placement_batch_window_s,
+        maximum_concurrency=settings.placement_max_concurrency,
     )
     def place_orders(event: SQSEvent) -> dict[str, Any]:
+        from chalicelib.entrypoints import orders_queue  # noqa: PLC0415 - on first call (see top)
+
         return orders_queue.handle_batch(event.to_dict(), event.context, dependencies=dependencies())
 
     @app.schedule(Rate(1, unit=Rate.MINUTES))
     def sweep_pending_orders(event: CloudWatchEvent) -> None:
+        from chalicelib.entrypoints import sweep  # noqa: PLC0415 - on first call (see top)
+
         sweep.sweep(event.to_dict(), event.context, dependencies=dependencies())
 
     @app.on_kinesis_record(
@@ -109,6 +141,8 @@ def _add_event_handlers(app: Chalice, dependencies: DependenciesSource, settings
         maximum_batching_window_in_seconds=settings.executions_batch_window_s,
     )
     def apply_executions(event: KinesisEvent) -> dict[str, Any]:
+        from chalicelib.entrypoints import executions  # noqa: PLC0415 - on first call (see top)
+
         return executions.handle_batch(event.to_dict(), event.context, dependencies=dependencies())
 
 

@@ -1,4 +1,5 @@
-"""AWS API calls per order (create, place, apply one execution) beside the design's minimum, and cost per million."""
+"""AWS API calls per order (create, place, apply one execution) beside the design's minimum, their mean durations,
+and cost per million."""
 
 from __future__ import annotations
 
@@ -58,10 +59,12 @@ class StepFigures:
     calls: float
     seconds: float
     detail: dict[str, int]
+    mean_ms: dict[str, float]  # by API operation, retries included
 
 
 def measured(counter: CallCounter, watch: Stopwatch, orders: int) -> StepFigures:
-    return StepFigures(counter.total / orders, watch.seconds / orders, dict(counter.calls))
+    means = {name: counter.mean_ms(name) for name in counter.calls}
+    return StepFigures(counter.total / orders, watch.seconds / orders, dict(counter.calls), means)
 
 
 def counted_clients(counter: CallCounter) -> str:
@@ -161,6 +164,15 @@ def print_calls(per_order: dict[str, StepFigures], orders: int) -> None:
     ]
     print("\n### AWS API calls per order (moto server)\n")
     print(markdown_table(["step", "calls/order", "design minimum", "ratio", f"calls for {orders} orders"], rows))
+    # Durations for the capacity model (docs/SCALING.md). Create and apply make their calls one after another;
+    # place runs a batch's 10 records on 10 threads, so its calls meet each other on the emulator.
+    durations = [
+        [step, name, figures.detail[name], f"{figures.mean_ms[name]:.1f}"]
+        for step, figures in per_order.items()
+        for name in sorted(figures.detail)
+    ]
+    print("\n### Mean duration per AWS call, by step (moto server; place: 10 at once)\n")
+    print(markdown_table(["step", "call", "calls", "mean ms"], durations))
 
 
 def print_costs(per_order: dict[str, StepFigures]) -> None:

@@ -1,10 +1,12 @@
-"""Shared benchmark plumbing: a private emulator with our stack, Lambda events of execution reports, call counting."""
+"""Shared benchmark plumbing: a private emulator with our stack, Lambda events of execution reports, call counting
+and timing, percentiles, tables."""
 
 from __future__ import annotations
 
 import collections
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -58,25 +60,44 @@ def execution_reports_event(
 
 
 class CallCounter:
-    """Counts AWS API calls through botocore's event hooks on the given clients."""
+    """Counts AWS API calls, and the seconds each takes, through botocore's event hooks on the given clients."""
 
     def __init__(self) -> None:
         self.calls: collections.Counter[str] = collections.Counter()
+        self.seconds: collections.Counter[str] = collections.Counter()
         self.items_written = 0
+        # Clients are shared by threads: the counters are updated under a lock.
+        self._lock = threading.Lock()
 
     def attach(self, client: Any) -> None:
         client.meta.events.register("before-call", self._count)
+        client.meta.events.register("after-call", self._timed)
 
-    def _count(self, model: Any, params: dict[str, Any], **_: Any) -> None:
-        self.calls[model.name] += 1
-        if model.name == "BatchWriteItem":
-            self.items_written += sum(len(requests) for requests in params.get("RequestItems", {}).values())
-        elif model.name in {"PutItem", "UpdateItem", "DeleteItem"}:
-            self.items_written += 1
+    def _count(self, model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        # The request context travels from before-call to after-call: the start time rides in it.
+        context["bench_started"] = time.perf_counter()
+        with self._lock:
+            self.calls[model.name] += 1
+            if model.name == "BatchWriteItem":
+                self.items_written += sum(len(requests) for requests in params.get("RequestItems", {}).values())
+            elif model.name in {"PutItem", "UpdateItem", "DeleteItem"}:
+                self.items_written += 1
+
+    def _timed(self, model: Any, context: dict[str, Any], **_: Any) -> None:
+        started = context.get("bench_started")
+        if started is not None:
+            with self._lock:
+                self.seconds[model.name] += time.perf_counter() - started
 
     def reset(self) -> None:
-        self.calls.clear()
-        self.items_written = 0
+        with self._lock:
+            self.calls.clear()
+            self.seconds.clear()
+            self.items_written = 0
+
+    def mean_ms(self, name: str) -> float:
+        """Mean milliseconds of one call of this operation, retries included (0 if none was made)."""
+        return 1000 * self.seconds[name] / self.calls[name] if self.calls[name] else 0.0
 
     @property
     def writes(self) -> int:
@@ -85,6 +106,14 @@ class CallCounter:
     @property
     def total(self) -> int:
         return sum(self.calls.values())
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of values; NaN for none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 class Stopwatch:

@@ -5,24 +5,69 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
+# Importing Tracer is cheap (it loads the X-Ray SDK lazily); building one is not.
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.lambda_context import build_lambda_context_model
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.shared import constants
+from aws_lambda_powertools.shared.functions import resolve_truthy_env_var_choice
 
 SERVICE = "orders"
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+# What the X-Ray SDK traces: the AWS calls. Named rather than Powertools'
+# default patch_all(), which also imports and patches every other supported
+# library it finds installed (requests, httpx, sqlite3...), none of which we
+# call; on the deployed package the two trace the same calls.
+TRACED_MODULES = ("botocore", "pynamodb")
 
 logger = Logger(service=SERVICE)
 # EMF: metrics are log lines CloudWatch turns into metrics; no API call on
 # the request path. POWERTOOLS_METRICS_DISABLED=true silences them locally.
 metrics = Metrics(namespace="Brokerage", service=SERVICE)
-# X-Ray on AWS; POWERTOOLS_TRACE_DISABLED=true locally, where no daemon listens.
-tracer = Tracer(service=SERVICE)
+
+
+def tracing_enabled(environment: Mapping[str, str] = os.environ) -> bool:
+    """Whether Powertools' Tracer would trace here: inside Lambda (not SAM or chalice local), not switched off.
+
+    The same rule as Tracer's own (tests/unit/test_import_hygiene.py holds the
+    two together), asked before building one: even a disabled Tracer imports
+    the X-Ray SDK, which outside Lambda creates two botocore clients at import.
+    """
+    if resolve_truthy_env_var_choice(env=environment.get(constants.TRACER_DISABLED_ENV, "false")):
+        return False
+    in_lambda = bool(environment.get(constants.LAMBDA_TASK_ROOT_ENV))
+    emulated = bool(environment.get(constants.SAM_LOCAL_ENV) or environment.get(constants.CHALICE_LOCAL_ENV))
+    return in_lambda and not emulated
+
+
+class NoTracing:
+    """Stands in for Tracer where it would be disabled: its decorators hand the function back unchanged."""
+
+    disabled = True
+
+    def capture_lambda_handler(self, lambda_handler: Handler) -> Handler:
+        return lambda_handler
+
+    def capture_method(self, method: Handler) -> Handler:
+        return method
+
+
+def _tracer() -> Tracer | NoTracing:
+    if not tracing_enabled():
+        return NoTracing()
+    return Tracer(service=SERVICE, patch_modules=TRACED_MODULES)
+
+
+# X-Ray on AWS (the stages' "xray": true); off locally, where no daemon listens.
+tracer = _tracer()
 
 # The service layer and adapters log through the standard library; routing
 # the package's logger through Powertools' handler gives them the same JSON
@@ -33,9 +78,6 @@ copy_config_to_registered_loggers(source_logger=logger, include={"chalicelib"})
 # Batch handlers place and apply records in worker threads; Powertools keeps
 # metric values in shared lists.
 _metrics_lock = threading.Lock()
-
-
-Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 def lambda_handler(handler: Handler) -> Handler:

@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 
+from devstack.lifeline import Lifeline
 from devstack.processes import LOOPBACK, ManagedProcess, free_port, python_module
 
 # Credentials and region for an emulator: fixed, fake, and set explicitly so
@@ -40,25 +41,26 @@ def emulator_client(service: str, endpoint_url: str) -> Any:
     )
 
 
-def start_moto(port: int | None = None) -> ManagedProcess:
+def start_moto(port: int | None = None, lifeline: Lifeline | None = None) -> ManagedProcess:
     port = port or free_port()
     return ManagedProcess(
         "moto",
         python_module("moto.server", "-H", LOOPBACK, "-p", str(port)),
         ready_url=f"http://{LOOPBACK}:{port}/moto-api/",
         stdout=subprocess.DEVNULL,
+        lifeline=lifeline,
     ).start()
 
 
 @contextmanager
-def running_emulator() -> Iterator[str]:
-    """Yield an endpoint URL: the user's AWS_ENDPOINT_URL if set, else a fresh moto server."""
+def running_emulator(lifeline: Lifeline | None = None) -> Iterator[str]:
+    """Yield an endpoint URL: the user's AWS_ENDPOINT_URL if set, else a fresh moto server (watched by lifeline)."""
     external = os.environ.get("AWS_ENDPOINT_URL")
     if external:
         yield external
         return
     port = free_port()
-    server = start_moto(port)
+    server = start_moto(port, lifeline)
     try:
         yield f"http://{LOOPBACK}:{port}"
     finally:

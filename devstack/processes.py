@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+from devstack.die_with_parent import command as dying_with_parent
+from devstack.lifeline import Lifeline
+from devstack.ports import PROC, describe_holders, held_by_any
 
 LOOPBACK = "127.0.0.1"
 
@@ -43,12 +52,58 @@ def wait_for_http(url: str, timeout_s: float = 30.0, process: subprocess.Popen[b
     raise TimeoutError(f"{url} did not answer within {timeout_s}s: {last_error}")
 
 
+def parent_pids(proc: Path = PROC) -> dict[int, int]:
+    """pid -> parent pid of every process /proc shows (empty without /proc)."""
+    parents: dict[int, int] = {}
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (command) state ppid ...": the command may hold spaces and parentheses.
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1].isdigit():
+            parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def descendant_pids(pid: int, proc: Path = PROC) -> set[int]:
+    """Every process below pid (children, their children...), as /proc shows them now."""
+    children: dict[int, list[int]] = {}
+    for child, parent in parent_pids(proc).items():
+        children.setdefault(parent, []).append(child)
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            if child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
+
+
+def confirm_served_by(url: str, pid: int, proc: Path = PROC) -> None:
+    """Raise unless the server behind url's port is pid or one of its descendants (a worker of it)."""
+    port = urllib.parse.urlsplit(url).port
+    if port is None:
+        return
+    if held_by_any(port, {pid} | descendant_pids(pid, proc), proc) is False:
+        raise RuntimeError(f"{url} answered, but port {port} is not ours (pid {pid}): {describe_holders(port, proc)}")
+
+
 class ManagedProcess:
     """A child process in its own process group, stopped with everything it started.
 
     Own session so that stop() can signal the whole group (chalice local and
     moto spawn helpers of their own) and Ctrl-C in a terminal reaches only the
     orchestrator, which then stops children in order.
+
+    If the orchestrator dies without stopping it (SIGKILL), the child dies too:
+    the kernel kills it (devstack.die_with_parent, when started from the main
+    thread: the parent death signal follows the thread that forked), and a
+    lifeline, if given, kills its whole group, workers included.
     """
 
     def __init__(
@@ -60,6 +115,8 @@ class ManagedProcess:
         cwd: str | None = None,
         stdout: IO[bytes] | int | None = None,
         ready_timeout_s: float = 60.0,
+        lifeline: Lifeline | None = None,
+        die_with_parent: bool = True,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -68,14 +125,22 @@ class ManagedProcess:
         self.cwd = cwd
         self.stdout = stdout
         self.ready_timeout_s = ready_timeout_s
+        self.lifeline = lifeline
+        self.die_with_parent = die_with_parent
         self.process: subprocess.Popen[bytes] | None = None
         self._stopped = False
 
     def start(self) -> ManagedProcess:
         if self.process is not None:
             return self  # start_*() helpers hand out started processes; starting again would make a second copy
+        # From another thread the signal would come when that thread ends, not this process.
+        guarded = self.die_with_parent and threading.current_thread() is threading.main_thread()
+        bare_name = os.sep not in self.argv[0]  # a path is resolved in cwd, by the launcher as by Popen
+        if guarded and bare_name and shutil.which(self.argv[0], path=self.env.get("PATH", os.defpath)) is None:
+            # As Popen would without the launcher, rather than a launcher that exits 1.
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", self.argv[0])
         self.process = subprocess.Popen(  # noqa: S603 - argv is ours, never a shell string
-            self.argv,
+            dying_with_parent(self.argv) if guarded else self.argv,
             env=self.env,
             cwd=self.cwd,
             stdin=subprocess.DEVNULL,
@@ -83,9 +148,17 @@ class ManagedProcess:
             stderr=subprocess.STDOUT if self.stdout is not None else None,
             start_new_session=True,
         )
+        if self.lifeline is not None:
+            self.lifeline.watch(self.process.pid)  # its group id: a new session's leader
         if self.ready_url:
             try:
                 wait_for_http(self.ready_url, self.ready_timeout_s, self.process)
+                # An answer counts only from our own server: not a stale one on the same port,
+                # not one left after ours exited.
+                confirm_served_by(self.ready_url, self.process.pid)
+                if self.process.poll() is not None:
+                    code = self.process.returncode
+                    raise RuntimeError(f"{self.name} exited with {code} once {self.ready_url} answered")
             except Exception:
                 self.stop()
                 raise
@@ -109,6 +182,7 @@ class ManagedProcess:
         self.signal(signal.SIGKILL)
         if self.process is not None:
             self.process.wait()
+            self._release()
 
     def stop(self, grace_s: float = 10.0) -> None:
         if self.process is None or self._stopped:
@@ -124,6 +198,12 @@ class ManagedProcess:
         # Children that outlived the leader still belong to the group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        self._release()
+
+    def _release(self) -> None:
+        # Stopped by us: the lifeline must not signal this group id again (it may be reused).
+        if self.lifeline is not None and self.process is not None:
+            self.lifeline.release(self.process.pid)
 
     def __enter__(self) -> ManagedProcess:
         return self.start()

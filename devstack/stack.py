@@ -20,6 +20,8 @@ from chalicelib.domain.accounts import ApiKeyInvalid, key_id_of
 from chalicelib.service.accounts import create_api_key, revoke_api_key
 from chalicelib.stack_outputs import settings_environment
 from devstack.emulator import EMULATOR_ENV, emulator_client, emulator_env, running_emulator
+from devstack.lifeline import Lifeline, lifeline
+from devstack.ports import PortInUse, require_free_ports
 from devstack.processes import LOOPBACK, ManagedProcess, python_module
 from devstack.provision import provision
 
@@ -32,7 +34,11 @@ DEMO_ACCOUNT = "demo"
 
 
 def start_exchange(
-    port: int, feed_port: int, env: Mapping[str, str], stdout: IO[bytes] | int | None = None
+    port: int,
+    feed_port: int,
+    env: Mapping[str, str],
+    stdout: IO[bytes] | int | None = None,
+    lifeline: Lifeline | None = None,
 ) -> ManagedProcess:
     return ManagedProcess(
         "exchange",
@@ -41,11 +47,15 @@ def start_exchange(
         cwd=str(REPO_ROOT),
         ready_url=f"http://{LOOPBACK}:{port}/health",
         stdout=stdout,
+        lifeline=lifeline,
     ).start()
 
 
 def start_runner(
-    env: Mapping[str, str], schedule_interval_s: float, stdout: IO[bytes] | int | None = None
+    env: Mapping[str, str],
+    schedule_interval_s: float,
+    stdout: IO[bytes] | int | None = None,
+    lifeline: Lifeline | None = None,
 ) -> ManagedProcess:
     return ManagedProcess(
         "runner",
@@ -55,14 +65,21 @@ def start_runner(
         env=env,
         cwd=str(REPO_ROOT),
         stdout=stdout,
+        lifeline=lifeline,
     ).start()
 
 
-def start_bridge(env: Mapping[str, str], stdout: IO[bytes] | int | None = None) -> ManagedProcess:
-    return ManagedProcess("bridge", python_module("feed_bridge"), env=env, cwd=str(REPO_ROOT), stdout=stdout).start()
+def start_bridge(
+    env: Mapping[str, str], stdout: IO[bytes] | int | None = None, lifeline: Lifeline | None = None
+) -> ManagedProcess:
+    return ManagedProcess(
+        "bridge", python_module("feed_bridge"), env=env, cwd=str(REPO_ROOT), stdout=stdout, lifeline=lifeline
+    ).start()
 
 
-def start_api(port: int, env: Mapping[str, str], stdout: IO[bytes] | int | None = None) -> ManagedProcess:
+def start_api(
+    port: int, env: Mapping[str, str], stdout: IO[bytes] | int | None = None, lifeline: Lifeline | None = None
+) -> ManagedProcess:
     # chalice local's server with the deployed API's authorizer behaviour
     # (both key headers, our 401 bodies): see devstack/api_server.py.
     return ManagedProcess(
@@ -73,6 +90,7 @@ def start_api(port: int, env: Mapping[str, str], stdout: IO[bytes] | int | None 
         # Any answer means it serves; the document needs no key (and logs no refusal).
         ready_url=f"http://{LOOPBACK}:{port}/openapi.json",
         stdout=stdout,
+        lifeline=lifeline,
     ).start()
 
 
@@ -132,8 +150,15 @@ def local_stack(
     overrides: Mapping[str, str] | None = None,
     log: IO[bytes] | None = None,
 ) -> Iterator[LocalStack]:
-    """Start everything, yield its handles, stop everything (reverse order) however the block ends."""
-    with running_emulator() as endpoint:
+    """Start everything, yield its handles, stop everything (reverse order) however the block ends.
+
+    Raises PortInUse, having started nothing, if a port it needs is taken: a
+    stale server there would answer the readiness probes. Should this process
+    die without stopping them (SIGKILL), the lifeline and the parent death
+    signal take every child and its workers down with it.
+    """
+    require_free_ports({"API": api_port, "exchange simulator": exchange_port, "execution feed": feed_port})
+    with lifeline() as line, running_emulator(line) as endpoint:
         exchange_url = f"http://{LOOPBACK}:{exchange_port}"
         feed_url = f"ws://{LOOPBACK}:{feed_port}/feed"
         env = {
@@ -169,10 +194,10 @@ def local_stack(
             endpoint, f"http://{LOOPBACK}:{api_port}", exchange_url, feed_url, env, resources, demo_key.plaintext
         )
         starters: list[Callable[[], ManagedProcess]] = [
-            lambda: start_exchange(exchange_port, feed_port, env, log),
-            lambda: start_bridge(env, log),
-            lambda: start_runner(env, schedule_interval_s, log),
-            lambda: start_api(api_port, env, log),
+            lambda: start_exchange(exchange_port, feed_port, env, log, line),
+            lambda: start_bridge(env, log, line),
+            lambda: start_runner(env, schedule_interval_s, log, line),
+            lambda: start_api(api_port, env, log, line),
         ]
         try:
             for start in starters:
@@ -196,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
         default=float(os.environ.get("LOCAL_SWEEP_INTERVAL_S", "10")),
         help="seconds between runs of the scheduled pending-order sweep (AWS: every minute)",
     )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=RUNNING_STACK_FILE,
+        help="where to say where the running stack is, for `python -m ops` (tests use their own)",
+    )
     args = parser.parse_args(argv)
 
     # Powertools' development mode: indented, readable log lines in the terminal.
@@ -204,9 +235,31 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
 
-    with local_stack(args.port, args.exchange_port, args.feed_port, args.sweep_interval) as stack:
-        RUNNING_STACK_FILE.parent.mkdir(exist_ok=True)
-        RUNNING_STACK_FILE.write_text(
+    try:
+        return serve(args.port, args.exchange_port, args.feed_port, args.sweep_interval, args.state_file, stopping)
+    except PortInUse as exc:
+        print(f"cannot start the local stack: {exc}", file=sys.stderr, flush=True)
+        print(
+            "stop that process, or choose other ports: --port/PORT, --exchange-port/EXCHANGE_PORT, "
+            "--feed-port/EXCHANGE_FEED_PORT",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
+
+
+def serve(
+    api_port: int,
+    exchange_port: int,
+    feed_port: int,
+    sweep_interval_s: float,
+    state_file: Path,
+    stopping: threading.Event,
+) -> int:
+    """Run the stack until stopping is set (0) or one of its processes exits (1)."""
+    with local_stack(api_port, exchange_port, feed_port, sweep_interval_s) as stack:
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(
             json.dumps(
                 {
                     "endpoint_url": stack.endpoint_url,
@@ -225,9 +278,9 @@ def main(argv: list[str] | None = None) -> int:
             dead = [p.name for p in stack.processes if not p.alive()]
             if dead:
                 print(f"stopping: {', '.join(dead)} exited", file=sys.stderr, flush=True)
-                RUNNING_STACK_FILE.unlink(missing_ok=True)
+                state_file.unlink(missing_ok=True)
                 return 1
-        RUNNING_STACK_FILE.unlink(missing_ok=True)
+        state_file.unlink(missing_ok=True)
     print("stopped", flush=True)
     return 0
 

@@ -6,11 +6,13 @@ import json
 import threading
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import boto3
-from botocore.config import Config
+import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from botocore.config import Config
 
 
 class QueueUnavailable(Exception):
@@ -93,12 +95,15 @@ class SqsQueue:
     def client(self) -> Any:
         # Created on first use so that importing the handler module does no
         # I/O; under a lock and from a session of its own, because the first
-        # use may come from several worker threads at once and boto3's
-        # default session is not thread-safe.
+        # use may come from several worker threads at once and a shared
+        # session is not thread-safe. The same botocore client boto3's
+        # client() would return, from botocore directly: PynamoDB imports
+        # botocore anyway, and boto3 (with s3transfer) would add its import
+        # to every sending function's cold start (bench/cold_start.py).
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
-                    self._client = boto3.session.Session().client("sqs", config=self._client_config)
+                    self._client = botocore.session.Session().create_client("sqs", config=self._client_config)
         return self._client
 
     @property

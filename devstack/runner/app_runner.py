@@ -24,6 +24,7 @@ from devstack.runner.destination import FailureDestination
 from devstack.runner.invocation import Invocation, LocalFunction
 from devstack.runner.kinesis import KinesisSource, KinesisStreamWorker
 from devstack.runner.options import RunnerOptions
+from devstack.runner.scaling import ScalingPolicy, ScalingSqsMapping, maximum_concurrency
 from devstack.runner.schedule import ScheduleFirer, schedule_period_s
 from devstack.runner.settings import EventSourcesError, MappingSettings
 from devstack.runner.sqs import BatchReport, SqsPoller, SqsSource
@@ -99,19 +100,7 @@ class Runner:
                     f"{source.name}: {', '.join(settings.stream_only_settings)} apply to stream sources only; "
                     "Lambda refuses them on an SQS event source mapping"
                 )
-            sqs_source = SqsSource.from_config(source, settings)
-            return [
-                SqsPoller(
-                    sqs_source,
-                    self.function(source.name),
-                    self._new_sqs_client(),
-                    self.region,
-                    name=f"sqs:{source.name}#{index}",
-                    poll_wait_s=opts.poll_wait_s,
-                    error_backoff_s=opts.error_backoff_s,
-                )
-                for index in range(opts.sqs_concurrency)
-            ]
+            return [self._sqs_mapping(SqsSource.from_config(source, settings))]
         if isinstance(source, KinesisEventConfig):
             kinesis_source = KinesisSource.from_config(source, settings)
             destination = None
@@ -141,6 +130,23 @@ class Runner:
         log.info("event source %s (%s) is not run locally", source.name, type(source).__name__)
         return []
 
+    def _sqs_mapping(self, source: SqsSource) -> ScalingSqsMapping:
+        function = self.function(source.name)
+        policy = ScalingPolicy(maximum_concurrency(source, self.options.max_sqs_concurrency))
+
+        def new_poller(index: int) -> SqsPoller:
+            return SqsPoller(
+                source,
+                function,
+                self._new_sqs_client(),
+                self.region,
+                name=f"sqs:{source.name}#{index}",
+                poll_wait_s=self.options.poll_wait_s,
+                error_backoff_s=self.options.error_backoff_s,
+            )
+
+        return ScalingSqsMapping(source, policy, new_poller)
+
     @property
     def workers(self) -> list[Worker]:
         """The workers of every event source; raises EventSourcesError for settings Lambda would refuse."""
@@ -160,9 +166,9 @@ class Runner:
 
     def run_once_sqs(self, source_name: str) -> BatchReport | None:
         """One receive-invoke-delete cycle of an SQS source, on the calling thread."""
-        poller = self.worker(source_name)
-        assert isinstance(poller, SqsPoller), f"{source_name} is not an SQS source"
-        return poller.poll_once()
+        mapping = self.worker(source_name)
+        assert isinstance(mapping, ScalingSqsMapping), f"{source_name} is not an SQS source"
+        return mapping.poll_once()
 
     def fire_schedule(self, source_name: str) -> Invocation:
         """Invoke a schedule handler once, now, on the calling thread."""

@@ -28,6 +28,8 @@ DESCRIPTION = (
     "Local stand-in for Lambda's event sources: feeds SQS messages, Kinesis records and schedules to a Chalice app."
 )
 SCHEDULE_INTERVAL_ENV = "RUNNER_SCHEDULE_INTERVAL_S"
+# Lets whoever starts the runner (the stack, a benchmark) cap the pollers for a small machine without a new flag.
+MAX_SQS_CONCURRENCY_ENV = "RUNNER_MAX_SQS_CONCURRENCY"
 
 
 def load_app(spec: str) -> Chalice:
@@ -44,7 +46,17 @@ def load_app(spec: str) -> Chalice:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devstack.runner", description=DESCRIPTION)
     parser.add_argument("--app", default="app:app", help="import spec of the Chalice app (default app:app)")
-    parser.add_argument("--sqs-concurrency", type=int, default=1, help="concurrent batches per SQS source")
+    env_cap = os.environ.get(MAX_SQS_CONCURRENCY_ENV)
+    parser.add_argument(
+        "--max-sqs-concurrency",
+        "--sqs-concurrency",  # its name before the pollers scaled; now the same cap
+        dest="max_sqs_concurrency",
+        type=int,
+        default=int(env_cap) if env_cap else None,
+        metavar="N",
+        help="at most N concurrent batches per SQS source (default: $RUNNER_MAX_SQS_CONCURRENCY, else the "
+        "mapping's maximum concurrency, else Lambda's 1,000); pollers scale between 1 and this with the backlog",
+    )
     env_interval = os.environ.get(SCHEDULE_INTERVAL_ENV)
     parser.add_argument(
         "--schedule-interval",
@@ -76,8 +88,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--log-level", default=os.environ.get("RUNNER_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
-    if args.sqs_concurrency < 1:
-        parser.error("--sqs-concurrency must be at least 1")
+    if args.max_sqs_concurrency is not None and args.max_sqs_concurrency < 1:
+        parser.error("--max-sqs-concurrency must be at least 1")
     if args.schedule_interval is not None and args.schedule_interval <= 0:
         parser.error("--schedule-interval must be positive")
     return args
@@ -113,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner = Runner(
             app,
             RunnerOptions(
-                sqs_concurrency=args.sqs_concurrency,
+                max_sqs_concurrency=args.max_sqs_concurrency,
                 schedule_interval_s=args.schedule_interval,
                 function_timeout_s=args.function_timeout,
                 stage=args.stage,

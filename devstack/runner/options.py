@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from devstack.lambda_context import DEFAULT_TIMEOUT_S
+from devstack.runner.sqs import DEFAULT_WAIT_S
 
 DEFAULT_CHECKPOINT_TABLE = "runner-checkpoints"
 DEFAULT_STACK_NAME = "brokerage-local"  # devstack/stack.py names the stack after RESOURCE_PREFIX, this by default
@@ -12,11 +13,11 @@ DEFAULT_STACK_NAME = "brokerage-local"  # devstack/stack.py names the stack afte
 
 @dataclass(frozen=True)
 class RunnerOptions:
-    sqs_concurrency: int = 1
+    max_sqs_concurrency: int | None = None  # caps each SQS mapping's maximum concurrency (small machines)
     schedule_interval_s: float | None = None
     function_timeout_s: float = DEFAULT_TIMEOUT_S
     stage: str = "dev"  # Chalice's default stage, so names match `chalice local` / `chalice deploy`
-    poll_wait_s: int = 1  # long-poll seconds: short, so that shutdown is prompt
+    poll_wait_s: int = DEFAULT_WAIT_S  # SQS long poll; a stop waits for it (devstack/runner/sqs.py says why)
     error_backoff_s: float = 1.0
     kinesis_idle_wait_s: float = 1.0  # Lambda polls a shard with nothing new about once a second
     shard_refresh_s: float = 5.0  # between ListShards calls that look for new shards

@@ -18,12 +18,34 @@ from chalice.app import Chalice, CloudWatchEvent, Rate, SQSEvent
 QUEUE_NAME = os.environ.get("RUNNER_FIXTURE_QUEUE", "runner-fixture-queue")
 TABLE_NAME = os.environ.get("RUNNER_FIXTURE_TABLE", "runner-fixture-observations")
 RUN_ID = os.environ.get("RUNNER_FIXTURE_RUN_ID", "default")
+# The mapping's ScalingConfig.MaximumConcurrency: the most batches the runner may run at once.
+MAXIMUM_CONCURRENCY = 3
 
 app = Chalice(app_name="runner-fixture")
 logger = Logger(service="runner-fixture")
 
 _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
+
+
+class RunningCount:
+    """Invocations of consume in progress in this process: one per concurrent batch the runner delivers."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def enter(self) -> int:
+        with self.lock:
+            self.count += 1
+            return self.count
+
+    def leave(self) -> None:
+        with self.lock:
+            self.count -= 1
+
+
+_running = RunningCount()
 
 
 def _client(service: str) -> Any:
@@ -57,12 +79,21 @@ def _context_facts(context: Any) -> dict[str, Any]:
     }
 
 
-@app.on_sqs_message(queue=QUEUE_NAME, batch_size=5)
+@app.on_sqs_message(queue=QUEUE_NAME, batch_size=5, maximum_concurrency=MAXIMUM_CONCURRENCY)
 def consume(event: SQSEvent) -> dict[str, Any]:
     """ok: succeeds; fail: reported failed, visible again at once; raise: fails the batch; sleep:S: slow ok."""
+    running = _running.enter()
+    try:
+        return _consume(event, running)
+    finally:
+        _running.leave()
+
+
+def _consume(event: SQSEvent, running: int) -> dict[str, Any]:
     records = event.to_dict()["Records"]
     facts = _context_facts(event.context)
-    record("batch", records=[{k: v for k, v in r.items() if k != "receiptHandle"} for r in records], **facts)
+    batch = [{k: v for k, v in r.items() if k != "receiptHandle"} for r in records]
+    record("batch", records=batch, running=running, **facts)
     sqs = _client("sqs")
     failures = []
     for item in records:

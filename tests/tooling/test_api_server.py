@@ -1,12 +1,16 @@
-"""The local API server (devstack/api_server.py) as a real process: the deployed authorizer's behaviour, emulated."""
+"""The local API server (devstack/api_server.py) as a real process: the deployed authorizer's behaviour, emulated,
+served over HTTP/1.1 keep-alive by worker processes that never outlive it."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +19,10 @@ import requests
 
 from chalicelib.adapters.api_keys import DynamoDBApiKeyRepository, api_key_record_class_for
 from chalicelib.entrypoints.auth import INVALID_KEY_MESSAGE, MISSING_KEY_MESSAGE, UNAVAILABLE_MESSAGE
+from chalicelib.entrypoints.request_models import MAX_BODY_BYTES
 from chalicelib.service.accounts import create_api_key, revoke_api_key
-from devstack.api_server import EMULATED_RESPONSES, load_gateway_responses
+from devstack.api_gateway import EMULATED_RESPONSES, load_gateway_responses
+from devstack.api_server import DEFAULT_WORKERS
 from devstack.processes import LOOPBACK, ManagedProcess, free_port, python_module
 
 pytestmark = pytest.mark.integration
@@ -207,10 +213,125 @@ def test_the_server_listens_on_loopback_only() -> None:
     assert "loopback" in completed.stderr
 
 
-def test_sigterm_stops_it_cleanly(adapter_stack: dict[str, str], tmp_path: Path) -> None:
+def live_members(group: int) -> list[int]:
+    """The processes of a process group that still run (a zombie has finished; only its parent may reap it)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def wait_until_gone(group: int, deadline_s: float = 30.0) -> list[int]:
+    """Poll until no process of the group runs, or the deadline passes; what still runs then."""
+    deadline = time.monotonic() + deadline_s
+    while (members := live_members(group)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return members
+
+
+def workers_of(process: ManagedProcess, expected: int = DEFAULT_WORKERS, deadline_s: float = 30.0) -> list[int]:
+    """The server's worker processes, once all expected have started (the first answers before the last forks)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        workers = [pid for pid in live_members(process.pid) if pid != process.pid]
+        if len(workers) >= expected or time.monotonic() > deadline:
+            return workers
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_stop_it_and_its_workers_cleanly(
+    adapter_stack: dict[str, str], tmp_path: Path, signum: int
+) -> None:
     env = {**os.environ, "API_KEYS_TABLE_NAME": adapter_stack["ApiKeysTableName"]}
     process, _ = start_server(env, tmp_path / "api.log")
     assert process.process is not None
-    process.process.terminate()
-    assert process.process.wait(timeout=10) == 0
-    process.stop()
+    try:
+        assert len(workers_of(process)) == DEFAULT_WORKERS
+        # To the server alone, not its group: it must stop its workers itself.
+        process.process.send_signal(signum)
+        assert process.process.wait(timeout=30) == 0
+        assert wait_until_gone(process.pid) == []
+    finally:
+        process.stop()
+
+
+def test_its_workers_exit_when_it_is_killed_outright(adapter_stack: dict[str, str], tmp_path: Path) -> None:
+    """SIGKILL gives the server no chance to stop its workers: they notice they were orphaned and exit."""
+    env = {**os.environ, "API_KEYS_TABLE_NAME": adapter_stack["ApiKeysTableName"]}
+    process, _ = start_server(env, tmp_path / "api.log")
+    assert process.process is not None
+    try:
+        workers = workers_of(process)
+        assert len(workers) == DEFAULT_WORKERS
+        process.process.kill()  # the server only: ManagedProcess.kill would take the whole group
+        process.process.wait()
+        assert wait_until_gone(process.pid) == []
+    finally:
+        process.stop()
+
+
+def test_two_requests_on_one_connection_are_both_answered(server: str) -> None:
+    host, port = server.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        statuses, sockets, versions = [], [], []
+        for _ in range(2):
+            connection.request("GET", "/open")
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+            versions.append(response.version)
+            assert connection.sock is not None
+            sockets.append(connection.sock.getsockname())
+        assert statuses == [200, 200]
+        assert versions == [11, 11]  # HTTP/1.1
+        assert sockets[0] == sockets[1]  # the same client socket: the server kept the connection open
+    finally:
+        connection.close()
+
+
+def test_64_simultaneous_connects_are_all_answered(server: str) -> None:
+    start = threading.Barrier(64)
+    answers: list[int | str] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        start.wait()
+        try:
+            answer: int | str = requests.get(f"{server}/open", timeout=60).status_code
+        except requests.RequestException as exc:  # a reset or refused connect would show here
+            answer = repr(exc)
+        with lock:
+            answers.append(answer)
+
+    clients = [threading.Thread(target=one) for _ in range(64)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    assert answers == [200] * 64
+
+
+def test_a_wrong_content_type_is_chalices_415(server: str, keys: DynamoDBApiKeyRepository) -> None:
+    key = create_api_key("acme", None, keys).plaintext
+    headers = {**bearer(key), "Content-Type": "text/plain"}
+    response = requests.post(f"{server}/bytes", data=b"abc", headers=headers, timeout=10)
+    assert response.status_code == 415, response.text
+    assert response.json() == {"Code": "UnsupportedMediaType", "Message": "Unsupported media type: text/plain"}
+
+
+def test_a_body_over_the_limit_reaches_the_app_whole_and_gets_its_413(server: str) -> None:
+    big = json.dumps({"padding": "x" * (MAX_BODY_BYTES + 1)})
+    response = requests.post(f"{server}/parsed", data=big, headers={"Content-Type": "application/json"}, timeout=10)
+    assert response.status_code == 413, response.text
+    assert str(MAX_BODY_BYTES) in response.json()["message"]
+    small = requests.post(f"{server}/parsed", json={"b": 1, "a": 2}, timeout=10)
+    assert (small.status_code, small.json()) == (200, {"keys": ["a", "b"]})

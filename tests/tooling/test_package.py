@@ -120,9 +120,9 @@ def test_the_venue_url_is_a_parameter_defaulting_to_the_stages_own(packaged: Pac
 
 
 def test_every_resource_name_the_app_reads_is_set_for_the_stage(packaged: Packaged) -> None:
-    from chalicelib.config import Settings
+    from chalicelib.config import setting_names
 
-    wanted = {name.upper() for name in Settings.model_fields if name.endswith("_name")}
+    wanted = {name.upper() for name in setting_names() if name.endswith("_name")}
     assert wanted <= set(stage_environment(packaged.stage))
 
 
@@ -152,6 +152,25 @@ def test_the_sqs_mapping_reports_batch_item_failures(packaged: Packaged) -> None
     properties = event["Properties"]
     assert properties["FunctionResponseTypes"] == REPORT_BATCH_ITEM_FAILURES
     assert EVENT_SOURCES["place_orders"]["function_response_types"] == REPORT_BATCH_ITEM_FAILURES
+
+
+def test_the_sqs_mapping_deploys_the_maximum_concurrency_the_local_runner_scales_to(packaged: Packaged) -> None:
+    # Chalice writes the decorator's value when it packages (not the stage's
+    # environment), so the template holds what the app built in this process holds.
+    from app import app as production_app
+    from devstack.runner.sqs import SqsSource
+
+    (config,) = [source for source in production_app.event_sources if source.name == "place_orders"]
+    maximum = SqsSource.from_config(config).maximum_concurrency
+    assert maximum is not None and 2 <= maximum <= 1000  # Lambda's bounds for ScalingConfig
+    _, event = event_of(packaged.template, "place_orders")
+    assert event["Properties"]["ScalingConfig"] == {"MaximumConcurrency": maximum}
+    (mapping,) = [
+        mapping
+        for mapping in packaged.expanded["Resources"].values()
+        if mapping["Type"] == "AWS::Lambda::EventSourceMapping" and "ScalingConfig" in mapping["Properties"]
+    ]
+    assert mapping["Properties"]["ScalingConfig"] == {"MaximumConcurrency": maximum}
 
 
 def test_the_kinesis_mapping_has_what_chalice_cannot_express(packaged: Packaged) -> None:

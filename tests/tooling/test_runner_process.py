@@ -18,6 +18,7 @@ import boto3
 import pytest
 
 from devstack.processes import ManagedProcess, python_module
+from tests.tooling.runner_fixture_app import MAXIMUM_CONCURRENCY
 from tests.tooling.runner_support import DEADLINE_S, REPO_ROOT, REPORT_FAILURES, RunningRunner, observed, wait_for
 
 pytestmark = pytest.mark.integration
@@ -278,3 +279,23 @@ def test_sigterm_lets_the_in_flight_batch_finish_and_exits_zero_leaving_no_proce
     assert queue_depth(sqs, queues.url) == 0, "the in-flight message was not deleted"
     assert started[0]["records"][0]["messageId"] == slow
     assert "runner stopped" in runner.log()
+
+
+def test_a_backlog_is_drained_by_concurrent_batches_never_more_than_the_mappings_maximum(
+    sqs: Any, observations_table: str, tmp_path: Path
+) -> None:
+    queues = make_queues(sqs)
+    # Slow batches, so a poller still holds its batch when the next full receive adds one more.
+    ids = send(sqs, queues.url, ["sleep:0.1"] * 60)
+    with runner_process(tmp_path, queues.name, observations_table) as runner:
+        wait_for(lambda: len(deliveries(observations_table, runner.run_id)) >= 60, "60 deliveries")
+        wait_for(lambda: queue_depth(sqs, queues.url) == 0, "an empty queue")
+        batches = observed(observations_table, runner.run_id, "batch")
+        log = runner.log()
+    seen = [message_id for message_id, _, _ in deliveries(observations_table, runner.run_id)]
+    assert sorted(seen) == sorted(ids), "a message was lost or delivered twice"
+    running = [batch["running"] for batch in batches]
+    assert max(running) > 1, f"never more than one batch at once: {running}"
+    assert max(running) <= MAXIMUM_CONCURRENCY, running
+    assert "concurrency 1 -> 2 after a full batch of 5" in log
+    assert f"-> {MAXIMUM_CONCURRENCY + 1}" not in log

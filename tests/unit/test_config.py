@@ -31,3 +31,32 @@ def test_a_bad_value_is_a_clear_error_naming_the_variable(
             get_settings()
     finally:
         get_settings.cache_clear()
+
+
+def test_keyword_values_are_parsed_and_bounded_like_the_environments() -> None:
+    settings = Settings(placement_max_attempts="5", exchange_timeout_s=2, max_limit_price="12.50")
+    assert (settings.placement_max_attempts, settings.exchange_timeout_s) == (5, 2.0)
+    assert str(settings.max_limit_price) == "12.50"
+    with pytest.raises(ValueError, match="PLACEMENT_BATCH_SIZE must be <= 10: 11"):
+        Settings(placement_batch_size=11)
+
+
+def test_every_bad_value_is_named_at_once() -> None:
+    with pytest.raises(ValueError, match="EXCHANGE_URL") as raised:
+        Settings(exchange_url="ftp://venue.example/", aws_max_attempts=0, placement_batch_size=2.5)
+    assert "AWS_MAX_ATTEMPTS must be >= 1" in str(raised.value)
+    assert "PLACEMENT_BATCH_SIZE: 2.5 is not a valid integer" in str(raised.value)
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "sNaN"])
+def test_not_a_number_is_no_number(value: str) -> None:
+    # NaN compares False with every bound, so only an explicit check refuses it.
+    with pytest.raises(ValueError, match="EXCHANGE_TIMEOUT_S"):
+        Settings(exchange_timeout_s=value)
+    with pytest.raises(ValueError, match="MAX_LIMIT_PRICE"):
+        Settings(max_limit_price=value)
+
+
+def test_an_unknown_setting_is_a_mistake() -> None:
+    with pytest.raises(TypeError, match="orders_tabel_name"):
+        Settings(orders_tabel_name="typo")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chalicelib.config import Settings
+from chalicelib.config import setting_names
 from chalicelib.stack_outputs import SETTING_OUTPUTS, MissingStackOutputs, settings_environment
 from ops.target import Target, configure_environment
 
@@ -39,9 +39,7 @@ def test_each_setting_takes_its_value_from_the_output_of_the_same_name() -> None
 
 def test_every_resource_name_setting_is_covered() -> None:
     names = {
-        field.upper()
-        for field in Settings.model_fields
-        if field.endswith(("_table_name", "_queue_name", "_stream_name"))
+        field.upper() for field in setting_names() if field.endswith(("_table_name", "_queue_name", "_stream_name"))
     }
     assert names <= set(SETTING_OUTPUTS)
 

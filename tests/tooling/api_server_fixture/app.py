@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from chalice.app import AuthRequest, AuthResponse, Chalice
+from chalice.app import AuthRequest, AuthResponse, Chalice, Response
 
 from chalicelib import bootstrap
 from chalicelib.entrypoints import auth
+from chalicelib.entrypoints.request_models import BadRequest, parse_json_object
 
 app = Chalice(app_name="api-server-fixture")
 
@@ -75,3 +76,15 @@ def refused() -> dict[str, Any]:
 @app.route("/broken", methods=["GET"], authorizer=broken_authorizer)
 def broken() -> dict[str, Any]:
     return _seen()
+
+
+@app.route("/parsed", methods=["POST"])
+def parsed() -> Response:
+    """Our body parsing as the order routes use it: 400, or 413 past the size limit."""
+    request = app.current_request
+    assert request is not None
+    try:
+        body = parse_json_object(request.raw_body)
+    except BadRequest as exc:
+        return Response({"message": str(exc)}, status_code=exc.status)
+    return Response({"keys": sorted(body)})

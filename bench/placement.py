@@ -1,0 +1,358 @@
+"""Placement from a backlog: the stack's runner draining it, beside the limit pollers x batch / exchange latency and
+the floor of the same per-order AWS calls made directly; POST -> placed latency at rest and under the backlog.
+
+The backlog is posted through the API while no runner polls; then a runner
+is started (the stack's own command) and timed until the queue is empty. The
+placement times come from the orders themselves (placed_at, read once at the
+end), so the measurement adds no load while the runner works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+import requests
+from botocore.config import Config
+
+from bench.common import CallCounter, percentile
+from bench.create import ORDER, drive
+from chalicelib import bootstrap
+from chalicelib.adapters.exchange import CancelOutcome, ExchangeAck
+from chalicelib.adapters.orders_table import DynamoDBOrderRepository
+from chalicelib.adapters.queue import placement_message
+from chalicelib.adapters.repository import StorageUnavailable
+from chalicelib.domain.model import Order, OrderTerms, OrderType, Side
+from chalicelib.service.placement import PlacementOutcome, place_order
+from devstack.processes import ManagedProcess
+from devstack.stack import LocalStack, start_runner
+
+PLACE_HANDLER = "place_orders"
+# The runner's log line per batch (devstack/runner/sqs.py) and its logging format (cli.py).
+_INVOKED = re.compile(
+    r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*invoked \S*place_orders records=(?P<records>\d+)"
+    r".* duration_ms=(?P<ms>\d+)"
+)
+# The sweep would re-send messages of orders waiting longer than its delay: kept out of a capacity measurement.
+NO_SWEEP_S = 3600.0
+
+
+@dataclass
+class Drain:
+    """Orders placed from a backlog: when the drain started and when each order was placed (epoch seconds)."""
+
+    label: str
+    orders: int
+    started: float
+    placed_at: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return max(self.placed_at.values()) - self.started if self.placed_at else float("nan")
+
+    @property
+    def rate(self) -> float:
+        return len(self.placed_at) / self.seconds if self.placed_at else 0.0
+
+    def curve(self) -> list[float]:
+        """Seconds from the start at which each order was placed, in order: the drain curve."""
+        return sorted(at - self.started for at in self.placed_at.values())
+
+
+def configure_exchange(stack: LocalStack, latency_s: float) -> None:
+    response = requests.post(
+        f"{stack.exchange_url}/admin/config", json={"failure_rate": 0.0, "latency_s": latency_s}, timeout=5
+    )
+    response.raise_for_status()
+
+
+def configured_concurrency() -> int | None:
+    """The placement handler's maximum_concurrency as the app declares it (Chalice's SQSEventConfig), if any."""
+    from app import app  # noqa: PLC0415 - reads its settings at import, after orders.py set the environment
+
+    for source in app.event_sources:
+        if source.name == PLACE_HANDLER:
+            value = getattr(source, "maximum_concurrency", None)
+            return int(value) if value else None
+    return None
+
+
+def observed_concurrency(runner_log: Path) -> int:
+    """Most placement batches in flight at once, from the runner's log (each line: end time and duration)."""
+    edges: list[tuple[float, int]] = []
+    for line in runner_log.read_text(errors="replace").splitlines():
+        match = _INVOKED.match(line)
+        if match:
+            ended = datetime.strptime(match["at"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            edges += [(ended - int(match["ms"]) / 1000, 1), (ended, -1)]
+    in_flight = most = 0
+    for _, step in sorted(edges):
+        in_flight += step
+        most = max(most, in_flight)
+    return most
+
+
+def post_orders(stack: LocalStack, count: int, clients: int) -> dict[str, float]:
+    """count orders through the API by concurrent clients: order id -> epoch seconds the POST started."""
+    posted: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def new_client() -> Any:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {stack.api_key}"
+
+        def post() -> None:
+            started = time.time()
+            response = session.post(f"{stack.api_url}/orders", json=ORDER, timeout=30)
+            response.raise_for_status()
+            with lock:
+                posted[response.json()["id"]] = started
+
+        return post
+
+    drive(new_client, count, clients, "backlog POSTs")
+    return posted
+
+
+def post_spaced(stack: LocalStack, count: int, gap_s: float) -> dict[str, float]:
+    """Orders posted one after another, gap_s apart: a trickle whose every order meets the queue as it is."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {stack.api_key}"
+    posted: dict[str, float] = {}
+    for _ in range(count):
+        started = time.time()
+        response = session.post(f"{stack.api_url}/orders", json=ORDER, timeout=30)
+        response.raise_for_status()
+        posted[response.json()["id"]] = started
+        time.sleep(gap_s)
+    return posted
+
+
+def wait_queue_empty(sqs: Any, queue_url: str, timeout_s: float) -> bool:
+    """Until no message is left, visible or in flight: one cheap call every half second (moto scans the queue)."""
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
+        if all(int(attributes.get(name, 0)) == 0 for name in names):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def placed_times(orders: DynamoDBOrderRepository, order_ids: list[str]) -> dict[str, float]:
+    found: dict[str, Order] = {}
+    for start in range(0, len(order_ids), 100):  # BatchGetItem takes 100 keys
+        found.update(orders.get_many(order_ids[start : start + 100]))
+    return {order_id: o.placed_at.timestamp() for order_id, o in found.items() if o.placed_at is not None}
+
+
+def restart_runner(stack: LocalStack, log: IO[bytes], log_path: Path) -> float:
+    """Replace the stack's runner by a fresh one logging to log_path; epoch seconds when it said it was ready."""
+    index = stack.processes.index(stack.process("runner"))
+    stack.processes[index].stop()
+    runner: ManagedProcess = start_runner(stack.env, schedule_interval_s=NO_SWEEP_S, stdout=log)
+    stack.processes[index] = runner
+    deadline = time.monotonic() + 60
+    while "runner ready" not in log_path.read_text(errors="replace"):
+        if time.monotonic() > deadline or not runner.alive():
+            raise RuntimeError(f"the runner did not start: see {log_path}")
+        time.sleep(0.02)
+    return time.time()
+
+
+def stop_runner(stack: LocalStack) -> None:
+    stack.process("runner").stop()
+
+
+@dataclass
+class PlacementFigures:
+    drain: Drain
+    floor: Drain
+    floor_calls: CallCounter
+    configured_pollers: int | None
+    observed_pollers: int
+    under_backlog: list[float]  # POST -> placed, seconds
+    at_rest: list[float]
+
+
+def to_placed(posted: dict[str, float], placed: dict[str, float]) -> list[float]:
+    return [placed[order_id] - started for order_id, started in posted.items() if order_id in placed]
+
+
+def drain_through_stack(stack: LocalStack, count: int, probes: int, log_dir: Path) -> tuple[Drain, list[float], int]:
+    """The stack's runner drains a backlog of count orders; probes posted meanwhile measure POST -> placed."""
+    sqs = boto3.session.Session().client("sqs", endpoint_url=stack.endpoint_url)
+    queue_url = sqs.get_queue_url(QueueName=stack.env["ORDERS_QUEUE_NAME"])["QueueUrl"]
+    orders = bootstrap.order_repository()
+    stop_runner(stack)
+    backlog = post_orders(stack, count, clients=16)
+    log_path = log_dir / "runner-drain.log"
+    with log_path.open("wb") as log:
+        drain = Drain("stack's runner", count, restart_runner(stack, log, log_path))
+        # Behind the whole backlog: what a user posting now waits.
+        probing = post_spaced(stack, probes, gap_s=0.2)
+        if not wait_queue_empty(sqs, queue_url, timeout_s=max(600.0, count)):
+            print("warning: the orders queue did not empty in time; figures cover what was placed")
+    placed = placed_times(orders, list(backlog) + list(probing))
+    drain.placed_at = {order_id: placed[order_id] for order_id in backlog if order_id in placed}
+    return drain, to_placed(probing, placed), observed_concurrency(log_path)
+
+
+def at_rest(stack: LocalStack, probes: int) -> list[float]:
+    """POST -> placed of orders posted one by one into an idle stack."""
+    sqs = boto3.session.Session().client("sqs", endpoint_url=stack.endpoint_url)
+    queue_url = sqs.get_queue_url(QueueName=stack.env["ORDERS_QUEUE_NAME"])["QueueUrl"]
+    posted = post_spaced(stack, probes, gap_s=0.3)
+    wait_queue_empty(sqs, queue_url, timeout_s=120)
+    return to_placed(posted, placed_times(bootstrap.order_repository(), list(posted)))
+
+
+class InstantExchange:
+    """An exchange that accepts at once: the floor measures the emulator, not the exchange's latency."""
+
+    def place(self, order: Order) -> ExchangeAck:
+        return ExchangeAck(exchange_order_id=f"X-{order.id}")
+
+    def cancel(self, order_id: str) -> CancelOutcome:
+        raise NotImplementedError("the floor only places")
+
+
+def fill_floor_queue(orders: DynamoDBOrderRepository, sqs: Any, queue_url: str, count: int) -> list[str]:
+    """count pending orders and their placement messages, as the API would have left them (not timed)."""
+    account = "bench-floor"
+    terms = OrderTerms(OrderType.LIMIT, Side.BUY, ORDER["instrument"], 10, None)  # type: ignore[arg-type]
+
+    def add(_: int) -> str:
+        now = datetime.now(UTC)
+        return orders.add(Order.create(account, terms, now), now + timedelta(hours=1)).id
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        ids = list(pool.map(add, range(count)))
+    for start in range(0, count, 10):
+        entries = [{"Id": str(i), "MessageBody": placement_message(o)} for i, o in enumerate(ids[start : start + 10])]
+        sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+    return ids
+
+
+def placement_floor(stack: LocalStack, count: int, pollers: int, batch_size: int) -> tuple[Drain, CallCounter]:
+    """The per-order calls of a placement made directly, pollers batches at a time, the exchange answering at once.
+
+    Per batch: ReceiveMessage, then per order (one thread each, as the handler
+    does) GetItem + the claim's UpdateItem + the outcome's UpdateItem through
+    the real place_order, then DeleteMessageBatch. Its own queue, filled with
+    the same count first, so it meets the same queue-size slowdown.
+    """
+    threads = pollers * batch_size
+    sqs = boto3.session.Session().client(
+        "sqs", endpoint_url=stack.endpoint_url, config=Config(max_pool_connections=max(10, threads))
+    )
+    queue_url = sqs.create_queue(QueueName="bench-place-floor", Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
+    # The runner's handler reaches DynamoDB through bootstrap's repository: so does the floor.
+    orders = bootstrap.order_repository()
+    fill_floor_queue(orders, sqs, queue_url, count)
+    dependencies = dataclasses.replace(bootstrap.bootstrap(), orders=orders, exchange=InstantExchange())
+    counter = CallCounter()
+    counter.attach(sqs)
+    counter.attach(orders.client)
+    drain = Drain("floor: same calls, direct", count, time.time())
+    done = threading.Lock()
+    handled = [0]
+    floor_errors = [0]
+    deadline = time.monotonic() + max(600.0, count)
+
+    def poller() -> None:
+        with ThreadPoolExecutor(max_workers=batch_size) as pool:
+            while handled[0] < count and time.monotonic() < deadline:
+                messages = sqs.receive_message(
+                    QueueUrl=queue_url, MaxNumberOfMessages=batch_size, WaitTimeSeconds=1, AttributeNames=["All"]
+                ).get("Messages", [])
+                if not messages:
+                    continue
+                results = list(pool.map(place_one, messages))
+                entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+                sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+                with done:
+                    handled[0] += len(messages)
+                    drain.placed_at.update((order_id, at) for order_id, at in results if order_id)
+
+    def place_one(message: dict[str, Any]) -> tuple[str | None, float]:
+        order_id = str(json.loads(message["Body"])["order_id"])
+        receive_count = int(message["Attributes"]["ApproximateReceiveCount"])
+        try:
+            result = place_order(order_id, receive_count, dependencies)
+        except StorageUnavailable:
+            # The emulator gave up under load: counted, and the order is lost to the floor's figure (not retried).
+            with done:
+                floor_errors[0] += 1
+            return None, time.time()
+        return (order_id if result.outcome is PlacementOutcome.PLACED else None), time.time()
+
+    workers = [threading.Thread(target=poller, name=f"floor-poller-{i}") for i in range(pollers)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if floor_errors[0]:
+        print(f"warning: {floor_errors[0]} floor placements failed on the emulator (StorageUnavailable)")
+    return drain, counter
+
+
+def measure_placement(
+    stack: LocalStack, count: int, probes: int, latency_s: float, batch_size: int, log_dir: Path
+) -> PlacementFigures:
+    configure_exchange(stack, latency_s)
+    drain, under_backlog, observed = drain_through_stack(stack, count, probes, log_dir)
+    resting = at_rest(stack, probes)
+    configured = configured_concurrency()
+    # The floor runs at the concurrency the runner reached: the same calls, as many at once.
+    floor, counter = placement_floor(stack, count, max(1, observed), batch_size)
+    return PlacementFigures(drain, floor, counter, configured, observed, under_backlog, resting)
+
+
+def placement_lines(figures: PlacementFigures, latency_s: float, batch_size: int) -> list[str]:
+    """The table row and the ratios the targets are about."""
+    pollers = max(figures.configured_pollers or 1, figures.observed_pollers)
+    limit = pollers * batch_size / latency_s
+    floor_rate = figures.floor.rate
+    bound = min(limit, floor_rate)
+    drain = figures.drain
+    calls = figures.floor_calls
+    per_op = ", ".join(f"{name} {calls.calls[name]} x {calls.mean_ms(name):.1f} ms" for name in sorted(calls.calls))
+    emulator_share = figures.floor.seconds / drain.seconds if drain.placed_at else float("nan")
+    return [
+        f"| {drain.orders} | {pollers} (configured {figures.configured_pollers or 'none'}, seen "
+        f"{figures.observed_pollers}) | {drain.rate:.1f} | {limit:.1f} | {floor_rate:.1f} | "
+        f"{drain.rate / bound:.2f} | {len(drain.placed_at)}/{drain.orders} |",
+        "",
+        f"- placed/s / min(limit, floor) = {drain.rate / bound:.2f} (target >= 0.8), "
+        f"placed/s = {drain.rate:.1f} (target >= 20 at {latency_s:.1f} s)",
+        f"- drain {drain.seconds:.1f} s; the floor's same calls took {figures.floor.seconds:.1f} s at the runner's "
+        f"concurrency ({max(1, figures.observed_pollers)} batches at once): "
+        f"the emulator alone accounts for {emulator_share:.0%} of the drain time",
+        f"- floor calls (count x mean duration): {per_op}",
+        f"- POST -> placed, at rest: p50 {percentile(figures.at_rest, 50):.2f} s, "
+        f"p99 {percentile(figures.at_rest, 99):.2f} s ({len(figures.at_rest)} orders)",
+        f"- POST -> placed, posted behind the backlog: p50 {percentile(figures.under_backlog, 50):.2f} s, "
+        f"p99 {percentile(figures.under_backlog, 99):.2f} s ({len(figures.under_backlog)} orders)",
+    ]
+
+
+PLACEMENT_HEADER = [
+    "| backlog | pollers | placed/s | limit: pollers x batch / latency | floor: same calls direct, placed/s "
+    "| ratio to min | placed |",
+    "|---|---|---|---|---|---|---|",
+]
