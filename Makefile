@@ -32,6 +32,8 @@ bench: setup
 	$(BIN)/python -m bench.orders
 	$(BIN)/python -m bench.executions
 	$(BIN)/python -m bench.calls
+	$(BIN)/python -m bench.idle_polling --seconds 10
+	$(BIN)/python -m bench.capacity
 
 unit: setup
 	$(BIN)/python -m pytest tests/unit

@@ -1,5 +1,10 @@
 """AWS API calls per order (create, place, apply one execution) beside the design's minimum, their mean durations,
-and cost per million."""
+and cost per million.
+
+The per-step figures also go to build/bench/calls.json (bench.capacity's
+MEASURED_PATH, in the shape it reads), so `python -m bench.capacity` models
+from the latest run.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,14 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from chalice.test import Client
 
+from bench.capacity import MEASURED_PATH
 from bench.common import CallCounter, Stopwatch, bench_stack, execution_reports_event, markdown_table
 from chalicelib import bootstrap
 from chalicelib.service.accounts import create_api_key
@@ -211,9 +218,16 @@ def print_costs(per_order: dict[str, StepFigures]) -> None:
     )
 
 
+def write_measured(per_order: dict[str, StepFigures], path: Path) -> None:
+    """The steps' figures as JSON: {step: {"calls", "seconds", "detail", "mean_ms"}}, the keys bench.capacity reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({step: asdict(figures) for step, figures in per_order.items()}, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=50)
+    parser.add_argument("--json", type=Path, default=MEASURED_PATH, help="where the per-step figures are written")
     args = parser.parse_args(argv)
 
     exchange_port, feed_port = free_port(), free_port()
@@ -239,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         per_order["apply one execution"] = measure_apply(counter, app, order_ids, outputs["ExecutionsStreamArn"])
         print_calls(per_order, args.orders)
         print_costs(per_order)
+        write_measured(per_order, args.json)
+        print(f"\nper-step figures: {args.json} (read by `python -m bench.capacity`)")
     return 0
 
 

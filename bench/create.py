@@ -5,11 +5,15 @@ the server allows it); all clients wait at a barrier before their first
 request, so at 64 clients the server meets 64 simultaneous connects. The
 floor makes what every create must make, with our adapters, at the same
 concurrency against the same emulator: the API key's GetItem, the
-conditional PutItem of the order and the placement's SendMessage.
+conditional PutItem of the order and the placement's SendMessage. Its clients
+have bootstrap's timeouts and retries and a connection pool per client thread
+(botocore's default of 10 would make every call past the 10th thread open a
+connection of its own), in FLOOR_PROCESSES processes: see floor_result.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 import threading
 import time
@@ -19,13 +23,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
+import botocore.session
 import requests
+from botocore.config import Config
 from tqdm import tqdm
 
 from bench.common import percentile
 from chalicelib import bootstrap
+from chalicelib.adapters.api_keys import DynamoDBApiKeyRepository, api_key_record_class_for
+from chalicelib.adapters.orders_table import DynamoDBOrderRepository, order_record_class_for
 from chalicelib.adapters.queue import SqsOrdersQueue
+from chalicelib.config import get_settings
 from chalicelib.domain.model import Order, OrderTerms, OrderType, Side
 from chalicelib.service.accounts import authenticate
 from devstack.emulator import emulator_client
@@ -35,6 +43,11 @@ from devstack.stack import LocalStack, start_api
 ORDER = {"type": "limit", "side": "buy", "instrument": "US0378331005", "quantity": 10, "limit_price": 101.25}
 API_LABEL = "POST /orders via the stack's API"
 FLOOR_LABEL = "floor: GetItem + PutItem + SendMessage"
+# The API runs 2 gunicorn workers: a floor in one Python process with 64
+# client threads would measure that process's GIL as much as the emulator.
+# Measured (`python -m bench.orders --scenarios create --levels 16,64
+# --floor-processes 1` against the default 2), see the report of this change.
+FLOOR_PROCESSES = 2
 
 # One call of one client: raises on anything but success.
 ClientCall = Callable[[], None]
@@ -76,13 +89,23 @@ def error_kind(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def drive(new_client: Callable[[], ClientCall], count: int, clients: int, label: str) -> LoadResult:
-    """count calls shared by `clients` client threads, each with its own client made by new_client()."""
+def drive(
+    new_client: Callable[[], ClientCall],
+    count: int,
+    clients: int,
+    label: str,
+    all_ready: Callable[[], None] | None = None,
+) -> LoadResult:
+    """count calls shared by `clients` client threads, each with its own client made by new_client().
+
+    all_ready, if given, runs once every client is built and before any starts
+    (e.g. to wait for the other processes of the same measurement).
+    """
     result = LoadResult(label, clients)
     lock = threading.Lock()
     remaining = [count]
     # Every client connects at the same moment: what a burst of users does to the listen backlog.
-    barrier = threading.Barrier(clients + 1)
+    barrier = threading.Barrier(clients + 1, action=all_ready)
     progress = tqdm(total=count, desc=f"{label} x{clients}", unit="req", file=sys.stderr, leave=False)
 
     def take_one() -> bool:
@@ -136,15 +159,27 @@ def api_client(api_url: str, api_key: str) -> Callable[[], ClientCall]:
     return new_client
 
 
-def floor_client(queue_name: str, api_key: str) -> Callable[[], ClientCall]:
+def pooled(record_class: type, pool: int) -> type:
+    """The same PynamoDB record class with a connection pool of `pool` (PynamoDB's default is 10)."""
+    meta = type("Meta", (record_class.Meta,), {"max_pool_connections": pool})  # type: ignore[attr-defined]
+    return type(f"Pooled{record_class.__name__}", (record_class,), {"Meta": meta})
+
+
+def floor_client(queue_name: str, api_key: str, pool: int) -> Callable[[], ClientCall]:
     """What every create must do at least: read the caller's key, write the order, send its message.
 
-    Through the adapters as bootstrap builds them for the API's handler (the
-    same clients and connection pools), shared by the client threads as the
-    API process shares them between its requests.
+    Through our adapters with bootstrap's timeouts and retries (its builders'
+    settings), shared by the client threads as the API process shares its
+    clients between requests, but with a connection per thread (pool): the
+    floor is the emulator's capacity, not a connection pool's.
     """
-    keys, orders = bootstrap.api_key_repository(), bootstrap.order_repository()
-    queue = SqsOrdersQueue(queue_name, sqs_client=boto3.session.Session().client("sqs"))
+    settings = get_settings()
+    # bootstrap's own settings for the clients it builds, plus a pool as large as the threads.
+    connection = bootstrap._dynamodb_connection(settings)
+    keys = DynamoDBApiKeyRepository(pooled(api_key_record_class_for(settings.api_keys_table_name, **connection), pool))
+    orders = DynamoDBOrderRepository(pooled(order_record_class_for(settings.orders_table_name, **connection), pool))
+    config = bootstrap._aws_client_config(settings).merge(Config(max_pool_connections=pool))
+    queue = SqsOrdersQueue(queue_name, sqs_client=botocore.session.Session().create_client("sqs", config=config))
     terms = OrderTerms(OrderType.LIMIT, Side.BUY, ORDER["instrument"], 10, None)  # type: ignore[arg-type]
 
     def create() -> None:
@@ -156,7 +191,55 @@ def floor_client(queue_name: str, api_key: str) -> Callable[[], ClientCall]:
     return lambda: create
 
 
-def measure_level(stack: LocalStack, clients: int, count: int, log: Any) -> tuple[LoadResult, LoadResult]:
+def _floor_share(queue_name: str, api_key: str, count: int, clients: int, start: Any, results: Any) -> None:
+    """One process's share of the floor: its clients wait for every process's clients, then run."""
+    result = drive(floor_client(queue_name, api_key, max(10, clients)), count, clients, "floor", start.wait)
+    results.put(result)
+
+
+def share_of(total: int, parts: int, index: int) -> int:
+    """The index-th of `parts` near-equal shares of total (the first ones take the remainder)."""
+    return total // parts + (index < total % parts)
+
+
+def floor_result(queue_name: str, api_key: str, count: int, clients: int, processes: int) -> LoadResult:
+    """The floor's calls by `clients` threads spread over `processes` processes started together.
+
+    Spawned (not forked: this process holds threads and clients); each builds
+    its clients, then all start at once; the rate is every call over the
+    slowest process's time.
+    """
+    processes = max(1, min(processes, clients))
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(processes + 1), context.Queue()
+    workers = [
+        context.Process(
+            target=_floor_share,
+            args=(queue_name, api_key, share_of(count, processes, i), share_of(clients, processes, i), start, results),
+        )
+        for i in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        start.wait(timeout=120)
+        shares = [results.get(timeout=max(600.0, count)) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+    merged = LoadResult(FLOOR_LABEL, clients, seconds=max(share.seconds for share in shares))
+    for share in shares:
+        merged.latencies += share.latencies
+        merged.errors.update(share.errors)
+    return merged
+
+
+def measure_level(
+    stack: LocalStack, clients: int, count: int, log: Any, floor_processes: int = FLOOR_PROCESSES
+) -> tuple[LoadResult, LoadResult]:
     """One concurrency level: the API, then the floor, each sending to an empty queue of its own.
 
     Own queues because moto's SQS slows down as a queue fills (STACK_NOTES):
@@ -170,8 +253,11 @@ def measure_level(stack: LocalStack, clients: int, count: int, log: Any) -> tupl
     port = free_port()
     with start_api(port, {**stack.env, "ORDERS_QUEUE_NAME": api_queue}, log):
         api = drive(api_client(f"http://127.0.0.1:{port}", stack.api_key), count, clients, "API")
-    floor = drive(floor_client(floor_queue, stack.api_key), count, clients, "floor")
+    floor = floor_result(floor_queue, stack.api_key, count, clients, floor_processes)
     api.label, floor.label = API_LABEL, FLOOR_LABEL
+    # Their orders stay pending in the table (no runner polls these queues; the sweep is held off by orders.py).
+    for name in (api_queue, floor_queue):
+        sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"])
     return api, floor
 
 

@@ -25,15 +25,18 @@ import requests
 from botocore.config import Config
 
 from bench.common import CallCounter, percentile
-from bench.create import ORDER, drive
+from bench.create import ORDER, drive, pooled
 from chalicelib import bootstrap
 from chalicelib.adapters.exchange import CancelOutcome, ExchangeAck
-from chalicelib.adapters.orders_table import DynamoDBOrderRepository
+from chalicelib.adapters.orders_table import DynamoDBOrderRepository, order_record_class_for
 from chalicelib.adapters.queue import placement_message
 from chalicelib.adapters.repository import StorageUnavailable
+from chalicelib.config import get_settings
 from chalicelib.domain.model import Order, OrderTerms, OrderType, Side
 from chalicelib.service.placement import PlacementOutcome, place_order
 from devstack.processes import ManagedProcess
+from devstack.runner.cli import MAX_SQS_CONCURRENCY_ENV
+from devstack.runner.scaling import LAMBDA_SQS_MAX_CONCURRENT_BATCHES
 from devstack.stack import LocalStack, start_runner
 
 PLACE_HANDLER = "place_orders"
@@ -75,15 +78,21 @@ def configure_exchange(stack: LocalStack, latency_s: float) -> None:
     response.raise_for_status()
 
 
-def configured_concurrency() -> int | None:
-    """The placement handler's maximum_concurrency as the app declares it (Chalice's SQSEventConfig), if any."""
+def configured_concurrency(runner_env: dict[str, str]) -> int:
+    """The most placement batches the runner was allowed at once: as it computes it (devstack/runner/scaling.py).
+
+    The mapping's maximum_concurrency as the app declares it (Lambda's 1,000
+    if none), lowered to the runner's cap ($RUNNER_MAX_SQS_CONCURRENCY) if set.
+    """
     from app import app  # noqa: PLC0415 - reads its settings at import, after orders.py set the environment
 
-    for source in app.event_sources:
-        if source.name == PLACE_HANDLER:
-            value = getattr(source, "maximum_concurrency", None)
-            return int(value) if value else None
-    return None
+    declared = next(
+        (getattr(source, "maximum_concurrency", None) for source in app.event_sources if source.name == PLACE_HANDLER),
+        None,
+    )
+    maximum = int(declared) if declared else LAMBDA_SQS_MAX_CONCURRENT_BATCHES
+    cap = runner_env.get(MAX_SQS_CONCURRENCY_ENV)
+    return max(1, min(maximum, int(cap))) if cap else maximum
 
 
 def observed_concurrency(runner_log: Path) -> int:
@@ -183,8 +192,8 @@ class PlacementFigures:
     drain: Drain
     floor: Drain
     floor_calls: CallCounter
-    configured_pollers: int | None
-    observed_pollers: int
+    configured_pollers: int  # the runner's maximum concurrency: the limit's and the floor's
+    observed_pollers: int  # the most batches the runner had in flight at once
     under_backlog: list[float]  # POST -> placed, seconds
     at_rest: list[float]
 
@@ -199,6 +208,10 @@ def drain_through_stack(stack: LocalStack, count: int, probes: int, log_dir: Pat
     queue_url = sqs.get_queue_url(QueueName=stack.env["ORDERS_QUEUE_NAME"])["QueueUrl"]
     orders = bootstrap.order_repository()
     stop_runner(stack)
+    # Only the backlog's messages: nothing left from earlier scenarios (moto's PurgeQueue has no 60 s wait).
+    sqs.purge_queue(QueueUrl=queue_url)
+    if not wait_queue_empty(sqs, queue_url, timeout_s=30):
+        raise RuntimeError("the orders queue is not empty before the backlog is posted")
     backlog = post_orders(stack, count, clients=16)
     log_path = log_dir / "runner-drain.log"
     with log_path.open("wb") as log:
@@ -261,8 +274,10 @@ def placement_floor(stack: LocalStack, count: int, pollers: int, batch_size: int
         "sqs", endpoint_url=stack.endpoint_url, config=Config(max_pool_connections=max(10, threads))
     )
     queue_url = sqs.create_queue(QueueName="bench-place-floor", Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
-    # The runner's handler reaches DynamoDB through bootstrap's repository: so does the floor.
-    orders = bootstrap.order_repository()
+    # bootstrap's repository settings, with a connection per thread: the floor is the emulator's, not a pool's.
+    settings = get_settings()
+    records = order_record_class_for(settings.orders_table_name, **bootstrap._dynamodb_connection(settings))
+    orders = DynamoDBOrderRepository(pooled(records, max(10, threads)))
     fill_floor_queue(orders, sqs, queue_url, count)
     dependencies = dataclasses.replace(bootstrap.bootstrap(), orders=orders, exchange=InstantExchange())
     counter = CallCounter()
@@ -317,15 +332,16 @@ def measure_placement(
     configure_exchange(stack, latency_s)
     drain, under_backlog, observed = drain_through_stack(stack, count, probes, log_dir)
     resting = at_rest(stack, probes)
-    configured = configured_concurrency()
-    # The floor runs at the concurrency the runner reached: the same calls, as many at once.
-    floor, counter = placement_floor(stack, count, max(1, observed), batch_size)
+    configured = configured_concurrency(stack.env)
+    # The floor runs at the runner's maximum concurrency, as the limit does: a runner that
+    # scales poorly must not lower its own bar by reaching fewer batches at once.
+    floor, counter = placement_floor(stack, count, configured, batch_size)
     return PlacementFigures(drain, floor, counter, configured, observed, under_backlog, resting)
 
 
 def placement_lines(figures: PlacementFigures, latency_s: float, batch_size: int) -> list[str]:
     """The table row and the ratios the targets are about."""
-    pollers = max(figures.configured_pollers or 1, figures.observed_pollers)
+    pollers = figures.configured_pollers
     limit = pollers * batch_size / latency_s
     floor_rate = figures.floor.rate
     bound = min(limit, floor_rate)
@@ -334,14 +350,14 @@ def placement_lines(figures: PlacementFigures, latency_s: float, batch_size: int
     per_op = ", ".join(f"{name} {calls.calls[name]} x {calls.mean_ms(name):.1f} ms" for name in sorted(calls.calls))
     emulator_share = figures.floor.seconds / drain.seconds if drain.placed_at else float("nan")
     return [
-        f"| {drain.orders} | {pollers} (configured {figures.configured_pollers or 'none'}, seen "
-        f"{figures.observed_pollers}) | {drain.rate:.1f} | {limit:.1f} | {floor_rate:.1f} | "
+        f"| {drain.orders} | {pollers} configured, {figures.observed_pollers} reached | {drain.rate:.1f} | "
+        f"{limit:.1f} | {floor_rate:.1f} | "
         f"{drain.rate / bound:.2f} | {len(drain.placed_at)}/{drain.orders} |",
         "",
         f"- placed/s / min(limit, floor) = {drain.rate / bound:.2f} (target >= 0.8), "
         f"placed/s = {drain.rate:.1f} (target >= 20 at {latency_s:.1f} s)",
         f"- drain {drain.seconds:.1f} s; the floor's same calls took {figures.floor.seconds:.1f} s at the runner's "
-        f"concurrency ({max(1, figures.observed_pollers)} batches at once): "
+        f"configured concurrency ({pollers} batches at once; the runner reached {figures.observed_pollers}): "
         f"the emulator alone accounts for {emulator_share:.0%} of the drain time",
         f"- floor calls (count x mean duration): {per_op}",
         f"- POST -> placed, at rest: p50 {percentile(figures.at_rest, 50):.2f} s, "

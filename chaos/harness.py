@@ -160,7 +160,10 @@ class StackSpec:
 def start_runner(
     env: Mapping[str, str], schedule_interval_s: float, concurrency: int, log: IO[bytes]
 ) -> ManagedProcess:
-    """devstack's runner with several SQS pollers: one poller cannot keep up with thousands of orders."""
+    """devstack's runner with up to `concurrency` concurrent SQS batches, scaling with the backlog.
+
+    One batch at a time cannot keep up with thousands of orders.
+    """
     argv = python_module(
         "devstack.runner",
         *("--app", "app:app", "--stage", "local"),
@@ -300,7 +303,7 @@ def chaos_stack(spec: StackSpec) -> Iterator[ChaosStack]:
             emulator_client("sqs", moto_url).set_queue_attributes(
                 QueueUrl=chaos.queue_url, Attributes={"VisibilityTimeout": str(spec.visibility_timeout_s)}
             )
-        # The stack's runner has one SQS poller; swap it for one with the scenario's.
+        # Swap the stack's runner for one capped at the scenario's SQS concurrency.
         chaos.runner.stop()
         chaos.start_runner()
         yield chaos

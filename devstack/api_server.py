@@ -42,8 +42,11 @@ LISTEN_BACKLOG = 2048
 # waits on the emulator. More of either only adds contention here.
 DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 8
-# Longer than any request may take (the API function's Lambda timeout is 10 s):
-# past it gunicorn restarts a stuck worker, as Lambda would time the call out.
+# How long a worker may go without reporting to the arbiter before it is
+# restarted. A gthread worker's main loop reports every second whatever its
+# request threads do, so this catches a wedged worker process, not a slow
+# request: the API function's 10 s Lambda timeout is not emulated locally (a
+# request that hangs holds one of the worker's threads until it returns).
 WORKER_TIMEOUT_S = 30
 # How long a stop waits for requests in progress; below ManagedProcess.stop's 10 s grace.
 GRACEFUL_STOP_S = 5

@@ -6,7 +6,7 @@ and the endpoint from the environment only. So that `chalice local` (or any
 tool) reaches that stack's emulator and tables:
 
     eval "$(.venv/bin/python -m devstack.running_env)"     # exports, for this shell
-    .venv/bin/python -m devstack.running_env -- .venv/bin/chalice local --port 8010   # or for one command
+    .venv/bin/python -m devstack.running_env -- .venv/bin/chalice local --stage local --port 8010   # or for one command
 """
 
 from __future__ import annotations

@@ -80,8 +80,8 @@ def start_bridge(
 def start_api(
     port: int, env: Mapping[str, str], stdout: IO[bytes] | int | None = None, lifeline: Lifeline | None = None
 ) -> ManagedProcess:
-    # chalice local's server with the deployed API's authorizer behaviour
-    # (both key headers, our 401 bodies): see devstack/api_server.py.
+    # Our app behind the emulated API Gateway (the deployed authorizer's
+    # behaviour: both key headers, our 401 bodies), served by gunicorn: see devstack/api_server.py.
     return ManagedProcess(
         "api",
         python_module("devstack.api_server", "--host", LOOPBACK, "--port", str(port), "--stage", "local"),
@@ -229,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    # Powertools' development mode: indented, readable log lines in the terminal.
-    os.environ.setdefault("POWERTOOLS_DEV", "true")
+    # Log lines stay one JSON line each, as CloudWatch shows them and as `make bench` measures the
+    # stack: Powertools' development mode (POWERTOOLS_DEV=true, opt-in) indents each into ~11
+    # terminal lines and costs ~25 us more per line (60 against 36 us, measured with its Logger).
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())

@@ -33,6 +33,9 @@ from devstack.runner.worker import Worker
 # One logger for the whole runner, as before it was a package: log filters and lines stay the same.
 log = logging.getLogger("devstack.runner")
 
+DEFAULT_POOL_CONNECTIONS = 10  # botocore's own default
+SPARE_POOL_CONNECTIONS = 4  # beyond one per SQS poller: the odd call made while every poller long-polls
+
 
 class Runner:
     """Runs a Chalice app's SQS, Kinesis and schedule handlers the way Lambda's event sources would."""
@@ -57,7 +60,7 @@ class Runner:
         self._workers: list[Worker] | None = None
         self._checkpoints: CheckpointStore | None = None
 
-    def _client(self, service: str) -> Any:
+    def _client(self, service: str, max_pool_connections: int = DEFAULT_POOL_CONNECTIONS) -> Any:
         injected = self._clients.get(service)
         if injected is not None:
             return injected
@@ -70,11 +73,9 @@ class Runner:
                 connect_timeout=2,
                 read_timeout=self.options.poll_wait_s + 10,
                 retries={"max_attempts": 2, "mode": "standard"},
+                max_pool_connections=max_pool_connections,
             ),
         )
-
-    def _new_sqs_client(self) -> Any:
-        return self._client("sqs")
 
     @property
     def checkpoints(self) -> CheckpointStore:
@@ -133,12 +134,16 @@ class Runner:
     def _sqs_mapping(self, source: SqsSource) -> ScalingSqsMapping:
         function = self.function(source.name)
         policy = ScalingPolicy(maximum_concurrency(source, self.options.max_sqs_concurrency))
+        # One client for all the mapping's pollers, built now: adding a poller happens under the pool's
+        # lock while a full batch waits, and a client costs ~100 ms to build. A connection per poller
+        # (each holds one through its long poll) and a few spare, so none waits for the pool.
+        sqs_client = self._client("sqs", max_pool_connections=policy.maximum + SPARE_POOL_CONNECTIONS)
 
         def new_poller(index: int) -> SqsPoller:
             return SqsPoller(
                 source,
                 function,
-                self._new_sqs_client(),
+                sqs_client,
                 self.region,
                 name=f"sqs:{source.name}#{index}",
                 poll_wait_s=self.options.poll_wait_s,

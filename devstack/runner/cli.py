@@ -9,9 +9,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from chalice.app import Chalice
 
@@ -30,6 +31,7 @@ DESCRIPTION = (
 SCHEDULE_INTERVAL_ENV = "RUNNER_SCHEDULE_INTERVAL_S"
 # Lets whoever starts the runner (the stack, a benchmark) cap the pollers for a small machine without a new flag.
 MAX_SQS_CONCURRENCY_ENV = "RUNNER_MAX_SQS_CONCURRENCY"
+N = TypeVar("N", int, float)
 
 
 def load_app(spec: str) -> Chalice:
@@ -43,25 +45,25 @@ def load_app(spec: str) -> Chalice:
     return app
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = None) -> argparse.Namespace:
+    """The command line, with defaults from `environ` (the process's environment unless given)."""
+    env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(prog="python -m devstack.runner", description=DESCRIPTION)
     parser.add_argument("--app", default="app:app", help="import spec of the Chalice app (default app:app)")
-    env_cap = os.environ.get(MAX_SQS_CONCURRENCY_ENV)
     parser.add_argument(
         "--max-sqs-concurrency",
         "--sqs-concurrency",  # its name before the pollers scaled; now the same cap
         dest="max_sqs_concurrency",
         type=int,
-        default=int(env_cap) if env_cap else None,
+        default=None,  # then from the environment, checked below so that an error names the variable
         metavar="N",
         help="at most N concurrent batches per SQS source (default: $RUNNER_MAX_SQS_CONCURRENCY, else the "
         "mapping's maximum concurrency, else Lambda's 1,000); pollers scale between 1 and this with the backlog",
     )
-    env_interval = os.environ.get(SCHEDULE_INTERVAL_ENV)
     parser.add_argument(
         "--schedule-interval",
         type=float,
-        default=float(env_interval) if env_interval else None,
+        default=None,  # then from the environment, checked below so that an error names the variable
         help=f"seconds between firings of every schedule (default: from the expression, or ${SCHEDULE_INTERVAL_ENV})",
     )
     parser.add_argument("--function-timeout", type=float, default=DEFAULT_TIMEOUT_S, help="Lambda timeout, seconds")
@@ -76,7 +78,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--stack-name",
-        default=os.environ.get("RESOURCE_PREFIX", DEFAULT_STACK_NAME),
+        default=env.get("RESOURCE_PREFIX", DEFAULT_STACK_NAME),
         help="CloudFormation stack whose outputs name on-failure destinations (default $RESOURCE_PREFIX or "
         f"{DEFAULT_STACK_NAME})",
     )
@@ -86,13 +88,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="DynamoDB table on the emulator holding Kinesis checkpoints, created if missing "
         f"(default {DEFAULT_CHECKPOINT_TABLE})",
     )
-    parser.add_argument("--log-level", default=os.environ.get("RUNNER_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=env.get("RUNNER_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
-    if args.max_sqs_concurrency is not None and args.max_sqs_concurrency < 1:
-        parser.error("--max-sqs-concurrency must be at least 1")
-    if args.schedule_interval is not None and args.schedule_interval <= 0:
-        parser.error("--schedule-interval must be positive")
+    if args.max_sqs_concurrency is not None:
+        if args.max_sqs_concurrency < 1:
+            parser.error("--max-sqs-concurrency must be at least 1")
+    else:
+        args.max_sqs_concurrency = _from_environment(parser, env, MAX_SQS_CONCURRENCY_ENV, int, "a whole number >= 1")
+    if args.schedule_interval is not None:
+        if args.schedule_interval <= 0:
+            parser.error("--schedule-interval must be positive")
+    else:
+        args.schedule_interval = _from_environment(parser, env, SCHEDULE_INTERVAL_ENV, float, "a number of seconds > 0")
     return args
+
+
+def _from_environment(
+    parser: argparse.ArgumentParser, env: Mapping[str, str], name: str, convert: Callable[[str], N], wanted: str
+) -> N | None:
+    """A positive number from the environment variable `name`, None if unset; anything else is a usage error."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = convert(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        parser.error(f"${name} must be {wanted}, not {text!r}")  # exits with status 2
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

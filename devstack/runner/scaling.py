@@ -66,12 +66,17 @@ class ScalingSqsMapping(Worker):
     Has no thread of its own: the pollers report each receive, and the one
     whose receive tipped the count adds a poller or retires itself. A poller
     that came back empty is the one to go, so nothing it holds is abandoned.
+    A poller that could not be added is logged and skipped: the receive that
+    asked for it goes on to invoke its messages (they must not wait out their
+    visibility timeout and lose a receive to a scaling failure).
     """
 
     def __init__(self, source: SqsSource, policy: ScalingPolicy, new_poller: Callable[[int], SqsPoller]) -> None:
         super().__init__(f"sqs:{source.name}", source.name)
         self.source = source
         self.policy = policy
+        # Must be cheap (no client built here): it runs under the pool's lock, on the thread of a
+        # poller that holds a full batch it has not invoked yet.
         self.new_poller = new_poller
         self.full_batch = full_batch_size(source)
         self.concurrency = policy.minimum
@@ -83,19 +88,40 @@ class ScalingSqsMapping(Worker):
 
     def start(self) -> None:
         with self._lock:
-            while len(self.pollers) < self.concurrency:
-                self._add_poller()
+            added = self._add_pollers()
+        self._start_pollers(added)
 
-    def _add_poller(self) -> None:
-        poller = self.new_poller(self._next_index)
-        self._next_index += 1
-        poller.on_receive = self.observe
-        self.pollers.append(poller)
+    def _add_pollers(self) -> list[SqsPoller]:
+        """Under the lock: the pollers that bring the pool up to the current concurrency, listed but not started."""
+        added: list[SqsPoller] = []
+        while len(self.pollers) < self.concurrency:
+            try:
+                poller = self.new_poller(self._next_index)
+            except Exception:
+                log.exception("%s: could not add poller #%d", self.name, self._next_index)
+                self.concurrency = max(self.policy.minimum, len(self.pollers))
+                break
+            self._next_index += 1
+            poller.on_receive = self.observe
+            self.pollers.append(poller)
+            added.append(poller)
         self.peak = max(self.peak, len(self.pollers))
-        poller.start()
+        return added
+
+    def _start_pollers(self, pollers: list[SqsPoller]) -> None:
+        """Outside the lock. One stopped meanwhile starts, sees its stop flag and ends at once."""
+        for poller in pollers:
+            try:
+                poller.start()
+            except Exception:  # e.g. RuntimeError "can't start new thread"
+                log.exception("%s: could not start %s", self.name, poller.name)
+                with self._lock:
+                    if poller in self.pollers:
+                        self.pollers.remove(poller)
+                    self.concurrency = max(self.policy.minimum, min(self.concurrency, len(self.pollers)))
 
     def observe(self, poller: SqsPoller, received: int) -> bool:
-        """One receive's outcome; True tells the poller to retire."""
+        """One receive's outcome; True tells the poller to retire. Never raises: the poller holds messages."""
         with self._lock:
             if self.stopping.is_set():
                 return False
@@ -104,11 +130,12 @@ class ScalingSqsMapping(Worker):
             retire = received == 0 and len(self.pollers) > self.concurrency and poller in self.pollers
             if retire:
                 self.pollers.remove(poller)
-            while len(self.pollers) < self.concurrency:
-                self._add_poller()
-        if self.concurrency != before:
+            added = self._add_pollers()
+            after = self.concurrency
+        self._start_pollers(added)
+        if after != before:
             why = f"a full batch of {received}" if received else "an empty receive"
-            log.info("%s: concurrency %d -> %d after %s", self.name, before, self.concurrency, why)
+            log.info("%s: concurrency %d -> %d after %s", self.name, before, after, why)
         return retire
 
     def poll_once(self) -> BatchReport | None:

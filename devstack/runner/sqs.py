@@ -77,7 +77,10 @@ class SqsPoller(Worker):
 
     Idle, it long-polls (DEFAULT_WAIT_S) so an empty queue costs one request
     per poll, not a spin. Messages a receive returns after stop was requested
-    are made visible again at once rather than left invisible.
+    are invoked like any others, as Lambda would: giving them back would spend
+    one of their receives (ApproximateReceiveCount, which the handler's last-attempt
+    rule and the RedrivePolicy count) without an invocation; the shutdown grace
+    covers one batch and the handlers are idempotent.
     """
 
     def __init__(
@@ -132,9 +135,6 @@ class SqsPoller(Worker):
         """One receive; with a batching window, more receives until batch_size or the window ends."""
         started = time.monotonic()
         messages = self._receive(self.source.batch_size, self.poll_wait_s)
-        if messages and self.stopping.is_set():
-            self.release(messages)
-            return []
         if not messages:
             # Guard against an endpoint that ignores WaitTimeSeconds: no busy loop.
             self.stopping.wait(max(0.0, self.poll_wait_s - (time.monotonic() - started)))
@@ -164,19 +164,6 @@ class SqsPoller(Worker):
         if not messages:
             return None
         return self.process(messages)
-
-    def release(self, messages: Sequence[Mapping[str, Any]]) -> None:
-        """Received while stopping: visible again now, for the next poller, instead of after the visibility timeout."""
-        for offset in range(0, len(messages), SQS_MAX_MESSAGES_PER_CALL):
-            chunk = messages[offset : offset + SQS_MAX_MESSAGES_PER_CALL]
-            entries = [
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0} for i, m in enumerate(chunk)
-            ]
-            try:
-                self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
-            except AWS_ERRORS as exc:
-                log.warning("%s: %d messages received while stopping stay invisible: %s", self.name, len(chunk), exc)
-        log.info("%s: released %d messages received while stopping", self.name, len(messages))
 
     def process(self, messages: Sequence[Mapping[str, Any]]) -> BatchReport:
         assert self.queue_arn is not None, "resolve_queue() first"

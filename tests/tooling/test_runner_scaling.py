@@ -9,7 +9,7 @@ import pytest
 from chalice.app import Chalice
 
 from devstack.runner.app_runner import Runner
-from devstack.runner.cli import parse_args
+from devstack.runner.cli import MAX_SQS_CONCURRENCY_ENV, SCHEDULE_INTERVAL_ENV, parse_args
 from devstack.runner.options import RunnerOptions
 from devstack.runner.scaling import (
     LAMBDA_SQS_MAX_CONCURRENT_BATCHES,
@@ -18,7 +18,7 @@ from devstack.runner.scaling import (
     full_batch_size,
     maximum_concurrency,
 )
-from devstack.runner.sqs import SqsSource
+from devstack.runner.sqs import SqsPoller, SqsSource
 from tests.tooling.runner_support import wait_for
 
 pytestmark = pytest.mark.unit
@@ -59,12 +59,35 @@ def test_the_maximum_is_the_mappings_capped_by_the_runner_and_lambdas_when_unset
     assert full_batch_size(SqsSource("h", "q", batch_size=3, window_s=0)) == 3
 
 
-def test_the_cap_is_chosen_on_the_command_line_under_either_name() -> None:
-    assert parse_args([]).max_sqs_concurrency is None
-    assert parse_args(["--max-sqs-concurrency", "3"]).max_sqs_concurrency == 3
-    assert parse_args(["--sqs-concurrency", "4"]).max_sqs_concurrency == 4  # chaos/harness.py's spelling
+def test_the_cap_is_chosen_on_the_command_line_under_either_name_or_in_the_environment() -> None:
+    assert parse_args([], environ={}).max_sqs_concurrency is None
+    assert parse_args(["--max-sqs-concurrency", "3"], environ={}).max_sqs_concurrency == 3
+    assert parse_args(["--sqs-concurrency", "4"], environ={}).max_sqs_concurrency == 4  # chaos/harness.py's spelling
+    assert parse_args([], environ={MAX_SQS_CONCURRENCY_ENV: "6"}).max_sqs_concurrency == 6
+    assert parse_args(["--sqs-concurrency", "2"], environ={MAX_SQS_CONCURRENCY_ENV: "6"}).max_sqs_concurrency == 2
     with pytest.raises(SystemExit):
-        parse_args(["--max-sqs-concurrency", "0"])
+        parse_args(["--max-sqs-concurrency", "0"], environ={})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        (MAX_SQS_CONCURRENCY_ENV, "four"),
+        (MAX_SQS_CONCURRENCY_ENV, "0"),
+        (MAX_SQS_CONCURRENCY_ENV, "2.5"),
+        (SCHEDULE_INTERVAL_ENV, "soon"),
+        (SCHEDULE_INTERVAL_ENV, "-1"),
+    ],
+)
+def test_a_bad_value_in_the_environment_is_a_usage_error_naming_the_variable(
+    variable: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([], environ={variable: value})
+    assert exit_info.value.code == 2  # argparse's usage error, not a traceback
+    message = capsys.readouterr().err
+    assert f"${variable}" in message and repr(value) in message, message
+    assert "Traceback" not in message
 
 
 class BlockingSqs:
@@ -73,7 +96,6 @@ class BlockingSqs:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.deleted: list[str] = []
-        self.released: list[str] = []
         self.receives = 0
         self.changed = threading.Condition()
 
@@ -99,12 +121,6 @@ class BlockingSqs:
     def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]:
         with self.changed:
             self.deleted += [entry["ReceiptHandle"] for entry in Entries]
-        return {"Successful": [{"Id": entry["Id"]} for entry in Entries], "Failed": []}
-
-    def change_message_visibility_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
-        assert all(entry["VisibilityTimeout"] == 0 for entry in Entries)
-        with self.changed:
-            self.released += [entry["ReceiptHandle"] for entry in Entries]
         return {"Successful": [{"Id": entry["Id"]} for entry in Entries], "Failed": []}
 
 
@@ -160,18 +176,72 @@ def test_a_backlog_adds_pollers_up_to_the_maximum_then_empty_receives_retire_all
     assert mapping.concurrency == 1
 
 
-def test_messages_a_receive_returns_after_stop_are_made_visible_again_not_delivered() -> None:
+def test_messages_a_receive_returns_after_stop_are_invoked_once_and_deleted_as_lambda_would() -> None:
+    # Giving them back instead would spend one of their receives without an invocation (the
+    # handler's last attempt and the RedrivePolicy count receives). The fake has no
+    # ChangeMessageVisibility: a call to it would fail the delivery this test waits for.
     fake, handler = BlockingSqs(), HeldBatches()
     handler.release.set()
     runner = scaling_runner(fake, handler, maximum=3, poll_wait_s=20)
+    (mapping,) = runner.workers
+    assert isinstance(mapping, ScalingSqsMapping)
     runner.start()
     wait_for(lambda: fake.receives >= 1, "the long poll to start")
     stopped: list[bool] = []
     stopping = threading.Thread(target=lambda: stopped.append(runner.stop(grace_s=30)))
     stopping.start()
-    wait_for(runner.workers[0].stopping.is_set, "the stop to be requested")
+    # The poller's own flag, not the pool's: the pool sets its flag first, then each poller's.
+    (poller,) = mapping.pollers
+    wait_for(poller.stopping.is_set, "the stop to reach the polling poller")
     fake.add("late")  # the receive in progress returns it after the stop
     stopping.join(30)
     # The stop waited for the receive: abandoned in the emulator, it would hide the message it took.
     assert stopped == [True]
-    assert fake.released == ["rh-late"] and handler.handled == [] and fake.deleted == []
+    assert handler.handled == ["late"] and fake.deleted == ["rh-late"]
+    assert fake.messages == []  # nothing left behind, visible or not
+
+
+def test_a_poller_that_cannot_be_added_is_skipped_and_the_batch_that_asked_for_it_is_still_invoked() -> None:
+    fake, handler = BlockingSqs(), HeldBatches()
+    handler.release.set()
+    fake.add(*(f"m{i}" for i in range(20)))
+    runner = scaling_runner(fake, handler, maximum=3, poll_wait_s=1)
+    (built,) = runner.workers
+    assert isinstance(built, ScalingSqsMapping)
+
+    class UnstartablePoller(SqsPoller):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    def new_poller(index: int) -> SqsPoller:
+        if index == 0:
+            return built.new_poller(0)
+        if index % 2:
+            raise RuntimeError("no poller for you")
+        return UnstartablePoller(built.source, runner.function("handle"), fake, "us-east-1", name=f"broken#{index}")
+
+    mapping = ScalingSqsMapping(built.source, built.policy, new_poller)
+    mapping.start()
+    try:
+        wait_for(lambda: len(handler.handled) == 20, "every full batch invoked although no poller could be added")
+    finally:
+        mapping.request_stop()
+        assert mapping.join(10)
+    assert sorted(handler.handled) == sorted(f"m{i}" for i in range(20))
+    assert sorted(fake.deleted) == sorted(f"rh-m{i}" for i in range(20))
+    assert [p.name for p in mapping.pollers] == ["sqs:handle#0"] and mapping.concurrency == 1
+
+
+def test_the_pollers_of_a_mapping_share_one_client_with_a_connection_for_each() -> None:
+    app = Chalice(app_name="unit")
+
+    @app.on_sqs_message(queue="q", batch_size=5, maximum_concurrency=40)
+    def handle(event: Any) -> None:
+        pass
+
+    # No client injected: the runner builds a real boto3 client (building one makes no request).
+    (mapping,) = Runner(app, RunnerOptions(), region="us-east-1").workers
+    assert isinstance(mapping, ScalingSqsMapping)
+    first, second = mapping.new_poller(0), mapping.new_poller(1)
+    assert first.sqs is second.sqs
+    assert first.sqs.meta.config.max_pool_connections >= 40

@@ -1,11 +1,13 @@
 """What an idle runner costs the emulator: requests per second by action, and CPU seconds of moto and the runner.
 
-`python -m devstack.runner.idle_load --seconds 30 [-- runner options]` starts a
+`python -m bench.idle_polling --seconds 30 [-- runner options]` starts a
 moto server of its own with moto's request recorder on, provisions the
 project's stack, starts the runner on `app:app` as `make run` does (sweep every
 10 s), lets it settle, then counts for the given seconds. Nothing is sent, so
 every request it counts is polling. The recorder's file append adds a little to
-moto's CPU per request; the figures are an upper bound.
+moto's CPU per request; the figures are an upper bound. Both processes are
+stopped on the way out, on an error or SIGTERM too (and die with this process
+if it is killed outright: ManagedProcess).
 """
 
 from __future__ import annotations
@@ -14,19 +16,21 @@ import argparse
 import collections
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from chalicelib.stack_outputs import settings_environment
 from devstack.emulator import emulator_client, emulator_env
 from devstack.processes import LOOPBACK, ManagedProcess, free_port, python_module
 from devstack.provision import provision
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -68,9 +72,9 @@ def measure(seconds: float, settle_s: float, runner_args: Sequence[str], workdir
         env=moto_env,
         ready_url=f"http://{LOOPBACK}:{port}/moto-api/",
         stdout=subprocess.DEVNULL,
-    ).start()
+    )
     endpoint = f"http://{LOOPBACK}:{port}"
-    try:
+    with moto:
         outputs = provision(endpoint, cloudformation_client=emulator_client("cloudformation", endpoint))
         env = {
             **os.environ,
@@ -92,8 +96,8 @@ def measure(seconds: float, settle_s: float, runner_args: Sequence[str], workdir
             time.sleep(seconds)
             moto_cpu, runner_cpu = cpu_seconds(moto.pid) - moto_before, cpu_seconds(runner.pid) - runner_before
             counts = count_actions(recording)
-    finally:
-        moto.stop()
+            if not runner.alive():  # a runner that died mid-count would make a quiet stack look cheap
+                raise SystemExit(f"the runner exited during the count:\n{(workdir / 'runner.log').read_text()[-2000:]}")
     total = sum(counts.values())
     print(f"idle for {seconds:.0f} s, runner options {list(runner_args) or 'default'}")
     print(f"{'action':<45} {'requests':>9} {'per s':>7}")
@@ -103,13 +107,19 @@ def measure(seconds: float, settle_s: float, runner_args: Sequence[str], workdir
     print(f"moto CPU {moto_cpu / seconds:.1%} of a core, runner CPU {runner_cpu / seconds:.1%} of a core")
 
 
+def stop_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    # An exception rather than the default death, so that the with-blocks above stop moto and the runner.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack.runner.idle_load", description=__doc__)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    parser = argparse.ArgumentParser(prog="python -m bench.idle_polling", description=__doc__)
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to count")
     parser.add_argument("--settle", type=float, default=8.0, help="seconds after start before counting")
     parser.add_argument("runner_args", nargs="*", help="options passed to the runner (after --)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="idle-load-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="idle-polling-") as workdir:
         measure(args.seconds, args.settle, args.runner_args, Path(workdir))
     return 0
 
