@@ -29,6 +29,7 @@ from botocore.config import Config
 from tqdm import tqdm
 
 from bench.common import percentile
+from bench.cpu_profile import CpuProfiler
 from chalicelib import bootstrap
 from chalicelib.adapters.api_keys import DynamoDBApiKeyRepository, api_key_record_class_for
 from chalicelib.adapters.orders_table import DynamoDBOrderRepository, order_record_class_for
@@ -238,7 +239,12 @@ def floor_result(queue_name: str, api_key: str, count: int, clients: int, proces
 
 
 def measure_level(
-    stack: LocalStack, clients: int, count: int, log: Any, floor_processes: int = FLOOR_PROCESSES
+    stack: LocalStack,
+    clients: int,
+    count: int,
+    log: Any,
+    profiler: CpuProfiler,
+    floor_processes: int = FLOOR_PROCESSES,
 ) -> tuple[LoadResult, LoadResult]:
     """One concurrency level: the API, then the floor, each sending to an empty queue of its own.
 
@@ -251,9 +257,15 @@ def measure_level(
     for name in (api_queue, floor_queue):
         sqs.create_queue(QueueName=name)
     port = free_port()
-    with start_api(port, {**stack.env, "ORDERS_QUEUE_NAME": api_queue}, log):
+    with start_api(port, {**stack.env, "ORDERS_QUEUE_NAME": api_queue}, log) as level_api:
+        # The window closes while the level's API still runs: a process gone by then loses its CPU from it.
+        profiler.start(f"create API x{clients}", {level_api.pid: "api"})
         api = drive(api_client(f"http://127.0.0.1:{port}", stack.api_key), count, clients, "API")
+        profiler.stop(len(api.latencies))
+    # The floor's worker processes are reaped inside the window: their CPU counts as bench's (cutime).
+    profiler.start(f"create floor x{clients}")
     floor = floor_result(floor_queue, stack.api_key, count, clients, floor_processes)
+    profiler.stop(len(floor.latencies))
     api.label, floor.label = API_LABEL, FLOOR_LABEL
     # Their orders stay pending in the table (no runner polls these queues; the sweep is held off by orders.py).
     for name in (api_queue, floor_queue):

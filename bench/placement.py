@@ -9,9 +9,12 @@ end), so the measurement adds no load while the runner works.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import json
 import re
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +28,7 @@ import requests
 from botocore.config import Config
 
 from bench.common import CallCounter, percentile
+from bench.cpu_profile import CpuProfiler, CpuWindow, EmulatorRecorder, calls_lines, cpu_table
 from bench.create import ORDER, drive, pooled
 from chalicelib import bootstrap
 from chalicelib.adapters.exchange import CancelOutcome, ExchangeAck
@@ -37,7 +41,7 @@ from chalicelib.service.placement import PlacementOutcome, place_order
 from devstack.processes import ManagedProcess
 from devstack.runner.cli import MAX_SQS_CONCURRENCY_ENV
 from devstack.runner.scaling import LAMBDA_SQS_MAX_CONCURRENT_BATCHES
-from devstack.stack import LocalStack, start_runner
+from devstack.stack import LocalStack, start_bridge, start_runner
 
 PLACE_HANDLER = "place_orders"
 # The runner's log line per batch (devstack/runner/sqs.py) and its logging format (cli.py).
@@ -47,6 +51,9 @@ _INVOKED = re.compile(
 )
 # The sweep would re-send messages of orders waiting longer than its delay: kept out of a capacity measurement.
 NO_SWEEP_S = 3600.0
+# Seconds between a backlog's POSTs and its drain: the simulator's execution reports of an earlier drain
+# (each order's fills come over a few exec delays) are applied before the next window opens.
+SETTLE_S = 5.0
 
 
 @dataclass
@@ -196,33 +203,84 @@ class PlacementFigures:
     observed_pollers: int  # the most batches the runner had in flight at once
     under_backlog: list[float]  # POST -> placed, seconds
     at_rest: list[float]
+    recorded: DrainRun | None = None  # the same drain again, moto's recorder on: requests per placed order
+    without_executions: DrainRun | None = None  # the same drain again, the feed bridge stopped
+    cpu: list[CpuWindow] = field(default_factory=list)
 
 
 def to_placed(posted: dict[str, float], placed: dict[str, float]) -> list[float]:
     return [placed[order_id] - started for order_id, started in posted.items() if order_id in placed]
 
 
-def drain_through_stack(stack: LocalStack, count: int, probes: int, log_dir: Path) -> tuple[Drain, list[float], int]:
-    """The stack's runner drains a backlog of count orders; probes posted meanwhile measure POST -> placed."""
+@dataclass
+class DrainRun:
+    """One drain by the stack's runner, with its CPU window and, if recorded, the emulator's requests."""
+
+    drain: Drain
+    under_backlog: list[float]  # POST -> placed of the probes posted behind the backlog, seconds
+    observed_pollers: int
+    cpu: CpuWindow
+    calls: collections.Counter[str] | None = None
+
+
+def drain_through_stack(
+    stack: LocalStack,
+    count: int,
+    probes: int,
+    log_dir: Path,
+    profiler: CpuProfiler,
+    label: str = "stack's runner",
+    recorder: EmulatorRecorder | None = None,
+) -> DrainRun:
+    """The stack's runner drains a backlog of count orders; probes posted meanwhile measure POST -> placed.
+
+    The CPU window (and the recorder, if given) runs from the runner's ready
+    line until the queue is empty: the backlog's POSTs are outside it.
+    """
     sqs = boto3.session.Session().client("sqs", endpoint_url=stack.endpoint_url)
     queue_url = sqs.get_queue_url(QueueName=stack.env["ORDERS_QUEUE_NAME"])["QueueUrl"]
     orders = bootstrap.order_repository()
     stop_runner(stack)
-    # Only the backlog's messages: nothing left from earlier scenarios (moto's PurgeQueue has no 60 s wait).
-    sqs.purge_queue(QueueUrl=queue_url)
+    # Only the backlog's messages: nothing left from earlier scenarios. moto keeps PurgeQueue's
+    # one-per-60-s rule; a purge refused for that follows an earlier drain, which left the queue empty.
+    with contextlib.suppress(sqs.exceptions.PurgeQueueInProgress):
+        sqs.purge_queue(QueueUrl=queue_url)
     if not wait_queue_empty(sqs, queue_url, timeout_s=30):
         raise RuntimeError("the orders queue is not empty before the backlog is posted")
     backlog = post_orders(stack, count, clients=16)
-    log_path = log_dir / "runner-drain.log"
+    # The execution reports of the backlog's POSTs (none yet: nothing placed) and of earlier drains settle first.
+    time.sleep(SETTLE_S)
+    log_path = log_dir / f"runner-drain-{len(profiler.windows)}.log"
     with log_path.open("wb") as log:
-        drain = Drain("stack's runner", count, restart_runner(stack, log, log_path))
+        drain = Drain(label, count, restart_runner(stack, log, log_path))
+        profiler.start(label)
+        if recorder:
+            recorder.start()
         # Behind the whole backlog: what a user posting now waits.
         probing = post_spaced(stack, probes, gap_s=0.2)
         if not wait_queue_empty(sqs, queue_url, timeout_s=max(600.0, count)):
             print("warning: the orders queue did not empty in time; figures cover what was placed")
+        calls = recorder.stop() if recorder else None
+        cpu = profiler.stop(0)  # the orders once read, outside the window
     placed = placed_times(orders, list(backlog) + list(probing))
     drain.placed_at = {order_id: placed[order_id] for order_id in backlog if order_id in placed}
-    return drain, to_placed(probing, placed), observed_concurrency(log_path)
+    cpu.orders = len(drain.placed_at)
+    return DrainRun(drain, to_placed(probing, placed), observed_concurrency(log_path), cpu, calls)
+
+
+def drain_without_executions(
+    stack: LocalStack, count: int, probes: int, log_dir: Path, profiler: CpuProfiler
+) -> DrainRun:
+    """The same drain with the feed bridge stopped: no execution report reaches Kinesis, so nothing is applied.
+
+    The bridge is started again afterwards (it resumes from its checkpoint).
+    """
+    index = stack.processes.index(stack.process("bridge"))
+    stack.processes[index].stop()
+    try:
+        return drain_through_stack(stack, count, probes, log_dir, profiler, "runner, bridge stopped")
+    finally:
+        stack.processes[index] = start_bridge(stack.env, subprocess.DEVNULL)
 
 
 def at_rest(stack: LocalStack, probes: int) -> list[float]:
@@ -261,7 +319,9 @@ def fill_floor_queue(orders: DynamoDBOrderRepository, sqs: Any, queue_url: str, 
     return ids
 
 
-def placement_floor(stack: LocalStack, count: int, pollers: int, batch_size: int) -> tuple[Drain, CallCounter]:
+def placement_floor(
+    stack: LocalStack, count: int, pollers: int, batch_size: int, profiler: CpuProfiler
+) -> tuple[Drain, CallCounter]:
     """The per-order calls of a placement made directly, pollers batches at a time, the exchange answering at once.
 
     Per batch: ReceiveMessage, then per order (one thread each, as the handler
@@ -317,26 +377,49 @@ def placement_floor(stack: LocalStack, count: int, pollers: int, batch_size: int
         return (order_id if result.outcome is PlacementOutcome.PLACED else None), time.time()
 
     workers = [threading.Thread(target=poller, name=f"floor-poller-{i}") for i in range(pollers)]
+    profiler.start(drain.label)
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
+    profiler.stop(len(drain.placed_at))
     if floor_errors[0]:
         print(f"warning: {floor_errors[0]} floor placements failed on the emulator (StorageUnavailable)")
     return drain, counter
 
 
 def measure_placement(
-    stack: LocalStack, count: int, probes: int, latency_s: float, batch_size: int, log_dir: Path
+    stack: LocalStack,
+    count: int,
+    probes: int,
+    latency_s: float,
+    batch_size: int,
+    log_dir: Path,
+    profiler: CpuProfiler,
+    recorder: EmulatorRecorder | None = None,
 ) -> PlacementFigures:
+    """The drain, at rest, the floor; then, for the profile, the drain recorded and the drain without executions.
+
+    The drain without executions comes last: the bridge, started again, catches
+    up on the reports it missed, which would load whatever came next.
+    """
     configure_exchange(stack, latency_s)
-    drain, under_backlog, observed = drain_through_stack(stack, count, probes, log_dir)
+    run = drain_through_stack(stack, count, probes, log_dir, profiler)
+    recorded = (
+        drain_through_stack(stack, count, probes, log_dir, profiler, "runner, moto recording", recorder)
+        if recorder
+        else None
+    )
     resting = at_rest(stack, probes)
     configured = configured_concurrency(stack.env)
     # The floor runs at the runner's maximum concurrency, as the limit does: a runner that
     # scales poorly must not lower its own bar by reaching fewer batches at once.
-    floor, counter = placement_floor(stack, count, configured, batch_size)
-    return PlacementFigures(drain, floor, counter, configured, observed, under_backlog, resting)
+    floor, counter = placement_floor(stack, count, configured, batch_size, profiler)
+    without = drain_without_executions(stack, count, probes, log_dir, profiler)
+    return PlacementFigures(
+        run.drain, floor, counter, configured, run.observed_pollers, run.under_backlog, resting,
+        recorded, without, list(profiler.windows),
+    )  # fmt: skip
 
 
 def placement_lines(figures: PlacementFigures, latency_s: float, batch_size: int) -> list[str]:
@@ -365,6 +448,29 @@ def placement_lines(figures: PlacementFigures, latency_s: float, batch_size: int
         f"- POST -> placed, posted behind the backlog: p50 {percentile(figures.under_backlog, 50):.2f} s, "
         f"p99 {percentile(figures.under_backlog, 99):.2f} s ({len(figures.under_backlog)} orders)",
     ]
+
+
+def profile_lines(figures: PlacementFigures, latency_s: float, batch_size: int) -> list[str]:
+    """The drains side by side, CPU per process in each window, and the emulator's requests per placed order."""
+    bound = min(figures.configured_pollers * batch_size / latency_s, figures.floor.rate)
+    runs = [figures.drain] + [r.drain for r in (figures.recorded, figures.without_executions) if r is not None]
+    lines = ["| drain | placed | s | placed/s | / min(limit, floor) | / normal drain |", "|---|---|---|---|---|---|"]
+    for drain in runs:
+        lines.append(
+            f"| {drain.label} | {len(drain.placed_at)}/{drain.orders} | {drain.seconds:.1f} | {drain.rate:.1f} | "
+            f"{drain.rate / bound:.2f} | {drain.rate / figures.drain.rate:.2f} |"
+        )
+    lines += ["", "CPU per process in each window: % of one core · ms per order (2 cores = 200%)", ""]
+    lines += cpu_table(figures.cpu)
+    recorded = figures.recorded
+    if recorded is not None and recorded.calls is not None:
+        placed = len(recorded.drain.placed_at)
+        lines += ["", f"Emulator requests during the recorded drain, whole stack ({placed} placed):", ""]
+        lines += calls_lines(recorded.calls, placed)
+        floor = figures.floor_calls
+        per_order = floor.total / len(figures.floor.placed_at) if figures.floor.placed_at else float("nan")
+        lines.append(f"\n- the floor's own requests per placed order: {per_order:.2f} ({floor.total} requests)")
+    return lines
 
 
 PLACEMENT_HEADER = [

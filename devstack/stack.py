@@ -171,6 +171,11 @@ def local_stack(
         env.setdefault("PYTHONUNBUFFERED", "1")
         # EMF metrics are for CloudWatch; locally they would only flood the console.
         env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+        # Placement scales like Lambda up to infra's maximum concurrency (50), but here every
+        # batch shares one emulator process: measured (docs/BENCHMARKS.md section 2), 2, 4, 8
+        # and 16 concurrent batches all drain ~11-12 orders/s with moto at ~90% of a core, and
+        # 50 drains slower (8/s) as moto's calls queue up. 4 keeps the scaling visible, not the contention.
+        env.setdefault("RUNNER_MAX_SQS_CONCURRENCY", "4")
         # The simulator's feed restarts at seq 1 with every start, while a
         # persistent emulator (LocalStack) keeps the bridge's checkpoint: one
         # checkpoint per simulator run, or the bridge would skip the new reports.
