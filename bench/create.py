@@ -176,10 +176,10 @@ def floor_client(queue_name: str, api_key: str, pool: int) -> Callable[[], Clien
     """
     settings = get_settings()
     # bootstrap's own settings for the clients it builds, plus a pool as large as the threads.
-    connection = bootstrap._dynamodb_connection(settings)
+    connection = bootstrap.dynamodb_connection(settings)
     keys = DynamoDBApiKeyRepository(pooled(api_key_record_class_for(settings.api_keys_table_name, **connection), pool))
     orders = DynamoDBOrderRepository(pooled(order_record_class_for(settings.orders_table_name, **connection), pool))
-    config = bootstrap._aws_client_config(settings).merge(Config(max_pool_connections=pool))
+    config = bootstrap.aws_client_config(settings).merge(Config(max_pool_connections=pool))
     queue = SqsOrdersQueue(queue_name, sqs_client=botocore.session.Session().create_client("sqs", config=config))
     terms = OrderTerms(OrderType.LIMIT, Side.BUY, ORDER["instrument"], 10, None)  # type: ignore[arg-type]
 

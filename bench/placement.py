@@ -336,7 +336,7 @@ def placement_floor(
     queue_url = sqs.create_queue(QueueName="bench-place-floor", Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
     # bootstrap's repository settings, with a connection per thread: the floor is the emulator's, not a pool's.
     settings = get_settings()
-    records = order_record_class_for(settings.orders_table_name, **bootstrap._dynamodb_connection(settings))
+    records = order_record_class_for(settings.orders_table_name, **bootstrap.dynamodb_connection(settings))
     orders = DynamoDBOrderRepository(pooled(records, max(10, threads)))
     fill_floor_queue(orders, sqs, queue_url, count)
     dependencies = dataclasses.replace(bootstrap.bootstrap(), orders=orders, exchange=InstantExchange())

@@ -79,29 +79,29 @@ def aws_clients(dependencies: Dependencies) -> list[Any]:
 
 def order_repository(settings: Settings | None = None) -> DynamoDBOrderRepository:
     settings = settings or get_settings()
-    return DynamoDBOrderRepository(order_record_class_for(settings.orders_table_name, **_dynamodb_connection(settings)))
+    return DynamoDBOrderRepository(order_record_class_for(settings.orders_table_name, **dynamodb_connection(settings)))
 
 
 def execution_repository(settings: Settings | None = None) -> DynamoDBExecutionRepository:
     settings = settings or get_settings()
-    records = execution_record_class_for(settings.executions_table_name, **_dynamodb_connection(settings))
+    records = execution_record_class_for(settings.executions_table_name, **dynamodb_connection(settings))
     return DynamoDBExecutionRepository(records)
 
 
 def api_key_repository(settings: Settings | None = None) -> DynamoDBApiKeyRepository:
     settings = settings or get_settings()
-    records = api_key_record_class_for(settings.api_keys_table_name, **_dynamodb_connection(settings))
+    records = api_key_record_class_for(settings.api_keys_table_name, **dynamodb_connection(settings))
     return DynamoDBApiKeyRepository(records)
 
 
 def orders_queue(settings: Settings | None = None, sqs_client: Any = None) -> SqsOrdersQueue:
     settings = settings or get_settings()
-    return SqsOrdersQueue(settings.orders_queue_name, sqs_client, client_config=_aws_client_config(settings))
+    return SqsOrdersQueue(settings.orders_queue_name, sqs_client, client_config=aws_client_config(settings))
 
 
 def executions_failed_queue(settings: Settings | None = None, sqs_client: Any = None) -> SqsQueue:
     settings = settings or get_settings()
-    return SqsQueue(settings.executions_failed_queue_name, sqs_client, client_config=_aws_client_config(settings))
+    return SqsQueue(settings.executions_failed_queue_name, sqs_client, client_config=aws_client_config(settings))
 
 
 def exchange(settings: Settings | None = None, pool: urllib3.PoolManager | None = None) -> HttpExchange:
@@ -135,7 +135,8 @@ def placement_lease(settings: Settings) -> timedelta:
     return timedelta(seconds=claim_write_s + exchange_call_s + 5)
 
 
-def _aws_client_config(settings: Settings) -> Config:
+def aws_client_config(settings: Settings) -> Config:
+    """The timeouts and retries every AWS client of ours uses (the benchmark's floors use them too)."""
     return Config(
         connect_timeout=settings.aws_connect_timeout_s,
         read_timeout=settings.aws_read_timeout_s,
@@ -143,7 +144,8 @@ def _aws_client_config(settings: Settings) -> Config:
     )
 
 
-def _dynamodb_connection(settings: Settings) -> dict[str, Any]:
+def dynamodb_connection(settings: Settings) -> dict[str, Any]:
+    """The same budget as PynamoDB model Meta settings."""
     # PynamoDB counts retries, botocore counts attempts: the same budget.
     return {
         "connect_timeout_s": settings.aws_connect_timeout_s,
