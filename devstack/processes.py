@@ -27,11 +27,23 @@ from devstack.ports import PROC, describe_holders, held_by_any
 LOOPBACK = "127.0.0.1"
 
 
+# Ports this process has handed out: the kernel may give the same free port to
+# two binds in a row once the first socket is closed, and a caller asking for
+# an API port and a feed port then gets one port for both (seen in CI).
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on loopback that nothing listens on right now and that this process has not handed out before."""
+    with _handed_out_lock:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((LOOPBACK, 0))
+                port = int(sock.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 def wait_for_http(url: str, timeout_s: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:

@@ -83,7 +83,22 @@ def test_an_exchange_that_always_fails_ends_in_failed_after_the_configured_attem
             sqs.change_message_visibility(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
         return any(json.loads(m["Body"]).get("order_id") == order["id"] for m in messages)
 
-    wait_until(dead_lettered, timeout_s=60)
+    # The queue moves the message on the first receive after its last attempt;
+    # under the whole suite's load that receive can come late (the pollers
+    # long-poll when idle), so allow more than an attempt's worth of time and
+    # say where the message is if it never arrives.
+    try:
+        wait_until(dead_lettered, timeout_s=120)
+    except AssertionError as missing:
+        raise AssertionError(f"not in the DLQ; queues: {queue_depths(sqs, stack)}") from missing
+
+
+def queue_depths(sqs: Any, stack: LocalStack) -> dict[str, dict[str, str]]:
+    names = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
+    return {
+        key: sqs.get_queue_attributes(QueueUrl=stack.resources[key], AttributeNames=list(names))["Attributes"]
+        for key in ("OrdersQueueUrl", "OrdersDeadLetterQueueUrl")
+    }
 
 
 def test_duplicate_deliveries_place_the_order_once(stack: LocalStack, exchange: Exchange, sqs: Any) -> None:

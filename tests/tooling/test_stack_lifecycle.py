@@ -237,3 +237,9 @@ def test_port_holders_names_the_listening_process_and_duplicates_are_refused() -
     with pytest.raises(PortInUse, match=f"port {other} is asked for both the API and the exchange"):
         require_free_ports({"API": other, "exchange": other})
     require_free_ports({"API": other})  # free again: no error
+
+
+def test_free_port_never_hands_out_the_same_port_twice() -> None:
+    # CI once got one port for both the API and the feed from two calls in a row.
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
