@@ -134,6 +134,12 @@ def _add_event_handlers(app: Chalice, dependencies: DependenciesSource, settings
 
         sweep.sweep(event.to_dict(), event.context, dependencies=dependencies())
 
+    @app.schedule(Rate(settings.reconcile_interval_min, unit=Rate.MINUTES))
+    def reconcile_orders(event: CloudWatchEvent) -> None:
+        from chalicelib.entrypoints import reconcile  # noqa: PLC0415 - on first call (see top)
+
+        reconcile.reconcile(event.to_dict(), event.context, dependencies=dependencies())
+
     @app.on_kinesis_record(
         stream=settings.executions_stream_name,
         batch_size=settings.executions_batch_size,
@@ -154,4 +160,5 @@ app = create_app(bootstrap.production)
 api_key_authorizer = app.handler_map["api_key_authorizer"]
 place_orders = app.handler_map["place_orders"]
 sweep_pending_orders = app.handler_map["sweep_pending_orders"]
+reconcile_orders = app.handler_map["reconcile_orders"]
 apply_executions = app.handler_map["apply_executions"]

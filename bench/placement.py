@@ -36,7 +36,7 @@ from chalicelib.adapters.orders_table import DynamoDBOrderRepository, order_reco
 from chalicelib.adapters.queue import placement_message
 from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.config import get_settings
-from chalicelib.domain.model import Order, OrderTerms, OrderType, Side
+from chalicelib.domain.model import Order, OrderTerms, OrderType, Side, VenueOrderState
 from chalicelib.service.placement import PlacementOutcome, place_order
 from devstack.processes import ManagedProcess
 from devstack.runner.cli import MAX_SQS_CONCURRENCY_ENV
@@ -300,6 +300,9 @@ class InstantExchange:
 
     def cancel(self, order_id: str) -> CancelOutcome:
         raise NotImplementedError("the floor only places")
+
+    def status(self, order_id: str) -> VenueOrderState | None:
+        raise NotImplementedError("the floor only places, and every placement is answered")
 
 
 def fill_floor_queue(orders: DynamoDBOrderRepository, sqs: Any, queue_url: str, count: int) -> list[str]:

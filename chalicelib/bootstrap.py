@@ -17,6 +17,7 @@ import urllib3
 from botocore.config import Config
 
 from chalicelib.adapters.api_keys import DynamoDBApiKeyRepository, api_key_record_class_for
+from chalicelib.adapters.cursor_table import DynamoDBCursorStore, cursor_record_class_for
 from chalicelib.adapters.exchange import HttpExchange
 from chalicelib.adapters.executions_table import DynamoDBExecutionRepository, execution_record_class_for
 from chalicelib.adapters.orders_table import DynamoDBOrderRepository, order_record_class_for
@@ -36,7 +37,7 @@ def bootstrap(
 ) -> Dependencies:
     """The production adapters for these settings (default: the environment's).
 
-    sqs_client (a boto3 SQS client) serves both queues instead of clients of
+    sqs_client (a boto3 SQS client) serves every queue instead of clients of
     their own. DynamoDB goes through PynamoDB, which makes its own client per
     table: `aws_clients()` hands those out, e.g. to count calls.
     """
@@ -50,6 +51,8 @@ def bootstrap(
         executions=execution_repository(settings),
         executions_failed_queue=executions_failed_queue(settings, sqs_client),
         api_keys=api_key_repository(settings),
+        orders_dead_letter_queue=orders_dead_letter_queue(settings, sqs_client),
+        reconciler_cursor=reconciler_cursor(settings),
         clock=clock,
     )
 
@@ -68,6 +71,8 @@ def aws_clients(dependencies: Dependencies) -> list[Any]:
         dependencies.api_keys,
         dependencies.orders_queue,
         dependencies.executions_failed_queue,
+        dependencies.orders_dead_letter_queue,
+        dependencies.reconciler_cursor,
     )
     return [adapter.client for adapter in adapters if hasattr(adapter, "client")]
 
@@ -102,6 +107,18 @@ def orders_queue(settings: Settings | None = None, sqs_client: Any = None) -> Sq
 def executions_failed_queue(settings: Settings | None = None, sqs_client: Any = None) -> SqsQueue:
     settings = settings or get_settings()
     return SqsQueue(settings.executions_failed_queue_name, sqs_client, client_config=aws_client_config(settings))
+
+
+def orders_dead_letter_queue(settings: Settings | None = None, sqs_client: Any = None) -> SqsQueue:
+    settings = settings or get_settings()
+    return SqsQueue(settings.orders_dead_letter_queue_name, sqs_client, client_config=aws_client_config(settings))
+
+
+def reconciler_cursor(settings: Settings | None = None) -> DynamoDBCursorStore:
+    settings = settings or get_settings()
+    return DynamoDBCursorStore(
+        cursor_record_class_for(settings.feed_checkpoints_table_name, **dynamodb_connection(settings))
+    )
 
 
 def exchange(settings: Settings | None = None, pool: urllib3.PoolManager | None = None) -> HttpExchange:

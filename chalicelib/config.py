@@ -112,6 +112,11 @@ class Settings:
     executions_table_name: str = _text(f"{DEFAULT_PREFIX}-executions", min_length=3)
     api_keys_table_name: str = _text(f"{DEFAULT_PREFIX}-api-keys", min_length=3)
     executions_failed_queue_name: str = _text(f"{DEFAULT_PREFIX}-executions-failed", min_length=1)
+    # Where a placement whose order the exchange confirmed it never got ends up
+    # (the orders queue's redrive target, written to by the placement function).
+    orders_dead_letter_queue_name: str = _text(f"{DEFAULT_PREFIX}-orders-dlq", min_length=1)
+    # Where the reconciler keeps its cursor between runs (one item, beside the feed bridge's).
+    feed_checkpoints_table_name: str = _text(f"{DEFAULT_PREFIX}-feed-checkpoints", min_length=3)
     executions_batch_size: int = _integer(100, 1, 10_000)
     executions_batch_window_s: int = _integer(1, 0, 300)
 
@@ -142,6 +147,13 @@ class Settings:
     # picked it up, short enough that a lost message costs little delay.
     pending_sweep_after_s: int = _integer(60, 1, 86_400)
     pending_sweep_batch: int = _integer(500, 1, 10_000)
+
+    # The reconciler compares open orders, and orders failed within the
+    # window, with the exchange's status; at most reconcile_batch orders (one
+    # exchange call each) per run, the rest from its cursor in later runs.
+    reconcile_interval_min: int = _integer(5, 1, 1440)
+    reconcile_batch: int = _integer(200, 1, 5000)
+    reconcile_failed_window_h: int = _integer(24, 1, 24 * 30)
 
     # Outbound AWS calls on the request path give up quickly: the API stays
     # fast while a dependency is down, and the sweep covers a lost SQS send.

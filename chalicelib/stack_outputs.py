@@ -14,11 +14,12 @@ from collections.abc import Mapping
 SETTING_OUTPUTS = {
     "ORDERS_TABLE_NAME": "OrdersTableName",
     "ORDERS_QUEUE_NAME": "OrdersQueueName",
+    "ORDERS_DEAD_LETTER_QUEUE_NAME": "OrdersDeadLetterQueueName",
     "EXECUTIONS_STREAM_NAME": "ExecutionsStreamName",
     "EXECUTIONS_TABLE_NAME": "ExecutionsTableName",
     "EXECUTIONS_FAILED_QUEUE_NAME": "ExecutionsFailedQueueName",
     "API_KEYS_TABLE_NAME": "ApiKeysTableName",
-    # Read by the feed bridge (feed_bridge/), not by chalicelib's Settings: the same stack names it.
+    # Read by the feed bridge (feed_bridge/) and by the reconciler, which keeps its cursor there.
     "FEED_CHECKPOINTS_TABLE_NAME": "FeedCheckpointsTableName",
 }
 

@@ -14,6 +14,8 @@ import requests
 
 PENDING = "pending"
 FAILED = "failed"
+REJECTED = "rejected"
+TERMINAL = frozenset({"filled", "canceled", "rejected", "expired"})
 # The simulator says "new" where we say "placed"; the other statuses are spelled alike.
 OUR_STATUS = {"new": "placed"}
 HTTP_TIMEOUT_S = 30.0
@@ -38,7 +40,7 @@ class ExchangeClient:
         self._local.session.post(f"{self.url}/admin/config", json=knobs, timeout=HTTP_TIMEOUT_S).raise_for_status()
 
     def record(self, order_id: str) -> dict[str, Any] | None:
-        response = self._local.session.get(f"{self.url}/orders/{order_id}", timeout=HTTP_TIMEOUT_S)
+        response = self._local.session.get(f"{self.url}/admin/orders/{order_id}", timeout=HTTP_TIMEOUT_S)
         if response.status_code == 404:
             return None
         response.raise_for_status()
@@ -48,6 +50,18 @@ class ExchangeClient:
         response = self._local.session.get(f"{self.url}/stats", timeout=HTTP_TIMEOUT_S)
         response.raise_for_status()
         return dict(response.json())
+
+    def config(self) -> dict[str, Any]:
+        """The knobs in force."""
+        response = self._local.session.get(f"{self.url}/admin/config", timeout=HTTP_TIMEOUT_S)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def feed_exec_ids(self) -> frozenset[str]:
+        """The exec id of every report the feed carried: its whole replay, which a report lost for good is not in."""
+        response = self._local.session.get(f"{self.url}/executions", params={"from_seq": 1}, timeout=HTTP_TIMEOUT_S)
+        response.raise_for_status()
+        return frozenset(str(report["exec_id"]) for report in response.json()["reports"])
 
 
 class ApiClient:
@@ -102,6 +116,9 @@ class Expectations:
     # Executions flow: our final status, filled quantity and average price equal the
     # exchange's, and our execution list holds each of its execution ids once.
     executions: bool = False
+    # Answers and reports were lost: each order checked by check_convergence, and its
+    # execution list need hold only the reports the feed carried (these exec ids).
+    feed_exec_ids: frozenset[str] | None = None
 
 
 @dataclass
@@ -113,6 +130,8 @@ class Tally:
     duplicated: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    # Failed here, though the exchange holds the order (check_convergence): a mismatch of its own kind.
+    failed_but_live: list[str] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
 
 
@@ -158,16 +177,71 @@ def check_order(
     return found
 
 
-def check_executions(
-    order_id: str, listed: Iterable[Mapping[str, Any]], record: Mapping[str, Any] | None
+def _not_accepted(order_id: str, status: str, exchange_says: str) -> dict[str, list[str]]:
+    if status == PENDING:
+        return {"stuck": [f"{order_id} still pending, and the exchange never accepted it ({exchange_says})"]}
+    if status not in (FAILED, REJECTED):
+        return {"lost": [f"{order_id} {status} here, but the exchange never accepted it ({exchange_says})"]}
+    return {}
+
+
+def check_convergence(
+    order_id: str, ours: Mapping[str, Any] | None, record: Mapping[str, Any] | None
 ) -> dict[str, list[str]]:
-    """Our execution list against the exchange's: each of its execution ids once, nothing else."""
+    """One order against the exchange's record after answers and reports were lost; empty once they agree.
+
+    Agreeing means: never accepted, and failed or rejected here; or the exchange's
+    final status, filled quantity and average price here. An order the exchange
+    accepted and then rejected, nothing filled, may also be failed here: both say
+    "not executed", and the application keeps rejected out of its corrections.
+    """
+    found: dict[str, list[str]] = {"lost": [], "duplicated": [], "stuck": [], "mismatched": [], "failed_but_live": []}
+    accepted = int(record["accepted"]) if record else 0
+    exchange_says = f"exchange: accepted={accepted} failures={int(record['failures']) if record else 0}"
+    if accepted > 1:
+        found["duplicated"].append(f"{order_id} placed {accepted} times ({exchange_says})")
+    if ours is None:
+        found["lost"].append(f"{order_id} acknowledged, but not found here ({exchange_says})")
+        return found
+    status = str(ours["status"])
+    if accepted == 0:
+        for kind, lines in _not_accepted(order_id, status, exchange_says).items():
+            found[kind] += lines
+        return found
+    execution = record.get("execution") if record else None
+    here = f"{status} {ours['filled_quantity']} @ {ours['average_fill_price']} here"
+    if execution is None or not execution["done"]:
+        # The exchange works an order for seconds here; past the deadline that is stuck too.
+        theirs = "no report yet" if execution is None else f"{execution['status']} {execution['cum_qty']}"
+        found["stuck"].append(f"{order_id} {here}, the exchange not done with it ({theirs})")
+    elif status == FAILED:
+        if execution["status"] != REJECTED or execution["cum_qty"]:
+            theirs = f"{execution['status']} {execution['cum_qty']} @ {execution['avg_price']}"
+            found["failed_but_live"].append(f"{order_id} failed here, the exchange: {theirs} ({exchange_says})")
+    elif not agrees_with_execution(ours, execution):
+        theirs = f"{execution['status']} {execution['cum_qty']} @ {execution['avg_price']}"
+        found["mismatched" if status in TERMINAL else "stuck"].append(f"{order_id} {here}, exchange: {theirs}")
+    return found
+
+
+def check_executions(
+    order_id: str,
+    listed: Iterable[Mapping[str, Any]],
+    record: Mapping[str, Any] | None,
+    carried: frozenset[str] | None = None,
+) -> dict[str, list[str]]:
+    """Our execution list against the exchange's: each of its execution ids once, nothing else.
+
+    With `carried` (the exec ids the feed carried), an execution of the exchange's
+    that the feed never carried (lost for good) need not be listed.
+    """
     found: dict[str, list[str]] = {"lost": [], "duplicated": [], "mismatched": []}
     execution = (record or {}).get("execution") or {}
     theirs = [str(exec_id) for exec_id in execution.get("exec_ids", [])]
     counts = Counter(str(item["id"]) for item in listed)
     repeated = sorted(exec_id for exec_id, count in counts.items() if count > 1)
-    missing = sorted(set(theirs) - set(counts))
+    owed = set(theirs) if carried is None else set(theirs) & carried
+    missing = sorted(owed - set(counts))
     extra = sorted(set(counts) - set(theirs))
     if repeated:
         found["duplicated"].append(f"{order_id} lists executions more than once: {', '.join(repeated)}")
@@ -185,9 +259,14 @@ def verify_orders(api: ApiClient, exchange: ExchangeClient, order_ids: Iterable[
     def one(order_id: str) -> tuple[str, dict[str, list[str]]]:
         ours = api.order(order_id)
         record = exchange.record(order_id)
-        found = check_order(order_id, ours, record, expect)
+        carried = expect.feed_exec_ids
+        found = (
+            check_order(order_id, ours, record, expect)
+            if carried is None
+            else check_convergence(order_id, ours, record)
+        )
         if expect.executions and ours is not None and record is not None and record.get("execution"):
-            for kind, lines in check_executions(order_id, api.executions(order_id), record).items():
+            for kind, lines in check_executions(order_id, api.executions(order_id), record, carried).items():
                 found[kind] += lines
         return ("missing" if ours is None else str(ours["status"])), found
 
@@ -199,4 +278,5 @@ def verify_orders(api: ApiClient, exchange: ExchangeClient, order_ids: Iterable[
             tally.duplicated += found["duplicated"]
             tally.stuck += found["stuck"]
             tally.mismatched += found["mismatched"]
+            tally.failed_but_live += found.get("failed_but_live", [])
     return tally

@@ -98,6 +98,35 @@ class FeedChaos(KillSizes):
 
 
 @dataclass(frozen=True, kw_only=True)
+class LostAnswers(LoadSizes):
+    """Sizes of the lost-answers scenario: placement answers and execution reports lost, then convergence."""
+
+    orders: int = 500
+    max_rate: float = 10.0
+    # The simulator's knobs while the faults last (EXCHANGE_<KNOB> at start, 0 after):
+    # an accepted placement's answer dropped (the client sees the connection close) ...
+    lost_answer_rate: float = 0.2
+    # ... every placement answer dropped, for this share of orders: each attempt looks failed ...
+    lost_answer_order_rate: float = 0.05
+    # ... an execution report lost for good, neither on the feed nor replayable ...
+    feed_loss_rate: float = 0.1
+    # ... 503s, so that some orders whose answers were lost meet one on their last
+    # attempt (the hole of issue 14) ...
+    failure_rate: float = 0.2
+    # ... and the order status query itself unavailable now and then.
+    status_failure_rate: float = 0.1
+    # After the last POST the faults go on until the exchange has seen every order and
+    # none is pending here (every placement attempt met them), at most this long.
+    faults_outlast_load_s: float = 30.0
+    # The runner fires the sweep and the reconciler this often (deployed: minutes), and the
+    # sweep takes up an order this long after its lease, so that convergence happens in the run.
+    schedule_interval_s: float = 1.5
+    pending_sweep_after_s: int = 5
+    # From the faults stopping until every order agrees with the exchange.
+    drain_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class DuplicatePosts:
     """Sizes of the duplicate-posts scenario."""
 
@@ -116,6 +145,7 @@ class ChaosConfig:
     outage: EmulatorOutage = field(default_factory=EmulatorOutage)
     feed: FeedChaos = field(default_factory=FeedChaos)
     duplicates: DuplicatePosts = field(default_factory=DuplicatePosts)
+    lost_answers: LostAnswers = field(default_factory=LostAnswers)
 
 
 FULL = ChaosConfig()
@@ -151,6 +181,17 @@ SMALL = ChaosConfig(
         drain_timeout_s=60.0,
     ),
     duplicates=DuplicatePosts(keys=6, threads=50, drain_timeout_s=60.0),
+    # A higher share of orders with every answer lost: at 60 orders, 0.05 would give none
+    # in about one run of twenty. Convergence waits out each such order's placement
+    # lease (about 20 s) before the exchange is asked, hence the longer timeout.
+    lost_answers=LostAnswers(
+        orders=60,
+        max_rate=15.0,
+        lost_answer_order_rate=0.1,
+        faults_outlast_load_s=10.0,
+        runner_concurrency=2,
+        drain_timeout_s=90.0,
+    ),
 )
 
 

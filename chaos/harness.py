@@ -154,7 +154,8 @@ class StackSpec:
     # 60 s): how long a message received by a runner that then died stays invisible.
     visibility_timeout_s: int | None = None
     proxy: bool = False
-    sweep_interval_s: float = 5.0
+    # The runner fires every schedule (the pending sweep, the reconciler) this often.
+    schedule_interval_s: float = 5.0
 
 
 def start_runner(
@@ -217,7 +218,9 @@ class ChaosStack:
         self.runner.kill()
 
     def start_runner(self) -> None:
-        self.runner = start_runner(self.stack.env, self.spec.sweep_interval_s, self.spec.runner_concurrency, self.log)
+        self.runner = start_runner(
+            self.stack.env, self.spec.schedule_interval_s, self.spec.runner_concurrency, self.log
+        )
         self._replacements.append(self.runner)
 
     def kill_bridge(self) -> None:
@@ -292,7 +295,7 @@ def chaos_stack(spec: StackSpec) -> Iterator[ChaosStack]:
                     api_port=free_port(),
                     exchange_port=free_port(),
                     feed_port=free_port(),
-                    schedule_interval_s=spec.sweep_interval_s,
+                    schedule_interval_s=spec.schedule_interval_s,
                     overrides={"RESOURCE_PREFIX": spec.name, **spec.settings},
                     log=log,
                 )

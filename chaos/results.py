@@ -37,6 +37,8 @@ class Result:
         self.duplicated += tally.duplicated
         self.stuck += tally.stuck
         self.mismatched += tally.mismatched
+        # The table has no column of its own for them: they count as mismatched, and say what they are.
+        self.mismatched += [f"failed but live: {line}" for line in tally.failed_but_live]
 
     def problems(self) -> list[str]:
         return [

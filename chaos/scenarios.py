@@ -1,4 +1,4 @@
-"""The five chaos scenarios, each on a stack of its own, and the registry that runs them by name."""
+"""The chaos scenarios, each on a stack of its own (lost-answers in chaos/lost_answers.py), and their registry."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from chaos.harness import (
     order_id_of,
     wait_until_settled,
 )
+from chaos.lost_answers import lost_answers
 from chaos.proxy import TcpProxy
 from chaos.results import Result
 from chaos.steps import (
@@ -424,6 +425,11 @@ SCENARIOS = (
         "duplicate-posts",
         lambda config, ctx: duplicate_posts(config.duplicates, ctx),
         "concurrent duplicate POSTs with one idempotency key",
+    ),
+    Scenario(
+        "lost-answers",
+        lambda config, ctx: lost_answers(config.lost_answers, ctx),
+        "answers to placements lost, on every attempt for some orders; execution reports lost for good",
     ),
 )
 SCENARIO_NAMES = tuple(scenario.name for scenario in SCENARIOS)

@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         "--sweep-interval",
         type=float,
         default=float(os.environ.get("LOCAL_SWEEP_INTERVAL_S", "10")),
-        help="seconds between runs of the scheduled pending-order sweep (AWS: every minute)",
+        help="seconds between runs of the scheduled functions: the pending-order sweep and the reconciler "
+        "(AWS: every minute, every RECONCILE_INTERVAL_MIN minutes)",
     )
     parser.add_argument(
         "--state-file",

@@ -79,6 +79,7 @@ class Target:
             "ExecutionsStreamName": self.executions_stream,
             "ExecutionsTableName": self.executions_table,
             "ExecutionsFailedQueueName": self.executions_failed_queue,
+            "OrdersDeadLetterQueueName": self.orders_dlq,
             "ApiKeysTableName": self.api_keys_table,
             "FeedCheckpointsTableName": self.feed_checkpoints_table,
         }

@@ -1,16 +1,18 @@
-"""The stock exchange's order entry and cancels, over HTTP."""
+"""The stock exchange's order entry, cancels and order status queries, over HTTP."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 from urllib.parse import quote
 
 import urllib3
 
-from chalicelib.domain.model import Order
+from chalicelib.domain.model import Order, OrderStatus, VenueOrderState
 
 _ORDER_REJECTED = frozenset({400, 422})
 
@@ -41,15 +43,32 @@ class CancelOutcome(StrEnum):
 # proxy) says nothing about the order, and taking it for a verdict would be final.
 _UNKNOWN_ORDER_ERROR = "unknown order"
 
+# The exchange's status words (those its execution reports lead to) in our statuses.
+_VENUE_STATUSES = {
+    "new": OrderStatus.PLACED,
+    "partially_filled": OrderStatus.PARTIALLY_FILLED,
+    "filled": OrderStatus.FILLED,
+    "canceled": OrderStatus.CANCELED,
+    "expired": OrderStatus.EXPIRED,
+    "rejected": OrderStatus.REJECTED,
+}
+
 
 class Exchange(Protocol):
     def place(self, order: Order) -> ExchangeAck: ...
 
     def cancel(self, order_id: str) -> CancelOutcome: ...
 
+    def status(self, order_id: str) -> VenueOrderState | None:
+        """The exchange's state of our order, None if it definitely does not know it; ExchangeUnavailable if
+        no verdict came back (the order may still exist)."""
+
 
 class HttpExchange:
-    """Order entry and cancels over the simulator's JSON protocol; our order id is the client order id (ClOrdID)."""
+    """Order entry, cancels and status queries over the simulator's JSON protocol.
+
+    Our order id is the client order id (ClOrdID).
+    """
 
     def __init__(self, base_url: str, timeout_s: float, pool: urllib3.PoolManager | None = None) -> None:
         self._base_url = base_url.rstrip("/")
@@ -110,6 +129,68 @@ class HttpExchange:
         # exchange, so asking again is always safe: 5xx, throttling (429), and even a 400 or
         # 405 from a misconfigured URL are for time or an operator to fix.
         raise ExchangeUnavailable(str(error or f"HTTP {response.status}"))
+
+    def status(self, order_id: str) -> VenueOrderState | None:
+        """The exchange's state of our order (FIX OrderStatusRequest); None only on its verdict "unknown order"."""
+        url = f"{self._base_url}/orders/{quote(order_id, safe='')}"
+        try:
+            response = self._pool.request("GET", url, timeout=self._timeout)
+        except urllib3.exceptions.HTTPError as exc:
+            raise ExchangeUnavailable(f"exchange unreachable: {type(exc).__name__}") from exc
+        payload = _json_or_empty(response.data)
+        if response.status == 404 and payload.get("error") == _UNKNOWN_ORDER_ERROR:
+            return None
+        if response.status != 200:
+            # None would be final (the caller may fail the order on it), so anything short of
+            # the exchange's own verdict, a 5xx, throttling or another 404, is no answer.
+            raise ExchangeUnavailable(str(payload.get("error") or f"HTTP {response.status}"))
+        try:
+            return _venue_order_state(order_id, payload)
+        except ValueError as exc:
+            raise ExchangeUnavailable(f"unreadable order status from the exchange: {exc}") from exc
+
+
+_STATUS_FIELDS = ("client_order_id", "exchange_order_id", "status", "cum_qty", "leaves_qty", "avg_price")
+
+
+def _venue_order_state(order_id: str, payload: dict[str, Any]) -> VenueOrderState:
+    """A 200 answer of the status query about order_id; ValueError saying what is wrong if it is not one."""
+    missing = [name for name in _STATUS_FIELDS if name not in payload]
+    if missing:
+        raise ValueError(f"missing field(s): {', '.join(missing)}")
+    if payload["client_order_id"] != order_id:
+        # Answers mixed up on the way (a proxy, a cache): another order's state must never merge into ours.
+        raise ValueError(f"the answer is about order {payload['client_order_id']!r}, not {order_id!r}")
+    status = _VENUE_STATUSES.get(payload["status"]) if isinstance(payload["status"], str) else None
+    if status is None:
+        raise ValueError(f"unknown status {payload['status']!r}")
+    exchange_order_id = payload["exchange_order_id"]
+    if not isinstance(exchange_order_id, str) or not exchange_order_id:
+        raise ValueError(f"exchange_order_id must be a non-empty string, got {exchange_order_id!r}")
+    return VenueOrderState(
+        exchange_order_id=exchange_order_id,
+        status=status,
+        cum_qty=_quantity(payload, "cum_qty"),
+        leaves_qty=_quantity(payload, "leaves_qty"),
+        avg_price=_price(payload["avg_price"]),
+    )
+
+
+def _quantity(payload: dict[str, Any], name: str) -> int:
+    value = payload[name]
+    # bool is an int in Python, but `true` is no quantity.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number of at least 0, got {value!r}")
+    return value
+
+
+def _price(value: object) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"avg_price must be a positive number or null, got {value!r}")
+    # Through str: the number's shortest form (187.2533), not the binary float's expansion.
+    return Decimal(str(value))
 
 
 def _json_or_empty(data: bytes) -> dict[str, Any]:

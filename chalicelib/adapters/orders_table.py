@@ -24,9 +24,12 @@ from chalicelib.adapters.repository import (
     OrderCursor,
     OrderPage,
     OrderQuery,
+    ReconcileCursor,
     StorageUnavailable,
 )
-from chalicelib.domain.model import Order, OrderStatus, OrderTerms, OrderType, Side
+from chalicelib.domain.model import OPEN_STATUSES, Order, OrderStatus, OrderTerms, OrderType, Side
+
+RECONCILED_STATUSES = OPEN_STATUSES | {OrderStatus.FAILED}
 
 # Pending orders are spread over this many index partitions so that the sparse
 # index never concentrates every new order's write on one partition key
@@ -34,6 +37,10 @@ from chalicelib.domain.model import Order, OrderStatus, OrderTerms, OrderType, S
 PENDING_INDEX_SHARDS = 8
 PENDING_INDEX_NAME = "pending-sweep"
 ACCOUNT_INDEX_NAME = "account-orders"
+# The reconciler's orders (open, or failed and not yet dropped), spread over
+# shards for the same reason as the sweep's, in id order within each.
+RECONCILE_INDEX_SHARDS = 8
+RECONCILE_INDEX_NAME = "reconcile-orders"
 # Items read per Query request when listing (well under DynamoDB's 1 MB page).
 LIST_PAGE_READ = 200
 
@@ -58,6 +65,17 @@ class AccountOrdersIndex(GlobalSecondaryIndex["OrderRecord"]):  # type: ignore[n
 
     account_id = UnicodeAttribute(hash_key=True)
     created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class ReconcileIndex(GlobalSecondaryIndex["OrderRecord"]):  # type: ignore[no-untyped-call]
+    """Sparse: only the orders the reconciler compares with the exchange carry reconcile_shard."""
+
+    class Meta:
+        index_name = RECONCILE_INDEX_NAME
+        projection = KeysOnlyProjection()
+
+    reconcile_shard = NumberAttribute(hash_key=True)
+    id = UnicodeAttribute(range_key=True)
 
 
 class OrderRecord(Model):
@@ -89,10 +107,12 @@ class OrderRecord(Model):
     placement_quiet_at = UTCDateTimeAttribute(null=True)
     pending_shard = NumberAttribute(null=True)
     sweep_after = UTCDateTimeAttribute(null=True)
+    reconcile_shard = NumberAttribute(null=True)
     version = VersionAttribute()
 
     pending_sweep = PendingSweepIndex()
     account_orders = AccountOrdersIndex()
+    reconcile = ReconcileIndex()
 
 
 def order_record_class_for(table_name: str, **connection: Any) -> type[OrderRecord]:
@@ -102,10 +122,17 @@ def order_record_class_for(table_name: str, **connection: Any) -> type[OrderReco
     index_class = type("BoundPendingSweepIndex", (PendingSweepIndex,), {"Meta": index_meta})
     account_meta = type("Meta", (), {"index_name": ACCOUNT_INDEX_NAME, "projection": AllProjection()})
     account_class = type("BoundAccountOrdersIndex", (AccountOrdersIndex,), {"Meta": account_meta})
+    reconcile_meta = type("Meta", (), {"index_name": RECONCILE_INDEX_NAME, "projection": KeysOnlyProjection()})
+    reconcile_class = type("BoundReconcileIndex", (ReconcileIndex,), {"Meta": reconcile_meta})
     return type(
         "BoundOrderRecord",
         (OrderRecord,),
-        {"Meta": meta, "pending_sweep": index_class(), "account_orders": account_class()},
+        {
+            "Meta": meta,
+            "pending_sweep": index_class(),
+            "account_orders": account_class(),
+            "reconcile": reconcile_class(),
+        },
     )
 
 
@@ -124,6 +151,7 @@ _MUTABLE_ATTRIBUTES = (
     "placement_quiet_at",
     "pending_shard",
     "sweep_after",
+    "reconcile_shard",
 )
 
 
@@ -132,6 +160,10 @@ _SWEEP_INDEX_ATTRIBUTES = ("pending_shard", "sweep_after")
 
 def _pending_shard(order_id: str) -> int:
     return zlib.crc32(order_id.encode()) % PENDING_INDEX_SHARDS
+
+
+def _reconcile_shard(order_id: str) -> int:
+    return zlib.crc32(order_id.encode()) % RECONCILE_INDEX_SHARDS
 
 
 def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datetime | None) -> OrderRecord:
@@ -164,6 +196,10 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
     if order.needs_work and sweep_after is not None:
         record.pending_shard = _pending_shard(order.id)
         record.sweep_after = sweep_after
+    # Open and failed orders are the reconciler's (a failed one until it drops
+    # it, see stop_reconciling); a done order leaves its index with this write.
+    if order.status in RECONCILED_STATUSES:
+        record.reconcile_shard = _reconcile_shard(order.id)
     # PynamoDB's VersionAttribute turns save() into "write only if the stored
     # version is still this one", then increments it. None means never stored.
     if order.version:
@@ -266,6 +302,46 @@ class DynamoDBOrderRepository(DynamoDBTable[OrderRecord]):
         except PynamoDBException as exc:
             raise StorageUnavailable("could not query pending orders") from exc
         return due
+
+    def due_for_reconcile(self, cursor: ReconcileCursor | None, limit: int) -> tuple[list[str], ReconcileCursor]:
+        """Up to limit order ids from the reconcile index, from cursor on (shard by shard, in id order).
+
+        The cursor returned is where the next run goes on; after the last
+        shard it is back at the start, and this run stops there so that no
+        order is checked twice in one run.
+        """
+        index: Any = self._records.reconcile
+        position = cursor or ReconcileCursor(0, None)
+        shard, after = position.shard % RECONCILE_INDEX_SHARDS, position.after_id
+        ids: list[str] = []
+        try:
+            for _ in range(RECONCILE_INDEX_SHARDS):
+                wanted = limit - len(ids)
+                condition = None if after is None else self._records.id > after
+                found = [key.id for key in index.query(shard, condition, limit=wanted)]
+                ids.extend(found)
+                if len(found) == wanted:
+                    return ids, ReconcileCursor(shard, found[-1])  # the budget ends inside this shard
+                shard, after = shard + 1, None
+                if shard == RECONCILE_INDEX_SHARDS:
+                    return ids, ReconcileCursor(0, None)  # a whole pass is done
+        except PynamoDBException as exc:
+            raise StorageUnavailable("could not query the orders to reconcile") from exc
+        return ids, ReconcileCursor(shard % RECONCILE_INDEX_SHARDS, None)
+
+    def stop_reconciling(self, order: Order) -> None:
+        """Take a failed order out of the reconcile index, if it is still as read; any other order keeps its place."""
+        records = self._records
+        if order.status is not OrderStatus.FAILED:
+            return
+        record = records(order.id)
+        record.version = order.version  # PynamoDB adds "version unchanged" to the condition, then increments it
+        try:
+            record.update(actions=[records.reconcile_shard.remove()], condition=records.id.exists())
+        except PynamoDBException as exc:
+            if is_condition_failure(exc):
+                return  # written meanwhile (corrected, reopened): the next pass looks again
+            raise StorageUnavailable(f"could not update order {order.id}") from exc
 
     def list_for_account(self, query: OrderQuery) -> OrderPage:
         """One page of the account's orders, newest first, from the account-orders index (never a scan)."""

@@ -22,8 +22,8 @@ class QueueUnavailable(Exception):
 class OrdersQueue(Protocol):
     """The work our own workers owe orders: placements and cancel requests, delivered at least once."""
 
-    def request_placement(self, order_id: str, correlation_id: str | None = None) -> None:
-        """Ask, at least once, for the order to be placed."""
+    def request_placement(self, order_id: str, correlation_id: str | None = None, delay_s: int = 0) -> None:
+        """Ask, at least once, for the order to be placed (or, attempts exhausted, settled), after delay_s."""
 
     def request_cancel(self, order_id: str, correlation_id: str | None = None) -> None:
         """Ask, at least once, for the exchange to be asked to cancel the order."""
@@ -115,9 +115,9 @@ class SqsQueue:
                 raise QueueUnavailable(f"could not find queue {self._queue_name}") from exc
         return self._queue_url
 
-    def send(self, body: str) -> None:
+    def send(self, body: str, delay_s: int = 0) -> None:
         try:
-            self.client.send_message(QueueUrl=self.queue_url, MessageBody=body)
+            self.client.send_message(QueueUrl=self.queue_url, MessageBody=body, DelaySeconds=delay_s)
         except (BotoCoreError, ClientError) as exc:
             raise QueueUnavailable(f"could not send to {self._queue_name}") from exc
 
@@ -125,8 +125,8 @@ class SqsQueue:
 class SqsOrdersQueue(SqsQueue):
     """The orders queue (OrdersQueue) on SQS."""
 
-    def request_placement(self, order_id: str, correlation_id: str | None = None) -> None:
-        self.send(placement_message(order_id, correlation_id))
+    def request_placement(self, order_id: str, correlation_id: str | None = None, delay_s: int = 0) -> None:
+        self.send(placement_message(order_id, correlation_id), delay_s)
 
     def request_cancel(self, order_id: str, correlation_id: str | None = None) -> None:
         self.send(cancel_message(order_id, correlation_id))

@@ -44,6 +44,23 @@ class OrderQuery:
 
 
 @dataclass(frozen=True)
+class ReconcileCursor:
+    """Where the reconciler's last run stopped: a shard of its index, and the last order id checked in it."""
+
+    shard: int
+    after_id: str | None
+
+    def to_text(self) -> str:
+        return f"{self.shard}:{self.after_id or ''}"
+
+    @classmethod
+    def from_text(cls, text: str) -> ReconcileCursor | None:
+        """The cursor to_text wrote, or None (start over) for anything else: a cursor only saves work."""
+        shard, _, after = text.partition(":")
+        return cls(int(shard), after or None) if shard.isdigit() else None
+
+
+@dataclass(frozen=True)
 class OrderPage:
     orders: list[Order]
     next: OrderCursor | None  # None: this was the last page
@@ -71,6 +88,22 @@ class OrderRepository(Protocol):
 
     def list_for_account(self, query: OrderQuery) -> OrderPage:
         """A page of the account's orders, newest first (eventually consistent)."""
+
+    def due_for_reconcile(self, cursor: ReconcileCursor | None, limit: int) -> tuple[list[str], ReconcileCursor]:
+        """Up to limit ids of open or failed orders from cursor on (eventually consistent), and the next cursor."""
+
+    def stop_reconciling(self, order: Order) -> None:
+        """A failed order past the reconciler's window leaves its index, unless written since it was read."""
+
+
+class CursorStore(Protocol):
+    """One named position kept between runs of a scheduled function."""
+
+    def load(self) -> str | None:
+        """The position saved last, or None if there is none."""
+
+    def save(self, position: str) -> None:
+        """Keep position for the next run."""
 
 
 class ExecutionRepository(Protocol):

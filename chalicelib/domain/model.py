@@ -75,6 +75,19 @@ OPERATOR_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 
 
+# Moves only the exchange's word makes, kept apart from the table above for the
+# same reason: an order we recorded failed (its placement looked lost) that the
+# exchange did accept. Its execution reports or its status at the exchange
+# move it to the exchange's state, as if it had never failed; each such move is
+# a correction, logged as an error and counted (OrdersCorrected). Rejected is
+# not among them: the exchange refusing the order agrees with "failed".
+CORRECTION_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.FAILED: frozenset(
+        {OrderStatus.PLACED, OrderStatus.PARTIALLY_FILLED} | (_DONE_AT_THE_EXCHANGE - {OrderStatus.REJECTED})
+    ),
+}
+
+
 def can_transition(source: OrderStatus, target: OrderStatus) -> bool:
     return target in TRANSITIONS[source]
 
@@ -185,6 +198,27 @@ class ExecutionReport:
         higher average price so that the choice never depends on arrival order.
         """
         return (self.cum_qty, self.avg_price if self.avg_price is not None else Decimal(-1))
+
+
+@dataclass(frozen=True)
+class VenueOrderState:
+    """The exchange's answer to an order status query (FIX OrderStatusRequest, 35=H) about an order it holds."""
+
+    exchange_order_id: str
+    status: OrderStatus  # one of STATUS_AFTER's values: placed, partially_filled, filled, canceled, ...
+    cum_qty: int
+    leaves_qty: int
+    avg_price: Decimal | None
+
+    @property
+    def fill_progress(self) -> tuple[int, Decimal]:
+        """Comparable with ExecutionReport.fill_progress: the same merge takes both."""
+        return (self.cum_qty, self.avg_price if self.avg_price is not None else Decimal(-1))
+
+
+# What the exchange has said about an order, from a report or a status answer:
+# the status it leads to, how far it is filled, the exchange's order id.
+_Observation = tuple[OrderStatus, tuple[int, Decimal], str]
 
 
 class PlacementStage(StrEnum):
@@ -354,17 +388,53 @@ class Order:
 
     def apply_executions(self, reports: list[ExecutionReport], now: datetime) -> Order:
         """This order after the reports; the result is the same for any order and repetition of them."""
-        status = self.status
-        best: tuple[int, Decimal] = (self.filled_quantity, self.average_fill_price or Decimal(-1))
-        exchange_order_id = self.exchange_order_id
         for report in reports:
             if report.order_id != self.id:
                 raise ValueError(f"report {report.exec_id} is for order {report.order_id}, not {self.id}")
-            target = STATUS_AFTER[report.exec_type]
+        return self._merged([(STATUS_AFTER[r.exec_type], r.fill_progress, r.exchange_order_id) for r in reports], now)
+
+    def reconciled_with(self, venue: VenueOrderState, now: datetime) -> Order:
+        """This order after the exchange's status answer: the same merge as reports, so never a step back."""
+        return self._merged([(venue.status, venue.fill_progress, venue.exchange_order_id)], now)
+
+    def placement_confirmed(self, venue: VenueOrderState, now: datetime) -> Order:
+        """The exchange's status answer shows it holds this order: our placement is done, then its state merged.
+
+        What the placement handler records on an accepted answer (placed_at,
+        the attempt), for an order whose answers were lost; a failed order is
+        corrected instead (see CORRECTION_TRANSITIONS).
+        """
+        recorded = self
+        if self.placed_at is None and self.status is not OrderStatus.FAILED:
+            recorded = self.placed(venue.exchange_order_id, now)
+        return recorded.reconciled_with(venue, now)
+
+    def is_corrected_from(self, before: Order) -> bool:
+        """Whether this order is `before` corrected: failed there, the exchange's state here."""
+        return before.status is OrderStatus.FAILED and self.status in CORRECTION_TRANSITIONS[OrderStatus.FAILED]
+
+    @property
+    def is_corrected_by(self) -> frozenset[OrderStatus]:
+        """The statuses the exchange's word may correct this order to (empty unless it is failed)."""
+        return CORRECTION_TRANSITIONS.get(self.status, frozenset())
+
+    def _merged(self, observations: list[_Observation], now: datetime) -> Order:
+        """Order-independent and idempotent: statuses only go up the table, fills only up by fill_progress.
+
+        A failed order that the exchange shows it holds is corrected: merged
+        from pending, as if its placement had never been given up on.
+        """
+        status = self.status
+        corrections = self.is_corrected_by
+        if corrections and any(target in corrections for target, _, _ in observations):
+            status = OrderStatus.PENDING
+        best: tuple[int, Decimal] = (self.filled_quantity, self.average_fill_price or Decimal(-1))
+        exchange_order_id = self.exchange_order_id
+        for target, progress, venue_order_id in observations:
             if can_transition(status, target):
                 status = target
-            best = max(best, report.fill_progress)
-            exchange_order_id = exchange_order_id or report.exchange_order_id
+            best = max(best, progress)
+            exchange_order_id = exchange_order_id or venue_order_id
         filled, average = best
         changed = dataclasses.replace(
             self,
@@ -373,15 +443,19 @@ class Order:
             average_fill_price=None if average < 0 else average,
             exchange_order_id=exchange_order_id,
         )
+        if self.status is OrderStatus.FAILED and changed.status is not OrderStatus.FAILED:
+            # The exchange has it after all: it was placed, and nothing failed.
+            changed = dataclasses.replace(changed, failure_reason=None, placed_at=self.placed_at or now)
         return self if changed == self else dataclasses.replace(changed, updated_at=now)
 
-    def failed(self, reason: str, now: datetime) -> Order:
+    def failed(self, reason: str, now: datetime, after_attempt: bool = True) -> Order:
+        """Failed for good; after_attempt=False when no attempt ended here (the exchange's verdict came later)."""
         return self._moved_to(
             OrderStatus.FAILED,
             now,
             failure_reason=reason,
             last_error=reason,
-            attempts=self.attempts + 1,
+            attempts=self.attempts + after_attempt,
             placing_until=None,
         )
 
@@ -393,14 +467,15 @@ class Order:
             self, status=OrderStatus.PENDING, updated_at=now, attempts=0, failure_reason=None, placing_until=None
         )
 
-    def attempt_failed(self, error: str, now: datetime) -> Order:
+    def attempt_failed(self, error: str, now: datetime, attempt: int | None = None) -> Order:
         """A placement attempt ended without the exchange accepting: one attempt more, the lease released.
 
         Still pending (it will be retried), or still pending_cancel: the client
         canceled meanwhile, and the cancel request settles it with the exchange.
+        attempt: the attempt's own number, when it counts more than the ones
+        recorded (receives that died before recording theirs).
         """
         if self.status not in (OrderStatus.PENDING, OrderStatus.PENDING_CANCEL):
             raise InvalidTransition(self.status, self.status)
-        return dataclasses.replace(
-            self, updated_at=now, last_error=error, attempts=self.attempts + 1, placing_until=None
-        )
+        attempts = max(attempt or 0, self.attempts + 1)
+        return dataclasses.replace(self, updated_at=now, last_error=error, attempts=attempts, placing_until=None)

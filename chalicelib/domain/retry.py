@@ -18,6 +18,10 @@ class RetryPolicy:
     def is_last(self, attempt: int) -> bool:
         return attempt >= self.max_attempts
 
+    def is_exhausted(self, attempts_made: int) -> bool:
+        """No placement attempt is left: only the exchange's status can settle the order now."""
+        return attempts_made >= self.max_attempts
+
     def delay_after(self, attempt: int, rng: random.Random | None = None) -> int:
         """Seconds to wait after failed attempt number `attempt` (1-based).
 

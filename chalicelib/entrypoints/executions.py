@@ -63,6 +63,8 @@ def handle_batch(event: dict[str, Any], context: Any, *, dependencies: Dependenc
         if report.order_id in result.unknown_orders:
             failed_queue.send(_failed_record(record, f"unknown order {report.order_id}"))
     count("ExecutionsApplied", len(parsed))
+    if result.corrected_orders:
+        count("OrdersCorrected", result.corrected_orders)
     logger.info(
         "executions applied",
         records=len(records),

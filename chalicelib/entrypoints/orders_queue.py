@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from chalicelib.adapters.queue import OrderAction, parse_order_message
+from chalicelib.adapters.queue import OrderAction, OrderMessage, QueueUnavailable, parse_order_message
 from chalicelib.config import get_settings
 from chalicelib.observability import LoggingThreadPool, count, lambda_handler, logger, seconds
 from chalicelib.service.dependencies import Dependencies
@@ -27,7 +27,7 @@ class MessageDeferred(Exception):
 
 
 class PlacementExhausted(Exception):
-    """Reported as a batch item failure after the order was marked failed: the redrive policy moves it to the DLQ."""
+    """Reported as a batch item failure after the order was marked failed and the DLQ could not take its message."""
 
 
 class MalformedOrderMessage(Exception):
@@ -53,12 +53,13 @@ def handle_record(record: SQSRecord, dependencies: Dependencies) -> str:
     try:
         if message.action is OrderAction.CANCEL:
             return _request_cancel(record, order_id, dependencies)
-        return _place(record, order_id, dependencies)
+        return _place(record, message, dependencies)
     finally:
         logger.thread_safe_clear_keys()
 
 
-def _place(record: SQSRecord, order_id: str, dependencies: Dependencies) -> str:
+def _place(record: SQSRecord, message: OrderMessage, dependencies: Dependencies) -> str:
+    order_id = message.order_id
     count("PlacementAttempts")
     result = place_order(order_id, int(record.attributes.approximate_receive_count), dependencies)
     logger.info("placement attempt", outcome=result.outcome.value, retry_in_s=result.retry_in_s)
@@ -67,11 +68,26 @@ def _place(record: SQSRecord, order_id: str, dependencies: Dependencies) -> str:
     if result.outcome is PlacementOutcome.RETRY:
         queue.retry_after(record.receipt_handle, result.retry_in_s)
         raise MessageDeferred(f"order {order_id}: retry in {result.retry_in_s}s")
+    if result.outcome is PlacementOutcome.AWAITING_VERDICT:
+        # A new message, not this one back: this one may be on its last
+        # receive, and the queue would hand it to the DLQ. If the send fails,
+        # the message comes back (or the sweep re-sends): asking twice is harmless.
+        queue.request_placement(order_id, message.correlation_id, delay_s=result.retry_in_s)
+        return result.outcome.value
     if result.outcome is PlacementOutcome.FAILED:
-        # Visible again at once, so that the next receive hands it to the DLQ.
-        queue.retry_after(record.receipt_handle, 0)
-        raise PlacementExhausted(f"order {order_id}: attempts exhausted")
+        _dead_letter(record, order_id, dependencies)
     return result.outcome.value
+
+
+def _dead_letter(record: SQSRecord, order_id: str, dependencies: Dependencies) -> None:
+    """Hand a failed order's message to the DLQ ourselves: its verdict may come on a message not at its last receive."""
+    try:
+        dependencies.orders_dead_letter_queue.send(record.body)
+    except QueueUnavailable:
+        # Visible again at once: on its last receive the redrive policy moves
+        # it; otherwise the order is failed and only the DLQ's copy is missing.
+        dependencies.orders_queue.retry_after(record.receipt_handle, 0)
+        raise PlacementExhausted(f"order {order_id}: attempts exhausted, the DLQ unreachable") from None
 
 
 def _request_cancel(record: SQSRecord, order_id: str, dependencies: Dependencies) -> str:

@@ -12,7 +12,7 @@ from datetime import timedelta
 from chalicelib.adapters.api_keys import ApiKeyRepository
 from chalicelib.adapters.exchange import Exchange
 from chalicelib.adapters.queue import MessageSender, OrdersQueue
-from chalicelib.adapters.repository import ExecutionRepository, OrderRepository
+from chalicelib.adapters.repository import CursorStore, ExecutionRepository, OrderRepository
 from chalicelib.clock import Clock, utc_now
 from chalicelib.domain.retry import RetryPolicy
 
@@ -45,6 +45,10 @@ class Dependencies:
     # Where the execution consumer sets aside reports that can never apply.
     executions_failed_queue: MessageSender
     api_keys: ApiKeyRepository
+    # Where the placement worker puts the message of an order the exchange confirmed it never got.
+    orders_dead_letter_queue: MessageSender
+    # Where the reconciler left off last run.
+    reconciler_cursor: CursorStore
     clock: Clock = utc_now
     # Jitter of the retry delays; None is one generator shared by the process.
     jitter: random.Random | None = None

@@ -7,12 +7,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from enum import Enum
 
 from chalicelib.adapters.repository import OrderRepository
 from chalicelib.clock import Clock
 from chalicelib.domain.model import ExecutionReport, Order, OrderNotFound
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.order_writes import write_with_retries
+from chalicelib.service.reconciliation import log_correction
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +22,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class ApplyResult:
     updated_orders: int = 0
+    # Orders we had marked failed that these reports show the exchange holds.
+    corrected_orders: int = 0
     unknown_orders: set[str] = field(default_factory=set)
     # Orders whose update failed (storage trouble, endless races): their
     # reports must be delivered again.
@@ -50,7 +54,7 @@ def apply_execution_reports(
     # Executions first: once an order shows a fill, its executions list has it.
     dependencies.executions.add_many([report for batch in known.values() for report in batch])
 
-    def apply(order_id: str) -> bool | Exception:
+    def apply(order_id: str) -> Applied | Exception:
         try:
             return _apply_to_order(current[order_id], known[order_id], orders, clock)
         except Exception as exc:
@@ -66,13 +70,23 @@ def apply_execution_reports(
     for order_id, outcome in zip(order_ids, outcomes, strict=True):
         if isinstance(outcome, Exception):
             result.failed_orders[order_id] = outcome
-        elif outcome:
+        elif outcome is not Applied.UNCHANGED:
             result.updated_orders += 1
+            result.corrected_orders += outcome is Applied.CORRECTED
     return result
 
 
-def _apply_to_order(order: Order, batch: list[ExecutionReport], orders: OrderRepository, clock: Clock) -> bool:
+class Applied(Enum):
+    UNCHANGED = 0
+    UPDATED = 1
+    CORRECTED = 2  # it was failed: see CORRECTION_TRANSITIONS
+
+
+def _apply_to_order(order: Order, batch: list[ExecutionReport], orders: OrderRepository, clock: Clock) -> Applied:
     updated, written = write_with_retries(orders, order, lambda current: current.apply_executions(batch, clock()))
+    if written and updated.is_corrected_from(order):
+        log_correction(order, updated, "execution reports")
+        return Applied.CORRECTED
     if written:
         logger.info(
             "order updated by executions",
@@ -83,7 +97,7 @@ def _apply_to_order(order: Order, batch: list[ExecutionReport], orders: OrderRep
                 "filled_quantity": updated.filled_quantity,
             },
         )
-    return written
+    return Applied.UPDATED if written else Applied.UNCHANGED
 
 
 def list_executions(order_id: str, account_id: str, dependencies: Dependencies) -> list[ExecutionReport]:

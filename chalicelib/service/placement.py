@@ -12,6 +12,7 @@ from chalicelib.clock import Clock
 from chalicelib.domain.model import Order, OrderStatus
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.order_writes import write_with_retries
+from chalicelib.service.placement_verdict import Settlement, Verdict, settle_exhausted
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,9 @@ class PlacementOutcome(StrEnum):
     IN_FLIGHT = "in_flight"  # another delivery is placing it right now; its lease covers a crash
     RETRY = "retry"
     REJECTED = "rejected"  # refused by the exchange for good: failed, nothing to retry
-    FAILED = "failed"  # attempts exhausted: failed, and the message goes to the DLQ
+    FAILED = "failed"  # attempts exhausted and the exchange does not know it: failed, the message to the DLQ
+    # Attempts exhausted, the exchange's word not in yet: ask it again after retry_in_s.
+    AWAITING_VERDICT = "awaiting_verdict"
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ def place_order(order_id: str, receive_count: int, dependencies: Dependencies) -
         # Cannot happen in a healthy system: the order is written before its message.
         logger.error("placement message for an unknown order", extra={"order_id": order_id})
         return PlacementResult(PlacementOutcome.UNKNOWN_ORDER)
+    if order.is_pending and dependencies.retry_policy.is_exhausted(order.attempts):
+        # No attempt left: nothing is sent again, the exchange is asked instead.
+        return _settled(settle_exhausted(order, dependencies))
     # Claim the order before calling the exchange (a versioned write): a
     # cancel that comes first makes this write fail and the order is never
     # sent; a cancel that comes after sees the claim and asks the exchange.
@@ -77,16 +83,14 @@ def _attempt(claimed: Order, attempt: int, dependencies: Dependencies) -> Placem
         return _settled_or(PlacementOutcome.REJECTED, failed)
     except ExchangeUnavailable as exc:
         if policy.is_last(attempt):
-            reason = f"exchange unavailable after {attempt} attempts: {exc}"
-            failed, _ = write_with_retries(repository, claimed, lambda o: _failed(o, reason, clock()))
-            return _settled_or(PlacementOutcome.FAILED, failed)
+            return _last_attempt_unanswered(claimed, attempt, str(exc), dependencies)
         delay, error = policy.delay_after(attempt, dependencies.jitter), str(exc)
         # The message comes back after delay; only well after that is the
         # order stuck, so the sweep does not send a second message meanwhile.
         retrying, _ = write_with_retries(
             repository,
             claimed,
-            lambda o: o.attempt_failed(error, clock()),
+            lambda o: o.attempt_failed(error, clock(), attempt),
             sweep_after=lambda: clock() + timedelta(seconds=delay) + dependencies.timings.pending_sweep_after,
         )
         if not retrying.is_pending:
@@ -102,6 +106,32 @@ def _attempt(claimed: Order, attempt: int, dependencies: Dependencies) -> Placem
             extra={"order_id": claimed.id, "exchange_order_id": ack.exchange_order_id, "status": placed.status.value},
         )
     return PlacementResult(PlacementOutcome.PLACED, placed)
+
+
+def _last_attempt_unanswered(claimed: Order, attempt: int, error: str, dependencies: Dependencies) -> PlacementResult:
+    """No answer on the last attempt: not a verdict (an earlier attempt may have got through), so ask the exchange."""
+    clock, sweep_after = dependencies.clock, dependencies.timings.pending_sweep_after
+    quiet_at = claimed.placement_quiet_at or clock()
+    exhausted, _ = write_with_retries(
+        dependencies.orders,
+        claimed,
+        lambda o: o.attempt_failed(error, clock(), attempt),
+        # The sweep covers a lost "ask again" message, well after it was due.
+        sweep_after=lambda: max(quiet_at, clock()) + sweep_after,
+    )
+    if not exhausted.is_pending:
+        return _settled_or(PlacementOutcome.ALREADY_SETTLED, exhausted)
+    return _settled(settle_exhausted(exhausted, dependencies))
+
+
+def _settled(settlement: Settlement) -> PlacementResult:
+    outcome = {
+        Verdict.PLACED: PlacementOutcome.PLACED,
+        Verdict.FAILED: PlacementOutcome.FAILED,
+        Verdict.SETTLED: PlacementOutcome.ALREADY_SETTLED,
+        Verdict.ASK_LATER: PlacementOutcome.AWAITING_VERDICT,
+    }[settlement.verdict]
+    return PlacementResult(outcome, settlement.order, retry_in_s=settlement.ask_again_in_s)
 
 
 def _not_ours_to_place(order: Order, dependencies: Dependencies) -> PlacementResult:

@@ -17,6 +17,10 @@ REJECT_RATE_ENV = "EXCHANGE_REJECT_RATE"
 CANCEL_RATE_ENV = "EXCHANGE_CANCEL_RATE"
 FEED_DUPLICATE_RATE_ENV = "EXCHANGE_FEED_DUPLICATE_RATE"
 FEED_REORDER_RATE_ENV = "EXCHANGE_FEED_REORDER_RATE"
+STATUS_FAILURE_RATE_ENV = "EXCHANGE_STATUS_FAILURE_RATE"
+LOST_ANSWER_RATE_ENV = "EXCHANGE_LOST_ANSWER_RATE"
+LOST_ANSWER_ORDER_RATE_ENV = "EXCHANGE_LOST_ANSWER_ORDER_RATE"
+FEED_LOSS_RATE_ENV = "EXCHANGE_FEED_LOSS_RATE"
 DEFAULT_FAILURE_RATE = 0.1
 DEFAULT_LATENCY_S = 0.5
 DEFAULT_EXEC_DELAY_S = 0.2
@@ -26,6 +30,12 @@ DEFAULT_REJECT_RATE = 0.02
 DEFAULT_CANCEL_RATE = 0.03
 DEFAULT_FEED_DUPLICATE_RATE = 0.0
 DEFAULT_FEED_REORDER_RATE = 0.0
+# The faults our state must converge through (lost answers, lost reports, a status query
+# that fails): off unless a test or a chaos scenario asks for them.
+DEFAULT_STATUS_FAILURE_RATE = 0.0
+DEFAULT_LOST_ANSWER_RATE = 0.0
+DEFAULT_LOST_ANSWER_ORDER_RATE = 0.0
+DEFAULT_FEED_LOSS_RATE = 0.0
 
 
 class InvalidValue(ValueError):
@@ -88,6 +98,10 @@ KNOBS = (
     Knob("cancel_rate", CANCEL_RATE_ENV, check_rate),
     Knob("feed_duplicate_rate", FEED_DUPLICATE_RATE_ENV, check_rate),
     Knob("feed_reorder_rate", FEED_REORDER_RATE_ENV, check_rate),
+    Knob("status_failure_rate", STATUS_FAILURE_RATE_ENV, check_rate),
+    Knob("lost_answer_rate", LOST_ANSWER_RATE_ENV, check_rate),
+    Knob("lost_answer_order_rate", LOST_ANSWER_ORDER_RATE_ENV, check_rate),
+    Knob("feed_loss_rate", FEED_LOSS_RATE_ENV, check_rate),
 )
 KNOB_KEYS = tuple(knob.key for knob in KNOBS)
 
@@ -103,6 +117,10 @@ class SimConfig:
     cancel_rate: float = DEFAULT_CANCEL_RATE
     feed_duplicate_rate: float = DEFAULT_FEED_DUPLICATE_RATE
     feed_reorder_rate: float = DEFAULT_FEED_REORDER_RATE
+    status_failure_rate: float = DEFAULT_STATUS_FAILURE_RATE
+    lost_answer_rate: float = DEFAULT_LOST_ANSWER_RATE
+    lost_answer_order_rate: float = DEFAULT_LOST_ANSWER_ORDER_RATE
+    feed_loss_rate: float = DEFAULT_FEED_LOSS_RATE
 
     def to_json(self) -> dict[str, float | int]:
         return {key: cast(float | int, getattr(self, key)) for key in KNOB_KEYS}

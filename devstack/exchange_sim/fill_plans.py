@@ -131,17 +131,25 @@ def plan_execution(order: OrderRequest, config: SimConfig, rng: random.Random) -
 
 @dataclass
 class Execution:
-    """An order's state as its execution reports so far describe it."""
+    """An order's state as its execution reports so far describe it, the lost ones included."""
 
     quantity: int
     last_exec_type: str = "new"
     cum_qty: int = 0
     notional: Decimal = Decimal(0)
+    # The reports the feed carries, and the ones the feed-loss knob dropped: both changed the
+    # order at the exchange, but only the first can ever reach a consumer.
     exec_ids: list[str] = field(default_factory=list)
+    lost_exec_ids: list[str] = field(default_factory=list)
+    transact_time: str | None = None
 
     @property
     def done(self) -> bool:
         return self.last_exec_type in TERMINAL_EXEC_TYPES
+
+    @property
+    def status(self) -> str:
+        return STATUS_OF_EXEC_TYPE[self.last_exec_type]
 
     @property
     def leaves_qty(self) -> int:
@@ -154,7 +162,7 @@ class Execution:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "status": STATUS_OF_EXEC_TYPE[self.last_exec_type],
+            "status": self.status,
             "cum_qty": self.cum_qty,
             "leaves_qty": self.leaves_qty,
             "avg_price": self.avg_price(),

@@ -1,4 +1,4 @@
-"""The HTTP/JSON API: order entry, cancel, the exchange's record, the feed replay, stats and admin."""
+"""The HTTP/JSON API: order entry, cancel, the order status query, the feed replay, stats and admin."""
 
 from __future__ import annotations
 
@@ -14,13 +14,25 @@ from urllib.parse import unquote, urlsplit
 
 from devstack.exchange_sim.config import InvalidValue
 from devstack.exchange_sim.feed_log import parse_from_seq
-from devstack.exchange_sim.orders import CONNECTION_NOT_AVAILABLE, CancelOutcome, Outcome, parse_order
+from devstack.exchange_sim.orders import (
+    CONNECTION_NOT_AVAILABLE,
+    STATUS_NOT_AVAILABLE,
+    UNKNOWN_ORDER,
+    CancelOutcome,
+    Outcome,
+    StatusOutcome,
+    parse_order,
+)
 from devstack.exchange_sim.state import ExchangeState
 
 # Far above any order; stops a broken client from making us buffer without bound.
 MAX_BODY_BYTES = 64 * 1024
 # Idle keep-alive connections each hold a thread; drop the ones a client forgot.
 IDLE_CONNECTION_TIMEOUT_S = 120.0
+ORDERS_PREFIX = "/orders/"
+# The test-only full record of an order; apart from the venue's status query, so that a
+# knob making that query fail never breaks a test's bookkeeping.
+ADMIN_ORDERS_PREFIX = "/admin/orders/"
 
 
 class ExchangeHTTPServer(ThreadingHTTPServer):
@@ -93,9 +105,7 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
             self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error in the exchange simulator"})
 
     def _route(self, method: str, path: str, query: str, body: bytes) -> None:
-        if path.startswith("/orders/") and len(path) > len("/orders/"):
-            self._require(method, "GET", "DELETE")
-            self._order(method, unquote(path[len("/orders/") :]))
+        if self._route_one_order(method, path):
             return
         if path == "/orders":
             self._require(method, "POST")
@@ -125,6 +135,18 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
         else:
             raise BadRequest(HTTPStatus.NOT_FOUND, f"no such path: {path}")
 
+    def _route_one_order(self, method: str, path: str) -> bool:
+        """Serve a path that names one client order id (URL-encoded as one segment); False for any other path."""
+        if path.startswith(ORDERS_PREFIX) and len(path) > len(ORDERS_PREFIX):
+            self._require(method, "GET", "DELETE")
+            self._order(method, unquote(path[len(ORDERS_PREFIX) :]))
+            return True
+        if path.startswith(ADMIN_ORDERS_PREFIX) and len(path) > len(ADMIN_ORDERS_PREFIX):
+            self._require(method, "GET")
+            self._get_order_record(unquote(path[len(ADMIN_ORDERS_PREFIX) :]))
+            return True
+        return False
+
     def _require(self, method: str, *allowed: str) -> None:
         if method not in allowed:
             raise BadRequest(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed here; use {' or '.join(allowed)}")
@@ -140,6 +162,11 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
         # The decision comes after the round trip, so it sees whatever got accepted in the meantime.
         self._simulate_round_trip()
         decision = self.state.submit(request)
+        if decision.answer_lost:
+            # As when the answer is lost on the way back: the exchange decided (an accepted
+            # order is worked), the client sees only the connection close, without a response.
+            self.close_connection = True
+            return
         if decision.outcome is Outcome.ACCEPTED:
             self._send_json(
                 HTTPStatus.CREATED,
@@ -185,14 +212,27 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
         elif decision.outcome is CancelOutcome.TOO_LATE:
             self._send_json(HTTPStatus.CONFLICT, {"error": f"too late to cancel: order is {decision.status}"})
         elif decision.outcome is CancelOutcome.UNKNOWN:
-            self._send_json(HTTPStatus.NOT_FOUND, {"error": "unknown order"})
+            self._send_json(HTTPStatus.NOT_FOUND, {"error": UNKNOWN_ORDER})
         else:
             self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": CONNECTION_NOT_AVAILABLE})
 
     def _get_order(self, client_order_id: str) -> None:
+        """The venue's order status query (FIX OrderStatusRequest): where the exchange has the order."""
+        # A round trip to the venue like any other; a status query is no cheaper than a cancel.
+        self._simulate_round_trip()
+        decision = self.state.status(client_order_id)
+        if decision.outcome is StatusOutcome.KNOWN:
+            assert decision.answer is not None
+            self._send_json(HTTPStatus.OK, decision.answer)
+        elif decision.outcome is StatusOutcome.UNKNOWN:
+            self._send_json(HTTPStatus.NOT_FOUND, {"error": UNKNOWN_ORDER})
+        else:
+            self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": STATUS_NOT_AVAILABLE})
+
+    def _get_order_record(self, client_order_id: str) -> None:
         view = self.state.order_view(client_order_id)
         if view is None:
-            self._send_json(HTTPStatus.NOT_FOUND, {"error": "unknown client order id"})
+            self._send_json(HTTPStatus.NOT_FOUND, {"error": UNKNOWN_ORDER})
         else:
             self._send_json(HTTPStatus.OK, view)
 

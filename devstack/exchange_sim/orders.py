@@ -1,4 +1,4 @@
-"""Order entry and cancel requests: parsing a POST /orders body, and the decisions the exchange answers with."""
+"""Order entry, cancel and status requests: parsing a POST /orders body, and the decisions the exchange answers with."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from typing import Any, cast
 from devstack.exchange_sim.config import InvalidValue, finite_number
 
 CONNECTION_NOT_AVAILABLE = "connection not available"
+STATUS_NOT_AVAILABLE = "order status not available"
+# The exchange's verdict on a client order id it never accepted, to a cancel and to a
+# status query alike: our adapter takes exactly this text (and no other 404) for one.
+UNKNOWN_ORDER = "unknown order"
 ORDER_SIDES = ("buy", "sell")
 ORDER_TYPES = ("market", "limit")
 
@@ -104,6 +108,9 @@ class Decision:
     client_order_id: str | None = None
     exchange_order_id: str | None = None
     problem: str | None = None
+    # The lost-answer knobs: the decision stands (an accepted order is worked), but the
+    # client gets no answer at all, only a closed connection.
+    answer_lost: bool = False
 
 
 class CancelOutcome(enum.Enum):
@@ -119,3 +126,16 @@ class CancelDecision:
     exchange_order_id: str | None = None
     # The order's status when the cancel came too late: filled, canceled, rejected or expired.
     status: str | None = None
+
+
+class StatusOutcome(enum.Enum):
+    KNOWN = "known"
+    UNKNOWN = "unknown"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class StatusDecision:
+    outcome: StatusOutcome
+    # The answer to the order status query (FIX OrderStatusRequest), for KNOWN only.
+    answer: Mapping[str, Any] | None = None

@@ -1,8 +1,10 @@
-"""The exchange itself: order book, counters, knobs and the execution engine, behind one lock."""
+"""The exchange itself: order book, counters, knobs, faults and the execution engine, behind one lock."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import hashlib
 import itertools
 import random
 import secrets
@@ -23,11 +25,21 @@ from devstack.exchange_sim.orders import (
     InvalidOrder,
     OrderRequest,
     Outcome,
+    StatusDecision,
+    StatusOutcome,
 )
 from devstack.exchange_sim.scheduler import Scheduler
 
 # /stats totals over DELETE /orders/{id}; requests, accepted and failures count POST /orders alone.
 CANCEL_COUNTERS = ("cancel_requests", "canceled_by_request", "cancels_too_late", "cancels_unknown", "cancel_failures")
+# Over GET /orders/{id}, the order status query.
+STATUS_COUNTERS = ("status_requests", "status_failures", "status_unknown")
+# The faults the lost-answer and feed-loss knobs made, so that a chaos run can say how many.
+FAULT_COUNTERS = ("lost_answers", "lost_reports")
+TOTAL_COUNTERS = CANCEL_COUNTERS + STATUS_COUNTERS + FAULT_COUNTERS
+# Order entry outcomes whose answer the lost-answer knobs drop; a malformed order is answered
+# 400 before the exchange decides anything about its client order id.
+ANSWERS_THAT_CAN_BE_LOST = frozenset({Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.FAILED})
 
 
 def utc_timestamp() -> str:
@@ -48,6 +60,11 @@ class OrderRecord:
     canceled_by_request: int = 0
     cancels_too_late: int = 0
     cancel_failures: int = 0
+    status_requests: int = 0
+    status_failures: int = 0
+    lost_answers: int = 0
+    lost_reports: int = 0
+    accepted_at: str | None = None
     execution: Execution | None = None
 
     def counters(self) -> dict[str, int]:
@@ -59,6 +76,10 @@ class OrderRecord:
             "canceled_by_request": self.canceled_by_request,
             "cancels_too_late": self.cancels_too_late,
             "cancel_failures": self.cancel_failures,
+            "status_requests": self.status_requests,
+            "status_failures": self.status_failures,
+            "lost_answers": self.lost_answers,
+            "lost_reports": self.lost_reports,
         }
 
 
@@ -78,6 +99,12 @@ class ExchangeState:
         self._engine_rng = _derived_random(seed, "engine")
         self._feed_rng = _derived_random(seed, "feed")
         self._cancel_rng = _derived_random(seed, "cancel")
+        self._answer_rng = _derived_random(seed, "answers")
+        self._status_rng = _derived_random(seed, "status")
+        self._feed_loss_rng = _derived_random(seed, "feed-loss")
+        # Which client order ids lose every answer is a hash of the id under this salt: the
+        # same ids in every run with one seed, whatever else happened in between.
+        self._lost_order_salt = secrets.token_hex(8) if seed is None else str(seed)
         # Exchange order ids and exec ids stay unique across resets and restarts: a backend
         # that stored one from an earlier run must never see it handed out again.
         token = secrets.token_hex(3)
@@ -90,7 +117,7 @@ class ExchangeState:
         self._accepted = 0
         self._duplicates_rejected = 0
         self._failures = 0
-        self._cancel_counts = dict.fromkeys(CANCEL_COUNTERS, 0)
+        self._counts = dict.fromkeys(TOTAL_COUNTERS, 0)
         # Bumped by reset: a step already taken off the scheduler when the reset happened
         # sees a different generation and does nothing.
         self._generation = 0
@@ -125,7 +152,7 @@ class ExchangeState:
         with self._lock:
             self._orders.clear()
             self._requests = self._accepted = self._duplicates_rejected = self._failures = 0
-            self._cancel_counts = dict.fromkeys(CANCEL_COUNTERS, 0)
+            self._counts = dict.fromkeys(TOTAL_COUNTERS, 0)
             self._generation += 1
             self._scheduler.clear()
 
@@ -136,27 +163,55 @@ class ExchangeState:
             # One draw per attempt whatever the rate, so a seeded run gives the same
             # failure pattern even if the rate is changed in between.
             failed = self._rng.random() < self._config.failure_rate
-            client_order_id = request.client_order_id
-            if failed:
-                # The request never reached the matching engine: nothing is decided, so even
-                # an invalid order or a duplicate just sees the connection fail.
-                self._failures += 1
-                if client_order_id is not None:
-                    self._orders.setdefault(client_order_id, OrderRecord()).failures += 1
-                return Decision(Outcome.FAILED, client_order_id, problem=CONNECTION_NOT_AVAILABLE)
-            if isinstance(request, InvalidOrder):
-                return Decision(Outcome.INVALID, client_order_id, problem=request.problem)
-            record = self._orders.setdefault(request.client_order_id, OrderRecord())
-            if record.exchange_order_id is not None:
-                record.duplicates_rejected += 1
-                self._duplicates_rejected += 1
-                return Decision(Outcome.DUPLICATE, request.client_order_id, record.exchange_order_id)
-            record.exchange_order_id = f"{self._id_prefix}{next(self._id_sequence):06d}"
-            record.order = request
-            record.accepted += 1
-            self._accepted += 1
-            self._schedule(request, plan_execution(request, self._config, self._engine_rng))
-            return Decision(Outcome.ACCEPTED, request.client_order_id, record.exchange_order_id)
+            # From a stream of its own, one per attempt: turning this knob on must not
+            # shift the failure pattern of a seeded run.
+            answer_lost = self._answer_rng.random() < self._config.lost_answer_rate
+            decision = self._decide(request, failed)
+            client_order_id = decision.client_order_id
+            if client_order_id is None or decision.outcome not in ANSWERS_THAT_CAN_BE_LOST:
+                return decision
+            # The rate loses the answer to an acceptance only (the exchange has the order, the
+            # client cannot know); the chosen ids lose every answer, so no retry ever learns.
+            drawn = answer_lost and decision.outcome is Outcome.ACCEPTED
+            if not (drawn or self._loses_every_answer(client_order_id)):
+                return decision
+            self._counts["lost_answers"] += 1
+            self._orders[client_order_id].lost_answers += 1
+            return dataclasses.replace(decision, answer_lost=True)
+
+    def _loses_every_answer(self, client_order_id: str) -> bool:
+        """Whether this id is among the share whose every order entry answer is lost; the caller holds the lock."""
+        rate = self._config.lost_answer_order_rate
+        if rate <= 0:
+            return False
+        digest = hashlib.sha256(f"{self._lost_order_salt}:{client_order_id}".encode()).digest()
+        # A point in [0, 1) fixed per id: raising the rate only ever adds ids to the share.
+        return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+    def _decide(self, request: OrderRequest | InvalidOrder, failed: bool) -> Decision:
+        """The exchange's decision on one attempt, its answer not yet lost or kept; the caller holds the lock."""
+        client_order_id = request.client_order_id
+        if failed:
+            # The request never reached the matching engine: nothing is decided, so even
+            # an invalid order or a duplicate just sees the connection fail.
+            self._failures += 1
+            if client_order_id is not None:
+                self._orders.setdefault(client_order_id, OrderRecord()).failures += 1
+            return Decision(Outcome.FAILED, client_order_id, problem=CONNECTION_NOT_AVAILABLE)
+        if isinstance(request, InvalidOrder):
+            return Decision(Outcome.INVALID, client_order_id, problem=request.problem)
+        record = self._orders.setdefault(request.client_order_id, OrderRecord())
+        if record.exchange_order_id is not None:
+            record.duplicates_rejected += 1
+            self._duplicates_rejected += 1
+            return Decision(Outcome.DUPLICATE, request.client_order_id, record.exchange_order_id)
+        record.exchange_order_id = f"{self._id_prefix}{next(self._id_sequence):06d}"
+        record.order = request
+        record.accepted_at = utc_timestamp()
+        record.accepted += 1
+        self._accepted += 1
+        self._schedule(request, plan_execution(request, self._config, self._engine_rng))
+        return Decision(Outcome.ACCEPTED, request.client_order_id, record.exchange_order_id)
 
     def _schedule(self, order: OrderRequest, steps: Sequence[Step]) -> None:
         # Absolute due times from one start: steps of one order never overtake each other,
@@ -192,7 +247,7 @@ class ExchangeState:
         if step.last_price is not None:
             execution.cum_qty += step.last_qty
             execution.notional += step.last_price * step.last_qty
-        execution.exec_ids.append(exec_id)
+        transact_time = utc_timestamp()
         report = {
             "exec_id": exec_id,
             "client_order_id": client_order_id,
@@ -203,18 +258,28 @@ class ExchangeState:
             "cum_qty": execution.cum_qty,
             "leaves_qty": execution.leaves_qty,
             "avg_price": execution.avg_price(),
-            "transact_time": utc_timestamp(),
+            "transact_time": transact_time,
         }
+        execution.transact_time = transact_time
         # Two draws per report whatever the rates, for the same reason as in submit.
         duplicate = self._feed_rng.random() < self._config.feed_duplicate_rate
         reorder = self._feed_rng.random() < self._config.feed_reorder_rate
+        # A stream of its own, so that losing reports leaves the other draws as they were.
+        if self._feed_loss_rng.random() < self._config.feed_loss_rate:
+            # Lost for good: the order moved on at the exchange (the status query shows it),
+            # but the report never gets a seq, so no replay can bring it back.
+            execution.lost_exec_ids.append(exec_id)
+            record.lost_reports += 1
+            self._counts["lost_reports"] += 1
+            return
+        execution.exec_ids.append(exec_id)
         # Under the lock, so that seq order is the order in which the reports happened.
         self.feed_log.append(report, duplicate=duplicate, reorder=reorder)
 
     def cancel(self, client_order_id: str) -> CancelDecision:
         """Decide one cancel attempt; the check that the order is live and its ending are one step."""
         with self._lock:
-            self._cancel_counts["cancel_requests"] += 1
+            self._counts["cancel_requests"] += 1
             # A stream of its own, one draw per attempt: cancels must not shift the seeded
             # failure pattern of order entry, nor the engine's plans.
             failed = self._cancel_rng.random() < self._config.failure_rate
@@ -223,17 +288,17 @@ class ExchangeState:
                 record.cancel_requests += 1
             if failed:
                 # As for order entry: the request never reached the matching engine.
-                self._cancel_counts["cancel_failures"] += 1
+                self._counts["cancel_failures"] += 1
                 if record is not None:
                     record.cancel_failures += 1
                 return CancelDecision(CancelOutcome.FAILED)
             # A record without an exchange order id is one whose every entry attempt failed.
             if record is None or record.exchange_order_id is None or record.order is None:
-                self._cancel_counts["cancels_unknown"] += 1
+                self._counts["cancels_unknown"] += 1
                 return CancelDecision(CancelOutcome.UNKNOWN)
             execution = record.execution
             if execution is not None and execution.done:
-                self._cancel_counts["cancels_too_late"] += 1
+                self._counts["cancels_too_late"] += 1
                 record.cancels_too_late += 1
                 return CancelDecision(
                     CancelOutcome.TOO_LATE, record.exchange_order_id, STATUS_OF_EXEC_TYPE[execution.last_exec_type]
@@ -244,33 +309,71 @@ class ExchangeState:
                 self._report(client_order_id, record, Step(0.0, "new"))
             # Terminal, so _emit drops whatever is still queued for this order.
             self._report(client_order_id, record, Step(0.0, "canceled"))
-            self._cancel_counts["canceled_by_request"] += 1
+            self._counts["canceled_by_request"] += 1
             record.canceled_by_request += 1
             return CancelDecision(CancelOutcome.CANCELED, record.exchange_order_id)
 
+    def status(self, client_order_id: str) -> StatusDecision:
+        """Answer one order status query: the order as the exchange holds it, every execution counted."""
+        with self._lock:
+            self._counts["status_requests"] += 1
+            # One draw per query, from a stream of its own, as for cancels.
+            failed = self._status_rng.random() < self._config.status_failure_rate
+            record = self._orders.get(client_order_id)
+            if record is not None:
+                record.status_requests += 1
+            if failed:
+                self._counts["status_failures"] += 1
+                if record is not None:
+                    record.status_failures += 1
+                return StatusDecision(StatusOutcome.FAILED)
+            # A record without an order is one whose every entry attempt failed: never accepted.
+            if record is None or record.exchange_order_id is None or record.order is None:
+                self._counts["status_unknown"] += 1
+                return StatusDecision(StatusOutcome.UNKNOWN)
+            # Accepted but not acknowledged on the feed yet is `new` all the same: the
+            # exchange holds the order, and told the client so in its 201.
+            execution = record.execution or Execution(record.order.quantity)
+            avg_price = execution.avg_price()
+            answer = {
+                "client_order_id": client_order_id,
+                "exchange_order_id": record.exchange_order_id,
+                "status": execution.status,
+                "cum_qty": execution.cum_qty,
+                "leaves_qty": execution.leaves_qty,
+                # A JSON number here, as FIX's AvgPx; four decimals survive a float exactly enough.
+                "avg_price": None if avg_price is None else float(avg_price),
+                "transact_time": execution.transact_time or record.accepted_at,
+            }
+            return StatusDecision(StatusOutcome.KNOWN, answer)
+
     def order_view(self, client_order_id: str) -> dict[str, Any] | None:
-        """What the exchange knows about one client order id, or None if it never saw it."""
+        """The test-only full record of one client order id (counters, order, execution), or None if never seen."""
         with self._lock:
             record = self._orders.get(client_order_id)
             if record is None:
                 return None
+            execution = record.execution
             return {
                 "client_order_id": client_order_id,
                 "exchange_order_id": record.exchange_order_id,
                 **record.counters(),
                 "order": None if record.order is None else record.order.to_json(),
-                "execution": None if record.execution is None else record.execution.to_json(),
+                "execution": None if execution is None else execution.to_json(),
+                # Executions the exchange made whose reports the feed lost: in `execution`'s
+                # status and quantities, but not in its exec_ids, and never on the feed.
+                "lost_exec_ids": [] if execution is None else list(execution.lost_exec_ids),
             }
 
     def stats(self) -> dict[str, Any]:
-        """Totals over all order entry and cancel attempts since start or the last reset, and the feed's last seq."""
+        """Totals over order entry, cancel and status requests and the faults made, since start or the last reset."""
         with self._lock:
             return {
                 "requests": self._requests,
                 "accepted": self._accepted,
                 "duplicates_rejected": self._duplicates_rejected,
                 "failures": self._failures,
-                **self._cancel_counts,
+                **self._counts,
                 "orders": {order_id: record.counters() for order_id, record in self._orders.items()},
                 "feed_seq": self.feed_log.last_seq,
             }

@@ -37,6 +37,19 @@ def new_order(client_order_id: str | None = None, price: str | None = "123.45") 
     return Order.create("acct-1", terms, T0)
 
 
+def reconcile_pass(repo: OrderRepository, limit: int) -> list[str]:
+    """Every id one whole pass of the reconciler's index yields, run after run from a fresh cursor."""
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10_000):
+        ids, cursor = repo.due_for_reconcile(cursor, limit)
+        assert len(ids) <= limit
+        seen.extend(ids)
+        if cursor.shard == 0 and cursor.after_id is None:
+            return seen
+    raise AssertionError("the reconciler's cursor never came back to the start")
+
+
 def all_pages(repo: OrderRepository, query: OrderQuery) -> list[list[Order]]:
     pages = []
     while True:
@@ -141,6 +154,33 @@ class OrderRepositoryContract:
         stored = repo.add(new_order(), sweep_after=early)
         repo.update(stored.failed("exchange unavailable after 3 attempts", T0), sweep_after=early)
         assert stored.id not in repo.pending_due_for_sweep(early + timedelta(days=1), limit=1000)
+
+    def test_the_reconciler_sees_open_and_failed_orders_once_per_pass_and_never_done_ones(
+        self, repo: OrderRepository
+    ) -> None:
+        pending = repo.add(new_order(), sweep_after=T0)
+        placed = repo.update(repo.add(new_order(), sweep_after=T0).placed("X1", T0), sweep_after=None)
+        failed = repo.update(repo.add(new_order(), sweep_after=T0).failed("gave up", T0), sweep_after=None)
+        done = repo.update(repo.add(new_order(), sweep_after=T0).placed("X2", T0), sweep_after=None)
+        repo.update(dataclasses.replace(done, status=OrderStatus.CANCELED), sweep_after=None)
+        seen = reconcile_pass(repo, limit=2)
+        mine = [order_id for order_id in seen if order_id in {pending.id, placed.id, failed.id, done.id}]
+        assert sorted(mine) == sorted([pending.id, placed.id, failed.id])  # each once, the done one never
+
+    def test_a_failed_order_can_be_dropped_from_the_reconciler_and_no_other(self, repo: OrderRepository) -> None:
+        failed = repo.update(repo.add(new_order(), sweep_after=T0).failed("gave up", T0), sweep_after=None)
+        placed = repo.update(repo.add(new_order(), sweep_after=T0).placed("X1", T0), sweep_after=None)
+        stale = repo.update(repo.add(new_order(), sweep_after=T0).failed("gave up", T0), sweep_after=None)
+        repo.update(stale.reopened(T0), sweep_after=T0)  # reopened since `stale` was read
+        repo.stop_reconciling(failed)
+        repo.stop_reconciling(placed)  # not failed: stays
+        repo.stop_reconciling(stale)  # written since: stays
+        seen = reconcile_pass(repo, limit=50)
+        assert failed.id not in seen
+        assert {placed.id, stale.id} <= set(seen)
+        dropped = repo.get(failed.id)
+        assert dropped is not None
+        assert dataclasses.replace(dropped, version=failed.version) == failed  # nothing else about it changed
 
     def test_get_many_returns_the_stored_orders_among_the_ids(self, repo: OrderRepository) -> None:
         first, second = repo.add(new_order(), sweep_after=T0), repo.add(new_order(), sweep_after=T0)

@@ -120,7 +120,14 @@ def deployed(endpoint_url: str, exchange: tuple[str, str], log_dir: Path) -> Dep
     stack = cloudformation.describe_stacks(StackName=STACK_NAME)["Stacks"][0]
     outputs = {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
     prefix = outputs["OrdersTableName"].removesuffix("-orders")
-    handlers = ("api_handler", "api_key_authorizer", "place_orders", "sweep_pending_orders", "apply_executions")
+    handlers = (
+        "api_handler",
+        "api_key_authorizer",
+        "place_orders",
+        "sweep_pending_orders",
+        "reconcile_orders",
+        "apply_executions",
+    )
     names = {handler: f"{prefix}-{handler.replace('_', '-')}" for handler in handlers}
     return DeployedStack(endpoint_url, outputs, exchange_url, names)
 
@@ -157,7 +164,7 @@ def exchange_record(exchange: tuple[str, str]) -> Any:
     exchange_url, _ = exchange
 
     def record(order_id: str) -> dict[str, Any] | None:
-        response = requests.get(f"{exchange_url}/orders/{order_id}", timeout=5)
+        response = requests.get(f"{exchange_url}/admin/orders/{order_id}", timeout=5)
         return None if response.status_code == 404 else dict(response.json())
 
     return record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,10 @@ EXCHANGE_DEFAULTS = {
     "cancel_rate": 0.03,
     "feed_duplicate_rate": 0.0,
     "feed_reorder_rate": 0.0,
+    "feed_loss_rate": 0.0,
+    "lost_answer_rate": 0.0,
+    "lost_answer_order_rate": 0.0,
+    "status_failure_rate": 0.0,
 }
 
 
@@ -45,7 +50,7 @@ class Exchange:
         requests.post(f"{self.url}/admin/config", json=knobs, timeout=5).raise_for_status()
 
     def record(self, client_order_id: str) -> dict[str, Any] | None:
-        response = requests.get(f"{self.url}/orders/{client_order_id}", timeout=5)
+        response = requests.get(f"{self.url}/admin/orders/{client_order_id}", timeout=5)
         if response.status_code == 404:
             return None
         response.raise_for_status()
@@ -65,3 +70,16 @@ def order_in_status(stack: LocalStack, order_id: str, *statuses: str) -> Callabl
         return body if body.get("status") in statuses else None
 
     return check
+
+
+def dead_lettered(sqs: Any, stack: LocalStack, order_id: str) -> Callable[[], bool]:
+    """A condition: the order's message is in the orders DLQ (looked at without consuming it)."""
+    dlq_url = stack.resources["OrdersDeadLetterQueueUrl"]
+
+    def in_dlq() -> bool:
+        messages = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        for message in messages:
+            sqs.change_message_visibility(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+        return any(json.loads(m["Body"]).get("order_id") == order_id for m in messages)
+
+    return in_dlq

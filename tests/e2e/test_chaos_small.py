@@ -65,3 +65,15 @@ def test_concurrent_duplicate_posts_make_exactly_one_order_per_key(context: RunC
     result = run_scenario("duplicate-posts", SMALL, context)
     assert_clean(result)
     assert set(result.details["answers"]) <= {200, 201}
+
+
+def test_lost_answers_and_lost_reports_converge_to_the_exchanges_record_order_by_order(context: RunContext) -> None:
+    result = run_scenario("lost-answers", SMALL, context)
+    assert_clean(result)
+    assert result.orders == SMALL.lost_answers.orders
+    assert result.details["failed_but_live"] == 0
+    # The faults really happened: answers and reports were lost, and calls failed.
+    assert result.details["lost_answers"] > 0, result.faults
+    assert result.details["lost_reports"] > 0, result.faults
+    assert result.details["exchange"]["failures"] > 0, result.faults
+    assert result.details["convergence_s"] is not None, result.faults

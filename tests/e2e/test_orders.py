@@ -16,7 +16,7 @@ from chalicelib.adapters.queue import placement_message
 from chalicelib.domain.model import order_id_for_client_key
 from devstack.processes import ManagedProcess, free_port
 from devstack.stack import DEMO_ACCOUNT, LocalStack, start_api
-from tests.e2e.helpers import Exchange, auth, order_in_status
+from tests.e2e.helpers import Exchange, auth, dead_lettered, order_in_status
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -68,27 +68,18 @@ def test_an_exchange_that_always_fails_ends_in_failed_after_the_configured_attem
     exchange.configure(failure_rate=1.0)
     order = post(stack, limit_order()).json()
 
-    failed = wait_until(order_in_status(stack, order["id"], "failed", "placed"), timeout_s=60)
+    # Failed once the exchange, asked after the last attempt's lease ran out, said it does not know it.
+    failed = wait_until(order_in_status(stack, order["id"], "failed", "placed"), timeout_s=90)
     assert failed["status"] == "failed"
     assert "3 attempts" in failed["failure_reason"]
     record = exchange.record(order["id"])
     assert record is not None
     assert (record["failures"], record["accepted"]) == (3, 0)
 
-    dlq_url = stack.resources["OrdersDeadLetterQueueUrl"]
-
-    def dead_lettered() -> bool:
-        messages = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
-        for message in messages:
-            sqs.change_message_visibility(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
-        return any(json.loads(m["Body"]).get("order_id") == order["id"] for m in messages)
-
-    # The queue moves the message on the first receive after its last attempt;
-    # under the whole suite's load that receive can come late (the pollers
-    # long-poll when idle), so allow more than an attempt's worth of time and
-    # say where the message is if it never arrives.
+    # The placement worker sends it there once the exchange said it does not
+    # know the order; say where the message is if it never arrives.
     try:
-        wait_until(dead_lettered, timeout_s=120)
+        wait_until(dead_lettered(sqs, stack, order["id"]), timeout_s=120)
     except AssertionError as missing:
         raise AssertionError(f"not in the DLQ; queues: {queue_depths(sqs, stack)}") from missing
 

@@ -579,7 +579,9 @@ def test_real_simulator_feed_with_duplicates_and_reordering(
             assert response.status_code == 201, response.text
 
         def all_done() -> bool:
-            executions = [http.get(f"{http_url}/orders/{c}", timeout=10).json()["execution"] for c in client_order_ids]
+            executions = [
+                http.get(f"{http_url}/admin/orders/{c}", timeout=10).json()["execution"] for c in client_order_ids
+            ]
             return all(execution is not None and execution["done"] for execution in executions)
 
         wait_until(all_done, "every order done at the exchange", process)

@@ -1,6 +1,6 @@
 """The exchange simulator as its tests drive it: a real process on loopback, its HTTP API, its execution feed.
 
-Shared by test_exchange_sim.py, test_exchange_sim_process.py and test_exchange_feed.py.
+Shared by test_exchange_sim.py, test_exchange_sim_process.py, test_exchange_sim_faults.py and test_exchange_feed.py.
 """
 
 from __future__ import annotations
@@ -56,6 +56,14 @@ class Simulator:
 
     def output(self) -> str:
         return self.log.read_text()
+
+    def record(self, client_order_id: str) -> requests.Response:
+        """The simulator's test-only full record of an order (counters, order, execution)."""
+        return self.get(f"/admin/orders/{client_order_id}")
+
+    def status(self, client_order_id: str) -> requests.Response:
+        """The venue's order status query, as a client of the exchange asks it."""
+        return self.get(f"/orders/{client_order_id}")
 
 
 def sim_env(knobs: dict[str, str]) -> dict[str, str]:
@@ -151,6 +159,10 @@ FAST_CONFIG: dict[str, float | int] = {
     "cancel_rate": 0.0,
     "feed_duplicate_rate": 0.0,
     "feed_reorder_rate": 0.0,
+    "status_failure_rate": 0.0,
+    "lost_answer_rate": 0.0,
+    "lost_answer_order_rate": 0.0,
+    "feed_loss_rate": 0.0,
 }
 FAST = {
     **CALM,
@@ -259,7 +271,7 @@ def wait_done(sim: Simulator, client_order_ids: Iterable[str]) -> dict[str, dict
     deadline = time.monotonic() + DEADLINE_S
     while pending:
         for client_order_id in sorted(pending):
-            execution = sim.get(f"/orders/{client_order_id}").json()["execution"]
+            execution = sim.record(client_order_id).json()["execution"]
             if execution is not None and execution["done"]:
                 records[client_order_id] = execution
                 pending.discard(client_order_id)

@@ -572,7 +572,7 @@ def test_reset_drops_pending_work_and_never_restarts_seq(sim: Simulator) -> None
     # Longer than every step of the forgotten order would have taken (new at up to 0.75s).
     time.sleep(3.0)
 
-    assert sim.get(f"/orders/{forgotten}").status_code == 404
+    assert sim.record(forgotten).status_code == 404
     reports = logged(sim, seq_before + 1)
     assert {report["client_order_id"] for report in reports} == {kept}
     assert reports[0]["seq"] == seq_before + 1

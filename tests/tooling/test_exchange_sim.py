@@ -34,6 +34,10 @@ NO_COUNTS = {
     "canceled_by_request": 0,
     "cancels_too_late": 0,
     "cancel_failures": 0,
+    "status_requests": 0,
+    "status_failures": 0,
+    "lost_answers": 0,
+    "lost_reports": 0,
 }
 NO_CANCELS = {
     "cancel_requests": 0,
@@ -41,6 +45,14 @@ NO_CANCELS = {
     "cancels_too_late": 0,
     "cancels_unknown": 0,
     "cancel_failures": 0,
+}
+# The /stats totals of status queries and of the faults the knobs made.
+NO_STATUS_OR_FAULTS = {
+    "status_requests": 0,
+    "status_failures": 0,
+    "status_unknown": 0,
+    "lost_answers": 0,
+    "lost_reports": 0,
 }
 
 
@@ -158,7 +170,7 @@ def test_accepts_once_then_rejects_the_same_client_order_id(sim: Simulator) -> N
         "client_order_id": client_order_id,
         "exchange_order_id": accepted["exchange_order_id"],
     }
-    seen = sim.get(f"/orders/{client_order_id}")
+    seen = sim.record(client_order_id)
     assert seen.status_code == 200
     # How far the exchange has worked the order by now depends on timing; the feed tests cover it.
     view = seen.json()
@@ -171,6 +183,7 @@ def test_accepts_once_then_rejects_the_same_client_order_id(sim: Simulator) -> N
         "accepted": 1,
         "duplicates_rejected": 1,
         "order": order(client_order_id),
+        "lost_exec_ids": [],
     }
 
 
@@ -186,18 +199,18 @@ def test_market_order_without_price_is_accepted(sim: Simulator) -> None:
     assert response.status_code == 201
 
 
-def test_an_order_never_seen_is_404(sim: Simulator) -> None:
-    response = sim.get(f"/orders/{new_id()}")
+def test_an_order_never_seen_has_no_record(sim: Simulator) -> None:
+    response = sim.record(new_id())
 
     assert response.status_code == 404
-    assert response.json() == {"error": "unknown client order id"}
+    assert response.json() == {"error": "unknown order"}
 
 
 def test_client_order_ids_are_url_decoded_in_the_path(sim: Simulator) -> None:
     client_order_id = "odd/id with spaces"
     assert sim.post("/orders", order(client_order_id)).status_code == 201
 
-    response = sim.get("/orders/odd%2Fid%20with%20spaces")
+    response = sim.get("/admin/orders/odd%2Fid%20with%20spaces")
 
     assert response.status_code == 200
     assert response.json()["accepted"] == 1
@@ -215,7 +228,7 @@ def test_concurrent_attempts_with_one_client_order_id_are_accepted_exactly_once(
     assert statuses == [201] + [409] * (attempts - 1)
     exchange_ids = {response.json()["exchange_order_id"] for response in responses}
     assert len(exchange_ids) == 1
-    seen = sim.get(f"/orders/{client_order_id}").json()
+    seen = sim.record(client_order_id).json()
     assert seen["accepted"] == 1
     assert seen["duplicates_rejected"] == attempts - 1
     assert seen["exchange_order_id"] in exchange_ids
@@ -266,7 +279,7 @@ def test_an_invalid_field_is_400_and_nothing_is_accepted(sim: Simulator, changes
 
     assert response.status_code == 400
     assert field in response.json()["error"]
-    assert sim.get(f"/orders/{client_order_id}").status_code == 404
+    assert sim.record(client_order_id).status_code == 404
     assert sim.get("/stats").json()["accepted"] == 0
 
 
@@ -285,6 +298,7 @@ def test_stats_and_reset(sim: Simulator) -> None:
         "duplicates_rejected": 1,
         "failures": 0,
         **NO_CANCELS,
+        **NO_STATUS_OR_FAULTS,
         "orders": {
             first: {**NO_COUNTS, "accepted": 1, "duplicates_rejected": 1},
             second: {**NO_COUNTS, "accepted": 1},
@@ -300,9 +314,10 @@ def test_stats_and_reset(sim: Simulator) -> None:
         "duplicates_rejected": 0,
         "failures": 0,
         **NO_CANCELS,
+        **NO_STATUS_OR_FAULTS,
         "orders": {},
     }
-    assert sim.get(f"/orders/{first}").status_code == 404
+    assert sim.record(first).status_code == 404
     # Forgotten means a fresh acceptance, under an exchange order id never handed out before.
     assert sim.post("/orders", order(first)).status_code == 201
 
@@ -320,7 +335,7 @@ def resting(sim: Simulator) -> str:
 
 def test_a_live_order_is_canceled_at_once(sim: Simulator) -> None:
     client_order_id = resting(sim)
-    exchange_order_id = sim.get(f"/orders/{client_order_id}").json()["exchange_order_id"]
+    exchange_order_id = sim.record(client_order_id).json()["exchange_order_id"]
 
     response = sim.delete(f"/orders/{client_order_id}")
 
@@ -331,7 +346,7 @@ def test_a_live_order_is_canceled_at_once(sim: Simulator) -> None:
         "client_order_id": client_order_id,
         "exchange_order_id": exchange_order_id,
     }
-    view = sim.get(f"/orders/{client_order_id}").json()
+    view = sim.record(client_order_id).json()
     assert view["execution"]["status"] == "canceled"
     assert (view["execution"]["leaves_qty"], view["execution"]["done"]) == (0, True)
     assert (view["cancel_requests"], view["canceled_by_request"]) == (1, 1)
@@ -340,14 +355,14 @@ def test_a_live_order_is_canceled_at_once(sim: Simulator) -> None:
 def test_a_second_cancel_is_too_late_and_changes_nothing(sim: Simulator) -> None:
     client_order_id = resting(sim)
     assert sim.delete(f"/orders/{client_order_id}").status_code == 200
-    before = sim.get(f"/orders/{client_order_id}").json()["execution"]
+    before = sim.record(client_order_id).json()["execution"]
 
     again = sim.delete(f"/orders/{client_order_id}")
 
     assert again.status_code == 409
     assert again.json() == {"error": "too late to cancel: order is canceled"}
-    assert sim.get(f"/orders/{client_order_id}").json()["execution"] == before
-    view = sim.get(f"/orders/{client_order_id}").json()
+    assert sim.record(client_order_id).json()["execution"] == before
+    view = sim.record(client_order_id).json()
     assert (view["cancel_requests"], view["canceled_by_request"], view["cancels_too_late"]) == (2, 1, 1)
 
 
@@ -363,8 +378,8 @@ def test_cancel_of_an_order_never_accepted_is_404(sim: Simulator) -> None:
     assert [response.status_code for response in responses] == [404, 404]
     assert all(response.json() == {"error": "unknown order"} for response in responses)
     # A cancel creates no record of its own: the order is as unknown as before.
-    assert sim.get(f"/orders/{never_seen}").status_code == 404
-    assert sim.get(f"/orders/{only_failed}").json()["execution"] is None
+    assert sim.record(never_seen).status_code == 404
+    assert sim.record(only_failed).json()["execution"] is None
 
 
 def test_a_cancel_path_is_url_decoded(sim: Simulator) -> None:
@@ -386,7 +401,7 @@ def test_other_methods_on_an_order_are_405(sim: Simulator) -> None:
 
 def test_a_failed_cancel_is_503_and_changes_nothing(sim: Simulator) -> None:
     client_order_id = resting(sim)
-    before = sim.get(f"/orders/{client_order_id}").json()["execution"]
+    before = sim.record(client_order_id).json()["execution"]
     assert sim.post("/admin/config", {"failure_rate": 1.0}).status_code == 200
 
     # Whatever the order's state: the request never reached the matching engine.
@@ -394,7 +409,7 @@ def test_a_failed_cancel_is_503_and_changes_nothing(sim: Simulator) -> None:
 
     assert [response.status_code for response in failed] == [503, 503]
     assert all(response.json() == {"error": "connection not available"} for response in failed)
-    view = sim.get(f"/orders/{client_order_id}").json()
+    view = sim.record(client_order_id).json()
     assert view["execution"] == before
     assert (view["cancel_requests"], view["cancel_failures"], view["canceled_by_request"]) == (1, 1, 0)
     assert sim.post("/admin/config", {"failure_rate": 0.0}).status_code == 200
@@ -484,7 +499,7 @@ def test_config_changes_at_run_time(sim: Simulator) -> None:
     assert failed.json() == {"error": "connection not available"}
     assert restored.json() == before
     assert accepted.status_code == 201
-    seen = sim.get(f"/orders/{client_order_id}").json()
+    seen = sim.record(client_order_id).json()
     assert (seen["accepted"], seen["failures"]) == (1, 1)
 
 
@@ -520,6 +535,11 @@ def test_latency_set_at_run_time_is_applied(sim: Simulator) -> None:
         {"feed_duplicate_rate": -1},
         {"feed_reorder_rate": float("inf")},
         {"reject_rate": 0.5, "feed_reorder_rate": 2},
+        {"status_failure_rate": 1.5},
+        {"lost_answer_rate": -0.5},
+        {"lost_answer_order_rate": "0.1"},
+        {"feed_loss_rate": True},
+        {"feed_loss_rate": 0.5, "status_failure_rate": None},
         {"surprise": 1},
         {},
         [0.5],

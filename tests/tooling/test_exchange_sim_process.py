@@ -46,7 +46,7 @@ def test_failure_rate_one_from_the_environment_fails_everything(tmp_path: Path) 
     client_order_id = new_id()
     with running_simulator(tmp_path, {**CALM, "EXCHANGE_FAILURE_RATE": "1.0"}) as sim:
         responses = [sim.post("/orders", order(client_order_id)) for _ in range(3)]
-        seen = sim.get(f"/orders/{client_order_id}").json()
+        seen = sim.record(client_order_id).json()
         stats = sim.get("/stats").json()
         config = sim.get("/admin/config").json()
 
@@ -105,7 +105,53 @@ def test_the_execution_knobs_come_from_the_environment_or_their_defaults(tmp_pat
         "cancel_rate": 0.03,
         "feed_duplicate_rate": 0.0,
         "feed_reorder_rate": 0.25,
+        "status_failure_rate": 0.0,
+        "lost_answer_rate": 0.0,
+        "lost_answer_order_rate": 0.0,
+        "feed_loss_rate": 0.0,
     }
+
+
+def test_the_fault_knobs_come_from_the_environment(tmp_path: Path) -> None:
+    knobs = {
+        **CALM,
+        "EXCHANGE_STATUS_FAILURE_RATE": "0.25",
+        "EXCHANGE_LOST_ANSWER_RATE": "0.5",
+        "EXCHANGE_LOST_ANSWER_ORDER_RATE": "0.125",
+        "EXCHANGE_FEED_LOSS_RATE": "1",
+    }
+    with running_simulator(tmp_path, knobs) as sim:
+        config = sim.get("/admin/config").json()
+
+    assert {key: config[key] for key in ("status_failure_rate", "lost_answer_rate", "lost_answer_order_rate")} == {
+        "status_failure_rate": 0.25,
+        "lost_answer_rate": 0.5,
+        "lost_answer_order_rate": 0.125,
+    }
+    assert config["feed_loss_rate"] == 1.0
+
+
+def test_the_same_seed_loses_the_same_answers(tmp_path: Path) -> None:
+    # Fixed ids: which ones lose every answer is a hash of the seed and the id.
+    ids = [f"cl-seeded-{index}" for index in range(24)]
+    knobs = {**CALM, "EXCHANGE_LOST_ANSWER_RATE": "0.3", "EXCHANGE_LOST_ANSWER_ORDER_RATE": "0.4"}
+    runs = []
+    for seed in ("1234", "1234", "99"):
+        with running_simulator(tmp_path, {**knobs, "EXCHANGE_SEED": seed}) as sim:
+            runs.append([answered(sim, order(client_order_id)) for client_order_id in ids for _ in range(2)])
+
+    assert runs[0] == runs[1]
+    assert set(runs[0]) == {201, 409, None}
+    # Another seed picks other orders.
+    assert runs[2] != runs[0]
+
+
+def answered(sim: Simulator, body: dict[str, Any]) -> int | None:
+    """The status of the answer to an order entry, None when the connection closed without one."""
+    try:
+        return sim.post("/orders", body).status_code
+    except requests.ConnectionError:
+        return None
 
 
 def test_a_feed_port_in_use_stops_the_start(tmp_path: Path) -> None:
@@ -139,6 +185,10 @@ def test_a_feed_port_in_use_stops_the_start(tmp_path: Path) -> None:
         ("EXCHANGE_CANCEL_RATE", "-0.5"),
         ("EXCHANGE_FEED_DUPLICATE_RATE", "inf"),
         ("EXCHANGE_FEED_REORDER_RATE", "sometimes"),
+        ("EXCHANGE_STATUS_FAILURE_RATE", "1.1"),
+        ("EXCHANGE_LOST_ANSWER_RATE", "half"),
+        ("EXCHANGE_LOST_ANSWER_ORDER_RATE", "-1"),
+        ("EXCHANGE_FEED_LOSS_RATE", "nan"),
     ],
 )
 def test_a_bad_knob_stops_the_start_and_names_the_variable(tmp_path: Path, variable: str, value: str) -> None:

@@ -5,6 +5,7 @@ What each function's role may do is checked in test_package_iam.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -99,10 +100,12 @@ def test_the_resource_names_are_the_stages(packaged: Packaged) -> None:
     names = {
         "ORDERS_TABLE_NAME": ("OrdersTable", f"{prefix}-orders"),
         "ORDERS_QUEUE_NAME": ("OrdersQueue", f"{prefix}-orders"),
+        "ORDERS_DEAD_LETTER_QUEUE_NAME": ("OrdersDeadLetterQueue", f"{prefix}-orders-dlq"),
         "EXECUTIONS_STREAM_NAME": ("ExecutionsStream", f"{prefix}-executions"),
         "EXECUTIONS_TABLE_NAME": ("ExecutionsTable", f"{prefix}-executions"),
         "EXECUTIONS_FAILED_QUEUE_NAME": ("ExecutionsFailedQueue", f"{prefix}-executions-failed"),
         "API_KEYS_TABLE_NAME": ("ApiKeysTable", f"{prefix}-api-keys"),
+        "FEED_CHECKPOINTS_TABLE_NAME": ("FeedCheckpointsTable", f"{prefix}-feed-checkpoints"),
     }
     for handler in HANDLERS:
         variables = packaged.resources[function_id(handler)]["Properties"]["Environment"]["Variables"]
@@ -157,10 +160,13 @@ def test_the_sqs_mapping_reports_batch_item_failures(packaged: Packaged) -> None
 def test_the_sqs_mapping_deploys_the_maximum_concurrency_the_local_runner_scales_to(packaged: Packaged) -> None:
     # Chalice writes the decorator's value when it packages (not the stage's
     # environment), so the template holds what the app built in this process holds.
+    from chalice.app import SQSEventConfig
+
     from app import app as production_app
     from devstack.runner.sqs import SqsSource
 
     (config,) = [source for source in production_app.event_sources if source.name == "place_orders"]
+    assert isinstance(config, SQSEventConfig)
     maximum = SqsSource.from_config(config).maximum_concurrency
     assert maximum is not None and 2 <= maximum <= 1000  # Lambda's bounds for ScalingConfig
     _, event = event_of(packaged.template, "place_orders")
@@ -203,6 +209,35 @@ def test_a_mapping_names_its_source_by_reference(packaged: Packaged, handler: st
     _, generated = event_of(packaged.plain, handler)
     arn = resolve_sub(generated["Properties"][source_property], packaged.template["Parameters"])
     assert re.split(r"[:/]", arn)[-1] == name_of(source, f"brokerage-{packaged.stage}")
+
+
+# --- The reconciler's schedule ----------------------------------------------------------------
+
+
+def _setting(stage: str, name: str) -> int:
+    """A setting as the stage's functions read it: the stage's environment_variables, else the default."""
+    from chalicelib.config import Settings
+
+    configured = stage_environment(stage).get(name.upper())
+    if configured is not None:
+        return int(getattr(Settings(**{name: configured}), name))
+    (default,) = [field.default for field in dataclasses.fields(Settings) if field.name == name]
+    assert isinstance(default, int)
+    return default
+
+
+def test_the_reconciler_runs_at_the_stages_interval_and_ends_before_its_next_run(packaged: Packaged) -> None:
+    # Chalice writes the rate app.py's decorator holds when it packages, with
+    # the stage's environment_variables applied to the process that imports
+    # app.py: RECONCILE_INTERVAL_MIN in the stage's config (default 5) decides it.
+    interval = _setting(packaged.stage, "reconcile_interval_min")
+    name, event = event_of(packaged.template, "reconcile_orders")
+    assert (name, event["Type"]) == ("ReconcileOrdersEvent", "Schedule")
+    rate = re.fullmatch(r"rate\((\d+) minutes?\)", event["Properties"]["Schedule"])
+    assert rate is not None and int(rate[1]) == interval, event
+    # Two runs at once would start from the same cursor and check the same
+    # orders twice: a run must end (time out at worst) before the next begins.
+    assert packaged.resources["ReconcileOrders"]["Properties"]["Timeout"] < 60 * interval
 
 
 def test_the_placement_queue_hides_a_message_for_six_function_timeouts(packaged: Packaged) -> None:
@@ -287,6 +322,27 @@ def test_alarms_cover_dead_letters_lag_errors_throttles_and_waiting_orders(packa
             assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
     for alarm in _alarms(packaged.template):
         assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_a_corrected_order_raises_an_alarm_on_the_metric_the_code_writes(packaged: Packaged) -> None:
+    """The alarm watches the metric exactly as Powertools writes it: namespace and every dimension."""
+    from chalicelib import observability
+
+    sources = [path.read_text(encoding="utf-8") for path in sorted((REPO / "chalicelib").rglob("*.py"))]
+    assert any('"OrdersCorrected"' in source for source in sources), "no code counts OrdersCorrected"
+    observability.count("OrdersCorrected")
+    try:
+        written: dict[str, Any] = dict(observability.metrics.serialize_metric_set())
+    finally:
+        observability.metrics.clear_metrics()
+    (declaration,) = written["_aws"]["CloudWatchMetrics"]
+    (dimension_names,) = declaration["Dimensions"]
+    dimensions = {name: written[name] for name in dimension_names}
+    alarm = _find_alarm(packaged.template, declaration["Namespace"], "OrdersCorrected", dimensions["service"])
+    # CloudWatch matches a metric by all its dimensions: one missing or extra and the alarm never sees a datum.
+    assert {dimension["Name"]: dimension["Value"] for dimension in alarm["Dimensions"]} == dimensions
+    assert (alarm["Statistic"], alarm["ComparisonOperator"], alarm["Threshold"]) == ("Sum", "GreaterThanThreshold", 0)
+    assert alarm["TreatMissingData"] == "notBreaching"
 
 
 def test_the_api_is_throttled(packaged: Packaged) -> None:

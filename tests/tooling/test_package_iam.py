@@ -32,9 +32,12 @@ pytestmark = pytest.mark.integration
 ORDERS_TABLE = getatt("OrdersTable")
 PENDING_SWEEP_INDEX = {"Fn::Sub": "${OrdersTable.Arn}/index/pending-sweep"}
 ACCOUNT_ORDERS_INDEX = {"Fn::Sub": "${OrdersTable.Arn}/index/account-orders"}
+RECONCILE_ORDERS_INDEX = {"Fn::Sub": "${OrdersTable.Arn}/index/reconcile-orders"}
+FEED_CHECKPOINTS_TABLE = getatt("FeedCheckpointsTable")
 API_KEYS_TABLE = getatt("ApiKeysTable")
 EXECUTIONS_TABLE = getatt("ExecutionsTable")
 ORDERS_QUEUE = getatt("OrdersQueue")
+ORDERS_DEAD_LETTER_QUEUE = getatt("OrdersDeadLetterQueue")
 EXECUTIONS_FAILED_QUEUE = getatt("ExecutionsFailedQueue")
 EXECUTIONS_STREAM = getatt("ExecutionsStream")
 # IAM has no resource-level permissions for these actions: "*" is the only resource.
@@ -73,13 +76,24 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
     # One GetItem per request: the caller's key. Keys are created and revoked
     # by the operator tool, never by a function.
     "api_key_authorizer": _pairs(API_KEYS_TABLE, "dynamodb:GetItem"),
-    # Read the order, settle it with UpdateItem; backoff by ChangeMessageVisibility.
+    # Read the order, settle it with UpdateItem; backoff by ChangeMessageVisibility;
+    # after an ambiguous outcome a new, delayed placement message (SendMessage)
+    # asks the exchange again; an order the exchange confirms it never got
+    # goes to the dead-letter queue.
     "place_orders": _pairs(ORDERS_TABLE, "dynamodb:GetItem", "dynamodb:UpdateItem")
-    | _pairs(ORDERS_QUEUE, "sqs:GetQueueUrl", "sqs:ChangeMessageVisibility", *SQS_MAPPING),
+    | _pairs(ORDERS_QUEUE, "sqs:GetQueueUrl", "sqs:ChangeMessageVisibility", "sqs:SendMessage", *SQS_MAPPING)
+    | _pairs(ORDERS_DEAD_LETTER_QUEUE, "sqs:GetQueueUrl", "sqs:SendMessage"),
     # Query the sparse index, re-read and touch each order, re-send its message.
     "sweep_pending_orders": _pairs(PENDING_SWEEP_INDEX, "dynamodb:Query")
     | _pairs(ORDERS_TABLE, "dynamodb:GetItem", "dynamodb:UpdateItem")
     | _pairs(ORDERS_QUEUE, "sqs:GetQueueUrl", "sqs:SendMessage"),
+    # Query the sparse index from the cursor, BatchGetItem the orders found,
+    # UpdateItem each it repairs (GetItem after a lost race); the cursor is
+    # one item of the checkpoints table (GetItem, PutItem). It calls the
+    # exchange over HTTP, which IAM has no say in.
+    "reconcile_orders": _pairs(RECONCILE_ORDERS_INDEX, "dynamodb:Query")
+    | _pairs(ORDERS_TABLE, "dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem")
+    | _pairs(FEED_CHECKPOINTS_TABLE, "dynamodb:GetItem", "dynamodb:PutItem"),
     # BatchGetItem the batch's orders, UpdateItem each (GetItem after a lost
     # race); BatchWriteItem the executions; poison reports and (the Lambda
     # service) failed batches to the executions-failed queue. It never reads
@@ -124,15 +138,21 @@ PYNAMODB_ACTIONS = {
 }
 # The table each adapter module's records live in (the only modules that use
 # PynamoDB); queries on `index` go to the orders table's index last assigned
-# to `index` (`index: Any = self._records.pending_sweep`).
+# to `index` (`index: Any = self._records.pending_sweep`); a call on a record
+# made in place (`self._records(key, ...).save()`) goes to the module's table.
 ADAPTER_TABLES = {
     "orders_table.py": ORDERS_TABLE,
     "executions_table.py": EXECUTIONS_TABLE,
     "api_keys.py": API_KEYS_TABLE,
+    "cursor_table.py": FEED_CHECKPOINTS_TABLE,
 }
 # What the table adapters share (chalicelib/adapters/dynamodb.py): PynamoDB, but no call of any table.
 PYNAMODB_HELPERS = "dynamodb.py"
-INDEX_ATTRIBUTES = {"pending_sweep": PENDING_SWEEP_INDEX, "account_orders": ACCOUNT_ORDERS_INDEX}
+INDEX_ATTRIBUTES = {
+    "pending_sweep": PENDING_SWEEP_INDEX,
+    "account_orders": ACCOUNT_ORDERS_INDEX,
+    "reconcile": RECONCILE_ORDERS_INDEX,
+}
 # Calls the code makes that no function may: `python -m ops keys create /
 # revoke`, with the operator's own credentials (docs/operations.md).
 OPERATOR_ONLY = _pairs(API_KEYS_TABLE, "dynamodb:PutItem", "dynamodb:UpdateItem")
@@ -147,11 +167,17 @@ def test_the_code_makes_no_aws_call_iam_does_not_know_of(packaged: Packaged) -> 
         for method in re.findall(r"\.client\.(\w+)\(", source):
             assert len(services) == 1, f"{path}: expected the one boto3 client this module creates"
             action = f"{next(iter(services))}:" + "".join(word.capitalize() for word in method.split("_"))
-            # One adapter serves both queues; which queue a function may use is the IAM table's business.
-            called |= {(action, key(queue)) for queue in (ORDERS_QUEUE, EXECUTIONS_FAILED_QUEUE)}
+            # One adapter serves every queue; which queue a function may use is the IAM table's business.
+            called |= {
+                (action, key(queue)) for queue in (ORDERS_QUEUE, ORDERS_DEAD_LETTER_QUEUE, EXECUTIONS_FAILED_QUEUE)
+            }
         if not re.search(r"^\s*(?:from|import) pynamodb\b", source, re.MULTILINE):
             continue  # uses no PynamoDB (observability.py names it only as what X-Ray traces)
-        pattern = r"\bindex\b[^=\n]*=\s*\w+(?:\._records)?\.(\w+)\b|\b(self\._records|record|index)\.(\w+)\("
+        made_in_place = r"self\._records\((?:[^()]|\([^()]*\))*\)"
+        pattern = (
+            r"\bindex\b[^=\n]*=\s*\w+(?:\._records)?\.(\w+)\b"
+            rf"|\b({made_in_place}|self\._records|record|index)\.(\w+)\("
+        )
         if path.name == PYNAMODB_HELPERS:
             assert not re.findall(pattern, source), f"{path}: table calls belong in a table's adapter"
             continue

@@ -68,7 +68,7 @@ def test_outputs_name_every_resource(aws_endpoint: str, stack_name: str, prefix:
     assert outputs["ExecutionsStreamArn"].endswith(f":stream/{prefix}-executions")
 
 
-def test_table_has_sparse_pending_sweep_index_and_the_account_index(
+def test_table_has_the_sparse_sweep_and_reconcile_indexes_and_the_account_index(
     aws_endpoint: str, stack_name: str, prefix: str
 ) -> None:
     outputs = provision_stack(aws_endpoint, stack_name, prefix)
@@ -78,9 +78,16 @@ def test_table_has_sparse_pending_sweep_index_and_the_account_index(
     assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
-    assert types == {"id": "S", "pending_shard": "N", "sweep_after": "S", "account_id": "S", "created_at": "S"}
+    assert types == {
+        "id": "S",
+        "pending_shard": "N",
+        "sweep_after": "S",
+        "account_id": "S",
+        "created_at": "S",
+        "reconcile_shard": "N",
+    }
     indexes = {index["IndexName"]: index for index in table["GlobalSecondaryIndexes"]}
-    assert set(indexes) == {"pending-sweep", "account-orders"}
+    assert set(indexes) == {"pending-sweep", "account-orders", "reconcile-orders"}
     assert indexes["pending-sweep"]["KeySchema"] == [
         {"AttributeName": "pending_shard", "KeyType": "HASH"},
         {"AttributeName": "sweep_after", "KeyType": "RANGE"},
@@ -92,6 +99,12 @@ def test_table_has_sparse_pending_sweep_index_and_the_account_index(
     ]
     # A page of GET /orders comes from the index alone.
     assert indexes["account-orders"]["Projection"]["ProjectionType"] == "ALL"
+    # The reconciler's: order ids by shard, in id order (its cursor is a shard and an id).
+    assert indexes["reconcile-orders"]["KeySchema"] == [
+        {"AttributeName": "reconcile_shard", "KeyType": "HASH"},
+        {"AttributeName": "id", "KeyType": "RANGE"},
+    ]
+    assert indexes["reconcile-orders"]["Projection"]["ProjectionType"] == "KEYS_ONLY"
 
 
 def test_queue_redrives_to_dead_letter_queue_after_max_attempts(
@@ -195,6 +208,43 @@ def test_pending_sweep_index_holds_only_pending_orders(aws_endpoint: str, stack_
     assert due(0) == {"other-shard"}
     scanned = dynamodb.scan(TableName=table, IndexName="pending-sweep")["Items"]
     assert {item["id"]["S"] for item in scanned} == {"due", "not-yet-due", "other-shard"}
+
+
+def test_reconcile_index_holds_only_marked_orders_in_id_order_from_a_cursor(
+    aws_endpoint: str, stack_name: str, prefix: str
+) -> None:
+    outputs = provision_stack(aws_endpoint, stack_name, prefix)
+    dynamodb = client("dynamodb", aws_endpoint)
+    table = outputs["OrdersTableName"]
+    marked = {"o-3": 2, "o-1": 2, "o-2": 2, "o-4": 5}
+    for order_id, shard in marked.items():
+        dynamodb.put_item(TableName=table, Item={"id": {"S": order_id}, "reconcile_shard": {"N": str(shard)}})
+    dynamodb.put_item(TableName=table, Item={"id": {"S": "o-closed"}})  # no reconcile_shard: never indexed
+
+    def ids(shard: int, after: str = "") -> list[str]:
+        # One page at a time, as a run with a bounded batch reads it; the cursor is the last id done.
+        condition, values = "reconcile_shard = :s", {":s": {"N": str(shard)}}
+        if after:
+            condition, values = condition + " AND id > :after", {**values, ":after": {"S": after}}
+        page = dynamodb.query(
+            TableName=table,
+            IndexName="reconcile-orders",
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=values,
+            Limit=2,
+        )
+        # Keys only: the id (table key, index range key) and the shard, nothing else to go stale.
+        assert all(set(item) == {"id", "reconcile_shard"} for item in page["Items"])
+        return [item["id"]["S"] for item in page["Items"]]
+
+    assert ids(2) == ["o-1", "o-2"]
+    assert ids(2, after="o-2") == ["o-3"]
+    assert ids(5) == ["o-4"]
+    # An order leaving the reconciler's set drops its shard, and with it its index entry.
+    dynamodb.update_item(TableName=table, Key={"id": {"S": "o-1"}}, UpdateExpression="REMOVE reconcile_shard")
+    assert ids(2) == ["o-2", "o-3"]
+    scanned = dynamodb.scan(TableName=table, IndexName="reconcile-orders")["Items"]
+    assert {item["id"]["S"] for item in scanned} == {"o-2", "o-3", "o-4"}
 
 
 # --- failures -----------------------------------------------------------------

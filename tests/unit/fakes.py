@@ -17,11 +17,12 @@ from chalicelib.adapters.repository import (
     OrderCursor,
     OrderPage,
     OrderQuery,
+    ReconcileCursor,
     StorageUnavailable,
 )
 from chalicelib.clock import utc_now
 from chalicelib.domain.accounts import ApiKey
-from chalicelib.domain.model import ExecutionReport, Order
+from chalicelib.domain.model import OPEN_STATUSES, ExecutionReport, Order, OrderStatus, VenueOrderState
 from chalicelib.domain.retry import RetryPolicy
 from chalicelib.service.dependencies import Dependencies, Timings
 
@@ -38,6 +39,7 @@ class FakeRepository:
         self.sweep_after: dict[str, datetime] = {}
         self.down = False
         self.writes = 0
+        self.unreconciled: set[str] = set()  # failed orders the reconciler dropped
 
     def _check(self) -> None:
         if self.down:
@@ -81,6 +83,27 @@ class FakeRepository:
         due = sorted((at, order_id) for order_id, at in self.sweep_after.items() if at < now)
         return [order_id for _, order_id in due[:limit]]
 
+    def due_for_reconcile(self, cursor: ReconcileCursor | None, limit: int) -> tuple[list[str], ReconcileCursor]:
+        # One shard, in id order: the adapter's contract without its sharding.
+        self._check()
+        after = cursor.after_id if cursor is not None else None
+        due = sorted(
+            order_id
+            for order_id, order in self.orders.items()
+            if order_id not in self.unreconciled
+            and (order.status in OPEN_STATUSES or order.status is OrderStatus.FAILED)
+            and (after is None or order_id > after)
+        )
+        page = due[:limit]
+        return page, ReconcileCursor(0, page[-1]) if len(due) > limit else ReconcileCursor(0, None)
+
+    def stop_reconciling(self, order: Order) -> None:
+        self._check()
+        current = self.orders[order.id]
+        if current.status is OrderStatus.FAILED and current.version == order.version:
+            self.orders[order.id] = dataclasses.replace(current, version=current.version + 1)
+            self.unreconciled.add(order.id)
+
     def list_for_account(self, query: OrderQuery) -> OrderPage:
         self._check()
         mine = sorted(
@@ -108,14 +131,16 @@ class FakeRepository:
 class FakeQueue:
     def __init__(self) -> None:
         self.sent: list[str] = []
+        self.delays: list[int] = []  # of each placement request, in order
         self.cancels: list[str] = []
         self.visibility: dict[str, int] = {}
         self.down = False
 
-    def request_placement(self, order_id: str, correlation_id: str | None = None) -> None:
+    def request_placement(self, order_id: str, correlation_id: str | None = None, delay_s: int = 0) -> None:
         if self.down:
             raise QueueUnavailable("down")
         self.sent.append(order_id)
+        self.delays.append(delay_s)
 
     def request_cancel(self, order_id: str, correlation_id: str | None = None) -> None:
         if self.down:
@@ -139,6 +164,11 @@ class FakeExchange:
         # Runs inside place(), as if the exchange were still working on it:
         # lets a test do something while an attempt is in flight.
         self.during_place: list[object] = []
+        # Status answers: "unavailable" raises; otherwise the order's state
+        # (a test may set one in states), or PLACED with nothing filled.
+        self.status_script: list[str] = []
+        self.states: dict[str, VenueOrderState] = {}
+        self.status_calls: list[str] = []
 
     def place(self, order: Order) -> ExchangeAck:
         self.calls.append(order.id)
@@ -152,9 +182,24 @@ class FakeExchange:
         if step == "reject":
             raise ExchangeRejected("unknown instrument")
         if order.id in self.accepted:
+            if step == "lost":
+                raise ExchangeUnavailable("connection reset")
             return ExchangeAck(self.accepted[order.id], duplicate=True)
         self.accepted[order.id] = f"X{len(self.accepted) + 1}"
+        if step == "lost":  # accepted, and the answer lost on the way back
+            raise ExchangeUnavailable("connection reset")
         return ExchangeAck(self.accepted[order.id])
+
+    def status(self, order_id: str) -> VenueOrderState | None:
+        self.status_calls.append(order_id)
+        step = self.status_script.pop(0) if self.status_script else "answer"
+        if step == "unavailable":
+            raise ExchangeUnavailable("status query: HTTP 503")
+        if order_id in self.states:
+            return self.states[order_id]
+        if order_id not in self.accepted:
+            return None
+        return VenueOrderState(self.accepted[order_id], OrderStatus.PLACED, 0, 0, None)
 
     def cancel(self, order_id: str) -> CancelOutcome:
         self.cancel_calls.append(order_id)
@@ -218,7 +263,7 @@ class FakeApiKeyRepository:
 
 
 class FakeMessageSender:
-    """A queue that only receives (the executions on-failure queue)."""
+    """A queue that only receives (the executions on-failure queue, the orders DLQ)."""
 
     def __init__(self) -> None:
         self.sent: list[str] = []
@@ -228,6 +273,19 @@ class FakeMessageSender:
         if self.down:
             raise QueueUnavailable("down")
         self.sent.append(body)
+
+
+class FakeCursorStore:
+    def __init__(self) -> None:
+        self.position: str | None = None
+        self.saves = 0
+
+    def load(self) -> str | None:
+        return self.position
+
+    def save(self, position: str) -> None:
+        self.position = position
+        self.saves += 1
 
 
 @dataclass
@@ -240,6 +298,8 @@ class Fakes:
     executions: FakeExecutions = field(default_factory=FakeExecutions)
     failed_queue: FakeMessageSender = field(default_factory=FakeMessageSender)
     api_keys: FakeApiKeyRepository = field(default_factory=FakeApiKeyRepository)
+    dead_letters: FakeMessageSender = field(default_factory=FakeMessageSender)
+    cursor: FakeCursorStore = field(default_factory=FakeCursorStore)
     clock: Callable[[], datetime] = utc_now
     policy: RetryPolicy = POLICY
     timings: Timings = TIMINGS
@@ -258,6 +318,8 @@ class Fakes:
             executions=self.executions,
             executions_failed_queue=self.failed_queue,
             api_keys=self.api_keys,
+            orders_dead_letter_queue=self.dead_letters,
+            reconciler_cursor=self.cursor,
             clock=self.clock,
             jitter=None if self.jitter_seed is None else random.Random(self.jitter_seed),
             sleep=self.sleeps.append,

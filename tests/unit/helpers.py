@@ -21,8 +21,8 @@ APPLE = "US0378331005"
 class Clock:
     """Stands still at `now` until the test moves it."""
 
-    def __init__(self) -> None:
-        self.now = T0
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
 
     def __call__(self) -> datetime:
         return self.now

@@ -24,18 +24,20 @@ def test_the_settings_name_the_tables_queues_and_timings() -> None:
     assert dependencies.retry_policy.max_attempts == settings.placement_max_attempts
 
 
-def test_a_given_sqs_client_serves_both_queues_and_every_aws_client_is_handed_out(
+def test_a_given_sqs_client_serves_every_queue_and_every_aws_client_is_handed_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # botocore makes no client without one
     sqs = boto3.session.Session().client("sqs", region_name="us-east-1")
     dependencies = bootstrap.bootstrap(Settings(), sqs_client=sqs)
     clients = bootstrap.aws_clients(dependencies)
-    assert [client for client in clients if client is sqs] == [sqs, sqs]
+    assert [client for client in clients if client is sqs] == [sqs, sqs, sqs]
     assert sorted(client.meta.service_model.service_name for client in clients) == [
         "dynamodb",
         "dynamodb",
         "dynamodb",
+        "dynamodb",
+        "sqs",
         "sqs",
         "sqs",
     ]

@@ -1,18 +1,21 @@
-"""HttpExchange.cancel against an in-process HTTP server that answers as scripted."""
+"""HttpExchange.cancel and HttpExchange.status against an in-process HTTP server that answers as scripted."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from chalicelib.adapters.exchange import CancelOutcome, ExchangeUnavailable, HttpExchange
+from chalicelib.domain.model import OrderStatus, VenueOrderState
 from devstack.processes import LOOPBACK, free_port
 
 pytestmark = pytest.mark.unit
@@ -46,6 +49,12 @@ def fake() -> Iterator[FakeExchangeServer]:
         protocol_version = "HTTP/1.1"
 
         def do_DELETE(self) -> None:
+            self._answer()
+
+        def do_GET(self) -> None:
+            self._answer()
+
+        def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             state.seen.append((self.command, self.path, self.rfile.read(length)))
             answer = state.answer
@@ -151,3 +160,173 @@ def test_a_slow_exchange_is_unavailable_after_the_timeout(fake: FakeExchangeServ
 def test_an_exchange_that_does_not_listen_is_unavailable() -> None:
     with pytest.raises(ExchangeUnavailable, match="unreachable"):
         HttpExchange(f"http://{LOOPBACK}:{free_port()}", timeout_s=5).cancel("o-1")
+
+
+# --- The order status query ---
+
+
+def status_answer(**changes: Any) -> dict[str, Any]:
+    """The exchange's 200 answer about order o-1, with changes."""
+    return {
+        "client_order_id": "o-1",
+        "exchange_order_id": "X1",
+        "status": "partially_filled",
+        "cum_qty": 40,
+        "leaves_qty": 60,
+        "avg_price": 187.2533,
+        "transact_time": "2026-11-23T21:07:06.123Z",
+        **changes,
+    }
+
+
+def test_the_status_answer_is_the_venues_order_state(fake: FakeExchangeServer) -> None:
+    fake.answer = json_answer(200, status_answer())
+
+    state = HttpExchange(fake.url, timeout_s=5).status("o-1")
+
+    assert state == VenueOrderState(
+        exchange_order_id="X1",
+        status=OrderStatus.PARTIALLY_FILLED,
+        cum_qty=40,
+        leaves_qty=60,
+        avg_price=Decimal("187.2533"),
+    )
+    # The number's own digits, not the binary float's expansion.
+    assert state is not None
+    assert str(state.avg_price) == "187.2533"
+
+
+@pytest.mark.parametrize(
+    ("word", "status"),
+    [
+        ("new", OrderStatus.PLACED),
+        ("partially_filled", OrderStatus.PARTIALLY_FILLED),
+        ("filled", OrderStatus.FILLED),
+        ("canceled", OrderStatus.CANCELED),
+        ("expired", OrderStatus.EXPIRED),
+        ("rejected", OrderStatus.REJECTED),
+    ],
+)
+def test_each_status_word_of_the_exchange_is_ours(fake: FakeExchangeServer, word: str, status: OrderStatus) -> None:
+    fake.answer = json_answer(200, status_answer(status=word))
+
+    state = HttpExchange(fake.url, timeout_s=5).status("o-1")
+
+    assert state is not None
+    assert state.status is status
+
+
+def test_no_fill_yet_is_no_average_price(fake: FakeExchangeServer) -> None:
+    fake.answer = json_answer(200, status_answer(status="new", cum_qty=0, leaves_qty=100, avg_price=None))
+
+    state = HttpExchange(fake.url, timeout_s=5).status("o-1")
+
+    assert state is not None
+    assert (state.status, state.cum_qty, state.leaves_qty, state.avg_price) == (OrderStatus.PLACED, 0, 100, None)
+
+
+def test_the_unknown_order_verdict_is_none(fake: FakeExchangeServer) -> None:
+    fake.answer = json_answer(404, {"error": "unknown order"})
+
+    assert HttpExchange(fake.url, timeout_s=5).status("o-1") is None
+
+
+def test_the_status_query_is_a_get_of_the_order_with_the_id_as_one_path_segment(fake: FakeExchangeServer) -> None:
+    fake.answer = json_answer(200, status_answer(client_order_id="a/b c?d&e%f"))
+
+    HttpExchange(f"{fake.url}/", timeout_s=5).status("a/b c?d&e%f")
+
+    assert fake.seen == [("GET", "/orders/a%2Fb%20c%3Fd%26e%25f", b"")]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        json_answer(503, {"error": "order status not available"}),
+        json_answer(500, {"error": "internal error"}),
+        Answer(502, b"<html>bad gateway</html>"),
+        json_answer(429, {"error": "slow down"}),
+        json_answer(400, {"error": "bad request"}),
+        json_answer(405, {"error": "GET not allowed here"}),
+        # A 404 that is not the exchange's verdict on the order: a wrong URL, a proxy.
+        json_answer(404, {"error": "no such path: /v2/orders/o-1"}),
+        Answer(404, b"not found"),
+        Answer(204),
+        json_answer(201, status_answer()),
+        Answer(200, b"<html>ok</html>"),
+        json_answer(200, [status_answer()]),
+        json_answer(200, status_answer(status="pending_new")),
+        json_answer(200, status_answer(status=None)),
+        json_answer(200, {key: value for key, value in status_answer().items() if key != "cum_qty"}),
+        json_answer(200, status_answer(client_order_id="o-2")),
+        json_answer(200, status_answer(exchange_order_id="")),
+        json_answer(200, status_answer(cum_qty=True)),
+        json_answer(200, status_answer(leaves_qty=-1)),
+        json_answer(200, status_answer(cum_qty=1.5)),
+        json_answer(200, status_answer(avg_price="187.25")),
+        json_answer(200, status_answer(avg_price=0)),
+        Answer(200, json.dumps(status_answer()).replace("187.2533", "NaN").encode()),
+    ],
+    ids=lambda answer: f"{answer.status}:{answer.body[:60]!r}",
+)
+def test_anything_but_a_verdict_or_a_readable_state_is_unavailable(fake: FakeExchangeServer, answer: Answer) -> None:
+    fake.answer = answer
+
+    with pytest.raises(ExchangeUnavailable):
+        HttpExchange(fake.url, timeout_s=5).status("o-1")
+
+    # Retries belong to the caller (backoff, then the sweep).
+    assert len(fake.seen) == 1
+
+
+def test_the_reason_says_what_was_wrong(fake: FakeExchangeServer) -> None:
+    exchange = HttpExchange(fake.url, timeout_s=5)
+    fake.answer = json_answer(503, {"error": "order status not available"})
+    with pytest.raises(ExchangeUnavailable, match=r"^order status not available$"):
+        exchange.status("o-1")
+
+    fake.answer = json_answer(200, status_answer(status="pending_new"))
+    with pytest.raises(ExchangeUnavailable, match=r"unreadable order status.*unknown status 'pending_new'"):
+        exchange.status("o-1")
+
+    fake.answer = json_answer(200, status_answer(client_order_id="o-2"))
+    with pytest.raises(ExchangeUnavailable, match=r"about order 'o-2', not 'o-1'"):
+        exchange.status("o-1")
+
+    fake.answer = Answer(200, b"<html>ok</html>")
+    with pytest.raises(ExchangeUnavailable, match=r"missing field\(s\): client_order_id, exchange_order_id"):
+        exchange.status("o-1")
+
+
+def test_a_slow_status_query_is_unavailable_after_the_timeout(fake: FakeExchangeServer) -> None:
+    fake.answer = Answer(200, json.dumps(status_answer()).encode(), delay_s=1.0)
+
+    started = time.monotonic()
+    with pytest.raises(ExchangeUnavailable, match="ReadTimeoutError"):
+        HttpExchange(fake.url, timeout_s=0.2).status("o-1")
+
+    assert time.monotonic() - started < 0.9
+
+
+def test_a_status_query_to_an_exchange_that_does_not_listen_is_unavailable() -> None:
+    with pytest.raises(ExchangeUnavailable, match="unreachable"):
+        HttpExchange(f"http://{LOOPBACK}:{free_port()}", timeout_s=5).status("o-1")
+
+
+def test_a_connection_closed_without_an_answer_is_unavailable() -> None:
+    # As the simulator's lost-answer knobs do: the exchange reads the request and hangs up.
+    with socket.socket() as listener:
+        listener.bind((LOOPBACK, 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def hang_up() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+
+        thread = threading.Thread(target=hang_up, daemon=True)
+        thread.start()
+        with pytest.raises(ExchangeUnavailable, match="unreachable"):
+            HttpExchange(f"http://{LOOPBACK}:{port}", timeout_s=5).status("o-1")
+        thread.join(timeout=5)

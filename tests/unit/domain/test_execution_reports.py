@@ -11,7 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.domain.model import TRANSITIONS, ExecType, OrderNotCancelable, OrderStatus
+from chalicelib.domain.model import (
+    CORRECTION_TRANSITIONS,
+    STATUS_AFTER,
+    TRANSITIONS,
+    ExecType,
+    ExecutionReport,
+    OrderNotCancelable,
+    OrderStatus,
+    VenueOrderState,
+)
 from tests.unit.venue import T0, execution_history, market_order
 
 pytestmark = pytest.mark.unit
@@ -31,6 +40,11 @@ def test_every_transition_goes_up_the_precedence_and_terminal_statuses_lead_nowh
             assert rank.get(target, len(PRECEDENCE)) > rank[source], (source, target)
     for terminal in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
         assert TRANSITIONS[terminal] == frozenset()
+
+
+fills_strategy = st.lists(
+    st.tuples(st.integers(1, 50), st.decimals(Decimal("0.01"), Decimal("999.99"), places=2)), min_size=0, max_size=5
+)
 
 
 def test_fills_in_order() -> None:
@@ -73,10 +87,70 @@ def test_a_fill_for_a_pending_order_applies_and_placement_later_keeps_it() -> No
     assert placed_later.placed_at == T0 + timedelta(seconds=5)
 
 
-def test_a_failed_order_stays_failed() -> None:
+def test_a_failed_order_the_exchange_filled_is_corrected_to_filled() -> None:
     failed = market_order(10).failed("exchange down", T0)
     history = execution_history(failed, [(10, Decimal("3"))], ExecType.FILL)
-    assert failed.apply_executions(history, T0).status is OrderStatus.FAILED
+    corrected = failed.apply_executions(history, T0 + timedelta(seconds=1))
+    assert corrected.status is OrderStatus.FILLED
+    assert corrected.is_corrected_from(failed)
+    assert (corrected.filled_quantity, corrected.average_fill_price) == (10, Decimal("3.0000"))
+    assert corrected.failure_reason is None  # it did not fail
+    assert corrected.placed_at == T0 + timedelta(seconds=1)
+
+
+def test_a_rejection_of_a_failed_order_leaves_it_failed() -> None:
+    failed = market_order(10).failed("exchange down", T0)
+    rejected = dataclasses.replace(execution_history(failed, [], ExecType.EXPIRED)[0], exec_type=ExecType.REJECTED)
+    after = failed.apply_executions([rejected], T0)
+    assert (after.status, after.failure_reason) == (OrderStatus.FAILED, "exchange down")
+
+
+def test_corrections_are_kept_apart_from_the_automatic_table() -> None:
+    assert TRANSITIONS[OrderStatus.FAILED] == frozenset()  # no automatic move leaves failed
+    assert OrderStatus.REJECTED not in CORRECTION_TRANSITIONS[OrderStatus.FAILED]
+    assert set(CORRECTION_TRANSITIONS) == {OrderStatus.FAILED}
+
+
+def venue_state_after(reports: list[ExecutionReport]) -> VenueOrderState:
+    """The exchange's status answer once it has sent these reports: its latest state."""
+    last = max(reports, key=lambda r: r.seq)
+    status = STATUS_AFTER[last.exec_type]
+    return VenueOrderState(last.exchange_order_id, status, last.cum_qty, last.leaves_qty, last.avg_price)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fills=fills_strategy,
+    ending=st.sampled_from([ExecType.FILL, ExecType.CANCELED, ExecType.EXPIRED]),
+    starts_failed=st.booleans(),
+    data=st.data(),
+)
+def test_reports_and_status_answers_in_any_order_end_where_the_exchange_is(fills, ending, starts_failed, data) -> None:
+    """Lost reports, status answers taken at any point, a failed start: all end in the exchange's final state."""
+    if ending is ExecType.FILL and not fills:
+        ending = ExecType.EXPIRED
+    quantity = sum(q for q, _ in fills) + (0 if ending is ExecType.FILL else 10)
+    pending = market_order(quantity)
+    history = execution_history(pending, fills, ending)
+    expected = pending.apply_executions(history, T0)
+
+    # Some reports lost for good; status answers as of any prefix of the history; the final answer last or not.
+    kept = [r for r in history if data.draw(st.booleans())]
+    answers = [venue_state_after(history[: data.draw(st.integers(1, len(history)))]) for _ in range(2)]
+    answers.append(venue_state_after(history))
+    events: list[ExecutionReport | VenueOrderState] = data.draw(st.permutations([*kept, *answers]))
+    state = pending.failed("exchange unavailable after 3 attempts", T0) if starts_failed else pending
+    for event in events:
+        if isinstance(event, VenueOrderState):
+            state = state.reconciled_with(event, T0)
+        else:
+            state = state.apply_executions([event], T0)
+    assert (state.status, state.filled_quantity, state.average_fill_price) == (
+        expected.status,
+        expected.filled_quantity,
+        expected.average_fill_price,
+    )
+    assert state.failure_reason is None
 
 
 def test_a_lone_rejection() -> None:
@@ -85,11 +159,6 @@ def test_a_lone_rejection() -> None:
     result = order.apply_executions([rejected], T0)
     assert result.status is OrderStatus.REJECTED
     assert result.remaining_quantity == 0
-
-
-fills_strategy = st.lists(
-    st.tuples(st.integers(1, 50), st.decimals(Decimal("0.01"), Decimal("999.99"), places=2)), min_size=0, max_size=5
-)
 
 
 @settings(max_examples=300, deadline=None)

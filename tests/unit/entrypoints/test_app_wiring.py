@@ -21,7 +21,13 @@ def test_every_packaged_handler_string_names_the_function_chalice_registered() -
         **{source.name: source.handler_string for source in application.app.event_sources},
         **{auth.name: auth.handler_string for auth in application.app.builtin_auth_handlers},
     }
-    assert set(registered) == {"place_orders", "sweep_pending_orders", "apply_executions", "api_key_authorizer"}
+    assert set(registered) == {
+        "place_orders",
+        "sweep_pending_orders",
+        "reconcile_orders",
+        "apply_executions",
+        "api_key_authorizer",
+    }
     for name, handler_string in registered.items():
         module_name, attribute = handler_string.split(".")
         # What the Lambda runtime does with the handler string.

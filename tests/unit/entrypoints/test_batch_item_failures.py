@@ -10,7 +10,7 @@ import pytest
 
 from chalicelib.adapters.queue import cancel_message, placement_message
 from chalicelib.domain.model import Order, OrderStatus
-from tests.unit.fakes import SWEEP, FakeExchange, Fakes
+from tests.unit.fakes import LEASE, SWEEP, FakeExchange, Fakes
 from tests.unit.helpers import T0, Clock, limit_terms
 from tests.unit.in_process import app_client, fill_report, kinesis_event, sqs_event
 
@@ -53,16 +53,62 @@ def test_a_batch_of_successes_reports_no_failures() -> None:
     assert all(fakes.orders.orders[order.id].status is OrderStatus.PLACED for order in orders)
 
 
-def test_the_last_attempt_fails_the_order_and_hands_the_message_to_the_dlq_at_once() -> None:
+def test_an_unanswered_last_attempt_is_asked_about_again_by_a_new_message_not_this_one() -> None:
+    # This message is on its last receive: handing it back would send it to the DLQ.
     fakes = Fakes(exchange=FakeExchange(["unavailable"]))
     order = stored_order(fakes)
     with app_client(fakes) as client:
         event = sqs_event(client, [placement_message(order.id)], receive_count=3)
         response = client.lambda_.invoke("place_orders", event).payload
-    # The whole batch failing is a normal outcome: reported, not raised.
+    assert response == {"batchItemFailures": []}
+    assert fakes.orders.orders[order.id].status is OrderStatus.PENDING
+    assert fakes.queue.sent == [order.id]
+    assert fakes.queue.delays[0] >= LEASE.total_seconds()  # once nothing sent can still land
+    assert fakes.dead_letters.sent == []
+
+
+def exhausted_order(fakes: Fakes) -> Order:
+    """Pending, every attempt made, the last one long over: only the exchange's word is missing."""
+    order = stored_order(fakes)
+    claimed = fakes.orders.update(order.claimed_for_placement(T0, T0 + LEASE), sweep_after=T0 + SWEEP)
+    return fakes.orders.update(claimed.attempt_failed("HTTP 503", T0, attempt=3), sweep_after=T0 + SWEEP)
+
+
+def test_an_order_the_exchange_does_not_know_fails_and_its_message_goes_to_the_dlq() -> None:
+    fakes = Fakes(clock=Clock(T0 + LEASE))
+    order = exhausted_order(fakes)
+    body = placement_message(order.id)
+    with app_client(fakes) as client:
+        response = client.lambda_.invoke("place_orders", sqs_event(client, [body], receive_count=1)).payload
+    assert response == {"batchItemFailures": []}
+    assert fakes.orders.orders[order.id].status is OrderStatus.FAILED
+    assert fakes.dead_letters.sent == [body]
+
+
+def test_a_dlq_that_cannot_take_the_message_leaves_it_to_the_redrive_policy() -> None:
+    fakes = Fakes(clock=Clock(T0 + LEASE))
+    order = exhausted_order(fakes)
+    fakes.dead_letters.down = True
+    with app_client(fakes) as client:
+        event = sqs_event(client, [placement_message(order.id)], receive_count=3)
+        response = client.lambda_.invoke("place_orders", event).payload
     assert response == {"batchItemFailures": [{"itemIdentifier": "message-0"}]}
     assert fakes.queue.visibility == {"receipt-0": 0}
     assert fakes.orders.orders[order.id].status is OrderStatus.FAILED
+
+
+def test_an_order_the_exchange_holds_is_placed_though_every_answer_was_lost() -> None:
+    fakes = Fakes(clock=Clock(T0 + LEASE), exchange=FakeExchange())
+    order = exhausted_order(fakes)
+    fakes.exchange.accepted[order.id] = "X9"
+    with app_client(fakes) as client:
+        event = sqs_event(client, [placement_message(order.id)], receive_count=1)
+        response = client.lambda_.invoke("place_orders", event).payload
+    assert response == {"batchItemFailures": []}
+    placed = fakes.orders.orders[order.id]
+    assert (placed.status, placed.exchange_order_id) == (OrderStatus.PLACED, "X9")
+    assert fakes.exchange.calls == []  # asked, never sent again
+    assert fakes.dead_letters.sent == []
 
 
 def test_a_cancel_request_the_exchange_cannot_take_now_comes_back_later() -> None:

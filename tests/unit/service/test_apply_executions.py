@@ -66,3 +66,18 @@ def test_one_orders_storage_failure_does_not_fail_the_others() -> None:
     result = apply(repo, executions, reports)
     assert set(result.failed_orders) == {a.id}
     assert repo.orders[b.id].status is OrderStatus.FILLED
+
+
+def test_reports_for_an_order_we_had_failed_correct_it_and_count_the_correction(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    repo, executions = FakeRepository(), FakeExecutions()
+    stored = repo.add(market_order(10), T0)
+    failed = repo.update(stored.failed("exchange unavailable after 3 attempts", T0), None)
+    fills = execution_history(failed, [(4, Decimal("7"))], ExecType.CANCELED)
+    with caplog.at_level("ERROR"):
+        result = apply(repo, executions, fills)
+    assert (result.updated_orders, result.corrected_orders) == (1, 1)
+    assert (repo.orders[failed.id].status, repo.orders[failed.id].filled_quantity) == (OrderStatus.CANCELED, 4)
+    assert any(r.getMessage() == "failed order corrected to the exchange's state" for r in caplog.records)
+    assert apply(repo, executions, fills).corrected_orders == 0  # once

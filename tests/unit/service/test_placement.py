@@ -9,7 +9,7 @@ import pytest
 from chalicelib.domain.model import OrderStatus
 from chalicelib.service.placement import PlacementOutcome
 from tests.unit.fakes import SWEEP, FakeExchange, FakeQueue, FakeRepository
-from tests.unit.helpers import T0, create, place
+from tests.unit.helpers import T0, Clock, create, place
 from tests.unit.helpers import limit_terms as terms
 
 pytestmark = pytest.mark.unit
@@ -45,26 +45,32 @@ def test_an_exchange_duplicate_rejection_counts_as_placed(repo: FakeRepository, 
     assert repo.orders[order.id].exchange_order_id == "X9"
 
 
-def test_unavailable_exchange_is_retried_with_growing_backoff_then_fails(
+def test_unavailable_exchange_is_retried_with_growing_backoff_then_fails_once_the_exchange_says_unknown(
     repo: FakeRepository, queue: FakeQueue
 ) -> None:
     order = create(repo, queue, terms()).order
     exchange = FakeExchange(["unavailable"] * 3)
-    first = place(repo, order.id, exchange, receive_count=1)
-    second = place(repo, order.id, exchange, receive_count=2)
-    third = place(repo, order.id, exchange, receive_count=3)
+    clock = Clock()
+    first = place(repo, order.id, exchange, receive_count=1, clock=clock)
+    second = place(repo, order.id, exchange, receive_count=2, clock=clock)
+    third = place(repo, order.id, exchange, receive_count=3, clock=clock)
     assert (first.outcome, second.outcome, third.outcome) == (
         PlacementOutcome.RETRY,
         PlacementOutcome.RETRY,
-        PlacementOutcome.FAILED,
+        PlacementOutcome.AWAITING_VERDICT,  # not failed on a guess: asked once nothing sent can land
     )
     assert 1 <= first.retry_in_s <= 2 <= second.retry_in_s <= 4
+    assert repo.orders[order.id].status is OrderStatus.PENDING
+    clock.now += timedelta(seconds=third.retry_in_s)
+    verdict = place(repo, order.id, exchange, receive_count=1, clock=clock)
+    assert verdict.outcome is PlacementOutcome.FAILED
     stored = repo.orders[order.id]
     assert stored.status is OrderStatus.FAILED
     assert stored.attempts == 3
     assert stored.failure_reason is not None
     assert "after 3 attempts" in stored.failure_reason
     assert len(exchange.calls) == 3
+    assert exchange.status_calls == [order.id]
 
 
 def test_a_retry_pushes_the_sweep_past_the_backoff(repo: FakeRepository, queue: FakeQueue) -> None:
@@ -82,7 +88,8 @@ def test_attempts_stored_on_the_order_count_when_the_sweep_resent_the_message(
     place(repo, order.id, exchange, receive_count=2)
     # The sweep's new message starts again at receive count 1: still the 3rd and last attempt.
     result = place(repo, order.id, exchange, receive_count=1)
-    assert result.outcome is PlacementOutcome.FAILED
+    assert result.outcome is PlacementOutcome.AWAITING_VERDICT
+    assert repo.orders[order.id].attempts == 3
     assert len(exchange.calls) == 3
 
 

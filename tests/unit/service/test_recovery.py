@@ -9,7 +9,7 @@ import pytest
 from chalicelib.domain.model import OrderStatus
 from chalicelib.service.placement import PlacementOutcome
 from chalicelib.service.recovery import reopen_failed_order, sweep_pending
-from tests.unit.fakes import SWEEP, FakeExchange, FakeQueue, FakeRepository, Fakes
+from tests.unit.fakes import LEASE, SWEEP, FakeExchange, FakeQueue, FakeRepository, Fakes
 from tests.unit.helpers import T0, Clock, create, place
 from tests.unit.helpers import limit_terms as terms
 
@@ -47,6 +47,8 @@ def test_an_operator_reopens_a_failed_order_once(repo: FakeRepository, queue: Fa
     order = create(repo, queue, terms()).order
     for attempt in (1, 2, 3):
         place(repo, order.id, FakeExchange(["unavailable"]), receive_count=attempt)
+    # The exchange is asked once nothing sent can still land; it does not know the order.
+    place(repo, order.id, FakeExchange(), clock=Clock(T0 + LEASE))
     assert repo.orders[order.id].status is OrderStatus.FAILED
     queue.sent.clear()
 

@@ -1,0 +1,143 @@
+"""Our orders compared with the exchange's, and repaired: the scheduled reconciler (FIX's order status request).
+
+Execution reports are how the exchange's state reaches us, but one can be
+lost for good (beyond the feed's replay window, a checkpoint skipped by an
+operator's error) and a placement's answer can be lost after the exchange
+accepted. Each run asks the exchange about a bounded slice of the orders
+that can still change (open ones, and failed ones for a while, which the
+exchange may hold after all), from where the last run stopped, and merges
+each answer exactly as it merges reports: statuses only move forward, fills
+only grow, so a stale answer never undoes a newer report.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+
+from chalicelib.adapters.exchange import ExchangeUnavailable
+from chalicelib.adapters.repository import ReconcileCursor
+from chalicelib.domain.model import Order, OrderStatus
+from chalicelib.service.dependencies import Dependencies
+from chalicelib.service.order_writes import write_with_retries
+
+logger = logging.getLogger(__name__)
+
+
+class Check(StrEnum):
+    """What one order's comparison with the exchange came to."""
+
+    AGREES = "agrees"
+    REPAIRED = "repaired"  # the exchange knew more: merged
+    CORRECTED = "corrected"  # we had it failed, the exchange holds it: moved to the exchange's state
+    UNKNOWN_AT_EXCHANGE = "unknown_at_exchange"  # open with us, unknown there: nothing to merge, a human looks
+    UNAVAILABLE = "unavailable"  # the exchange could not be asked: the next pass asks again
+    ERROR = "error"  # our storage failed us for this order: the next pass tries again
+    DROPPED = "dropped"  # failed longer than the window: no longer compared
+    SKIPPED = "skipped"  # done meanwhile (the index lags the table)
+
+
+@dataclass
+class ReconcileRun:
+    checks: dict[Check, int] = field(default_factory=lambda: dict.fromkeys(Check, 0))
+    cursor: ReconcileCursor | None = None
+
+    @property
+    def checked(self) -> int:
+        """Orders the exchange was asked about."""
+        asked = (Check.AGREES, Check.REPAIRED, Check.CORRECTED, Check.UNKNOWN_AT_EXCHANGE, Check.UNAVAILABLE)
+        return sum(self.checks[check] for check in asked)
+
+    @property
+    def repaired(self) -> int:
+        return self.checks[Check.REPAIRED] + self.checks[Check.CORRECTED]
+
+
+def reconcile_orders(
+    dependencies: Dependencies, limit: int, failed_window: timedelta, executor: Executor | None = None
+) -> ReconcileRun:
+    """One run: at most `limit` orders from the saved cursor on, each compared and repaired; the cursor moved on."""
+    store = dependencies.reconciler_cursor
+    saved = store.load()
+    cursor = ReconcileCursor.from_text(saved) if saved else None
+    order_ids, next_cursor = dependencies.orders.due_for_reconcile(cursor, limit)
+    orders = dependencies.orders.get_many(order_ids) if order_ids else {}
+
+    def check(order: Order) -> Check:
+        try:
+            return reconcile_order(order, dependencies, failed_window)
+        except Exception as exc:  # one order's trouble must not stop the others, nor the cursor
+            logger.warning("order not reconciled", extra={"order_id": order.id, "error": repr(exc)})
+            return Check.ERROR
+
+    found = list(orders.values())
+    outcomes = list(executor.map(check, found)) if executor is not None and len(found) > 1 else map(check, found)
+    run = ReconcileRun(cursor=next_cursor)
+    for outcome in outcomes:
+        run.checks[outcome] += 1
+    # Saved last: a run that dies before this is repeated from the same place,
+    # which only checks those orders again.
+    store.save(next_cursor.to_text())
+    return run
+
+
+def reconcile_order(order: Order, dependencies: Dependencies, failed_window: timedelta) -> Check:
+    """Compare one order with the exchange's status of it and merge the difference."""
+    now = dependencies.clock()
+    if order.status is OrderStatus.FAILED and order.updated_at < now - failed_window:
+        dependencies.orders.stop_reconciling(order)
+        return Check.DROPPED
+    if order.is_terminal and order.status is not OrderStatus.FAILED:
+        return Check.SKIPPED
+    try:
+        venue = dependencies.exchange.status(order.id)
+    except ExchangeUnavailable as exc:
+        logger.warning("exchange status unavailable", extra={"order_id": order.id, "error": str(exc)})
+        return Check.UNAVAILABLE
+    if venue is None:
+        if order.known_to_exchange or order.placed_at is not None:
+            # We hold an exchange's answer for it, yet it says it never had
+            # it: no merge can settle that, a human must.
+            logger.error(
+                "open order unknown at the exchange",
+                extra={"order_id": order.id, "correlation_id": order.correlation_id, "status": order.status.value},
+            )
+            return Check.UNKNOWN_AT_EXCHANGE
+        return Check.AGREES  # never placed (pending, or failed): the placement path owns it
+    clock = dependencies.clock
+    merged, written = write_with_retries(dependencies.orders, order, lambda o: o.placement_confirmed(venue, clock()))
+    if not written:
+        return Check.AGREES
+    if merged.is_corrected_from(order):
+        log_correction(order, merged, "reconciler")
+        return Check.CORRECTED
+    logger.warning(
+        "order repaired from the exchange's status",
+        extra={
+            "order_id": order.id,
+            "correlation_id": order.correlation_id,
+            "status": merged.status.value,
+            "filled_quantity": merged.filled_quantity,
+            "was": {"status": order.status.value, "filled_quantity": order.filled_quantity},
+        },
+    )
+    return Check.REPAIRED
+
+
+def log_correction(before: Order, after: Order, by: str) -> None:
+    """An order we told the client had failed is live at the exchange: logged as an error for an operator."""
+    logger.error(
+        "failed order corrected to the exchange's state",
+        extra={
+            "order_id": after.id,
+            "correlation_id": after.correlation_id,
+            "status": after.status.value,
+            "filled_quantity": after.filled_quantity,
+            "exchange_order_id": after.exchange_order_id,
+            "was": before.status.value,
+            "by": by,
+        },
+    )

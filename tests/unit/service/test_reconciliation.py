@@ -1,0 +1,129 @@
+"""The reconciler: open and recently failed orders compared with the exchange, repaired by the reports' merge."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from chalicelib.adapters.repository import ReconcileCursor
+from chalicelib.domain.model import Order, OrderStatus, VenueOrderState
+from chalicelib.service.reconciliation import Check, reconcile_orders
+from tests.unit.fakes import SWEEP, FakeExchange, Fakes
+from tests.unit.helpers import T0, Clock, limit_terms
+
+pytestmark = pytest.mark.unit
+
+WINDOW = timedelta(hours=24)
+
+
+def stored(fakes: Fakes, status: OrderStatus = OrderStatus.PLACED, at: timedelta = timedelta(0)) -> Order:
+    order = fakes.orders.add(Order.create("acme", limit_terms(quantity=10), T0 + at), T0 + SWEEP)
+    if status is OrderStatus.PLACED:
+        order = fakes.orders.update(order.placed("X-" + order.id[:4], T0 + at), None)
+        fakes.exchange.accepted[order.id] = order.exchange_order_id or ""
+    elif status is OrderStatus.FAILED:
+        order = fakes.orders.update(order.failed("exchange unavailable after 3 attempts", T0 + at), None)
+    return order
+
+
+def run(fakes: Fakes, limit: int = 100) -> dict[Check, int]:
+    return reconcile_orders(fakes.dependencies(), limit=limit, failed_window=WINDOW).checks
+
+
+def test_a_fill_whose_report_was_lost_is_repaired_from_the_exchanges_status() -> None:
+    fakes = Fakes(clock=Clock(T0 + timedelta(minutes=5)))
+    order = stored(fakes)
+    fakes.exchange.states[order.id] = VenueOrderState("X1", OrderStatus.FILLED, 10, 0, Decimal("99.40"))
+    checks = run(fakes)
+    assert checks[Check.REPAIRED] == 1
+    repaired = fakes.orders.orders[order.id]
+    assert (repaired.status, repaired.filled_quantity, repaired.average_fill_price) == (
+        OrderStatus.FILLED,
+        10,
+        Decimal("99.40"),
+    )
+    assert run(fakes)[Check.REPAIRED] == 0  # done orders leave the reconciler's index
+
+
+def test_a_failed_order_the_exchange_holds_is_corrected() -> None:
+    fakes = Fakes(clock=Clock(T0 + timedelta(hours=1)))
+    order = stored(fakes, OrderStatus.FAILED)
+    fakes.exchange.states[order.id] = VenueOrderState("X7", OrderStatus.PARTIALLY_FILLED, 26, 74, Decimal("10"))
+    assert run(fakes)[Check.CORRECTED] == 1
+    corrected = fakes.orders.orders[order.id]
+    assert (corrected.status, corrected.filled_quantity, corrected.failure_reason) == (
+        OrderStatus.PARTIALLY_FILLED,
+        26,
+        None,
+    )
+
+
+def test_an_answer_older_than_what_we_know_changes_nothing() -> None:
+    fakes = Fakes(clock=Clock(T0 + timedelta(minutes=5)))
+    order = stored(fakes)
+    ahead = fakes.orders.update(
+        order.reconciled_with(VenueOrderState("X1", OrderStatus.FILLED, 10, 0, Decimal("5")), T0), None
+    )
+    fakes.exchange.states[order.id] = VenueOrderState("X1", OrderStatus.PARTIALLY_FILLED, 4, 6, Decimal("5"))
+    run(fakes)
+    assert fakes.orders.orders[order.id] == ahead
+
+
+def test_failed_orders_are_compared_for_a_day_then_dropped() -> None:
+    clock = Clock(T0 + timedelta(hours=1))
+    fakes = Fakes(clock=clock)
+    order = stored(fakes, OrderStatus.FAILED)
+    assert run(fakes)[Check.AGREES] == 1  # the exchange does not know it either
+    clock.now = T0 + WINDOW + timedelta(minutes=1)
+    assert run(fakes)[Check.DROPPED] == 1
+    assert run(fakes)[Check.DROPPED] == 0
+    assert fakes.exchange.status_calls == [order.id]
+
+
+def test_each_run_is_bounded_and_goes_on_from_its_cursor_until_the_book_is_covered() -> None:
+    fakes = Fakes(clock=Clock(T0 + timedelta(minutes=5)))
+    orders = [stored(fakes) for _ in range(5)]
+    asked: list[str] = []
+    for _ in range(3):
+        before = len(fakes.exchange.status_calls)
+        reconcile_orders(fakes.dependencies(), limit=2, failed_window=WINDOW)
+        asked.extend(fakes.exchange.status_calls[before:])
+        assert len(fakes.exchange.status_calls) - before <= 2
+    assert sorted(asked) == sorted(o.id for o in orders)  # every order once over three runs
+    assert fakes.cursor.position == ReconcileCursor(0, None).to_text()  # back at the start
+
+
+def test_an_exchange_that_cannot_be_asked_changes_nothing_and_is_counted() -> None:
+    fakes = Fakes(clock=Clock(T0 + timedelta(minutes=5)), exchange=FakeExchange())
+    order = stored(fakes)
+    fakes.exchange.status_script = ["unavailable"]
+    assert run(fakes)[Check.UNAVAILABLE] == 1
+    assert fakes.orders.orders[order.id].status is OrderStatus.PLACED
+
+
+def test_an_open_order_the_exchange_never_had_is_reported_not_changed() -> None:
+    fakes = Fakes(clock=Clock(T0 + timedelta(minutes=5)))
+    order = stored(fakes)
+    del fakes.exchange.accepted[order.id]
+    assert run(fakes)[Check.UNKNOWN_AT_EXCHANGE] == 1
+    assert fakes.orders.orders[order.id].status is OrderStatus.PLACED
+
+
+def test_one_orders_storage_trouble_does_not_stop_the_run() -> None:
+    fakes = Fakes(clock=Clock(T0 + timedelta(minutes=5)))
+    first, second = stored(fakes), stored(fakes)
+    for order in (first, second):
+        fakes.exchange.states[order.id] = VenueOrderState("X1", OrderStatus.FILLED, 10, 0, Decimal("1"))
+    update = fakes.orders.update
+
+    def update_all_but_first(order: Order, sweep_after: object) -> Order:
+        if order.id == first.id:
+            raise RuntimeError("throttled")
+        return update(order, sweep_after)  # type: ignore[arg-type]
+
+    fakes.orders.update = update_all_but_first  # type: ignore[method-assign]
+    checks = run(fakes)
+    assert (checks[Check.ERROR], checks[Check.REPAIRED]) == (1, 1)
+    assert fakes.cursor.saves == 1
