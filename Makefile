@@ -32,6 +32,7 @@ bench: setup
 	$(BIN)/python -m bench.orders
 	$(BIN)/python -m bench.executions
 	$(BIN)/python -m bench.calls
+	$(BIN)/python -m bench.reconcile
 	$(BIN)/python -m bench.idle_polling --seconds 10
 	$(BIN)/python -m bench.capacity
 

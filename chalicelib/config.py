@@ -152,7 +152,8 @@ class Settings:
     # window, with the exchange's status; at most reconcile_batch orders (one
     # exchange call each) per run, the rest from its cursor in later runs.
     reconcile_interval_min: int = _integer(5, 1, 1440)
-    reconcile_batch: int = _integer(200, 1, 5000)
+    # At most what fits the function's 120 s timeout at a 0.5 s exchange round trip on 8 threads.
+    reconcile_batch: int = _integer(200, 1, 1500)
     reconcile_failed_window_h: int = _integer(24, 1, 24 * 30)
 
     # Outbound AWS calls on the request path give up quickly: the API stays

@@ -315,19 +315,21 @@ class DynamoDBOrderRepository(DynamoDBTable[OrderRecord]):
         shard, after = position.shard % RECONCILE_INDEX_SHARDS, position.after_id
         ids: list[str] = []
         try:
-            for _ in range(RECONCILE_INDEX_SHARDS):
+            while True:
                 wanted = limit - len(ids)
                 condition = None if after is None else self._records.id > after
-                found = [key.id for key in index.query(shard, condition, limit=wanted)]
-                ids.extend(found)
-                if len(found) == wanted:
-                    return ids, ReconcileCursor(shard, found[-1])  # the budget ends inside this shard
+                # One more than wanted: whether the shard goes on past the budget.
+                found = [key.id for key in index.query(shard, condition, limit=wanted + 1)]
+                ids.extend(found[:wanted])
+                if len(found) > wanted:
+                    return ids, ReconcileCursor(shard, ids[-1])  # the budget ends inside this shard
                 shard, after = shard + 1, None
                 if shard == RECONCILE_INDEX_SHARDS:
                     return ids, ReconcileCursor(0, None)  # a whole pass is done
+                if len(ids) == limit:
+                    return ids, ReconcileCursor(shard, None)
         except PynamoDBException as exc:
             raise StorageUnavailable("could not query the orders to reconcile") from exc
-        return ids, ReconcileCursor(shard % RECONCILE_INDEX_SHARDS, None)
 
     def stop_reconciling(self, order: Order) -> None:
         """Take a failed order out of the reconcile index, if it is still as read; any other order keeps its place."""
