@@ -65,7 +65,6 @@ class CallCounter:
     def __init__(self) -> None:
         self.calls: collections.Counter[str] = collections.Counter()
         self.seconds: collections.Counter[str] = collections.Counter()
-        self.items_written = 0
         # Clients are shared by threads: the counters are updated under a lock.
         self._lock = threading.Lock()
 
@@ -78,10 +77,6 @@ class CallCounter:
         context["bench_started"] = time.perf_counter()
         with self._lock:
             self.calls[model.name] += 1
-            if model.name == "BatchWriteItem":
-                self.items_written += sum(len(requests) for requests in params.get("RequestItems", {}).values())
-            elif model.name in {"PutItem", "UpdateItem", "DeleteItem"}:
-                self.items_written += 1
 
     def _timed(self, model: Any, context: dict[str, Any], **_: Any) -> None:
         started = context.get("bench_started")
@@ -93,7 +88,6 @@ class CallCounter:
         with self._lock:
             self.calls.clear()
             self.seconds.clear()
-            self.items_written = 0
 
     def mean_ms(self, name: str) -> float:
         """Mean milliseconds of one call of this operation, retries included (0 if none was made)."""

@@ -140,6 +140,7 @@ def timings(settings: Settings | None = None) -> Timings:
     return Timings(
         pending_sweep_after=timedelta(seconds=settings.pending_sweep_after_s),
         placement_lease=placement_lease(settings),
+        exchange_call=timedelta(seconds=exchange_call_s(settings)),
     )
 
 
@@ -148,8 +149,12 @@ def placement_lease(settings: Settings) -> timedelta:
     # write (every attempt of it), the exchange call (connect + read) and a
     # margin: until then a placement we sent may still land.
     claim_write_s = (settings.aws_connect_timeout_s + settings.aws_read_timeout_s) * settings.aws_max_attempts
-    exchange_call_s = min(settings.exchange_timeout_s, 2.0) + settings.exchange_timeout_s
-    return timedelta(seconds=claim_write_s + exchange_call_s + 5)
+    return timedelta(seconds=claim_write_s + exchange_call_s(settings) + 5)
+
+
+def exchange_call_s(settings: Settings) -> float:
+    """The longest one call to the exchange can take: HttpExchange's connect and read timeouts."""
+    return min(settings.exchange_timeout_s, 2.0) + settings.exchange_timeout_s
 
 
 def aws_client_config(settings: Settings) -> Config:

@@ -303,7 +303,9 @@ class DynamoDBOrderRepository(DynamoDBTable[OrderRecord]):
             raise StorageUnavailable("could not query pending orders") from exc
         return due
 
-    def due_for_reconcile(self, cursor: ReconcileCursor | None, limit: int) -> tuple[list[str], ReconcileCursor]:
+    def due_for_reconcile(
+        self, cursor: ReconcileCursor | None, limit: int
+    ) -> tuple[list[ReconcileCursor], ReconcileCursor]:
         """Up to limit order ids from the reconcile index, from cursor on (shard by shard, in id order).
 
         The cursor returned is where the next run goes on; after the last
@@ -313,21 +315,21 @@ class DynamoDBOrderRepository(DynamoDBTable[OrderRecord]):
         index: Any = self._records.reconcile
         position = cursor or ReconcileCursor(0, None)
         shard, after = position.shard % RECONCILE_INDEX_SHARDS, position.after_id
-        ids: list[str] = []
+        due: list[ReconcileCursor] = []
         try:
             while True:
-                wanted = limit - len(ids)
+                wanted = limit - len(due)
                 condition = None if after is None else self._records.id > after
                 # One more than wanted: whether the shard goes on past the budget.
                 found = [key.id for key in index.query(shard, condition, limit=wanted + 1)]
-                ids.extend(found[:wanted])
+                due.extend(ReconcileCursor(shard, order_id) for order_id in found[:wanted])
                 if len(found) > wanted:
-                    return ids, ReconcileCursor(shard, ids[-1])  # the budget ends inside this shard
+                    return due, due[-1]  # the budget ends inside this shard
                 shard, after = shard + 1, None
                 if shard == RECONCILE_INDEX_SHARDS:
-                    return ids, ReconcileCursor(0, None)  # a whole pass is done
-                if len(ids) == limit:
-                    return ids, ReconcileCursor(shard, None)
+                    return due, ReconcileCursor(0, None)  # a whole pass is done
+                if len(due) == limit:
+                    return due, ReconcileCursor(shard, None)
         except PynamoDBException as exc:
             raise StorageUnavailable("could not query the orders to reconcile") from exc
 

@@ -89,8 +89,14 @@ class OrderRepository(Protocol):
     def list_for_account(self, query: OrderQuery) -> OrderPage:
         """A page of the account's orders, newest first (eventually consistent)."""
 
-    def due_for_reconcile(self, cursor: ReconcileCursor | None, limit: int) -> tuple[list[str], ReconcileCursor]:
-        """Up to limit ids of open or failed orders from cursor on (eventually consistent), and the next cursor."""
+    def due_for_reconcile(
+        self, cursor: ReconcileCursor | None, limit: int
+    ) -> tuple[list[ReconcileCursor], ReconcileCursor]:
+        """Up to limit open or failed orders from cursor on (eventually consistent), and where the next run starts.
+
+        Each is given as the position right after it (its after_id is the
+        order's id), so a run that stops early can save where it got to.
+        """
 
     def stop_reconciling(self, order: Order) -> None:
         """A failed order past the reconciler's window leaves its index, unless written since it was read."""

@@ -426,7 +426,11 @@ class Order:
         """
         status = self.status
         corrections = self.is_corrected_by
-        if corrections and any(target in corrections for target, _, _ in observations):
+        # A rejection re-merges a failed order too (to rejected, the exchange's
+        # own word for "not executed", not counted as a correction): otherwise
+        # a rejection and a later `new` would end elsewhere than `new` first.
+        reopening = corrections | {OrderStatus.REJECTED} if corrections else frozenset()
+        if any(target in reopening for target, _, _ in observations):
             status = OrderStatus.PENDING
         best: tuple[int, Decimal] = (self.filled_quantity, self.average_fill_price or Decimal(-1))
         exchange_order_id = self.exchange_order_id

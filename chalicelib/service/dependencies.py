@@ -27,6 +27,9 @@ class Timings:
     # From before a placement attempt claims an order until nothing that
     # attempt sent can still reach the exchange (see bootstrap.placement_lease).
     placement_lease: timedelta
+    # The longest one exchange call can take (connect + read): an attempt
+    # whose lease has less than this left does not send (see placement.py).
+    exchange_call: timedelta = timedelta(seconds=12)
     # From the start of a create whose write lost its answer, how long it
     # keeps asking the table whether the order was stored before it answers
     # 500 not knowing. Under the API function's timeout (10 s), leaving room

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from chalicelib.adapters.exchange import ExchangeRejected, ExchangeUnavailable
 from chalicelib.clock import Clock
-from chalicelib.domain.model import Order, OrderStatus
+from chalicelib.domain.model import InvalidTransition, Order, OrderStatus
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.order_writes import write_with_retries
 from chalicelib.service.placement_verdict import Settlement, Verdict, settle_exhausted
@@ -57,45 +58,54 @@ def place_order(order_id: str, receive_count: int, dependencies: Dependencies) -
     # Claim the order before calling the exchange (a versioned write): a
     # cancel that comes first makes this write fail and the order is never
     # sent; a cancel that comes after sees the claim and asks the exchange.
-    lease_until = clock() + dependencies.timings.placement_lease
+    timings, policy = dependencies.timings, dependencies.retry_policy
+    lease_until = clock() + timings.placement_lease
+
+    def claim(current: Order) -> Order:
+        # Checked again on every re-read: another delivery may have used the
+        # last attempt meanwhile, and an exhausted order is only ever asked about.
+        if policy.is_exhausted(current.attempts):
+            raise InvalidTransition(current.status, current.status)
+        return current.claimed_for_placement(clock(), lease_until)
+
     claimed, wrote = write_with_retries(
-        repository,
-        order,
-        lambda o: o.claimed_for_placement(clock(), lease_until),
-        sweep_after=lambda: lease_until + dependencies.timings.pending_sweep_after,
+        repository, order, claim, sweep_after=lambda: lease_until + timings.pending_sweep_after
     )
     if not wrote and not (claimed.is_pending and claimed.placing_until == lease_until):
         # (The second test: our own claim committed, but its answer was lost
         # and the storage client's retry met it. The lease is ours: go on.)
+        if claimed.is_pending and policy.is_exhausted(claimed.attempts):
+            return _settled(settle_exhausted(claimed, dependencies))
         return _not_ours_to_place(claimed, dependencies)
+    if clock() + timings.exchange_call > lease_until:
+        # The claim took so long (storage trouble, write races) that the
+        # lease could run out during the call, and a verdict or a cancel
+        # would then take "unknown order" for final while it is on its way.
+        # Not sent: the message comes back once the lease is over.
+        logger.warning("claim outlasted its lease: not sent", extra={"order_id": order_id})
+        wait_s = math.ceil((lease_until - clock()).total_seconds()) + 1
+        return PlacementResult(PlacementOutcome.RETRY, claimed, retry_in_s=max(1, wait_s))
     # The receive count restarts at 1 on a message the sweep re-sent; the
     # attempts stored on the order do not, so the larger of both counts.
     return _attempt(claimed, max(receive_count, claimed.attempts + 1), dependencies)
 
 
 def _attempt(claimed: Order, attempt: int, dependencies: Dependencies) -> PlacementResult:
-    repository, clock, policy = dependencies.orders, dependencies.clock, dependencies.retry_policy
+    repository, clock = dependencies.orders, dependencies.clock
     try:
         ack = dependencies.exchange.place(claimed)
     except ExchangeRejected as exc:
+        if claimed.attempts > 0:
+            # An earlier attempt went unanswered and may have been accepted: a
+            # venue that checks terms before duplicates rejects the copy of a
+            # live order. Its earlier sends can no longer land (their leases
+            # are over), so its status is final now.
+            return _rejected_after_unanswered(claimed, attempt, str(exc), dependencies)
         rejection = f"rejected by the exchange: {exc}"
         failed, _ = write_with_retries(repository, claimed, lambda o: _failed(o, rejection, clock()))
         return _settled_or(PlacementOutcome.REJECTED, failed)
     except ExchangeUnavailable as exc:
-        if policy.is_last(attempt):
-            return _last_attempt_unanswered(claimed, attempt, str(exc), dependencies)
-        delay, error = policy.delay_after(attempt, dependencies.jitter), str(exc)
-        # The message comes back after delay; only well after that is the
-        # order stuck, so the sweep does not send a second message meanwhile.
-        retrying, _ = write_with_retries(
-            repository,
-            claimed,
-            lambda o: o.attempt_failed(error, clock(), attempt),
-            sweep_after=lambda: clock() + timedelta(seconds=delay) + dependencies.timings.pending_sweep_after,
-        )
-        if not retrying.is_pending:
-            return PlacementResult(PlacementOutcome.ALREADY_SETTLED, retrying)
-        return PlacementResult(PlacementOutcome.RETRY, retrying, retry_in_s=delay)
+        return _unanswered(claimed, attempt, str(exc), dependencies)
     placed, _ = write_with_retries(repository, claimed, lambda o: o.placed(ack.exchange_order_id, clock()))
     if placed.status is OrderStatus.FAILED or (placed.status is OrderStatus.CANCELED and placed.placed_at is None):
         # Another delivery gave up on it, or its lease ran out and the client
@@ -106,6 +116,41 @@ def _attempt(claimed: Order, attempt: int, dependencies: Dependencies) -> Placem
             extra={"order_id": claimed.id, "exchange_order_id": ack.exchange_order_id, "status": placed.status.value},
         )
     return PlacementResult(PlacementOutcome.PLACED, placed)
+
+
+def _unanswered(claimed: Order, attempt: int, error: str, dependencies: Dependencies) -> PlacementResult:
+    """An attempt without a verdict: retried after a backoff, or, the last one, settled by the exchange's status."""
+    clock, policy = dependencies.clock, dependencies.retry_policy
+    if policy.is_last(attempt):
+        return _last_attempt_unanswered(claimed, attempt, error, dependencies)
+    delay = policy.delay_after(attempt, dependencies.jitter)
+    # The message comes back after delay; only well after that is the
+    # order stuck, so the sweep does not send a second message meanwhile.
+    retrying, _ = write_with_retries(
+        dependencies.orders,
+        claimed,
+        lambda o: o.attempt_failed(error, clock(), attempt),
+        sweep_after=lambda: clock() + timedelta(seconds=delay) + dependencies.timings.pending_sweep_after,
+    )
+    if not retrying.is_pending:
+        return PlacementResult(PlacementOutcome.ALREADY_SETTLED, retrying)
+    return PlacementResult(PlacementOutcome.RETRY, retrying, retry_in_s=delay)
+
+
+def _rejected_after_unanswered(claimed: Order, attempt: int, error: str, dependencies: Dependencies) -> PlacementResult:
+    clock = dependencies.clock
+    try:
+        venue = dependencies.exchange.status(claimed.id)
+    except ExchangeUnavailable as exc:
+        # Not knowing whether an earlier attempt landed: a guess either way, so
+        # this counts as an attempt without an answer (retried, then the verdict).
+        return _unanswered(claimed, attempt, f"rejected ({error}); order status query: {exc}", dependencies)
+    if venue is not None:
+        placed, _ = write_with_retries(dependencies.orders, claimed, lambda o: o.placement_confirmed(venue, clock()))
+        return PlacementResult(PlacementOutcome.PLACED, placed)
+    rejection = f"rejected by the exchange: {error}"
+    failed, _ = write_with_retries(dependencies.orders, claimed, lambda o: _failed(o, rejection, clock()))
+    return _settled_or(PlacementOutcome.REJECTED, failed)
 
 
 def _last_attempt_unanswered(claimed: Order, attempt: int, error: str, dependencies: Dependencies) -> PlacementResult:

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from chalicelib.adapters.exchange import ExchangeUnavailable
-from chalicelib.domain.model import Order, OrderStatus, PlacementStage, VenueOrderState
+from chalicelib.domain.model import InvalidTransition, Order, OrderStatus, VenueOrderState
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.order_writes import write_with_retries
 
@@ -48,7 +48,7 @@ def settle_exhausted(order: Order, dependencies: Dependencies) -> Settlement:
     """Ask the exchange about a pending order with no attempt left; the order as stored after it."""
     clock = dependencies.clock
     now = clock()
-    if order.placement_stage(now) is not PlacementStage.QUIET:
+    if order.placement_may_still_land(now):
         # Something we sent may still land: "unknown" now would not be final.
         return Settlement(Verdict.ASK_LATER, order, _seconds_until(order.placement_quiet_at, now))
     try:
@@ -59,7 +59,11 @@ def settle_exhausted(order: Order, dependencies: Dependencies) -> Settlement:
         attempts = dependencies.retry_policy.max_attempts
         reason = f"exchange unavailable after {attempts} attempts, and it does not know the order"
         failed, _ = write_with_retries(dependencies.orders, order, lambda o: _failed(o, reason, clock()))
-        return Settlement(Verdict.FAILED if failed.status is OrderStatus.FAILED else Verdict.SETTLED, failed)
+        if failed.status is OrderStatus.FAILED:
+            return Settlement(Verdict.FAILED, failed)
+        if failed.is_pending:  # claimed and sent again meanwhile: its answer, or a later verdict, decides
+            return Settlement(Verdict.ASK_LATER, failed, _seconds_until(failed.placement_quiet_at, clock()))
+        return Settlement(Verdict.SETTLED, failed)
     return Settlement(Verdict.PLACED, _follow_exchange(order, venue, dependencies))
 
 
@@ -93,8 +97,12 @@ def _sweep_after(delay_s: int, dependencies: Dependencies) -> datetime:
 
 
 def _failed(order: Order, reason: str, now: datetime) -> Order:
-    # A pending_cancel order is the cancel request's to settle with the exchange.
-    return order.failed(reason, now, after_attempt=False) if order.is_pending else order
+    """Failed, if it still is what the exchange's "unknown" was about: pending, nothing sent that may land."""
+    # A pending_cancel order is the cancel request's to settle with the exchange;
+    # an order re-read after a write race may have been sent again meanwhile.
+    if not order.is_pending or order.placement_may_still_land(now):
+        raise InvalidTransition(order.status, OrderStatus.FAILED)
+    return order.failed(reason, now, after_attempt=False)
 
 
 def _seconds_until(moment: datetime | None, now: datetime) -> int:

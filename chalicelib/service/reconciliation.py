@@ -13,6 +13,7 @@ only grow, so a stale answer never undoes a newer report.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -57,26 +58,44 @@ class ReconcileRun:
 
 
 def reconcile_orders(
-    dependencies: Dependencies, limit: int, failed_window: timedelta, executor: Executor | None = None
+    dependencies: Dependencies,
+    limit: int,
+    failed_window: timedelta,
+    executor: Executor | None = None,
+    time_left: Callable[[], bool] = lambda: True,
 ) -> ReconcileRun:
-    """One run: at most `limit` orders from the saved cursor on, each compared and repaired; the cursor moved on."""
+    """One run: at most `limit` orders from the saved cursor on, each compared and repaired; the cursor moved on.
+
+    time_left() is asked before each order: once it says no, the orders not
+    started yet are left, and the cursor is saved right after the last one
+    started (they start in cursor order), so a slow exchange shortens runs
+    instead of failing them all at the function's timeout.
+    """
     store = dependencies.reconciler_cursor
     saved = store.load()
     cursor = ReconcileCursor.from_text(saved) if saved else None
-    order_ids, next_cursor = dependencies.orders.due_for_reconcile(cursor, limit)
-    orders = dependencies.orders.get_many(order_ids) if order_ids else {}
+    due, next_cursor = dependencies.orders.due_for_reconcile(cursor, limit)
+    orders = dependencies.orders.get_many([str(p.after_id) for p in due]) if due else {}
 
-    def check(order: Order) -> Check:
+    def check(position: ReconcileCursor) -> Check | None:
+        if not time_left():
+            return None
+        order = orders.get(str(position.after_id))
+        if order is None:
+            return Check.SKIPPED  # the index lags the table
         try:
             return reconcile_order(order, dependencies, failed_window)
         except Exception as exc:  # one order's trouble must not stop the others, nor the cursor
             logger.warning("order not reconciled", extra={"order_id": order.id, "error": repr(exc)})
             return Check.ERROR
 
-    found = list(orders.values())
-    outcomes = list(executor.map(check, found)) if executor is not None and len(found) > 1 else map(check, found)
+    # A thread pool starts its tasks in order: the ones left out are a tail.
+    outcomes = list(executor.map(check, due) if executor is not None and len(due) > 1 else map(check, due))
+    done = [outcome for outcome in outcomes if outcome is not None]
+    if len(done) < len(due):
+        next_cursor = due[len(done) - 1] if done else cursor or ReconcileCursor(0, None)
     run = ReconcileRun(cursor=next_cursor)
-    for outcome in outcomes:
+    for outcome in done:
         run.checks[outcome] += 1
     # Saved last: a run that dies before this is repeated from the same place,
     # which only checks those orders again.

@@ -42,9 +42,9 @@ def reconcile_pass(repo: OrderRepository, limit: int) -> list[str]:
     seen: list[str] = []
     cursor = None
     for _ in range(10_000):
-        ids, cursor = repo.due_for_reconcile(cursor, limit)
-        assert len(ids) <= limit
-        seen.extend(ids)
+        due, cursor = repo.due_for_reconcile(cursor, limit)
+        assert len(due) <= limit
+        seen.extend(str(position.after_id) for position in due)
         if cursor.shard == 0 and cursor.after_id is None:
             return seen
     raise AssertionError("the reconciler's cursor never came back to the start")

@@ -83,7 +83,9 @@ class FakeRepository:
         due = sorted((at, order_id) for order_id, at in self.sweep_after.items() if at < now)
         return [order_id for _, order_id in due[:limit]]
 
-    def due_for_reconcile(self, cursor: ReconcileCursor | None, limit: int) -> tuple[list[str], ReconcileCursor]:
+    def due_for_reconcile(
+        self, cursor: ReconcileCursor | None, limit: int
+    ) -> tuple[list[ReconcileCursor], ReconcileCursor]:
         # One shard, in id order: the adapter's contract without its sharding.
         self._check()
         after = cursor.after_id if cursor is not None else None
@@ -94,8 +96,8 @@ class FakeRepository:
             and (order.status in OPEN_STATUSES or order.status is OrderStatus.FAILED)
             and (after is None or order_id > after)
         )
-        page = due[:limit]
-        return page, ReconcileCursor(0, page[-1]) if len(due) > limit else ReconcileCursor(0, None)
+        page = [ReconcileCursor(0, order_id) for order_id in due[:limit]]
+        return page, page[-1] if len(due) > limit else ReconcileCursor(0, None)
 
     def stop_reconciling(self, order: Order) -> None:
         self._check()

@@ -98,11 +98,16 @@ def test_a_failed_order_the_exchange_filled_is_corrected_to_filled() -> None:
     assert corrected.placed_at == T0 + timedelta(seconds=1)
 
 
-def test_a_rejection_of_a_failed_order_leaves_it_failed() -> None:
+def test_a_rejection_of_a_failed_order_makes_it_rejected_in_any_order_and_is_no_correction() -> None:
     failed = market_order(10).failed("exchange down", T0)
-    rejected = dataclasses.replace(execution_history(failed, [], ExecType.EXPIRED)[0], exec_type=ExecType.REJECTED)
-    after = failed.apply_executions([rejected], T0)
-    assert (after.status, after.failure_reason) == (OrderStatus.FAILED, "exchange down")
+    new, *_ = execution_history(failed, [], ExecType.EXPIRED)
+    rejected = dataclasses.replace(new, exec_id="E9", exec_type=ExecType.REJECTED, seq=9)
+    for batches in ([[rejected], [new]], [[new], [rejected]], [[new, rejected]]):
+        state = failed
+        for batch in batches:
+            state = state.apply_executions(batch, T0)
+        assert state.status is OrderStatus.REJECTED
+    assert not failed.apply_executions([rejected], T0).is_corrected_from(failed)
 
 
 def test_corrections_are_kept_apart_from_the_automatic_table() -> None:

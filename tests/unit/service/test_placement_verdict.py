@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from chalicelib.domain.model import OrderStatus, VenueOrderState
+from chalicelib.domain.model import Order, OrderStatus, VenueOrderState
 from chalicelib.service.placement import PlacementOutcome
 from tests.unit.fakes import LEASE, SWEEP, FakeExchange, FakeQueue, FakeRepository
 from tests.unit.helpers import T0, Clock, cancel, create, place
@@ -102,3 +104,93 @@ def test_a_cancel_while_awaiting_the_verdict_is_the_cancel_requests_to_settle(
     assert place(repo, order_id, exchange, clock=clock).outcome is PlacementOutcome.ALREADY_SETTLED
     assert repo.orders[order_id].status is OrderStatus.PENDING_CANCEL
     assert exchange.status_calls == []
+
+
+class SlowFirstWrite(FakeRepository):
+    """Storage that takes `delay` over the first write it is asked for (a brownout), moving the test's clock."""
+
+    def __init__(self, clock: Clock, delay: timedelta) -> None:
+        super().__init__()
+        self.clock, self.delay, self.slow = clock, delay, False
+
+    def update(self, order: Order, sweep_after: datetime | None) -> Order:
+        if self.slow:
+            self.slow = False
+            self.clock.now += self.delay
+        return super().update(order, sweep_after)
+
+
+def test_an_attempt_whose_claim_outlasted_its_lease_does_not_send(queue: FakeQueue) -> None:
+    clock = Clock()
+    repo = SlowFirstWrite(clock, LEASE - timedelta(seconds=1))  # less left than one exchange call takes
+    order = create(repo, queue, terms(), clock=clock).order
+    exchange = FakeExchange()
+    repo.slow = True
+    result = place(repo, order.id, exchange, clock=clock)
+    assert result.outcome is PlacementOutcome.RETRY
+    assert result.retry_in_s >= 1
+    assert exchange.calls == []  # a cancel or a verdict may trust "unknown" once the lease is over
+
+
+class ExhaustedByAnotherDelivery(FakeRepository):
+    """The first claim write loses a race against a delivery that used the last attempt meanwhile."""
+
+    def __init__(self, exhausted: Callable[[Order], Order]) -> None:
+        super().__init__()
+        self.exhausted, self.race = exhausted, False
+
+    def update(self, order: Order, sweep_after: datetime | None) -> Order:
+        if self.race:
+            self.race = False
+            current = self.orders[order.id]
+            super().update(self.exhausted(current), sweep_after)  # the other delivery's write
+        return super().update(order, sweep_after)
+
+
+def test_a_claim_re_read_after_the_last_attempt_was_used_asks_instead_of_sending(queue: FakeQueue) -> None:
+    clock = Clock()
+
+    def last_attempt_unanswered(order: Order) -> Order:
+        claimed = order.claimed_for_placement(T0, T0)  # its lease is already over: quiet
+        return claimed.attempt_failed("HTTP 503", T0, attempt=3)
+
+    repo = ExhaustedByAnotherDelivery(last_attempt_unanswered)
+    order = create(repo, queue, terms(), clock=clock).order
+    exchange = FakeExchange()
+    repo.race = True
+    result = place(repo, order.id, exchange, receive_count=2, clock=clock)
+    assert exchange.calls == []
+    assert result.outcome is PlacementOutcome.FAILED  # asked: the exchange does not know it
+    assert exchange.status_calls == [order.id]
+
+
+def test_an_exhausted_order_never_claimed_is_asked_about_at_once(repo: FakeRepository, queue: FakeQueue) -> None:
+    # Written before placement_quiet_at existed: nothing says anything may still land.
+    order = create(repo, queue, terms()).order
+    stored = repo.update(dataclasses.replace(repo.orders[order.id], attempts=3), sweep_after=T0 + SWEEP)
+    assert stored.placement_quiet_at is None
+    exchange = FakeExchange()
+    assert place(repo, order.id, exchange).outcome is PlacementOutcome.FAILED
+    assert exchange.status_calls == [order.id]
+
+
+def test_a_rejection_after_an_unanswered_attempt_asks_whether_that_attempt_landed(
+    repo: FakeRepository, queue: FakeQueue
+) -> None:
+    # A venue that checks terms before duplicate ids rejects the copy of a live order.
+    order = create(repo, queue, terms()).order
+    exchange = FakeExchange(["lost", "reject"])
+    assert place(repo, order.id, exchange).outcome is PlacementOutcome.RETRY
+    assert place(repo, order.id, exchange, receive_count=2).outcome is PlacementOutcome.PLACED
+    assert repo.orders[order.id].status is OrderStatus.PLACED
+    assert exchange.status_calls == [order.id]
+
+
+def test_a_rejection_after_an_unanswered_attempt_the_exchange_never_got_is_final(
+    repo: FakeRepository, queue: FakeQueue
+) -> None:
+    order = create(repo, queue, terms()).order
+    exchange = FakeExchange(["unavailable", "reject"])
+    place(repo, order.id, exchange)
+    assert place(repo, order.id, exchange, receive_count=2).outcome is PlacementOutcome.REJECTED
+    assert "unknown instrument" in (repo.orders[order.id].failure_reason or "")

@@ -6,14 +6,17 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from chalice.local import LambdaContext
 
 from chalicelib.adapters.repository import ReconcileCursor
 from chalicelib.domain.model import Order, OrderStatus, VenueOrderState
+from chalicelib.entrypoints import reconcile
 from chalicelib.service.reconciliation import Check, reconcile_orders
 from tests.unit.fakes import SWEEP, FakeExchange, Fakes
 from tests.unit.helpers import T0, Clock, limit_terms
 
-pytestmark = pytest.mark.unit
+# The handler flushes metrics after each run; with none recorded Powertools warns, which says nothing here.
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore:No application metrics to publish")]
 
 WINDOW = timedelta(hours=24)
 
@@ -127,3 +130,35 @@ def test_one_orders_storage_trouble_does_not_stop_the_run() -> None:
     checks = run(fakes)
     assert (checks[Check.ERROR], checks[Check.REPAIRED]) == (1, 1)
     assert fakes.cursor.saves == 1
+
+
+def test_a_run_out_of_time_saves_the_cursor_after_the_last_order_it_started() -> None:
+    fakes = Fakes(clock=Clock(T0 + timedelta(minutes=5)))
+    orders = sorted((stored(fakes) for _ in range(5)), key=lambda o: o.id)
+    budget = iter([True, True, False])  # two orders' worth of time
+    run = reconcile_orders(fakes.dependencies(), limit=5, failed_window=WINDOW, time_left=lambda: next(budget, False))
+    assert run.checked == 2
+    assert run.cursor == ReconcileCursor(0, orders[1].id)
+    reconcile_orders(fakes.dependencies(), limit=5, failed_window=WINDOW)
+    assert sorted(fakes.exchange.status_calls) == sorted(o.id for o in orders)  # the rest, next run
+    assert len(fakes.exchange.status_calls) == 5
+
+
+def test_the_reconciler_handler_runs_a_slice_and_answers_its_counts() -> None:
+    fakes = Fakes(clock=Clock(T0 + timedelta(minutes=5)))
+    order = stored(fakes)
+    fakes.exchange.states[order.id] = VenueOrderState("X1", OrderStatus.FILLED, 10, 0, Decimal("2"))
+    context = LambdaContext("reconcile_orders", memory_size=512, max_runtime_ms=120_000)
+    answer = reconcile.reconcile({}, context, dependencies=fakes.dependencies())
+    assert answer == {"checked": 1, "repaired": 1}
+    assert fakes.orders.orders[order.id].status is OrderStatus.FILLED
+    assert fakes.cursor.saves == 1
+
+
+def test_the_reconciler_handler_starts_no_check_without_time_for_one() -> None:
+    fakes = Fakes(clock=Clock(T0 + timedelta(minutes=5)))
+    stored(fakes)
+    context = LambdaContext("reconcile_orders", memory_size=512, max_runtime_ms=3_000)  # less than one call needs
+    assert reconcile.reconcile({}, context, dependencies=fakes.dependencies())["checked"] == 0
+    assert fakes.exchange.status_calls == []
+    assert fakes.cursor.position == ReconcileCursor(0, None).to_text()  # nothing skipped
