@@ -139,14 +139,10 @@ def check_order(
     order_id: str, ours: Mapping[str, Any] | None, record: Mapping[str, Any] | None, expect: Expectations
 ) -> dict[str, list[str]]:
     """The problems of one order, by kind; empty lists for an order that is right."""
-    found: dict[str, list[str]] = {"lost": [], "duplicated": [], "stuck": [], "mismatched": []}
+    found, exchange_says = _placed_once_and_found(order_id, ours, record, ("lost", "duplicated", "stuck", "mismatched"))
     accepted = int(record["accepted"]) if record else 0
     failures = int(record["failures"]) if record else 0
-    exchange_says = f"exchange: accepted={accepted} failures={failures}"
-    if accepted > 1:
-        found["duplicated"].append(f"{order_id} placed {accepted} times ({exchange_says})")
     if ours is None:
-        found["lost"].append(f"{order_id} acknowledged, but GET /orders/{{id}} is 404 ({exchange_says})")
         return found
     status = str(ours["status"])
     if status == PENDING:
@@ -185,6 +181,20 @@ def _not_accepted(order_id: str, status: str, exchange_says: str) -> dict[str, l
     return {}
 
 
+def _placed_once_and_found(
+    order_id: str, ours: Mapping[str, Any] | None, record: Mapping[str, Any] | None, kinds: Iterable[str]
+) -> tuple[dict[str, list[str]], str]:
+    """What every check starts from: placed at most once at the exchange, and the acknowledged order ours to read."""
+    found: dict[str, list[str]] = {kind: [] for kind in kinds}
+    accepted = int(record["accepted"]) if record else 0
+    exchange_says = f"exchange: accepted={accepted} failures={int(record['failures']) if record else 0}"
+    if accepted > 1:
+        found["duplicated"].append(f"{order_id} placed {accepted} times ({exchange_says})")
+    if ours is None:
+        found["lost"].append(f"{order_id} acknowledged, but GET /orders/{{id}} is 404 ({exchange_says})")
+    return found, exchange_says
+
+
 def check_convergence(
     order_id: str, ours: Mapping[str, Any] | None, record: Mapping[str, Any] | None
 ) -> dict[str, list[str]]:
@@ -195,13 +205,10 @@ def check_convergence(
     accepted and then rejected, nothing filled, may also be failed here: both say
     "not executed", and the application keeps rejected out of its corrections.
     """
-    found: dict[str, list[str]] = {"lost": [], "duplicated": [], "stuck": [], "mismatched": [], "failed_but_live": []}
+    kinds = ("lost", "duplicated", "stuck", "mismatched", "failed_but_live")
+    found, exchange_says = _placed_once_and_found(order_id, ours, record, kinds)
     accepted = int(record["accepted"]) if record else 0
-    exchange_says = f"exchange: accepted={accepted} failures={int(record['failures']) if record else 0}"
-    if accepted > 1:
-        found["duplicated"].append(f"{order_id} placed {accepted} times ({exchange_says})")
     if ours is None:
-        found["lost"].append(f"{order_id} acknowledged, but not found here ({exchange_says})")
         return found
     status = str(ours["status"])
     if accepted == 0:

@@ -204,7 +204,7 @@ class ExecutionReport:
 class VenueOrderState:
     """The exchange's answer to an order status query (FIX OrderStatusRequest, 35=H) about an order it holds."""
 
-    exchange_order_id: str
+    exchange_order_id: str | None  # None only where an acceptance said no more than "accepted"
     status: OrderStatus  # one of STATUS_AFTER's values: placed, partially_filled, filled, canceled, ...
     cum_qty: int
     leaves_qty: int
@@ -218,7 +218,7 @@ class VenueOrderState:
 
 # What the exchange has said about an order, from a report or a status answer:
 # the status it leads to, how far it is filled, the exchange's order id.
-_Observation = tuple[OrderStatus, tuple[int, Decimal], str]
+_Observation = tuple[OrderStatus, tuple[int, Decimal], str | None]
 
 
 class PlacementStage(StrEnum):

@@ -102,6 +102,8 @@ def _request_cancel(record: SQSRecord, order_id: str, dependencies: Dependencies
 
 
 def _record_outcome(result: PlacementResult) -> None:
+    if result.corrected:
+        count("OrdersCorrected")
     if result.outcome is PlacementOutcome.PLACED:
         count("OrdersPlaced")
         order = result.order

@@ -10,10 +10,11 @@ from enum import StrEnum
 
 from chalicelib.adapters.exchange import ExchangeRejected, ExchangeUnavailable
 from chalicelib.clock import Clock
-from chalicelib.domain.model import InvalidTransition, Order, OrderStatus
+from chalicelib.domain.model import InvalidTransition, Order, OrderStatus, VenueOrderState
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.order_writes import write_with_retries
 from chalicelib.service.placement_verdict import Settlement, Verdict, settle_exhausted
+from chalicelib.service.reconciliation import log_correction
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class PlacementResult:
     outcome: PlacementOutcome
     order: Order | None = None
     retry_in_s: int = 0
+    corrected: bool = False  # it was failed, and the exchange's acceptance corrected it
 
 
 def place_order(order_id: str, receive_count: int, dependencies: Dependencies) -> PlacementResult:
@@ -107,10 +109,17 @@ def _attempt(claimed: Order, attempt: int, dependencies: Dependencies) -> Placem
     except ExchangeUnavailable as exc:
         return _unanswered(claimed, attempt, str(exc), dependencies)
     placed, _ = write_with_retries(repository, claimed, lambda o: o.placed(ack.exchange_order_id, clock()))
-    if placed.status is OrderStatus.FAILED or (placed.status is OrderStatus.CANCELED and placed.placed_at is None):
-        # Another delivery gave up on it, or its lease ran out and the client
-        # canceled it, while this one got through: the exchange holds an order
-        # we show as done. A human must look.
+    if placed.status is OrderStatus.FAILED:
+        # Marked failed meanwhile (an operator, or an exchange's wrong
+        # "unknown order"), yet accepted: the exchange's word wins.
+        accepted = VenueOrderState(ack.exchange_order_id, OrderStatus.PLACED, 0, claimed.terms.quantity, None)
+        corrected, _ = write_with_retries(repository, placed, lambda o: o.placement_confirmed(accepted, clock()))
+        if corrected.is_corrected_from(placed):
+            log_correction(placed, corrected, "placement answer")
+            return PlacementResult(PlacementOutcome.PLACED, corrected, corrected=True)
+    if placed.status is OrderStatus.CANCELED and placed.placed_at is None:
+        # Its lease ran out and the client canceled it while this attempt got
+        # through: the exchange holds an order we show as done. A human must look.
         logger.error(
             "exchange accepted an order already marked done",
             extra={"order_id": claimed.id, "exchange_order_id": ack.exchange_order_id, "status": placed.status.value},

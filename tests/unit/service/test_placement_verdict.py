@@ -194,3 +194,18 @@ def test_a_rejection_after_an_unanswered_attempt_the_exchange_never_got_is_final
     place(repo, order.id, exchange)
     assert place(repo, order.id, exchange, receive_count=2).outcome is PlacementOutcome.REJECTED
     assert "unknown instrument" in (repo.orders[order.id].failure_reason or "")
+
+
+def test_an_acceptance_for_an_order_marked_failed_meanwhile_corrects_it(repo: FakeRepository, queue: FakeQueue) -> None:
+    order = create(repo, queue, terms()).order
+    exchange = FakeExchange()
+
+    def operator_marks_it_failed() -> None:
+        current = repo.orders[order.id]
+        repo.update(dataclasses.replace(current, status=OrderStatus.FAILED, failure_reason="by hand"), None)
+
+    exchange.during_place.append(operator_marks_it_failed)
+    result = place(repo, order.id, exchange)
+    assert (result.outcome, result.corrected) == (PlacementOutcome.PLACED, True)
+    corrected = repo.orders[order.id]
+    assert (corrected.status, corrected.exchange_order_id, corrected.failure_reason) == (OrderStatus.PLACED, "X1", None)
