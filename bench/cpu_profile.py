@@ -42,9 +42,13 @@ def stat_cpu_seconds(pid: int, proc: Path = PROC, with_reaped_children: bool = F
     return ticks / CLOCK_TICKS
 
 
+# Our server around moto's (devstack/moto_server.py), or moto's own.
+MOTO_MODULES = (b"devstack.moto_server", b"moto.server")
+
+
 def is_moto(pid: int, proc: Path = PROC) -> bool:
     try:
-        return b"moto.server" in (proc / str(pid) / "cmdline").read_bytes()
+        return any(name in (proc / str(pid) / "cmdline").read_bytes() for name in MOTO_MODULES)
     except OSError:
         return False
 

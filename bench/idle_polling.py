@@ -68,7 +68,7 @@ def measure(seconds: float, settle_s: float, runner_args: Sequence[str], workdir
     moto_env = {**os.environ, "MOTO_ENABLE_RECORDING": "1", "MOTO_RECORDER_FILEPATH": str(recording)}
     moto = ManagedProcess(
         "moto",
-        python_module("moto.server", "-H", LOOPBACK, "-p", str(port)),
+        python_module("devstack.moto_server", "-H", LOOPBACK, "-p", str(port)),
         env=moto_env,
         ready_url=f"http://{LOOPBACK}:{port}/moto-api/",
         stdout=subprocess.DEVNULL,

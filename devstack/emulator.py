@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from devstack.lifeline import Lifeline
 from devstack.processes import LOOPBACK, ManagedProcess, free_port, python_module
@@ -29,11 +30,12 @@ def emulator_env(endpoint_url: str) -> dict[str, str]:
     return {**EMULATOR_ENV, "AWS_ENDPOINT_URL": endpoint_url}
 
 
-def emulator_client(service: str, endpoint_url: str) -> Any:
+def emulator_client(service: str, endpoint_url: str, config: Config | None = None) -> Any:
     """A boto3 client for the emulator that uses the fake credentials whatever the environment says."""
     return boto3.client(
         service,
         endpoint_url=endpoint_url,
+        config=config,
         region_name=EMULATOR_ENV["AWS_DEFAULT_REGION"],
         aws_access_key_id=EMULATOR_ENV["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=EMULATOR_ENV["AWS_SECRET_ACCESS_KEY"],
@@ -45,7 +47,7 @@ def start_moto(port: int | None = None, lifeline: Lifeline | None = None) -> Man
     port = port or free_port()
     return ManagedProcess(
         "moto",
-        python_module("moto.server", "-H", LOOPBACK, "-p", str(port)),
+        python_module("devstack.moto_server", "-H", LOOPBACK, "-p", str(port)),
         ready_url=f"http://{LOOPBACK}:{port}/moto-api/",
         stdout=subprocess.DEVNULL,
         lifeline=lifeline,
