@@ -56,11 +56,17 @@ def start_runner(
     schedule_interval_s: float,
     stdout: IO[bytes] | int | None = None,
     lifeline: Lifeline | None = None,
+    reconcile_interval_s: float | None = None,
 ) -> ManagedProcess:
+    # The reconciler asks the exchange about every open order: at the sweep's
+    # pace (a second in the tests) it would keep the simulator and moto busy.
+    reconcile = ("--schedule-interval-of", f"reconcile_orders={reconcile_interval_s}") if reconcile_interval_s else ()
     return ManagedProcess(
         "runner",
         python_module(
-            "devstack.runner", "--app", "app:app", "--stage", "local", "--schedule-interval", str(schedule_interval_s)
+            "devstack.runner",
+            *("--app", "app:app", "--stage", "local", "--schedule-interval", str(schedule_interval_s)),
+            *reconcile,
         ),
         env=env,
         cwd=str(REPO_ROOT),
@@ -107,6 +113,14 @@ def emulator_api_keys(endpoint_url: str, table_name: str) -> DynamoDBApiKeyRepos
     return DynamoDBApiKeyRepository(type("EmulatorApiKeyRecord", (records,), {"Meta": meta}))
 
 
+@dataclass(frozen=True)
+class ScheduleIntervals:
+    """Seconds between runs of `make run`'s scheduled functions (LOCAL_SWEEP_INTERVAL_S, LOCAL_RECONCILE_INTERVAL_S)."""
+
+    sweep_s: float
+    reconcile_s: float
+
+
 @dataclass
 class LocalStack:
     """Handles of a running local system, for `make run` and the end-to-end tests."""
@@ -149,6 +163,7 @@ def local_stack(
     schedule_interval_s: float,
     overrides: Mapping[str, str] | None = None,
     log: IO[bytes] | None = None,
+    reconcile_interval_s: float | None = None,
 ) -> Iterator[LocalStack]:
     """Start everything, yield its handles, stop everything (reverse order) however the block ends.
 
@@ -201,7 +216,7 @@ def local_stack(
         starters: list[Callable[[], ManagedProcess]] = [
             lambda: start_exchange(exchange_port, feed_port, env, log, line),
             lambda: start_bridge(env, log, line),
-            lambda: start_runner(env, schedule_interval_s, log, line),
+            lambda: start_runner(env, schedule_interval_s, log, line, reconcile_interval_s),
             lambda: start_api(api_port, env, log, line),
         ]
         try:
@@ -224,8 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         "--sweep-interval",
         type=float,
         default=float(os.environ.get("LOCAL_SWEEP_INTERVAL_S", "10")),
-        help="seconds between runs of the scheduled functions: the pending-order sweep and the reconciler "
-        "(AWS: every minute, every RECONCILE_INTERVAL_MIN minutes)",
+        help="seconds between runs of the scheduled pending-order sweep (AWS: every minute)",
+    )
+    parser.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=float(os.environ.get("LOCAL_RECONCILE_INTERVAL_S", "60")),
+        help="seconds between runs of the reconciler (AWS: every RECONCILE_INTERVAL_MIN minutes, 5 by default)",
     )
     parser.add_argument(
         "--state-file",
@@ -243,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stopping.set())
 
     try:
-        return serve(args.port, args.exchange_port, args.feed_port, args.sweep_interval, args.state_file, stopping)
+        intervals = ScheduleIntervals(args.sweep_interval, args.reconcile_interval)
+        return serve(args.port, args.exchange_port, args.feed_port, intervals, args.state_file, stopping)
     except PortInUse as exc:
         print(f"cannot start the local stack: {exc}", file=sys.stderr, flush=True)
         print(
@@ -259,12 +280,14 @@ def serve(
     api_port: int,
     exchange_port: int,
     feed_port: int,
-    sweep_interval_s: float,
+    intervals: ScheduleIntervals,
     state_file: Path,
     stopping: threading.Event,
 ) -> int:
     """Run the stack until stopping is set (0) or one of its processes exits (1)."""
-    with local_stack(api_port, exchange_port, feed_port, sweep_interval_s) as stack:
+    with local_stack(
+        api_port, exchange_port, feed_port, intervals.sweep_s, reconcile_interval_s=intervals.reconcile_s
+    ) as stack:
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state_file.write_text(
             json.dumps(

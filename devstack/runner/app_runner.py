@@ -126,7 +126,11 @@ class Runner:
         if isinstance(source, ScheduledEventConfig):
             rule_name = f"{self.app.app_name}-{opts.stage}-{source.name}-event"
             rule_arn = f"arn:aws:events:{self.region}:{DEFAULT_ACCOUNT}:rule/{rule_name}"
-            period = opts.schedule_interval_s or schedule_period_s(source.schedule_expression)
+            period = (
+                opts.schedule_intervals.get(source.name)
+                or opts.schedule_interval_s
+                or schedule_period_s(source.schedule_expression)
+            )
             return [ScheduleFirer(self.function(source.name), rule_arn, self.region, period)]
         log.info("event source %s (%s) is not run locally", source.name, type(source).__name__)
         return []

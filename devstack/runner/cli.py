@@ -66,6 +66,13 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = N
         default=None,  # then from the environment, checked below so that an error names the variable
         help=f"seconds between firings of every schedule (default: from the expression, or ${SCHEDULE_INTERVAL_ENV})",
     )
+    parser.add_argument(
+        "--schedule-interval-of",
+        action="append",
+        default=[],
+        metavar="HANDLER=SECONDS",
+        help="seconds between firings of one schedule, by handler name (repeatable; before --schedule-interval)",
+    )
     parser.add_argument("--function-timeout", type=float, default=DEFAULT_TIMEOUT_S, help="Lambda timeout, seconds")
     parser.add_argument("--stage", default="dev", help="Chalice stage used in function and rule names")
     parser.add_argument("--shutdown-grace", type=float, default=8.0, help="seconds to let in-flight work finish")
@@ -100,7 +107,22 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = N
             parser.error("--schedule-interval must be positive")
     else:
         args.schedule_interval = _from_environment(parser, env, SCHEDULE_INTERVAL_ENV, float, "a number of seconds > 0")
+    args.schedule_intervals = _schedule_intervals(parser, args.schedule_interval_of)
     return args
+
+
+def _schedule_intervals(parser: argparse.ArgumentParser, given: list[str]) -> dict[str, float]:
+    intervals: dict[str, float] = {}
+    for text in given:
+        name, _, seconds = text.partition("=")
+        try:
+            interval = float(seconds)
+        except ValueError:
+            interval = 0.0
+        if not name or interval <= 0:
+            parser.error(f"--schedule-interval-of wants HANDLER=SECONDS with SECONDS > 0, got {text!r}")
+        intervals[name] = interval
+    return intervals
 
 
 def _from_environment(
@@ -151,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             RunnerOptions(
                 max_sqs_concurrency=args.max_sqs_concurrency,
                 schedule_interval_s=args.schedule_interval,
+                schedule_intervals=args.schedule_intervals,
                 function_timeout_s=args.function_timeout,
                 stage=args.stage,
                 checkpoint_table=args.checkpoint_table,

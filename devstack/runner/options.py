@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from devstack.lambda_context import DEFAULT_TIMEOUT_S
 from devstack.runner.sqs import DEFAULT_WAIT_S
@@ -15,6 +16,8 @@ DEFAULT_STACK_NAME = "brokerage-local"  # devstack/stack.py names the stack afte
 class RunnerOptions:
     max_sqs_concurrency: int | None = None  # caps each SQS mapping's maximum concurrency (small machines)
     schedule_interval_s: float | None = None
+    # By handler name, before schedule_interval_s: the reconciler need not run as often as the sweep.
+    schedule_intervals: Mapping[str, float] = field(default_factory=dict)
     function_timeout_s: float = DEFAULT_TIMEOUT_S
     stage: str = "dev"  # Chalice's default stage, so names match `chalice local` / `chalice deploy`
     poll_wait_s: int = DEFAULT_WAIT_S  # SQS long poll; a stop waits for it (devstack/runner/sqs.py says why)

@@ -24,6 +24,7 @@ def stack(aws_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             exchange_port=free_port(),
             feed_port=free_port(),
             schedule_interval_s=1,
+            reconcile_interval_s=5,
             overrides=E2E_SETTINGS,
             log=log,
         ) as running,

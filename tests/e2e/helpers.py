@@ -29,6 +29,7 @@ EXCHANGE_DEFAULTS = {
     "failure_rate": 0.0,
     "latency_s": 0.05,
     "exec_delay_s": 0.05,
+    "limit_ttl_s": 1.0,
     "reject_rate": 0.02,
     "cancel_rate": 0.03,
     "feed_duplicate_rate": 0.0,

@@ -49,6 +49,19 @@ def agrees_with_exchange(stack: LocalStack, exchange: Exchange, order_id: str) -
     return None
 
 
+def executions_as_sent(stack: LocalStack, exchange: Exchange, order_id: str) -> list[dict[str, Any]] | None:
+    """The order's executions once they are exactly the ones the exchange's feed carried, else None.
+
+    Not at once when the order agrees: the reconciler may settle an order from
+    the exchange's status before its reports arrive; they follow.
+    """
+    record = exchange.record(order_id)
+    listed = requests.get(f"{stack.api_url}/orders/{order_id}/executions", headers=auth(stack.api_key), timeout=10)
+    executions: list[dict[str, Any]] = listed.json()["executions"]
+    sent = (record or {}).get("execution") or {}
+    return executions if [e["id"] for e in executions] == sent.get("exec_ids") else None
+
+
 def test_a_market_order_is_placed_filled_and_lists_its_executions(stack: LocalStack, exchange: Exchange) -> None:
     exchange.configure(reject_rate=0.0, cancel_rate=0.0)
     order = post_order(stack, quantity=30)
@@ -59,12 +72,7 @@ def test_a_market_order_is_placed_filled_and_lists_its_executions(stack: LocalSt
     assert final["average_fill_price"] > 0
     assert final["placed_at"] is not None
 
-    record = exchange.record(order["id"])
-    assert record is not None
-    listed = requests.get(
-        f"{stack.api_url}/orders/{order['id']}/executions", headers=auth(stack.api_key), timeout=10
-    ).json()["executions"]
-    assert [e["id"] for e in listed] == record["execution"]["exec_ids"]
+    listed = wait_until(lambda: executions_as_sent(stack, exchange, order["id"]))
     assert listed[0]["type"] == "new"
     assert listed[-1]["type"] == "fill"
     assert sum(e["quantity"] for e in listed) == 30
@@ -101,9 +109,7 @@ def test_killing_the_bridge_mid_stream_loses_nothing_and_counts_nothing_twice(
     stack.processes[stack.processes.index(bridge)] = restarted
     for order in orders + more:
         final = wait_until(lambda order=order: agrees_with_exchange(stack, exchange, order["id"]), timeout_s=90)
-        listed = requests.get(
-            f"{stack.api_url}/orders/{order['id']}/executions", headers=auth(stack.api_key), timeout=10
-        ).json()["executions"]
+        listed = wait_until(lambda order=order: executions_as_sent(stack, exchange, order["id"]), timeout_s=90)
         assert sum(e["quantity"] for e in listed) == final["filled_quantity"]
 
 

@@ -37,6 +37,7 @@ def post(stack: LocalStack, body: Any, api_url: str | None = None) -> requests.R
 
 
 def test_a_new_order_is_pending_then_placed(stack: LocalStack, exchange: Exchange) -> None:
+    exchange.configure(limit_ttl_s=60)  # open long enough to be seen placed, not expired already
     response = post(stack, limit_order())
     assert response.status_code == 201
     created = response.json()

@@ -145,6 +145,26 @@ def test_schedule_interval_comes_from_the_environment_unless_given(monkeypatch: 
 
 
 @pytest.mark.unit
+def test_one_schedule_can_have_an_interval_of_its_own() -> None:
+    args = parse_args(["--schedule-interval", "1", "--schedule-interval-of", "slow=30"])
+    assert (args.schedule_interval, args.schedule_intervals) == (1, {"slow": 30})
+    app = Chalice(app_name="two-schedules")
+
+    @app.schedule(Rate(1, unit=Rate.MINUTES))
+    def fast(event: Any) -> None: ...
+
+    @app.schedule(Rate(5, unit=Rate.MINUTES))
+    def slow(event: Any) -> None: ...
+
+    options = RunnerOptions(schedule_interval_s=args.schedule_interval, schedule_intervals=args.schedule_intervals)
+    runner = Runner(app, options, region="us-east-1")
+    periods = {worker.name: getattr(worker, "period_s", None) for worker in runner.workers}
+    assert periods == {"schedule:fast": 1, "schedule:slow": 30}
+    with pytest.raises(SystemExit):
+        parse_args(["--schedule-interval-of", "slow=0"])
+
+
+@pytest.mark.unit
 def test_scheduled_event_has_the_eventbridge_shape() -> None:
     event = scheduled_event("arn:aws:events:us-east-1:123456789012:rule/r", "us-east-1")
     assert event["detail-type"] == "Scheduled Event"
