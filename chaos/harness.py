@@ -504,7 +504,13 @@ def _final_at_the_exchange(chaos: ChaosStack, order_id: str, ours: Mapping[str, 
     if ours["status"] == "failed":
         return True
     record = chaos.exchange.record(order_id)
-    return record is not None and agrees_with_execution(ours, record.get("execution"))
+    if record is None or not agrees_with_execution(ours, record.get("execution")):
+        return False
+    # The reconciler may settle an order from the exchange's status before the
+    # feed's reports arrive (a killed bridge replays them later): wait for
+    # every report the feed carried, or the executions check would race them.
+    carried = sorted(record["execution"].get("exec_ids", []))
+    return sorted(str(e["id"]) for e in chaos.api.executions(order_id)) == carried
 
 
 # --- The execution feed, watched like any other client ---
