@@ -200,6 +200,13 @@ REPORT_FIELDS = {
 }
 
 
+def reset(sim: Simulator) -> Simulator:
+    """A shared simulator with fast, well-behaved knobs and no orders, whatever the previous test did."""
+    assert sim.post("/admin/config", FAST_CONFIG).status_code == 200
+    assert sim.post("/admin/reset").status_code == 200
+    return sim
+
+
 def configure(sim: Simulator, **knobs: float) -> None:
     response = sim.post("/admin/config", knobs)
     assert response.status_code == 200, response.text

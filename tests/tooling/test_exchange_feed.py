@@ -17,7 +17,6 @@ from chalicelib.adapters.exchange import CancelOutcome, ExchangeUnavailable, Htt
 from devstack.processes import LOOPBACK, free_port
 from tests.tooling.simulator_support import (
     FAST,
-    FAST_CONFIG,
     HTTP_TIMEOUT_S,
     Simulator,
     all_terminal,
@@ -35,6 +34,7 @@ from tests.tooling.simulator_support import (
     place,
     receive,
     receive_until,
+    reset,
     running_simulator,
     wait_done,
 )
@@ -50,10 +50,7 @@ def shared_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
 
 @pytest.fixture
 def sim(shared_sim: Simulator) -> Simulator:
-    """The shared simulator with fast, well-behaved knobs and no orders, whatever the previous test did."""
-    assert shared_sim.post("/admin/config", FAST_CONFIG).status_code == 200
-    assert shared_sim.post("/admin/reset").status_code == 200
-    return shared_sim
+    return reset(shared_sim)
 
 
 # --- Reports of one order ---

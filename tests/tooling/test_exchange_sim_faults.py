@@ -18,7 +18,6 @@ from chalicelib.adapters.exchange import ExchangeUnavailable, HttpExchange
 from chalicelib.domain.model import Order, OrderStatus, OrderTerms, OrderType, Side, VenueOrderState
 from tests.tooling.simulator_support import (
     FAST,
-    FAST_CONFIG,
     HTTP_TIMEOUT_S,
     TRANSACT_TIME,
     Simulator,
@@ -30,6 +29,7 @@ from tests.tooling.simulator_support import (
     of_order,
     order,
     place,
+    reset,
     running_simulator,
     wait_done,
 )
@@ -55,10 +55,7 @@ def shared_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
 
 @pytest.fixture
 def sim(shared_sim: Simulator) -> Simulator:
-    """The shared simulator with fast knobs, no faults and no orders, whatever the previous test did."""
-    assert shared_sim.post("/admin/config", FAST_CONFIG).status_code == 200
-    assert shared_sim.post("/admin/reset").status_code == 200
-    return shared_sim
+    return reset(shared_sim)
 
 
 def answered(sim: Simulator, body: dict[str, Any]) -> int | None:
