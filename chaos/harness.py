@@ -506,10 +506,19 @@ def _final_at_the_exchange(chaos: ChaosStack, order_id: str, ours: Mapping[str, 
     record = chaos.exchange.record(order_id)
     if record is None or not agrees_with_execution(ours, record.get("execution")):
         return False
-    # The reconciler may settle an order from the exchange's status before the
-    # feed's reports arrive (a killed bridge replays them later): wait for
-    # every report the feed carried, or the executions check would race them.
-    carried = sorted(record["execution"].get("exec_ids", []))
+    return executions_arrived(chaos, order_id, record)
+
+
+def executions_arrived(chaos: ChaosStack, order_id: str, record: Mapping[str, Any] | None) -> bool:
+    """Whether our executions of the order are every report the feed carried for it.
+
+    The reconciler may settle an order from the exchange's status before the
+    feed's reports arrive (a killed bridge replays them later): a wait for
+    the order to agree must wait for them too, or the executions check races them.
+    """
+    carried = sorted(((record or {}).get("execution") or {}).get("exec_ids", []))
+    if not carried:
+        return True
     return sorted(str(e["id"]) for e in chaos.api.executions(order_id)) == carried
 
 

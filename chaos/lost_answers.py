@@ -23,7 +23,7 @@ from typing import Any
 
 from chaos.checks import CHECK_THREADS, PENDING, ExchangeClient, Expectations, Tally, check_convergence, verify_orders
 from chaos.config import EXECUTIONS_FLOWING, MAX_ATTEMPTS, LostAnswers, RunContext
-from chaos.harness import DRAIN_POLL_S, ChaosStack, Monitor, Progress, chaos_stack
+from chaos.harness import DRAIN_POLL_S, ChaosStack, Monitor, Progress, chaos_stack, executions_arrived
 from chaos.results import Result
 from chaos.steps import (
     Drained,
@@ -109,10 +109,13 @@ def faults_until_placed(chaos: ChaosStack, order_ids: Sequence[str], timeout_s: 
         time.sleep(max(FAULTS_END_POLL_S, 4 * scan_s))
 
 
-def agrees_with_exchange(exchange: ExchangeClient, stored: Mapping[str, Mapping[str, Any]], order_id: str) -> bool:
+def agrees_with_exchange(chaos: ChaosStack, stored: Mapping[str, Mapping[str, Any]], order_id: str) -> bool:
     """Whether the order as stored agrees with the exchange's record, as far as it still can change."""
-    found = check_convergence(order_id, stored.get(order_id), exchange.record(order_id))
-    return not any(found[kind] for kind in CONVERGING_KINDS)
+    record = chaos.exchange.record(order_id)
+    found = check_convergence(order_id, stored.get(order_id), record)
+    if any(found[kind] for kind in CONVERGING_KINDS):
+        return False
+    return executions_arrived(chaos, order_id, record)
 
 
 def wait_until_converged(
@@ -127,7 +130,7 @@ def wait_until_converged(
             stored = chaos.snapshot()
             scan_s = time.monotonic() - scan_started
             ids = sorted(remaining)
-            verdicts = pool.map(functools.partial(agrees_with_exchange, chaos.exchange, stored), ids)
+            verdicts = pool.map(functools.partial(agrees_with_exchange, chaos, stored), ids)
             remaining -= {order_id for order_id, ok in zip(ids, verdicts, strict=True) if ok}
             progress.set(unconverged=len(remaining))
             elapsed = time.monotonic() - started
