@@ -52,6 +52,8 @@ def _add_authorizer(app: Chalice, dependencies: DependenciesSource) -> auth.Requ
     def api_key_authorizer(auth_request: AuthRequest) -> auth.AuthResult:
         return auth.authorize(auth_request, dependencies().api_keys)
 
+    # A read-only key's POST/PATCH/DELETE is the app's 403, on AWS and locally alike (see auth.py).
+    app.register_middleware(auth.refuse_writes_with_read_only_keys, "http")
     return api_key_authorizer
 
 

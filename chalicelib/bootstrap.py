@@ -16,16 +16,20 @@ from typing import Any
 import urllib3
 from botocore.config import Config
 
+from chalicelib.adapters.accounts_table import CachedAccountLimits, DynamoDBAccountLimits, account_record_class_for
 from chalicelib.adapters.api_keys import DynamoDBApiKeyRepository, api_key_record_class_for
 from chalicelib.adapters.cursor_table import DynamoDBCursorStore, cursor_record_class_for
 from chalicelib.adapters.exchange import HttpExchange
 from chalicelib.adapters.executions_table import DynamoDBExecutionRepository, execution_record_class_for
 from chalicelib.adapters.orders_table import DynamoDBOrderRepository, order_record_class_for
 from chalicelib.adapters.queue import SqsOrdersQueue, SqsQueue
+from chalicelib.adapters.reference_prices import HttpReferencePrices
+from chalicelib.adapters.venue_credential import SecretsManagerCredential
 from chalicelib.clock import Clock, utc_now
 from chalicelib.config import Settings, get_settings
 from chalicelib.domain.retry import RetryPolicy
-from chalicelib.service.dependencies import Dependencies, Timings
+from chalicelib.domain.risk import RiskLimits
+from chalicelib.service.dependencies import Dependencies, RiskSources, Timings
 
 
 def bootstrap(
@@ -33,19 +37,21 @@ def bootstrap(
     *,
     sqs_client: Any = None,
     exchange_pool: urllib3.PoolManager | None = None,
+    secretsmanager_client: Any = None,
     clock: Clock = utc_now,
 ) -> Dependencies:
     """The production adapters for these settings (default: the environment's).
 
     sqs_client (a boto3 SQS client) serves every queue instead of clients of
-    their own. DynamoDB goes through PynamoDB, which makes its own client per
+    their own; secretsmanager_client reads the venue credential (else a client
+    of its own, made on the first exchange call). DynamoDB goes through PynamoDB, which makes its own client per
     table: `aws_clients()` hands those out, e.g. to count calls.
     """
     settings = settings or get_settings()
     return Dependencies(
         orders=order_repository(settings),
         orders_queue=orders_queue(settings, sqs_client),
-        exchange=exchange(settings, exchange_pool),
+        exchange=exchange(settings, exchange_pool, secretsmanager_client),
         retry_policy=retry_policy(settings),
         timings=timings(settings),
         executions=execution_repository(settings),
@@ -53,6 +59,7 @@ def bootstrap(
         api_keys=api_key_repository(settings),
         orders_dead_letter_queue=orders_dead_letter_queue(settings, sqs_client),
         reconciler_cursor=reconciler_cursor(settings),
+        risk=risk_sources(settings, exchange_pool, secretsmanager_client),
         clock=clock,
     )
 
@@ -73,6 +80,7 @@ def aws_clients(dependencies: Dependencies) -> list[Any]:
         dependencies.executions_failed_queue,
         dependencies.orders_dead_letter_queue,
         dependencies.reconciler_cursor,
+        dependencies.risk.account_limits,
     )
     return [adapter.client for adapter in adapters if hasattr(adapter, "client")]
 
@@ -84,7 +92,10 @@ def aws_clients(dependencies: Dependencies) -> list[Any]:
 
 def order_repository(settings: Settings | None = None) -> DynamoDBOrderRepository:
     settings = settings or get_settings()
-    return DynamoDBOrderRepository(order_record_class_for(settings.orders_table_name, **dynamodb_connection(settings)))
+    return DynamoDBOrderRepository(
+        order_record_class_for(settings.orders_table_name, **dynamodb_connection(settings)),
+        list_max_items_read=settings.list_max_items_read,
+    )
 
 
 def execution_repository(settings: Settings | None = None) -> DynamoDBExecutionRepository:
@@ -121,9 +132,49 @@ def reconciler_cursor(settings: Settings | None = None) -> DynamoDBCursorStore:
     )
 
 
-def exchange(settings: Settings | None = None, pool: urllib3.PoolManager | None = None) -> HttpExchange:
+def exchange(
+    settings: Settings | None = None, pool: urllib3.PoolManager | None = None, secretsmanager_client: Any = None
+) -> HttpExchange:
     settings = settings or get_settings()
-    return HttpExchange(str(settings.exchange_url), timeout_s=settings.exchange_timeout_s, pool=pool)
+    # The secret is read on the first exchange call (a function that never calls the venue never reads it).
+    credential = SecretsManagerCredential(
+        settings.exchange_credential_secret_name, secretsmanager_client, client_config=aws_client_config(settings)
+    )
+    return HttpExchange(
+        str(settings.exchange_url), timeout_s=settings.exchange_timeout_s, pool=pool, credential=credential
+    )
+
+
+def account_limits_repository(settings: Settings | None = None) -> DynamoDBAccountLimits:
+    """The accounts table itself, uncached: what the operator tool reads and writes."""
+    settings = settings or get_settings()
+    records = account_record_class_for(settings.accounts_table_name, **dynamodb_connection(settings))
+    return DynamoDBAccountLimits(records)
+
+
+def risk_defaults(settings: Settings | None = None) -> RiskLimits:
+    settings = settings or get_settings()
+    return RiskLimits(
+        max_order_notional=settings.default_max_order_notional,
+        max_open_orders=settings.default_max_open_orders,
+        max_order_quantity=settings.default_max_order_quantity,
+    )
+
+
+def risk_sources(
+    settings: Settings | None = None, pool: urllib3.PoolManager | None = None, secretsmanager_client: Any = None
+) -> RiskSources:
+    settings = settings or get_settings()
+    # Same venue, same credential as order entry (read on the first market order's price, if ever).
+    credential = SecretsManagerCredential(
+        settings.exchange_credential_secret_name, secretsmanager_client, client_config=aws_client_config(settings)
+    )
+    return RiskSources(
+        # Limits read at most every LIMITS_CACHE_TTL_S (30 s) per account and process.
+        account_limits=CachedAccountLimits(account_limits_repository(settings)),
+        reference_prices=HttpReferencePrices(str(settings.exchange_url), pool=pool, credential=credential),
+        defaults=risk_defaults(settings),
+    )
 
 
 def retry_policy(settings: Settings | None = None) -> RetryPolicy:
@@ -141,6 +192,7 @@ def timings(settings: Settings | None = None) -> Timings:
         pending_sweep_after=timedelta(seconds=settings.pending_sweep_after_s),
         placement_lease=placement_lease(settings),
         exchange_call=timedelta(seconds=exchange_call_s(settings)),
+        cancel_resend_interval=timedelta(seconds=settings.cancel_resend_interval_s),
     )
 
 

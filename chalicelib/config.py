@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ipaddress
 import math
 import os
 from collections.abc import Callable
@@ -32,10 +33,23 @@ def _whole_number(value: Any) -> int:
     return int(value)
 
 
+def _is_loopback_host(host: str) -> bool:
+    # urlsplit gives [::1] as "::1"; a name other than localhost may resolve anywhere.
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _http_url(value: Any) -> str:
+    # The venue gets orders and the credential: in the clear only over loopback (the local stack).
     text = str(value).strip()
     parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not parts.hostname or not (
+        parts.scheme == "https" or (parts.scheme == "http" and _is_loopback_host(parts.hostname))
+    ):
         raise ValueError(text)
     return text
 
@@ -93,7 +107,9 @@ def _decimal(default: str, above: str, maximum: str) -> Any:
 
 
 def _url(default: str) -> Any:
-    return _setting(default, _Rule(_http_url, "http(s) URL"))
+    return _setting(
+        default, _Rule(_http_url, "https:// URL (http:// only to a loopback host: 127.0.0.0/8, localhost, [::1])")
+    )
 
 
 @dataclass(frozen=True, init=False)
@@ -111,6 +127,8 @@ class Settings:
     executions_stream_name: str = _text(f"{DEFAULT_PREFIX}-executions", min_length=1)
     executions_table_name: str = _text(f"{DEFAULT_PREFIX}-executions", min_length=3)
     api_keys_table_name: str = _text(f"{DEFAULT_PREFIX}-api-keys", min_length=3)
+    # Each account's pre-trade risk limits (one item per account; absent ones: the defaults below).
+    accounts_table_name: str = _text(f"{DEFAULT_PREFIX}-accounts", min_length=3)
     executions_failed_queue_name: str = _text(f"{DEFAULT_PREFIX}-executions-failed", min_length=1)
     # Where a placement whose order the exchange confirmed it never got ends up
     # (the orders queue's redrive target, written to by the placement function).
@@ -121,6 +139,8 @@ class Settings:
     executions_batch_window_s: int = _integer(1, 0, 300)
 
     exchange_url: str = _url("http://127.0.0.1:8001")
+    # The venue credential (sent as a bearer token on order entry), in Secrets Manager.
+    exchange_credential_secret_name: str = _text(f"{DEFAULT_PREFIX}-exchange-credential", min_length=1)
     exchange_timeout_s: float = _real(5.0, above=0, maximum=60)
 
     # Attempts must match the queue's RedrivePolicy maxReceiveCount (infra
@@ -142,11 +162,34 @@ class Settings:
     # (RUF009 takes the field definition for a shared mutable default.)
     max_limit_price: Decimal = _decimal("1000000", above="0", maximum="1000000000")  # noqa: RUF009
 
+    # Pre-trade risk limits of an account the operator has set none for (`python -m ops accounts
+    # limits`). A retail broker's: one order above 100,000 (in the instrument's currency) is rare
+    # for a retail client and is what a fat finger or a leaked key looks like; the few who need
+    # more get their own limit. Market orders are valued at the venue's reference price.
+    default_max_order_notional: Decimal = _decimal("100000", above="0", maximum="1e18")  # noqa: RUF009
+    # A retail account rarely works more than a few dozen orders at once; 100 leaves room, and
+    # stops a script gone wrong from filling the book. A soft limit (see adapters/open_orders.py).
+    default_max_open_orders: int = _integer(100, 0, 10_000_000)
+    # Catches a penny stock's huge quantity that the notional limit lets through. At most
+    # max_order_quantity above (the hard bound on every order, checked when the request is read).
+    default_max_order_quantity: int = _integer(10_000, 1, 1_000_000_000)
+
     # An order still pending this long after its last sign of progress is
     # re-enqueued by the sweep: long enough that a healthy queue has long
     # picked it up, short enough that a lost message costs little delay.
     pending_sweep_after_s: int = _integer(60, 1, 86_400)
     pending_sweep_batch: int = _integer(500, 1, 10_000)
+    # A pending_cancel order's cancel request goes to the queue, and to the
+    # exchange, at most once per this many seconds, however often the client
+    # repeats its DELETE; the sweep re-sends a cancel stuck longer.
+    cancel_resend_interval_s: int = _integer(5, 1, 900)  # at most SQS's longest message delay
+
+    # Orders one GET /orders request may read, matching its filters or not. Without a bound a
+    # selective filter (a rare status, an instrument) reads page after page of an account's
+    # history until it finds `limit` matches, up to the Lambda timeout: a few such requests a
+    # second hold the account's concurrency that placement needs. 1,000 items (~1 MB, a few
+    # Query calls) answer in well under a second; a page cut short carries a cursor instead.
+    list_max_items_read: int = _integer(1_000, 1, 100_000)
 
     # The reconciler compares open orders, and orders failed within the
     # window, with the exchange's status; at most reconcile_batch orders (one

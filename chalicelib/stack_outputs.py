@@ -21,6 +21,10 @@ SETTING_OUTPUTS = {
     "API_KEYS_TABLE_NAME": "ApiKeysTableName",
     # Read by the feed bridge (feed_bridge/) and by the reconciler, which keeps its cursor there.
     "FEED_CHECKPOINTS_TABLE_NAME": "FeedCheckpointsTableName",
+    # Per-account risk limits (the API function reads them, the operator tool writes them).
+    "ACCOUNTS_TABLE_NAME": "AccountsTableName",
+    # The venue credential (order entry and the feed's handshake).
+    "EXCHANGE_CREDENTIAL_SECRET_NAME": "ExchangeCredentialSecretName",
 }
 
 

@@ -532,9 +532,11 @@ class FeedObserver(BackgroundThread):
     client (the bridge too) sees the same ones: these are the faults the bridge got.
     """
 
-    def __init__(self, feed_url: str) -> None:
+    def __init__(self, feed_url: str, credential: str | None = None) -> None:
         super().__init__("chaos-feed-observer")
         self.feed_url = feed_url
+        # The venue credential the stack's simulator demands on the handshake, as the bridge sends it.
+        self._headers = {"Authorization": f"Bearer {credential}"} if credential else {}
         self.reports = 0
         self.duplicates = 0
         self.out_of_order = 0
@@ -544,7 +546,9 @@ class FeedObserver(BackgroundThread):
 
     def _run(self) -> None:
         try:
-            with connect(f"{self.feed_url}?from_seq=1", open_timeout=10, close_timeout=1) as socket:
+            with connect(
+                f"{self.feed_url}?from_seq=1", additional_headers=self._headers, open_timeout=10, close_timeout=1
+            ) as socket:
                 while not self._stop.is_set():
                     try:
                         message = socket.recv(timeout=0.5)

@@ -266,7 +266,7 @@ def feed_chaos(cfg: FeedChaos, ctx: RunContext) -> Result:
         with (
             chaos_stack(spec) as chaos,
             Monitor(chaos, progress) as monitor,
-            FeedObserver(chaos.stack.feed_url) as observer,
+            FeedObserver(chaos.stack.feed_url, chaos.stack.exchange_credential) as observer,
         ):
             progress.note(f"stack up; {cfg.orders:,} orders, {cfg.bridge_kills} bridge kills")
 

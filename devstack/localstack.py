@@ -58,7 +58,9 @@ from devstack.processes import LOOPBACK, ManagedProcess
 DEFAULT_PORT = 4566
 # What the application and the CloudFormation stack use; CloudFormation also
 # needs S3 internally (LocalStack adds it), STS and IAM answer identity calls.
-REQUIRED_SERVICES = ("dynamodb", "sqs", "kinesis", "cloudformation")
+# KMS holds the key the tables, queues, stream and secret are encrypted with;
+# Secrets Manager the venue credential (infra/resources.yaml).
+REQUIRED_SERVICES = ("dynamodb", "sqs", "kinesis", "cloudformation", "kms", "secretsmanager")
 SERVICES = (*REQUIRED_SERVICES, "sts", "iam")
 # What the packaged stack creates and runs on, beyond those (make test-deploy).
 DEPLOY_SERVICES = ("s3", "lambda", "apigateway", "events", "logs", "cloudwatch", "sns")

@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 import re
+import secrets as secrets_module
+import string
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -57,6 +59,7 @@ def provision(
     *,
     timeout_s: float = TIMEOUT_S,
     poll_interval_s: float = POLL_INTERVAL_S,
+    secretsmanager_client: Any = None,
 ) -> dict[str, str]:
     """Create the stack, or update it if it exists, wait until it is complete and return its Outputs.
 
@@ -81,9 +84,44 @@ def provision(
         ],
     }
     try:
-        return _create_or_update(client, stack_name, request, timeout_s, poll_interval_s)
+        outputs = _create_or_update(client, stack_name, request, timeout_s, poll_interval_s)
+        _create_skipped_secrets(outputs, endpoint_url, secretsmanager_client)
     except _AWS_ERRORS as exc:
         raise ProvisionError(f"provisioning stack {stack_name} failed: {exc}") from exc
+    return outputs
+
+
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+# Outputs named like this give the name of an AWS::SecretsManager::Secret of the template.
+_SECRET_NAME_OUTPUT_SUFFIX = "SecretName"  # noqa: S105 (a naming rule, not a secret)
+
+
+def _create_skipped_secrets(outputs: Mapping[str, str], endpoint_url: str | None, client: Any = None) -> None:
+    """Create, with a random value, each secret of the stack that does not exist.
+
+    moto's CloudFormation has no AWS::SecretsManager::Secret: it skips the
+    resource without an error, and the stack's Output still names the secret
+    (the template builds the name, it does not read it from the resource).
+    On AWS and LocalStack the secret exists and nothing is done here.
+    """
+    names = [value for key, value in outputs.items() if key.endswith(_SECRET_NAME_OUTPUT_SUFFIX)]
+    if not names:
+        return
+    # Given by a caller whose emulator credentials are not in os.environ (the local stack's), else from it.
+    secrets = client or boto3.client(
+        "secretsmanager",
+        endpoint_url=endpoint_url,
+        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
+    )
+    for name in names:
+        try:
+            secrets.describe_secret(SecretId=name)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                raise
+            # Like the template's GenerateSecretString: 48 random letters and digits.
+            value = "".join(secrets_module.choice(_SECRET_ALPHABET) for _ in range(48))
+            secrets.create_secret(Name=name, SecretString=value)
 
 
 def _create_or_update(

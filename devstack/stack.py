@@ -12,18 +12,27 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar, cast
 
+from pynamodb.models import Model
+
+from chalicelib.adapters.accounts_table import DynamoDBAccountLimits, account_record_class_for
 from chalicelib.adapters.api_keys import DynamoDBApiKeyRepository, api_key_record_class_for
 from chalicelib.domain.accounts import ApiKeyInvalid, key_id_of
+from chalicelib.domain.risk import AccountLimits
 from chalicelib.service.accounts import create_api_key, revoke_api_key
 from chalicelib.stack_outputs import settings_environment
 from devstack.emulator import EMULATOR_ENV, emulator_client, emulator_env, running_emulator
+from devstack.exchange_sim.config import CREDENTIAL_ENV
 from devstack.lifeline import Lifeline, lifeline
 from devstack.ports import PortInUse, require_free_ports
 from devstack.processes import LOOPBACK, ManagedProcess, python_module
 from devstack.provision import provision
+from devstack.venue_credential import SECRET_NAME_VARIABLE, default_secret_name, ensure_exchange_credential
+
+RecordT = TypeVar("RecordT", bound=Model)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Where a running `make run` says where it is, for tools such as `python -m ops`.
@@ -39,11 +48,15 @@ def start_exchange(
     env: Mapping[str, str],
     stdout: IO[bytes] | int | None = None,
     lifeline: Lifeline | None = None,
+    credential: str | None = None,
 ) -> ManagedProcess:
+    """The exchange simulator; with a credential, it demands it on order entry and the feed (else nothing)."""
+    # In the simulator's environment only (not on its command line, which any local user can list).
+    sim_env = {**env, CREDENTIAL_ENV: credential} if credential else env
     return ManagedProcess(
         "exchange",
         python_module("devstack.exchange_sim", "--host", LOOPBACK, "--port", str(port), "--feed-port", str(feed_port)),
-        env=env,
+        env=sim_env,
         cwd=str(REPO_ROOT),
         ready_url=f"http://{LOOPBACK}:{port}/health",
         stdout=stdout,
@@ -100,17 +113,36 @@ def start_api(
     ).start()
 
 
-def emulator_api_keys(endpoint_url: str, table_name: str) -> DynamoDBApiKeyRepository:
-    """The API keys table on the emulator, with its fake credentials whatever this process's environment holds."""
-    records = api_key_record_class_for(table_name, host=endpoint_url)
+def _with_emulator_credentials(records: type[RecordT]) -> type[RecordT]:
+    """The record class reaching the emulator with its fake credentials, whatever this process's environment holds."""
     credentials = {
         "aws_access_key_id": EMULATOR_ENV["AWS_ACCESS_KEY_ID"],
         "aws_secret_access_key": EMULATOR_ENV["AWS_SECRET_ACCESS_KEY"],
         "aws_session_token": EMULATOR_ENV["AWS_SESSION_TOKEN"],
         "region": EMULATOR_ENV["AWS_DEFAULT_REGION"],
     }
-    meta = type("Meta", (records.Meta,), credentials)
-    return DynamoDBApiKeyRepository(type("EmulatorApiKeyRecord", (records,), {"Meta": meta}))
+    # PynamoDB types Meta as a protocol; on a bound record class it is a class.
+    meta = type("Meta", (cast(type, records.Meta),), credentials)
+    return type(f"Emulator{records.__name__}", (records,), {"Meta": meta})
+
+
+def emulator_api_keys(endpoint_url: str, table_name: str) -> DynamoDBApiKeyRepository:
+    """The API keys table on the emulator."""
+    return DynamoDBApiKeyRepository(_with_emulator_credentials(api_key_record_class_for(table_name, host=endpoint_url)))
+
+
+def emulator_account_limits(endpoint_url: str, table_name: str) -> DynamoDBAccountLimits:
+    """The accounts table (risk limits) on the emulator."""
+    return DynamoDBAccountLimits(_with_emulator_credentials(account_record_class_for(table_name, host=endpoint_url)))
+
+
+# The demo account's pre-trade risk limits: what every order the request model accepts needs
+# (MAX_ORDER_QUANTITY x MAX_LIMIT_PRICE), and a backlog of many thousands of open orders, because
+# the e2e tests, `make bench` and `make chaos` all post as this account, market orders and large
+# quantities included. A new account gets the defaults (DEFAULT_MAX_* in chalicelib/config.py).
+DEMO_LIMITS = AccountLimits(
+    max_order_notional=Decimal("1000000000000"), max_open_orders=1_000_000, max_order_quantity=1_000_000
+)
 
 
 @dataclass(frozen=True)
@@ -133,6 +165,9 @@ class LocalStack:
     resources: dict[str, str]
     api_key: str  # a key of the DEMO_ACCOUNT, created at start
     log_path: Path | None = None
+    # What the simulator demands on order entry and the feed's handshake (the stack's secret's value),
+    # for test and chaos clients of the venue; the functions and the bridge read it from the secret.
+    exchange_credential: str | None = None
     processes: list[ManagedProcess] = field(default_factory=list)
 
     def process(self, name: str) -> ManagedProcess:
@@ -150,6 +185,14 @@ class LocalStack:
             key_id = key
         if revoke_api_key(key_id, self._api_keys()) is None:
             raise KeyError(f"no API key {key_id}")
+
+    def set_limits(self, account_id: str, limits: AccountLimits) -> AccountLimits:
+        """Set an account's risk limits (the others stay), as `python -m ops accounts limits` does."""
+        return emulator_account_limits(self.endpoint_url, self.resources["AccountsTableName"]).set(account_id, limits)
+
+    def limits_of(self, account_id: str) -> AccountLimits:
+        """What the operator set for the account (None: the default)."""
+        return emulator_account_limits(self.endpoint_url, self.resources["AccountsTableName"]).get(account_id)
 
     def _api_keys(self) -> DynamoDBApiKeyRepository:
         return emulator_api_keys(self.endpoint_url, self.resources["ApiKeysTableName"])
@@ -200,6 +243,7 @@ def local_stack(
             endpoint,
             stack_name=prefix,
             cloudformation_client=emulator_client("cloudformation", endpoint),
+            secretsmanager_client=emulator_client("secretsmanager", endpoint),
             parameters={
                 "ResourcePrefix": prefix,
                 # The redrive policy and the handler must agree on the attempts.
@@ -207,14 +251,19 @@ def local_stack(
             },
         )
         env.update(settings_environment(resources))
+        # The venue credential the functions and the bridge read from the emulator, demanded by the simulator.
+        env.setdefault(SECRET_NAME_VARIABLE, default_secret_name(prefix))
+        credential = ensure_exchange_credential(emulator_client("secretsmanager", endpoint), env[SECRET_NAME_VARIABLE])
         demo_key = create_api_key(
             DEMO_ACCOUNT, "local stack demo key", emulator_api_keys(endpoint, resources["ApiKeysTableName"])
         )
         stack = LocalStack(
             endpoint, f"http://{LOOPBACK}:{api_port}", exchange_url, feed_url, env, resources, demo_key.plaintext
         )
+        stack.exchange_credential = credential
+        stack.set_limits(DEMO_ACCOUNT, DEMO_LIMITS)
         starters: list[Callable[[], ManagedProcess]] = [
-            lambda: start_exchange(exchange_port, feed_port, env, log, line),
+            lambda: start_exchange(exchange_port, feed_port, env, log, line, credential=credential),
             lambda: start_bridge(env, log, line),
             lambda: start_runner(env, schedule_interval_s, log, line, reconcile_interval_s),
             lambda: start_api(api_port, env, log, line),
@@ -304,6 +353,13 @@ def serve(
         print(f"API key (account {DEMO_ACCOUNT}): {stack.api_key}", flush=True)
         print(f"  try: curl -s {stack.api_url}/orders -H 'Authorization: Bearer {stack.api_key}'", flush=True)
         print("  more keys: .venv/bin/python -m ops keys create --account <account id>", flush=True)
+        limits = ", ".join(f"{name} {value}" for name, value in vars(stack.limits_of(DEMO_ACCOUNT)).items())
+        print(f"risk limits (account {DEMO_ACCOUNT}): {limits}", flush=True)
+        print(
+            "  other accounts: the defaults (DEFAULT_MAX_*); see or set: .venv/bin/python -m ops accounts limits "
+            "--account <account id>",
+            flush=True,
+        )
         while not stopping.wait(0.5):
             dead = [p.name for p in stack.processes if not p.alive()]
             if dead:

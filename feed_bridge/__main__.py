@@ -20,7 +20,10 @@ EXIT_CONFIGURATION = 2
 
 ENVIRONMENT_HELP = """\
 environment:
-  EXCHANGE_FEED_URL            ws://127.0.0.1:8002/feed   the exchange's execution feed
+  EXCHANGE_FEED_URL            ws://127.0.0.1:8002/feed   the exchange's execution feed (wss://; ws:// to loopback only)
+  EXCHANGE_CREDENTIAL_SECRET_NAME  brokerage-local-exchange-credential
+                                                          Secrets Manager secret: the venue credential, sent as
+                                                          Authorization: Bearer on the feed's handshake
   EXECUTIONS_STREAM_NAME       (required)                 Kinesis stream to put reports on
   FEED_CHECKPOINTS_TABLE_NAME  (required)                 DynamoDB table of checkpoints (hash key feed_id)
   FEED_ID                      exchange-sim               this feed's checkpoint item

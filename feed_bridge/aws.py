@@ -1,8 +1,9 @@
-"""boto3 clients for the bridge, created on first use with bounded timeouts and no hidden retries."""
+"""boto3 clients for the bridge (made on first use, bounded timeouts, no hidden retries) and the venue credential."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,8 @@ from botocore.parsers import ResponseParserError
 # transport problem (BotoCoreError: connection refused, timeout) or an answer
 # botocore cannot parse (an emulator's error page).
 AWS_ERRORS: tuple[type[Exception], ...] = (ClientError, BotoCoreError, ResponseParserError)
+# How long a read venue credential is used before it is read again (a refused handshake reads it at once).
+CREDENTIAL_MAX_AGE_S = 300.0
 
 
 def error_code(exc: Exception) -> str:
@@ -59,3 +62,57 @@ class LazyClient:
                 if self._client is None:
                     self._client = self._factory()
         return self._client
+
+
+class CredentialUnavailable(Exception):
+    """The venue credential could not be read (no such secret, no permission, no connection, not a string)."""
+
+
+class SecretCredential:
+    """The venue credential: a Secrets Manager secret's string, read on first use, kept max_age_s, read again
+    when the venue refused it (rotated meanwhile). Blocking: the bridge calls it from its AWS thread pool."""
+
+    def __init__(
+        self,
+        secret_name: str,
+        client: Any = None,
+        client_factory: Callable[[], Any] | None = None,
+        *,
+        max_age_s: float = CREDENTIAL_MAX_AGE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        def no_factory() -> Any:
+            raise CredentialUnavailable("no Secrets Manager client")
+
+        self.secret_name = secret_name
+        self._client = LazyClient(client, client_factory or no_factory)
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._value: str | None = None
+        self._read_at = 0.0
+        self._lock = threading.Lock()
+
+    def current(self) -> str:
+        with self._lock:
+            if self._value is None or self._clock() - self._read_at >= self._max_age_s:
+                self._read()
+            assert self._value is not None
+            return self._value
+
+    def refreshed(self, refused: str) -> str:
+        """The credential read again, unless it already changed since `refused` was handed out."""
+        with self._lock:
+            if self._value is None or self._value == refused:
+                self._read()
+            assert self._value is not None
+            return self._value
+
+    def _read(self) -> None:
+        try:
+            answer = self._client.get().get_secret_value(SecretId=self.secret_name)
+        except AWS_ERRORS as exc:
+            raise CredentialUnavailable(f"secret {self.secret_name} unreadable: {error_code(exc)}") from exc
+        value = answer.get("SecretString")
+        if not isinstance(value, str) or not value.strip():
+            raise CredentialUnavailable(f"secret {self.secret_name} holds no string")
+        self._value, self._read_at = value.strip(), self._clock()

@@ -11,12 +11,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO, TypeVar
+from http import HTTPStatus
+from typing import Any, Protocol, TextIO, TypeVar
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidStatus, WebSocketException
 
-from feed_bridge.aws import client_factory
+from feed_bridge.aws import CredentialUnavailable, SecretCredential, client_factory
 from feed_bridge.batching import RecordBuffer
 from feed_bridge.checkpoint import CheckpointStore, CheckpointUnavailable, DynamoDBCheckpointStore
 from feed_bridge.kinesis_sink import KinesisSink, StreamNotFound
@@ -39,6 +40,14 @@ FINAL_CHECKPOINT_MIN_S = 1.0
 LOG_SNIPPET_CHARS = 200
 
 T = TypeVar("T")
+
+
+class VenueCredential(Protocol):
+    """What the feed's handshake proves us with (feed_bridge.aws.SecretCredential); blocking calls."""
+
+    def current(self) -> str: ...
+
+    def refreshed(self, refused: str) -> str: ...
 
 
 @dataclass
@@ -73,6 +82,7 @@ class FeedBridge:
         *,
         stdout: TextIO | None = None,
         check_sink: Callable[[], None] | None = None,
+        credential: VenueCredential | None = None,
     ) -> None:
         self.settings = settings
         self.sink = sink
@@ -80,6 +90,10 @@ class FeedBridge:
         self.stats = Stats()
         self._stdout = stdout or sys.stdout
         self._check_sink = check_sink
+        # Sent as `Authorization: Bearer ...` on every handshake; None: a feed that asks for none.
+        self._credential = credential
+        self._refused_credential: str | None = None  # what the venue refused last (read again before retrying)
+        self._sent_credential: str | None = None
         self._feed_url = str(settings.exchange_feed_url)
         self._buffer = RecordBuffer(settings.feed_batch_size, settings.feed_linger_s, settings.feed_max_buffered)
         self._tracker = SeqTracker()
@@ -238,11 +252,13 @@ class FeedBridge:
             try:
                 async with connect(
                     url,
+                    additional_headers=await self._handshake_headers(),
                     open_timeout=self.settings.feed_open_timeout_s,
                     close_timeout=CLOSE_TIMEOUT_S,
                     max_size=MAX_MESSAGE_BYTES,
                 ) as websocket:
                     connected_at = loop.time()
+                    self._refused_credential = None
                     self.stats.connects += 1
                     log.info("connected to %s", url)
                     if not self._ready:
@@ -254,6 +270,11 @@ class FeedBridge:
                 log.warning(
                     "feed closed by the exchange (code %s %s)", websocket.close_code, websocket.close_reason or ""
                 )
+            except InvalidStatus as exc:
+                if self._refused(exc):
+                    continue  # at once, with the credential read again
+            except CredentialUnavailable as exc:
+                log.error("feed not connected: the venue credential is unavailable: %s", exc)
             except (OSError, TimeoutError, WebSocketException) as exc:
                 log.warning("feed connection %s: %s: %s", url, type(exc).__name__, exc)
             if connected_at is not None and loop.time() - connected_at >= self.settings.feed_reconnect_max_s:
@@ -264,6 +285,35 @@ class FeedBridge:
             # meanwhile move it on, and the "connected to" line shows it.
             log.info("reconnecting in %.2fs", delay)
             await asyncio.sleep(delay)
+
+    async def _handshake_headers(self) -> dict[str, str]:
+        """The credential for the next handshake: read again if the venue refused the last one."""
+        if self._credential is None:
+            return {}
+        credential, refused = self._credential, self._refused_credential
+        if refused is None:
+            value = await self._blocking(credential.current)
+        else:
+            value = await self._blocking(functools.partial(credential.refreshed, refused))
+        self._sent_credential = value
+        return {"Authorization": f"Bearer {value}"}
+
+    def _refused(self, exc: InvalidStatus) -> bool:
+        """Log a refused handshake; True if it refused our credential for the first time (retry at once)."""
+        status = exc.response.status_code
+        if status != HTTPStatus.UNAUTHORIZED or self._credential is None:
+            log.warning("feed handshake refused: HTTP %s", status)
+            return False
+        first = self._refused_credential is None
+        self._refused_credential = self._sent_credential
+        if first:
+            log.warning("feed handshake refused our credential (HTTP 401): reading it again (rotated?)")
+        else:
+            log.error(
+                "feed handshake refused our credential (HTTP 401) also after reading it again: "
+                "check the venue credential secret; retrying with backoff"
+            )
+        return first
 
     async def _on_message(self, message: str | bytes) -> None:
         try:
@@ -390,9 +440,11 @@ def build_bridge(
     *,
     kinesis_client: Any = None,
     dynamodb_client: Any = None,
+    secretsmanager_client: Any = None,
     stdout: TextIO | None = None,
 ) -> FeedBridge:
-    """The production bridge: Kinesis sink and DynamoDB checkpoints; clients injected or made on first use."""
+    """The production bridge: Kinesis sink, DynamoDB checkpoints, the venue credential from Secrets Manager;
+    clients injected or made on first use."""
     sink = KinesisSink(
         settings.executions_stream_name,
         client=kinesis_client,
@@ -404,4 +456,9 @@ def build_bridge(
         client=dynamodb_client,
         client_factory=client_factory("dynamodb", settings.aws_connect_timeout_s, settings.aws_read_timeout_s),
     )
-    return FeedBridge(settings, sink, checkpoints, stdout=stdout, check_sink=sink.check)
+    credential = SecretCredential(
+        settings.exchange_credential_secret_name,
+        client=secretsmanager_client,
+        client_factory=client_factory("secretsmanager", settings.aws_connect_timeout_s, settings.aws_read_timeout_s),
+    )
+    return FeedBridge(settings, sink, checkpoints, stdout=stdout, check_sink=sink.check, credential=credential)

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
-from pydantic import Field, ValidationError, WebsocketUrl, model_validator
+from pydantic import Field, ValidationError, WebsocketUrl, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Kinesis PutRecords takes at most 500 records per call.
 MAX_PUT_RECORDS = 500
+# The local stack's resource prefix (chalicelib.config.DEFAULT_PREFIX, not imported: see BridgeSettings).
+DEFAULT_PREFIX = "brokerage-local"
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 (bracketed or not) or localhost: a host whose traffic never leaves the machine."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class BridgeSettings(BaseSettings):
@@ -22,6 +36,10 @@ class BridgeSettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
     exchange_feed_url: WebsocketUrl = WebsocketUrl("ws://127.0.0.1:8002/feed")
+    # The venue credential, sent as a bearer token on the feed's handshake (a Secrets Manager secret's name).
+    exchange_credential_secret_name: str = Field(
+        default=f"{DEFAULT_PREFIX}-exchange-credential", min_length=1, max_length=512
+    )
     # No defaults for the resources: a bridge that silently wrote a production
     # feed into a local-named stream would lose it; the stack passes both.
     executions_stream_name: str = Field(min_length=1, max_length=128)
@@ -48,6 +66,17 @@ class BridgeSettings(BaseSettings):
     aws_read_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("exchange_feed_url")
+    @classmethod
+    def _encrypted_unless_loopback(cls, url: WebsocketUrl) -> WebsocketUrl:
+        # The handshake carries the venue credential, and the feed moves money: in the clear only locally.
+        if url.scheme == "ws" and not is_loopback_host(url.host or ""):
+            raise ValueError(
+                f"{url} is plain-text ws://, allowed only to a loopback host (127.0.0.0/8, localhost, [::1]); "
+                "use wss://"
+            )
+        return url
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> BridgeSettings:

@@ -63,6 +63,20 @@ MAX_ATTEMPTS_VARIABLE = "PLACEMENT_MAX_ATTEMPTS"
 # (`make test-deploy`: the simulator on 127.0.0.1) without editing them.
 EXCHANGE_URL_VARIABLE = "EXCHANGE_URL"
 LAMBDA_FUNCTION_NAME_MAX = 64
+# The placement mapping's ScalingConfig.MaximumConcurrency when the stage sets
+# no PLACEMENT_MAX_CONCURRENCY (chalicelib/config.py's default; a test holds
+# them equal). place_orders' reserved concurrency must not be below it, or
+# Lambda throttles the mapping's batches back onto the queue.
+PLACEMENT_MAX_CONCURRENCY_VARIABLE = "PLACEMENT_MAX_CONCURRENCY"
+DEFAULT_PLACEMENT_MAX_CONCURRENCY = 50
+# AWS keeps at least 100 of an account's concurrency unreserved; 1,000 is the
+# default account limit. Reservations beyond 900 cannot deploy there.
+ACCOUNT_CONCURRENCY = 1000
+UNRESERVED_CONCURRENCY_MINIMUM = 100
+# The data key's policy (resources.yaml) names the roles that may use it.
+DATA_KEY = "DataKey"
+DATA_KEY_USERS_STATEMENT = "StackRolesUseTheKeyThroughTheirServices"
+ROLE_ARN_PREFIX = "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/"
 # Parameters whose defaults build_template() derives from the stage's config.
 STAGE_PARAMETERS = (
     "ResourcePrefix",
@@ -88,6 +102,7 @@ _NAME_PROPERTY = {
     "AWS::DynamoDB::Table": "TableName",
     "AWS::SQS::Queue": "QueueName",
     "AWS::Kinesis::Stream": "Name",
+    "AWS::SecretsManager::Secret": "Name",
 }
 _PREFIX_PLACEHOLDER = "${ResourcePrefix}"
 
@@ -136,6 +151,17 @@ def _named_resource(resources: Template, output: str) -> tuple[str, str]:
         logical_id = str(value["Ref"])
     elif "Fn::GetAtt" in value and value["Fn::GetAtt"][1] in _NAME_PROPERTY.values():
         logical_id = str(value["Fn::GetAtt"][0])
+    elif "Fn::Sub" in value:
+        # A secret's Ref is its ARN and it has no name attribute: its Output
+        # spells out the same Fn::Sub as the secret's Name.
+        same_name = [
+            candidate
+            for candidate, resource in resources["Resources"].items()
+            if resource.get("Properties", {}).get(_NAME_PROPERTY.get(resource["Type"], ""), {}) == value
+        ]
+        if len(same_name) != 1:
+            raise TemplateError(f"resources.yaml: Output {output} spells out no one resource's name")
+        logical_id = same_name[0]
     else:
         raise TemplateError(f"resources.yaml: Output {output} does not return a resource's name")
     resource = resources["Resources"][logical_id]
@@ -348,7 +374,7 @@ def _merge_sections(target: Template, source: Template, origin: str) -> None:
 
 def _function_resources(handler: str, prefix: str) -> dict[str, Any]:
     """Overrides of a handler's function and log group, and its alarms."""
-    function_id, _, log_group_id = function_logical_ids(handler)
+    function_id, role_id, log_group_id = function_logical_ids(handler)
     suffix = function_name_suffix(handler)
     if len(f"{prefix}-{suffix}") > LAMBDA_FUNCTION_NAME_MAX:
         raise TemplateError(f"function name {prefix}-{suffix} is longer than {LAMBDA_FUNCTION_NAME_MAX} characters")
@@ -370,6 +396,9 @@ def _function_resources(handler: str, prefix: str) -> dict[str, Any]:
             }
         },
         log_group_id: {"Properties": {"LogGroupName": {"Fn::Sub": f"/aws/lambda/${{ResourcePrefix}}-{suffix}"}}},
+        # Named like the function: the data key's policy names the roles that
+        # may use it (a reference would be a cycle: role -> table -> key).
+        role_id: {"Properties": {"RoleName": {"Fn::Sub": f"${{ResourcePrefix}}-{suffix}"}}},
         **_function_alarms(handler, function_id),
     }
 
@@ -389,7 +418,10 @@ def _set_stage_parameters(
     # function's PLACEMENT_MAX_ATTEMPTS reference, so an override changes both.
     exchange_url = environment.get(EXCHANGE_URL_VARIABLE, "")
     if not re.fullmatch(parameters["ExchangeUrl"]["AllowedPattern"], exchange_url):
-        raise TemplateError(f"stage {stage}: {EXCHANGE_URL_VARIABLE} must be an http(s) URL in .chalice/config.json")
+        raise TemplateError(
+            f"stage {stage}: {EXCHANGE_URL_VARIABLE} in .chalice/config.json must be an https:// URL "
+            "(http:// only to a loopback host)"
+        )
     parameters["ExchangeUrl"]["Default"] = exchange_url
 
     raw_attempts = environment.get(MAX_ATTEMPTS_VARIABLE, "")
@@ -448,7 +480,53 @@ def build_template(stage: str, root: Path = ROOT) -> Template:
     _deep_merge(template["Resources"].setdefault("RestAPI", {}), _api_authorization(gateway_responses))
     _deep_merge(template["Resources"]["RestAPI"], _api_stage(chalice_config, stage))
     _set_event_sources(template, event_sources, resources, environment, handlers)
+    _check_reserved_concurrency(chalice_config, stage, handlers, environment)
+    _check_data_key_users(template)
     return template
+
+
+def _check_reserved_concurrency(
+    chalice_config: dict[str, Any], stage: str, handlers: Sequence[str], environment: Mapping[str, str]
+) -> None:
+    """Every function reserves its concurrency (none can starve another), within what an account can reserve."""
+    reserved = {
+        handler: _integer_setting(_stage_config(chalice_config, stage, handler), "reserved_concurrency", stage, handler)
+        for handler in handlers
+    }
+    if min(reserved.values()) < 1:
+        raise TemplateError(f"stage {stage}: a reserved_concurrency below 1 stops a function: {reserved}")
+    if sum(reserved.values()) > ACCOUNT_CONCURRENCY - UNRESERVED_CONCURRENCY_MINIMUM:
+        raise TemplateError(
+            f"stage {stage}: reserved concurrency {sum(reserved.values())} leaves less than "
+            f"{UNRESERVED_CONCURRENCY_MINIMUM} of an account's default {ACCOUNT_CONCURRENCY} unreserved"
+        )
+    mapping = int(environment.get(PLACEMENT_MAX_CONCURRENCY_VARIABLE, DEFAULT_PLACEMENT_MAX_CONCURRENCY))
+    if reserved[PLACEMENT_HANDLER] < mapping:
+        raise TemplateError(
+            f"stage {stage}: {PLACEMENT_HANDLER}'s reserved_concurrency {reserved[PLACEMENT_HANDLER]} is below "
+            f"its queue mapping's maximum concurrency {mapping}: Lambda would throttle the mapping's batches"
+        )
+
+
+def _check_data_key_users(template: Template) -> None:
+    """The data key's policy names exactly the stack's roles that use it: the functions', the bridge's, the operator's.
+
+    Every role with a RoleName but the bridge's execution role (ECS's own,
+    which pulls the image and writes logs, never data).
+    """
+    roles = {
+        logical_id: resource["Properties"]["RoleName"]
+        for logical_id, resource in template["Resources"].items()
+        if resource.get("Type", "AWS::IAM::Role") == "AWS::IAM::Role"
+        and isinstance(resource.get("Properties", {}).get("RoleName"), dict)
+        and logical_id != "FeedBridgeExecutionRole"
+    }
+    wanted = sorted(ROLE_ARN_PREFIX + str(name["Fn::Sub"]) for name in roles.values())
+    statements = template["Resources"][DATA_KEY]["Properties"]["KeyPolicy"]["Statement"]
+    (users,) = [statement for statement in statements if statement.get("Sid") == DATA_KEY_USERS_STATEMENT]
+    named = sorted(str(arn["Fn::Sub"]) for arn in users["Condition"]["ArnEquals"]["aws:PrincipalArn"])
+    if named != wanted:
+        raise TemplateError(f"resources.yaml: {DATA_KEY}'s users {named} are not the stack's roles {wanted}")
 
 
 def _api_stage(chalice_config: dict[str, Any], stage: str) -> Template:

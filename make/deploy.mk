@@ -51,7 +51,9 @@ deploy-check:
 # The stage's own parameter values (ResourcePrefix, PlacementMaxAttempts, ...)
 # are always passed: `aws cloudformation deploy` would otherwise keep an
 # existing stack's previous values and ignore a changed .chalice/config.json.
-# PARAMETERS come after them, so they win.
+# PARAMETERS come after them, so they win. CAPABILITY_NAMED_IAM: the roles
+# have names (${ResourcePrefix}-<function>, -operator, -feed-bridge-task),
+# which the data key's policy names as its only users.
 deploy: deploy-check
 	$(MAKE) --no-print-directory package STAGE=$(STAGE) REGION=$(REGION)
 	$(AWS) cloudformation package --region $(REGION) \
@@ -61,7 +63,7 @@ deploy: deploy-check
 	$(AWS) cloudformation deploy --region $(REGION) \
 		--template-file $(PACKAGED_TEMPLATE) --stack-name $(STACK_NAME) \
 		--s3-bucket $(DEPLOY_BUCKET) --s3-prefix $(STACK_NAME) \
-		--capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND \
+		--capabilities CAPABILITY_NAMED_IAM CAPABILITY_AUTO_EXPAND \
 		--no-fail-on-empty-changeset \
 		--parameter-overrides $$(cat $(STAGE_PARAMETERS)) $(PARAMETERS)
 	@$(AWS) cloudformation describe-stacks --region $(REGION) --stack-name $(STACK_NAME) \

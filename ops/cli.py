@@ -7,12 +7,11 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import timedelta
 from typing import Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import bootstrap
 from chalicelib.adapters.queue import QueueUnavailable
 from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.config import ConfigurationError
@@ -26,11 +25,12 @@ from chalicelib.domain.accounts import (
     validate_label,
 )
 from chalicelib.domain.model import is_order_id
-from chalicelib.service import accounts
+from ops import account_limits
+from ops import keys as api_keys
 from ops.aws import Aws, check_reachable
-from ops.redrive import redrive
+from ops.redrive import DEFAULT_MAX_AGE, ReopenPolicy, age_text, operator_identity, parse_age, redrive, sts_caller_arn
 from ops.target import LOCAL_STAGE, STAGES, Target, TargetError, configure_environment, select_target
-from ops.views import dlq_view, order_view, queues_view
+from ops.views import dlq_view, order_view, printable, printable_view, queues_view
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # not found, or some messages could not be handled
@@ -44,6 +44,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _age(text: str) -> timedelta:
+    try:
+        return parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _order_id(text: str) -> str:
@@ -113,17 +120,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     again.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
     again.add_argument("--max", type=_positive, default=None, help="messages per queue at most (default: all)")
-    keys = commands.add_parser("keys", parents=[common], help="create or revoke an account's API keys")
+    again.add_argument(
+        "--max-age",
+        type=_age,
+        default=DEFAULT_MAX_AGE,
+        help=f"reopen only orders created within this age, e.g. 30m, 8h, 2d (default {age_text(DEFAULT_MAX_AGE)}:"
+        " the same trading session)",
+    )
+    again.add_argument(
+        "--allow-market",
+        type=_order_id,
+        action="append",
+        default=[],
+        metavar="ORDER_ID",
+        help="reopen this market order too (market orders are refused unless named); repeat for each",
+    )
+    again.add_argument(
+        "--operator",
+        default=os.environ.get("USER"),
+        help="who reopens, recorded on each order (on AWS beside the STS caller ARN; default $USER)",
+    )
+    keys = commands.add_parser("keys", parents=[common], help="create, list or revoke an account's API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="KEYS_COMMAND")
     create = key_commands.add_parser(
         "create", parents=[common], help="a new key for an account (the account exists from its first key on)"
     )
     create.add_argument("--account", type=_account_id, required=True, help="account id: 1-63 of a-z, 0-9, '-'")
     create.add_argument("--label", type=_label, default=None, help="what the key is for, e.g. who holds it")
+    api_keys.add_arguments(create)
+    listing = key_commands.add_parser(
+        "list", parents=[common], help="an account's keys: scope, expiry, last use, revocation (never the key)"
+    )
+    listing.add_argument("--account", type=_account_id, required=True, help="account id: 1-63 of a-z, 0-9, '-'")
     revoke = key_commands.add_parser(
         "revoke", parents=[common], help="revoke a key at once (revoking it again changes nothing)"
     )
     revoke.add_argument("key_id", type=_key_id, help="the key id that `keys create` printed (or the whole key)")
+    account_limits.add_parser(commands, common)
     return parser
 
 
@@ -146,34 +179,18 @@ def _dlq(args: argparse.Namespace, target: Target, aws: Aws) -> Result:
 
 
 def _redrive(args: argparse.Namespace, target: Target, aws: Aws) -> Result:
-    report = redrive(target, aws, dry_run=args.dry_run, max_messages=args.max)
-    return {"target": target.describe(), **report.to_json()}, EXIT_FAILED if report.errors else EXIT_OK
+    policy = ReopenPolicy(
+        operator=operator_identity(target.is_local, args.operator, sts_caller_arn),
+        max_age=args.max_age,
+        allowed_market_orders=frozenset(args.allow_market),
+    )
+    report = redrive(target, aws, policy, dry_run=args.dry_run, max_messages=args.max)
+    result = {"target": target.describe(), "operator": policy.operator, **report.to_json()}
+    return result, EXIT_FAILED if report.errors else EXIT_OK
 
 
 def _keys(args: argparse.Namespace, target: Target, aws: Aws) -> Result:
-    keys = bootstrap.api_key_repository()
-    if args.keys_command == "create":
-        created = accounts.create_api_key(args.account, args.label, keys)
-        return {
-            "target": target.describe(),
-            "action": "created",
-            "account_id": created.account_id,
-            "key_id": created.key_id,
-            "label": args.label,
-            "api_key": created.plaintext,
-        }, EXIT_OK
-    now = datetime.now(UTC)
-    revoked = accounts.revoke_api_key(args.key_id, keys, clock=lambda: now)
-    if revoked is None:
-        return {"error": f"no API key {args.key_id} on {target.describe()}"}, EXIT_FAILED
-    return {
-        "target": target.describe(),
-        "action": "revoked" if revoked.revoked_at == now else "already revoked",
-        "account_id": revoked.account_id,
-        "key_id": revoked.key_id,
-        "label": revoked.label,
-        "revoked_at": revoked.revoked_at.isoformat() if revoked.revoked_at else None,
-    }, EXIT_OK
+    return api_keys.run(args, target)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Target, Aws], Result]] = {
@@ -182,6 +199,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Target, Aws], Result]] = {
     "dlq": _dlq,
     "redrive": _redrive,
     "keys": _keys,
+    "accounts": lambda args, target, aws: account_limits.run(args, target),
 }
 
 
@@ -203,6 +221,7 @@ def _render_order(view: dict[str, Any], out: TextIO) -> None:
         ("exchange order id", order["exchange_order_id"]),
         ("filled", f"{order['filled_quantity']} @ {order['average_fill_price'] or '-'}"),
         ("correlation id", order["correlation_id"]),
+        ("cancel sent", order.get("cancel_sent_at")),
         ("version", order["version"]),
     ]
     for label, value in rows:
@@ -249,7 +268,7 @@ def _render_dlq(view: dict[str, Any], out: TextIO) -> None:
     dlq = view["orders_dlq"]
     print(f"{dlq['name']}: {len(dlq['messages'])}{'+' if dlq['more'] else ''} messages", file=out)
     for m in dlq["messages"]:
-        what = f"order {m['order_id']}" if m["order_id"] else f"not a placement message: {m['body']!r}"
+        what = f"order {m['order_id']}" if m["order_id"] else f"not a placement message: '{m['body']}'"
         print(f"  {m['message_id']}  {what}  received {m['receive_count']}x  sent {m['sent_at']}", file=out)
     failed = view["executions_failed"]
     print(f"{failed['name']}: {len(failed['messages'])}{'+' if failed['more'] else ''} messages", file=out)
@@ -259,13 +278,14 @@ def _render_dlq(view: dict[str, Any], out: TextIO) -> None:
         elif m["kind"] == "report":
             what = f"report for {m['order_id']}: {m['reason']}"
         else:
-            what = f"unrecognised: {m['body']!r}"
+            what = f"unrecognised: '{m['body']}'"
         print(f"  {m['message_id']}  {what}  received {m['receive_count']}x", file=out)
 
 
 def _render_redrive(view: dict[str, Any], out: TextIO) -> None:
     would = "would be " if view["dry_run"] else ""
     print(f"{'dry run, nothing changed: ' if would else ''}{view['target']}", file=out)
+    print(f"reopening as {view['operator']}", file=out)
     for name in ("placement", "executions"):
         section = view[name]
         counts = ", ".join(f"{count} {would}{action}" for action, count in section["counts"].items() if count)
@@ -274,27 +294,13 @@ def _render_redrive(view: dict[str, Any], out: TextIO) -> None:
             print(f"  {item['action']:<9} {item['message_id']}  {item['detail']}", file=out)
 
 
-def _render_keys(view: dict[str, Any], out: TextIO) -> None:
-    label = f" ({view['label']})" if view["label"] else ""
-    if view["action"] == "created":
-        print(f"new API key for account {view['account_id']}{label} on {view['target']}:", file=out)
-        print(f"  {view['api_key']}", file=out)
-        print(f"key id {view['key_id']}; revoke with: python -m ops keys revoke {view['key_id']}", file=out)
-        print("Shown this once: only its hash is stored. Send it as 'Authorization: Bearer <key>'.", file=out)
-    else:
-        print(
-            f"{view['action']}: key {view['key_id']} of account {view['account_id']}{label} on {view['target']}, "
-            f"since {view['revoked_at']}",
-            file=out,
-        )
-
-
 RENDERERS: dict[str, Callable[[dict[str, Any], TextIO], None]] = {
     "order": _render_order,
     "queues": _render_queues,
     "dlq": _render_dlq,
     "redrive": _render_redrive,
-    "keys": _render_keys,
+    "keys": api_keys.render,
+    "accounts": account_limits.render,
 }
 
 
@@ -302,9 +308,11 @@ def _emit(result: dict[str, Any], command: str, as_json: bool, out: TextIO, err:
     if as_json:
         print(json.dumps(result, indent=2), file=out)
     elif "error" in result:
-        print(f"ops: {result['error']}", file=err)
+        print(f"ops: {printable(result['error'])}", file=err)
     else:
-        RENDERERS[command](result, out)
+        # Feed, exchange and client text reaches the terminal only escaped
+        # (no control sequences, no bidi reordering); --json escapes by itself.
+        RENDERERS[command](printable_view(result), out)
 
 
 def main(argv: Sequence[str] | None = None, aws: Aws | None = None, out: TextIO | None = None) -> int:

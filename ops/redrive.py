@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
+import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import bootstrap
 from chalicelib.adapters.queue import QueueUnavailable, parse_order_message
 from chalicelib.adapters.repository import OrderRepository, StorageUnavailable
-from chalicelib.domain.model import OrderStatus
+from chalicelib.domain.model import Order, OrderStatus, OrderType
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.recovery import reopen_failed_order
 from ops.aws import Aws, Message, delete, receive, release
@@ -33,6 +36,88 @@ GET_RECORDS_LIMIT = 1000
 GET_RECORDS_MAX_CALLS = 200
 GET_RECORDS_PAUSE_S = 0.2  # Kinesis allows 5 GetRecords calls per second per shard
 
+# A failed order is reopened only within the trading session it was entered
+# in: a client told "failed" (final) may have sent a new order since, and a
+# reopening hours later fills at a price the client never saw. A US equities
+# regular session is 6.5 h, 9:30-16:00 ET; 8 h from the order's creation
+# (the client's decision) covers an order entered at the open and redriven
+# at the close, and never reaches into the next session. --max-age changes it.
+DEFAULT_MAX_AGE = timedelta(hours=8)
+_AGE = re.compile(r"(\d+)([smhd])")
+_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_age(text: str) -> timedelta:
+    """'90s', '30m', '8h', '2d' -> the duration; ValueError otherwise."""
+    match = _AGE.fullmatch(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not an age: a positive whole number and s, m, h or d (e.g. 8h)")
+    return timedelta(**{_AGE_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def age_text(age: timedelta) -> str:
+    seconds = int(age.total_seconds())
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _rough(age: timedelta) -> str:
+    minutes, seconds = divmod(int(age.total_seconds()), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {minutes}m" if hours else f"{minutes}m {seconds}s"
+
+
+def operator_identity(local: bool, name: str | None, caller_arn: Callable[[], str | None]) -> str:
+    """Who reopens orders, as recorded on each: the AWS caller on a deployed stage, else the name given.
+
+    On AWS the STS caller ARN is what the audit trail (CloudTrail) knows the
+    writes by, and an operator cannot choose it; a name given with
+    --operator is added beside it (a shared role says nothing of the
+    person). The local stack's emulator answers any caller with the same
+    fake ARN, so there the name is all there is: --operator, else $USER.
+    """
+    arn = None if local else caller_arn()
+    if arn is None:
+        return name or "unknown operator"
+    return f"{arn} ({name})" if name else arn
+
+
+def sts_caller_arn() -> str | None:
+    try:
+        return str(boto3.session.Session().client("sts").get_caller_identity()["Arn"])
+    except (BotoCoreError, ClientError, KeyError):
+        return None
+
+
+@dataclass(frozen=True)
+class ReopenPolicy:
+    """What a placement redrive may reopen, and in whose name."""
+
+    operator: str
+    max_age: timedelta = DEFAULT_MAX_AGE
+    # Market orders reopen only when named: they fill at whatever the price is now.
+    allowed_market_orders: frozenset[str] = frozenset()
+
+    def refusal(self, order: Order, age: timedelta) -> str | None:
+        """Why this failed order must not be reopened, or None."""
+        if age > self.max_age:
+            return (
+                f"refused: created {_rough(age)} ago, older than"
+                f" --max-age {age_text(self.max_age)} (another trading session): the client, told it failed,"
+                " may have sent it again; settle it with them"
+            )
+        if order.terms.type is OrderType.MARKET and order.id not in self.allowed_market_orders:
+            return (
+                "refused: a market order fills at today's price, not the one its client saw;"
+                f" name it with --allow-market {order.id} to reopen it"
+            )
+        return None
+
 
 class RedriveFailed(Exception):
     """Records could not be put back on the stream, even after retries."""
@@ -46,6 +131,7 @@ class Action(StrEnum):
     REDRIVEN = "redriven"  # execution records put back on the stream; message deleted
     DISCARDED = "discarded"  # nothing left to do (e.g. the order is no longer failed); message deleted
     KEPT = "kept"  # cannot be redriven (yet); the message stays for a person to look at
+    REFUSED = "refused"  # too old, or a market order not named: the message stays, the order stays failed
     ERROR = "error"  # an AWS call failed; the message stays and the next run tries again
 
 
@@ -153,11 +239,12 @@ def _handle(
 class PlacementRedrive:
     """Decides on one orders-DLQ message: reopen its failed order, or leave it."""
 
-    def __init__(self, target: Target, dependencies: Dependencies, dry_run: bool) -> None:
+    def __init__(self, target: Target, dependencies: Dependencies, dry_run: bool, policy: ReopenPolicy) -> None:
         self.target = target
         self.dependencies = dependencies
         self.repository = dependencies.orders
         self.dry_run = dry_run
+        self.policy = policy
         self.reopened: set[str] = set()
 
     def __call__(self, message: Message) -> Decision:
@@ -179,9 +266,12 @@ class PlacementRedrive:
             # Reopened earlier in this run and failed again already: the
             # exchange is still down. Leave it for the next run.
             return Decision(Action.KEPT, f"failed again during this run: {order.failure_reason}", order_id)
+        refusal = self.policy.refusal(order, self.dependencies.clock() - order.created_at)
+        if refusal is not None:
+            return Decision(Action.REFUSED, refusal, order_id)
         if self.dry_run:
             return Decision(Action.REOPENED, f"would reopen (failed: {order.failure_reason})", order_id)
-        if reopen_failed_order(order_id, self.dependencies):
+        if reopen_failed_order(order_id, self.dependencies, by=self.policy.operator):
             self.reopened.add(order_id)
             return Decision(Action.REOPENED, f"reopened and sent for placement (was: {order.failure_reason})", order_id)
         now = self.repository.get(order_id)
@@ -309,13 +399,15 @@ class ExecutionsRedrive:
         return Decision(Action.REDRIVEN, "put the report back: its order exists now", order_id, 1)
 
 
-def redrive(target: Target, aws: Aws, dry_run: bool = False, max_messages: int | None = None) -> Report:
+def redrive(
+    target: Target, aws: Aws, policy: ReopenPolicy, dry_run: bool = False, max_messages: int | None = None
+) -> Report:
     """Both queues, the placement DLQ first; max_messages applies to each queue."""
     # One set of adapters for the reads and the reopen writes, built from the target's settings.
     dependencies = bootstrap.production()
     report = Report(dry_run)
     report.placement = _drain(
-        aws, target.orders_dlq, PlacementRedrive(target, dependencies, dry_run), max_messages, dry_run
+        aws, target.orders_dlq, PlacementRedrive(target, dependencies, dry_run, policy), max_messages, dry_run
     )
     report.executions = _drain(
         aws,

@@ -82,6 +82,8 @@ class Target:
             "OrdersDeadLetterQueueName": self.orders_dlq,
             "ApiKeysTableName": self.api_keys_table,
             "FeedCheckpointsTableName": self.feed_checkpoints_table,
+            "AccountsTableName": f"{self.prefix}-accounts",
+            "ExchangeCredentialSecretName": f"{self.prefix}-exchange-credential",
         }
 
     def describe(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -15,6 +16,32 @@ from ops.target import Target
 # How many dead letters `order` looks through for the one order; a DLQ this
 # full needs `dlq` and a redrive anyway.
 ORDER_DLQ_SCAN = 500
+# Longer text (an exchange's error page, say) is cut in the human output; --json has all of it.
+MAX_SHOWN = 1000
+
+
+def printable(text: str) -> str:
+    """Text from the exchange, the feed or a client as a terminal may show it (as the API's _shown_name does).
+
+    Printable ASCII as it is; anything else (escape sequences that would
+    drive the operator's terminal, bidirectional controls that reorder the
+    line, other non-ASCII) escaped as in JSON, and cut at MAX_SHOWN.
+    """
+    if len(text) <= MAX_SHOWN and text.isascii() and text.isprintable():
+        return text
+    shown = json.dumps(text[:MAX_SHOWN])[1:-1]
+    return shown + ("..." if len(text) > MAX_SHOWN else "")
+
+
+def printable_view(value: Any) -> Any:
+    """The view with every string in it made printable (keys too: a dead letter's body may be anything)."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable_view(key): printable_view(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable_view(item) for item in value]
+    return value
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -51,6 +78,9 @@ def order_fields(order: Order) -> dict[str, Any]:
         "filled_quantity": order.filled_quantity,
         "average_fill_price": _text(order.average_fill_price),
         "correlation_id": order.correlation_id,
+        "cancel_queued_at": iso(order.cancel_queued_at),
+        "cancel_sent_at": iso(order.cancel_sent_at),
+        "reopenings": [{"at": iso(r.at), "by": r.by, "earlier_failure": r.earlier_failure} for r in order.reopenings],
         "version": order.version,
     }
 
@@ -78,11 +108,13 @@ def history(order: Order, executions: list[ExecutionReport]) -> list[dict[str, A
     only the number of attempts and the last error.
     """
     events: list[tuple[datetime, str, str | None]] = [(order.created_at, "created", None)]
+    for reopening in order.reopenings:
+        events.append((reopening.at, "reopened", f"by {reopening.by}; it had failed: {reopening.earlier_failure}"))
     if order.status is OrderStatus.PENDING and order.attempts:
         # Only a failed attempt writes a pending order (the sweep rewrites it unchanged).
         events.append((order.updated_at, "attempt_failed", f"attempt {order.attempts}: {order.last_error}"))
-    elif order.status is OrderStatus.PENDING and order.last_error:
-        # Pending with no attempts but an error: only a redrive does that.
+    elif order.status is OrderStatus.PENDING and order.last_error and not order.reopenings:
+        # Pending with no attempts but an error: only a redrive does that (one from before reopenings were recorded).
         events.append((order.updated_at, "reopened", f"by an operator; earlier error: {order.last_error}"))
     if order.status is OrderStatus.FAILED:
         events.append((order.updated_at, "failed", f"attempt {order.attempts}: {order.failure_reason}"))

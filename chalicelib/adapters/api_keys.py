@@ -7,11 +7,14 @@ from typing import Any, Protocol
 
 from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.exceptions import PynamoDBException
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.adapters.dynamodb import DynamoDBTable, is_condition_failure, table_meta
 from chalicelib.adapters.repository import StorageUnavailable
-from chalicelib.domain.accounts import ApiKey
+from chalicelib.domain.accounts import LAST_USE_RESOLUTION, ApiKey, stored_scope
+
+ACCOUNT_KEYS_INDEX_NAME = "account-keys"
 
 
 class ApiKeyAlreadyExists(Exception):
@@ -28,6 +31,28 @@ class ApiKeyRepository(Protocol):
     def revoke(self, key_id: str, at: datetime) -> ApiKey | None:
         """Mark the key revoked (a revoked key keeps its first revocation time); None if there is no such key."""
 
+    def record_use(self, key_id: str, now: datetime) -> bool:
+        """Set last_used_at to `now` unless it was set less than LAST_USE_RESOLUTION before; True if written.
+
+        Conditional, so that any number of requests and functions at once
+        write it at most once per LAST_USE_RESOLUTION; an unknown key id is
+        not created. Raises StorageUnavailable.
+        """
+
+    def list_for_account(self, account_id: str) -> list[ApiKey]:
+        """Every key of the account, revoked and expired ones included, oldest first (eventually consistent)."""
+
+
+class AccountKeysIndex(GlobalSecondaryIndex["ApiKeyRecord"]):  # type: ignore[no-untyped-call]
+    """Every key by account and creation time: `python -m ops keys list --account A`."""
+
+    class Meta:
+        index_name = ACCOUNT_KEYS_INDEX_NAME
+        projection = AllProjection()
+
+    account_id = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
 
 class ApiKeyRecord(Model):
     class Meta:
@@ -39,6 +64,12 @@ class ApiKeyRecord(Model):
     created_at = UTCDateTimeAttribute()
     revoked_at = UTCDateTimeAttribute(null=True)
     label = UnicodeAttribute(null=True)
+    # Absent on keys stored before scopes existed: those are trade keys (see stored_scope).
+    scope = UnicodeAttribute(null=True)
+    expires_at = UTCDateTimeAttribute(null=True)
+    last_used_at = UTCDateTimeAttribute(null=True)
+
+    account_keys = AccountKeysIndex()
 
 
 def api_key_record_class_for(table_name: str, **connection: Any) -> type[ApiKeyRecord]:
@@ -54,6 +85,9 @@ def _to_key(record: ApiKeyRecord) -> ApiKey:
         created_at=record.created_at,
         label=record.label,
         revoked_at=record.revoked_at,
+        scope=stored_scope(record.scope),
+        expires_at=record.expires_at,
+        last_used_at=record.last_used_at,
     )
 
 
@@ -68,6 +102,9 @@ class DynamoDBApiKeyRepository(DynamoDBTable[ApiKeyRecord]):
             created_at=key.created_at,
             revoked_at=key.revoked_at,
             label=key.label,
+            scope=key.scope.value,
+            expires_at=key.expires_at,
+            last_used_at=key.last_used_at,
         )
         try:
             record.save(condition=self._records.key_id.does_not_exist())
@@ -100,3 +137,28 @@ class DynamoDBApiKeyRepository(DynamoDBTable[ApiKeyRecord]):
                 return None
             raise StorageUnavailable(f"could not revoke API key {key_id}") from exc
         return _to_key(record)
+
+    def record_use(self, key_id: str, now: datetime) -> bool:
+        records = self._records
+        record = records(key_id)
+        # The authorizer's only write, and it touches last_used_at alone (its
+        # IAM grant allows no other attribute). The timestamps are one fixed
+        # UTC format, so comparing the strings compares the times.
+        stale = records.last_used_at.does_not_exist() | (records.last_used_at <= now - LAST_USE_RESOLUTION)
+        try:
+            record.update(
+                actions=[records.last_used_at.set(now)],
+                condition=records.key_id.exists() & stale,
+            )
+        except PynamoDBException as exc:
+            if is_condition_failure(exc):
+                return False  # recorded less than a minute ago (by this or another function), or no such key
+            raise StorageUnavailable(f"could not record the use of API key {key_id}") from exc
+        return True
+
+    def list_for_account(self, account_id: str) -> list[ApiKey]:
+        index: Any = self._records.account_keys
+        try:
+            return [_to_key(record) for record in index.query(account_id)]
+        except PynamoDBException as exc:
+            raise StorageUnavailable(f"could not list the API keys of account {account_id}") from exc

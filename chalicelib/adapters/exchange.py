@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
@@ -12,9 +15,14 @@ from urllib.parse import quote
 
 import urllib3
 
+from chalicelib.adapters.venue_credential import CredentialUnavailable, VenueCredential
+from chalicelib.clock import Clock, utc_now
 from chalicelib.domain.model import Order, OrderStatus, VenueOrderState
 
+log = logging.getLogger(__name__)
+
 _ORDER_REJECTED = frozenset({400, 422})
+_UNAUTHORIZED = 401
 
 
 class ExchangeUnavailable(Exception):
@@ -55,7 +63,9 @@ _VENUE_STATUSES = {
 
 
 class Exchange(Protocol):
-    def place(self, order: Order) -> ExchangeAck: ...
+    def place(self, order: Order) -> ExchangeAck:
+        """Send the order; an order claimed for placement is never sent once its lease (placing_until) has less
+        than one exchange call left: ExchangeUnavailable instead, nothing sent."""
 
     def cancel(self, order_id: str) -> CancelOutcome: ...
 
@@ -67,14 +77,92 @@ class Exchange(Protocol):
 class HttpExchange:
     """Order entry, cancels and status queries over the simulator's JSON protocol.
 
-    Our order id is the client order id (ClOrdID).
+    Our order id is the client order id (ClOrdID). Every call carries the
+    venue credential as `Authorization: Bearer <credential>` (none without a
+    credential: a venue that asks for none, as in the unit tests).
+
+    A claimed order is sent only while the rest of its lease covers a whole
+    call (`_send_by`): reading the credential (Secrets Manager, waiting for
+    another thread's read) and a refusal's second send happen after
+    placement's own check, and a send that could land after the lease could
+    land after a cancel took "unknown order" for final.
     """
 
-    def __init__(self, base_url: str, timeout_s: float, pool: urllib3.PoolManager | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float,
+        pool: urllib3.PoolManager | None = None,
+        *,
+        credential: VenueCredential | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
         self._base_url = base_url.rstrip("/")
         self._timeout = urllib3.Timeout(connect=min(timeout_s, 2.0), read=timeout_s)
+        # The longest one call can take, as bootstrap.exchange_call_s counts it: a request
+        # sent later than this before the lease ends might reach the exchange after it.
+        self._call_budget = timedelta(seconds=min(timeout_s, 2.0) + timeout_s)
+        self._clock = clock
         # Retries belong to the queue (backoff, attempts, DLQ), not to the HTTP client.
         self._pool = pool or urllib3.PoolManager(maxsize=16, retries=False)
+        self._credential = credential
+
+    def _request(
+        self, method: str, url: str, body: bytes | None = None, send_by: datetime | None = None
+    ) -> urllib3.BaseHTTPResponse:
+        """One call with the credential; refused (401), once more with the credential read again.
+
+        Sending again is safe: a venue that refuses the caller has not looked
+        at the order. Still refused: ExchangeUnavailable, never a verdict on
+        the order (placement retries, and the order stays pending meanwhile),
+        and an error in the log for an operator: the credential is wrong.
+        Neither send goes out after send_by (ExchangeUnavailable instead).
+        """
+        credential = self._credential_or_unavailable(lambda c: c.current())
+        self._check_send_by(send_by)
+        response = self._send(method, url, body, credential)
+        if response.status != _UNAUTHORIZED or credential is None:
+            return response
+        refused = credential
+        credential = self._credential_or_unavailable(lambda c: c.refreshed(refused))
+        self._check_send_by(send_by)
+        response = self._send(method, url, body, credential)
+        if response.status == _UNAUTHORIZED:
+            log.error(
+                "the exchange refused our credential (HTTP 401) on %s, also after reading it again: "
+                "check the venue credential secret",
+                method,
+            )
+            raise ExchangeUnavailable("the exchange refused our credential (HTTP 401)")
+        return response
+
+    def _check_send_by(self, send_by: datetime | None) -> None:
+        # Right before the send, after whatever waited (a credential read, the lock around it, a refusal).
+        if send_by is not None and self._clock() > send_by:
+            log.warning("placement not sent: it would be sent after the placement lease (slow credential read?)")
+            raise ExchangeUnavailable("not sent: it would be sent after the placement lease")
+
+    def _send_by(self, order: Order) -> datetime | None:
+        """The last moment a send of this order still lands within its claim's lease; None if not claimed."""
+        return None if order.placing_until is None else order.placing_until - self._call_budget
+
+    def _credential_or_unavailable(self, read: Callable[[VenueCredential], str]) -> str | None:
+        if self._credential is None:
+            return None
+        try:
+            return read(self._credential)
+        except CredentialUnavailable as exc:
+            log.error("venue credential unavailable: %s", exc)
+            raise ExchangeUnavailable(f"venue credential unavailable: {exc}") from exc
+
+    def _send(self, method: str, url: str, body: bytes | None, credential: str | None) -> urllib3.BaseHTTPResponse:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if credential is not None:
+            headers["Authorization"] = f"Bearer {credential}"
+        try:
+            return self._pool.request(method, url, body=body, headers=headers, timeout=self._timeout)
+        except urllib3.exceptions.HTTPError as exc:
+            raise ExchangeUnavailable(f"exchange unreachable: {type(exc).__name__}") from exc
 
     def place(self, order: Order) -> ExchangeAck:
         terms = order.terms
@@ -87,16 +175,7 @@ class HttpExchange:
             # Prices have at most two decimals, which a JSON number carries exactly enough.
             "limit_price": None if terms.limit_price is None else float(terms.limit_price),
         }
-        try:
-            response = self._pool.request(
-                "POST",
-                f"{self._base_url}/orders",
-                body=json.dumps(body).encode(),
-                headers={"Content-Type": "application/json"},
-                timeout=self._timeout,
-            )
-        except urllib3.exceptions.HTTPError as exc:
-            raise ExchangeUnavailable(f"exchange unreachable: {type(exc).__name__}") from exc
+        response = self._request("POST", f"{self._base_url}/orders", json.dumps(body).encode(), self._send_by(order))
         payload = _json_or_empty(response.data)
         if response.status in (200, 201):
             return ExchangeAck(exchange_order_id=payload.get("exchange_order_id"))
@@ -113,11 +192,7 @@ class HttpExchange:
     def cancel(self, order_id: str) -> CancelOutcome:
         """Ask the exchange to cancel our order; ExchangeUnavailable when no verdict came back."""
         # Quoted whole (slashes too): the id is one path segment, and the exchange decodes it.
-        url = f"{self._base_url}/orders/{quote(order_id, safe='')}"
-        try:
-            response = self._pool.request("DELETE", url, timeout=self._timeout)
-        except urllib3.exceptions.HTTPError as exc:
-            raise ExchangeUnavailable(f"exchange unreachable: {type(exc).__name__}") from exc
+        response = self._request("DELETE", f"{self._base_url}/orders/{quote(order_id, safe='')}")
         error = _json_or_empty(response.data).get("error")
         if response.status == 200:
             return CancelOutcome.CANCEL_ACCEPTED
@@ -132,11 +207,7 @@ class HttpExchange:
 
     def status(self, order_id: str) -> VenueOrderState | None:
         """The exchange's state of our order (FIX OrderStatusRequest); None only on its verdict "unknown order"."""
-        url = f"{self._base_url}/orders/{quote(order_id, safe='')}"
-        try:
-            response = self._pool.request("GET", url, timeout=self._timeout)
-        except urllib3.exceptions.HTTPError as exc:
-            raise ExchangeUnavailable(f"exchange unreachable: {type(exc).__name__}") from exc
+        response = self._request("GET", f"{self._base_url}/orders/{quote(order_id, safe='')}")
         payload = _json_or_empty(response.data)
         if response.status == 404 and payload.get("error") == _UNKNOWN_ORDER_ERROR:
             return None

@@ -6,7 +6,14 @@ import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute, VersionAttribute
+from pynamodb.attributes import (
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+    VersionAttribute,
+)
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
@@ -18,6 +25,7 @@ from chalicelib.adapters.dynamodb import (
     table_meta,
     text_or_none,
 )
+from chalicelib.adapters.open_orders import bound_open_orders_index, count_open_orders
 from chalicelib.adapters.repository import (
     ConcurrentModification,
     OrderAlreadyExists,
@@ -27,7 +35,16 @@ from chalicelib.adapters.repository import (
     ReconcileCursor,
     StorageUnavailable,
 )
-from chalicelib.domain.model import OPEN_STATUSES, Order, OrderStatus, OrderTerms, OrderType, Side
+from chalicelib.domain.model import (
+    OPEN_STATUSES,
+    TERMINAL_STATUSES,
+    Order,
+    OrderStatus,
+    OrderTerms,
+    OrderType,
+    Reopening,
+    Side,
+)
 
 RECONCILED_STATUSES = OPEN_STATUSES | {OrderStatus.FAILED}
 
@@ -43,6 +60,8 @@ RECONCILE_INDEX_SHARDS = 8
 RECONCILE_INDEX_NAME = "reconcile-orders"
 # Items read per Query request when listing (well under DynamoDB's 1 MB page).
 LIST_PAGE_READ = 200
+# Items one listing may read in all, matching or not (Settings.list_max_items_read says why).
+LIST_MAX_ITEMS_READ = 1_000
 
 
 class PendingSweepIndex(GlobalSecondaryIndex["OrderRecord"]):  # type: ignore[no-untyped-call]
@@ -78,6 +97,14 @@ class ReconcileIndex(GlobalSecondaryIndex["OrderRecord"]):  # type: ignore[no-un
     id = UnicodeAttribute(range_key=True)
 
 
+class ReopeningRecord(MapAttribute[str, Any]):
+    """One operator reopening (domain Reopening) inside an order's item."""
+
+    at = UTCDateTimeAttribute()
+    by = UnicodeAttribute()
+    earlier_failure = UnicodeAttribute(null=True)
+
+
 class OrderRecord(Model):
     class Meta:
         table_name = "orders"  # replaced per table by order_record_class_for()
@@ -105,14 +132,19 @@ class OrderRecord(Model):
     correlation_id = UnicodeAttribute(null=True)
     placing_until = UTCDateTimeAttribute(null=True)
     placement_quiet_at = UTCDateTimeAttribute(null=True)
+    cancel_queued_at = UTCDateTimeAttribute(null=True)
+    cancel_sent_at = UTCDateTimeAttribute(null=True)
+    reopenings = ListAttribute(of=ReopeningRecord, null=True)
     pending_shard = NumberAttribute(null=True)
     sweep_after = UTCDateTimeAttribute(null=True)
     reconcile_shard = NumberAttribute(null=True)
+    open_account_id = UnicodeAttribute(null=True)  # while open: the sparse account-open-orders index's key
     version = VersionAttribute()
 
     pending_sweep = PendingSweepIndex()
     account_orders = AccountOrdersIndex()
     reconcile = ReconcileIndex()
+    open_orders = bound_open_orders_index()
 
 
 def order_record_class_for(table_name: str, **connection: Any) -> type[OrderRecord]:
@@ -132,6 +164,7 @@ def order_record_class_for(table_name: str, **connection: Any) -> type[OrderReco
             "pending_sweep": index_class(),
             "account_orders": account_class(),
             "reconcile": reconcile_class(),
+            "open_orders": bound_open_orders_index(),
         },
     )
 
@@ -149,9 +182,13 @@ _MUTABLE_ATTRIBUTES = (
     "average_fill_price",
     "placing_until",
     "placement_quiet_at",
+    "cancel_queued_at",
+    "cancel_sent_at",
+    "reopenings",
     "pending_shard",
     "sweep_after",
     "reconcile_shard",
+    "open_account_id",
 )
 
 
@@ -190,6 +227,9 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
         correlation_id=order.correlation_id,
         placing_until=order.placing_until,
         placement_quiet_at=order.placement_quiet_at,
+        cancel_queued_at=order.cancel_queued_at,
+        cancel_sent_at=order.cancel_sent_at,
+        reopenings=[_reopening_record(reopening) for reopening in order.reopenings] or None,
     )
     # Orders our workers still owe a placement or a cancel request stay in
     # the sweep's index; every other order leaves it.
@@ -198,6 +238,10 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
         record.sweep_after = sweep_after
     # Open and failed orders are the reconciler's (a failed one until it drops
     # it, see stop_reconciling); a done order leaves its index with this write.
+    # Open orders are counted for the account's open-orders limit (adapters/open_orders.py);
+    # the write that makes an order terminal takes it out of that index.
+    if order.status not in TERMINAL_STATUSES:
+        record.open_account_id = order.account_id
     if order.status in RECONCILED_STATUSES:
         record.reconcile_shard = _reconcile_shard(order.id)
     # PynamoDB's VersionAttribute turns save() into "write only if the stored
@@ -205,6 +249,10 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
     if order.version:
         record.version = order.version
     return record
+
+
+def _reopening_record(reopening: Reopening) -> ReopeningRecord:
+    return ReopeningRecord(at=reopening.at, by=reopening.by, earlier_failure=reopening.earlier_failure)  # type: ignore[no-untyped-call]
 
 
 def _to_order(record: OrderRecord) -> Order:
@@ -232,12 +280,19 @@ def _to_order(record: OrderRecord) -> Order:
         correlation_id=record.correlation_id,
         placing_until=record.placing_until,
         placement_quiet_at=record.placement_quiet_at,
+        cancel_queued_at=record.cancel_queued_at,
+        cancel_sent_at=record.cancel_sent_at,
+        reopenings=tuple(Reopening(r.at, r.by, r.earlier_failure) for r in record.reopenings or ()),
         version=int(record.version or 0),
     )
 
 
 class DynamoDBOrderRepository(DynamoDBTable[OrderRecord]):
     """OrderRepository on one DynamoDB table; see infra/resources.yaml for its keys and index."""
+
+    def __init__(self, record_class: type[OrderRecord], list_max_items_read: int = LIST_MAX_ITEMS_READ) -> None:
+        super().__init__(record_class)
+        self._list_max_items_read = list_max_items_read
 
     def add(self, order: Order, sweep_after: datetime) -> Order:
         record = _to_record(self._records, order, sweep_after)
@@ -282,6 +337,9 @@ class DynamoDBOrderRepository(DynamoDBTable[OrderRecord]):
                 raise ConcurrentModification(order.id) from exc
             raise StorageUnavailable(f"could not update order {order.id}") from exc
         return _to_order(record)
+
+    def count_open(self, account_id: str, stop_at: int) -> int:
+        return count_open_orders(self._records, account_id, stop_at)
 
     def get_many(self, order_ids: list[str]) -> dict[str, Order]:
         """The stored orders among order_ids, in as few BatchGetItem calls as DynamoDB allows."""
@@ -348,7 +406,13 @@ class DynamoDBOrderRepository(DynamoDBTable[OrderRecord]):
             raise StorageUnavailable(f"could not update order {order.id}") from exc
 
     def list_for_account(self, query: OrderQuery) -> OrderPage:
-        """One page of the account's orders, newest first, from the account-orders index (never a scan)."""
+        """One page of the account's orders, newest first, from the account-orders index (never a scan).
+
+        Reads at most list_max_items_read items, matching the filters or not:
+        a page that stops there holds fewer than query.limit orders (maybe
+        none) and a cursor at the last item read, so the next page goes on
+        from there and no order is skipped or given twice.
+        """
         records = self._records
         index: Any = records.account_orders
         condition = None
@@ -366,32 +430,56 @@ class DynamoDBOrderRepository(DynamoDBTable[OrderRecord]):
                 "created_at": {"S": _serialized_time(records, query.cursor.created_at)},
             }
         try:
-            # limit counts the items returned: PynamoDB keeps querying while a
-            # filter drops items, and its last_evaluated_key is then the last
-            # item returned, so the next page starts right after it.
             results = index.query(
                 query.account_id,
                 _created_between(records, query.created_after, query.created_before),
                 filter_condition=condition,
                 scan_index_forward=False,
-                limit=query.limit,
-                # At least a few hundred per request: with a selective filter
-                # and a small limit, pages of `limit` items would take many
-                # round trips to find `limit` matches.
-                page_size=max(query.limit, LIST_PAGE_READ),
                 last_evaluated_key=start_key,
             )
-            page = [_to_order(record) for record in results]
-            last_key = results.last_evaluated_key
+            # Page by page ourselves: PynamoDB's own iteration would go on
+            # reading until it has `limit` matches, however many items that takes.
+            page, last_key = _read_capped(results.page_iter, records, query.limit, self._list_max_items_read)
         except PynamoDBException as exc:
             raise StorageUnavailable(f"could not list the orders of account {query.account_id}") from exc
         cursor = None
-        if last_key and len(page) == query.limit:
+        if last_key is not None:
             cursor = OrderCursor(
                 created_at=_parsed_time(records, last_key["created_at"]["S"]),
                 order_id=last_key["id"]["S"],
             )
         return OrderPage(page, cursor)
+
+
+def _read_capped(
+    pages: Any, records: type[OrderRecord], limit: int, max_items_read: int
+) -> tuple[list[Order], dict[str, Any] | None]:
+    """Query pages until `limit` orders match or max_items_read items are read.
+
+    The orders, and the key to go on after (None: nothing left to read).
+    """
+    orders: list[Order] = []
+    read = 0
+    while True:
+        # DynamoDB's Limit counts the items it reads, before the filter: each
+        # request reads at most what is left of the budget. At least a few
+        # hundred (while the budget lasts): with a selective filter and a
+        # small limit, pages of `limit` items would take many round trips.
+        pages.page_size = min(max(limit, LIST_PAGE_READ), max_items_read - read)
+        try:
+            page = next(pages)
+        except StopIteration:
+            return orders, None
+        read += page["ScannedCount"]
+        items = page.get("Items", [])
+        wanted = limit - len(orders)
+        orders.extend(_to_order(records.from_raw_data(item)) for item in items[:wanted])
+        if len(items) > wanted:
+            # The page is full inside this response: go on right after its last order.
+            return orders, items[wanted - 1]
+        last_key: dict[str, Any] | None = pages.last_evaluated_key
+        if last_key is None or len(orders) == limit or read >= max_items_read:
+            return orders, last_key
 
 
 def _serialized_time(records: type[OrderRecord], value: datetime) -> str:

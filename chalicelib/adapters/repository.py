@@ -76,6 +76,9 @@ class OrderRepository(Protocol):
     def get_many(self, order_ids: list[str]) -> dict[str, Order]:
         """The stored orders among order_ids, by id (strongly consistent)."""
 
+    def count_open(self, account_id: str, stop_at: int) -> int:
+        """The account's open (not terminal) orders, counted up to stop_at; eventually consistent (a soft limit)."""
+
     def update(self, order: Order, sweep_after: datetime | None) -> Order:
         """Write a changed order if its version is still the stored one.
 
@@ -118,3 +121,38 @@ class ExecutionRepository(Protocol):
 
     def list_for_order(self, order_id: str) -> list[ExecutionReport]:
         """The order's executions, oldest first."""
+
+    def page_for_order(self, order_id: str, after: ExecutionCursor | None, limit: int) -> ExecutionPage:
+        """Up to limit of the order's executions, oldest first, from right after `after` (strongly consistent)."""
+
+
+@dataclass(frozen=True, order=True)
+class ExecutionCursor:
+    """Where a page of executions ended: its last report's place in their order (time, feed seq, exec_id)."""
+
+    transact_time: datetime
+    seq: int
+    exec_id: str
+
+    @classmethod
+    def of(cls, report: ExecutionReport) -> ExecutionCursor:
+        return cls(report.transact_time, report.seq, report.exec_id)
+
+
+@dataclass(frozen=True)
+class ExecutionPage:
+    executions: list[ExecutionReport]
+    next: ExecutionCursor | None  # None: no executions after these (yet)
+
+
+def execution_page(reports: list[ExecutionReport], after: ExecutionCursor | None, limit: int) -> ExecutionPage:
+    """One page of an order's reports, oldest first: the ones strictly after `after`, at most limit of them.
+
+    Every position is unique (exec_id is the table's key), so paging on from
+    the last report of a page neither repeats nor skips one stored meanwhile
+    after it.
+    """
+    ordered = sorted(reports, key=ExecutionCursor.of)
+    remaining = ordered if after is None else [report for report in ordered if ExecutionCursor.of(report) > after]
+    page = remaining[:limit]
+    return ExecutionPage(page, ExecutionCursor.of(page[-1]) if len(remaining) > limit else None)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Literal, get_args
 
 
 class OrderType(StrEnum):
@@ -236,6 +237,33 @@ _SENT_AND_MAY_STILL_LAND = frozenset({PlacementStage.AT_THE_EXCHANGE, PlacementS
 
 
 @dataclass(frozen=True)
+class Reopening:
+    """One operator's redrive of a failed order: when, by whom, and what it had failed with."""
+
+    at: datetime
+    by: str  # the operator's identity (an STS caller ARN, or a name), never shown to clients
+    earlier_failure: str | None
+
+
+# What clients are told about a failed order (failure_reason): a fixed set, so
+# no exchange or transport text (hosts, error bodies) reaches them. The
+# stored detail stays in last_error and in the logs, for operators.
+ClientFailureReason = Literal["rejected by the exchange", "exchange unreachable", "placement failed"]
+CLIENT_FAILURE_REASONS: tuple[ClientFailureReason, ...] = get_args(ClientFailureReason)
+
+
+def client_failure_reason(stored: str | None) -> ClientFailureReason | None:
+    """The client-facing reason for a stored failure detail (placement.py and placement_verdict.py write those)."""
+    if stored is None:
+        return None
+    if stored.startswith("rejected by the exchange"):
+        return "rejected by the exchange"
+    if stored.startswith("exchange unavailable"):
+        return "exchange unreachable"
+    return "placement failed"
+
+
+@dataclass(frozen=True)
 class Order:
     id: str
     account_id: str  # the owner: every read and change is on its behalf
@@ -260,6 +288,14 @@ class Order:
     # (not by a retry, nor by an operator's reopen). None = never sent, the
     # only case in which a cancel may settle the order without the exchange.
     placement_quiet_at: datetime | None = None
+    # When a cancel request for this pending_cancel order was last queued (by
+    # the client's DELETE) and last sent to the exchange (by the cancel
+    # worker): each goes out at most once per resend interval, so a client
+    # looping on DELETE floods neither the orders queue nor the venue.
+    cancel_queued_at: datetime | None = None
+    cancel_sent_at: datetime | None = None
+    # Every operator reopening (redrive) of this order, oldest first.
+    reopenings: tuple[Reopening, ...] = ()
     # Optimistic concurrency, as in cosmicpython's aggregates: storage accepts
     # a write only if nobody else wrote since this copy was read. 0 = unsaved.
     version: int = 0
@@ -372,8 +408,36 @@ class Order:
             # canceled and never send it.
             return self._moved_to(OrderStatus.CANCELED, now)
         # Sent at least once (in flight, timed out, its answer or our write
-        # of it lost, or placed): only the exchange knows.
-        return self._moved_to(OrderStatus.PENDING_CANCEL, now)
+        # of it lost, or placed): only the exchange knows. The caller queues
+        # the first cancel request with this write.
+        return self._moved_to(OrderStatus.PENDING_CANCEL, now, cancel_queued_at=now)
+
+    def _cancel_active_since(self, now: datetime, interval: timedelta) -> datetime | None:
+        """The latest cancel request queued or sent within `interval` before `now`, if any."""
+        recent = [t for t in (self.cancel_queued_at, self.cancel_sent_at) if t is not None and now - t < interval]
+        return max(recent) if recent else None
+
+    def cancel_queue_due(self, now: datetime, interval: timedelta) -> bool:
+        """Whether a repeated client cancel should queue a cancel request (none queued or sent within interval)."""
+        return self.status is OrderStatus.PENDING_CANCEL and self._cancel_active_since(now, interval) is None
+
+    def cancel_queued(self, now: datetime, interval: timedelta) -> Order:
+        """A repeated client cancel queues a request: at most one per interval (InvalidTransition if not due)."""
+        if not self.cancel_queue_due(now, interval):
+            raise InvalidTransition(self.status, self.status)
+        return dataclasses.replace(self, cancel_queued_at=now)
+
+    def cancel_sent(self, now: datetime, interval: timedelta) -> Order:
+        """The cancel worker is about to ask the exchange; InvalidTransition if another worker did within interval.
+
+        Written (versioned) before the call, so of two deliveries at once only
+        one calls the exchange. The queue time does not count here: the
+        message being handled is the one queued then.
+        """
+        recently_sent = self.cancel_sent_at is not None and now - self.cancel_sent_at < interval
+        if self.status is not OrderStatus.PENDING_CANCEL or recently_sent:
+            raise InvalidTransition(self.status, self.status)
+        return dataclasses.replace(self, cancel_sent_at=now)
 
     def canceled_unplaced(self, now: datetime) -> Order:
         """The exchange does not know this order and nothing we sent can still reach it: canceled on our side."""
@@ -463,13 +527,29 @@ class Order:
             placing_until=None,
         )
 
-    def reopened(self, now: datetime) -> Order:
-        """A failed order made pending again by an operator, with a fresh set of attempts."""
+    def reopened(self, now: datetime, by: str) -> Order:
+        """A failed order made pending again by an operator (by: who), with a fresh set of attempts.
+
+        The reopening is recorded (when, by whom, the failure it undid), one
+        entry per redrive, so the order's history shows every one of them.
+        """
         if OrderStatus.PENDING not in OPERATOR_TRANSITIONS.get(self.status, frozenset()):
             raise InvalidTransition(self.status, OrderStatus.PENDING)
+        reopening = Reopening(at=now, by=by, earlier_failure=self.failure_reason)
         return dataclasses.replace(
-            self, status=OrderStatus.PENDING, updated_at=now, attempts=0, failure_reason=None, placing_until=None
+            self,
+            status=OrderStatus.PENDING,
+            updated_at=now,
+            attempts=0,
+            failure_reason=None,
+            placing_until=None,
+            reopenings=(*self.reopenings, reopening),
         )
+
+    @property
+    def reopened_at(self) -> datetime | None:
+        """When an operator last reopened this order, if ever."""
+        return self.reopenings[-1].at if self.reopenings else None
 
     def attempt_failed(self, error: str, now: datetime, attempt: int | None = None) -> Order:
         """A placement attempt ended without the exchange accepting: one attempt more, the lease released.

@@ -1,20 +1,32 @@
-"""The API key authorizer: finds the key in a request's headers, answers Allow for its account or Deny with why."""
+"""The API key authorizer and the scope check.
+
+The authorizer finds the key in a request's headers and answers Allow for
+this one request (its method ARN) with the key's account and scope in the
+context, or Deny with why. The scope check is app middleware: a read-only
+key's POST, PATCH or DELETE is a 403 from the app itself (see
+refuse_writes_with_read_only_keys for why not a Deny).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from chalice.app import AuthRequest, AuthResponse, Chalice, ChaliceAuthorizer
+from chalice.app import AuthRequest, AuthResponse, Chalice, ChaliceAuthorizer, Request, Response
 
 from chalicelib.adapters.api_keys import ApiKeyRepository
 from chalicelib.adapters.repository import StorageUnavailable
-from chalicelib.domain.accounts import ApiKeyInvalid, ApiKeyMissing, key_id_of
+from chalicelib.clock import Clock, utc_now
+from chalicelib.domain.accounts import DEFAULT_SCOPE, ApiKeyInvalid, ApiKeyMissing, KeyScope, key_id_of
 from chalicelib.observability import logger
 from chalicelib.service import accounts
 
 MISSING_KEY_MESSAGE = "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+# Also for an expired key: callers are not told which.
 INVALID_KEY_MESSAGE = "Invalid or revoked API key"
+READ_ONLY_KEY_MESSAGE = "This API key is read-only (scope read): {method} needs a key with scope trade"
+# What a read key may do: read. Anything else (POST, PATCH, DELETE, PUT) changes orders.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # What the caller sees when the keys cannot be read (API Gateway's
 # AUTHORIZER_FAILURE response, emulated locally): see infra/gateway_responses.json.
 UNAVAILABLE_MESSAGE = "Authentication is temporarily unavailable, retry later"
@@ -114,16 +126,17 @@ def _deny(request: AuthRequest, message: str, reason: str) -> dict[str, Any]:
     return denied
 
 
-def authorize(request: AuthRequest, keys: ApiKeyRepository) -> AuthResult:
-    """Allow every route for the key's account (context `account_id`), or Deny with the reason.
+def authorize(request: AuthRequest, keys: ApiKeyRepository, clock: Clock = utc_now) -> dict[str, Any]:
+    """Allow this request for the key's account (context `account_id`, `scope`), or Deny with the reason.
 
-    The routes read the account from `request.context["authorizer"]["account_id"]`.
+    The routes read the account from `request.context["authorizer"]["account_id"]`;
+    refuse_writes_with_read_only_keys reads the scope.
     """
     headers = request.headers if isinstance(request, HeadersAuthRequest) else {AUTHORIZATION_HEADER: request.token}
     key: str | None = None
     try:
         key = api_key_from_headers(headers)
-        account_id = accounts.authenticate(key, keys)
+        authenticated = accounts.authenticate_key(key, keys, clock)
     except ApiKeyMissing:
         logger.info("request without an API key refused")
         return _deny(request, MISSING_KEY_MESSAGE, "missing")
@@ -138,7 +151,49 @@ def authorize(request: AuthRequest, keys: ApiKeyRepository) -> AuthResult:
         # and the authorizer's error alarm counts it.
         logger.exception("API keys could not be read")
         raise AuthenticationUnavailable(UNAVAILABLE_MESSAGE) from exc
-    return AuthResponse(routes=["*"], principal_id=account_id, context={"account_id": account_id})
+    return _allow(request, authenticated)
+
+
+def _allow(request: AuthRequest, key: accounts.AuthenticatedKey) -> dict[str, Any]:
+    # Allow exactly the method ARN this request was authorized for, not every
+    # route: were the authorizer ever cached, a cached Allow still could not
+    # open another method or path. The scope rides in the context (a string,
+    # as API Gateway requires of context values).
+    return {
+        "principalId": key.account_id,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": [request.method_arn]}],
+        },
+        "context": {"account_id": key.account_id, "scope": key.scope.value},
+    }
+
+
+def refuse_writes_with_read_only_keys(request: Request, get_response: Callable[[Request], Response]) -> Response:
+    """Chalice HTTP middleware: 403 {"message": ...} for a read-only key's request other than GET/HEAD/OPTIONS.
+
+    Not a Deny from the authorizer: API Gateway answers every Deny with its
+    one ACCESS_DENIED gateway response, whose status is fixed (our 401 for
+    missing and invalid keys), so a Deny cannot be a 403 beside it. The app
+    answers the same on AWS and behind the local gateway emulation, both of
+    which pass the authorizer's context to it. Deciding here by the request's
+    method, not in the authorizer, also keeps the authorizer's answer the
+    same for every request with one key (safe to cache should caching ever
+    be turned on).
+    """
+    authorizer = request.context.get("authorizer")
+    if request.method not in READ_METHODS and isinstance(authorizer, dict) and "account_id" in authorizer:
+        # No scope at all: an authorizer from before scopes (during a
+        # deployment), when every key could trade.
+        scope = authorizer.get("scope", DEFAULT_SCOPE.value)
+        if scope != KeyScope.TRADE.value:
+            logger.info("write with a read-only key refused", extra={"method": request.method, "scope": scope})
+            return Response(
+                body={"message": READ_ONLY_KEY_MESSAGE.format(method=request.method)},
+                status_code=403,
+                headers={"Content-Type": "application/json"},
+            )
+    return get_response(request)
 
 
 def _key_id_or_none(key: str | None) -> str | None:

@@ -42,9 +42,11 @@ def _failed_record(record: dict[str, Any], reason: str) -> str:
 def handle_batch(event: dict[str, Any], context: Any, *, dependencies: Dependencies) -> dict[str, Any]:
     """Lambda Kinesis event in, partial batch response out (the first failed sequence number).
 
-    A record that is not a valid report, or that names an order we do not
-    have, cannot succeed on retry: it goes to the on-failure queue with the
-    reason and counts as done, so it never blocks its shard.
+    A record that is not a valid report, that names an order we do not
+    have, or that cannot be true of its order (quarantined: never applied nor
+    stored, see chalicelib/domain/plausibility.py) cannot succeed on retry: it
+    goes to the on-failure queue with the reason and counts as done, so it
+    never blocks its shard.
     """
     records: list[dict[str, Any]] = event.get("Records", [])
     failed_queue = dependencies.executions_failed_queue
@@ -59,10 +61,20 @@ def handle_batch(event: dict[str, Any], context: Any, *, dependencies: Dependenc
             failed_queue.send(_failed_record(record, str(exc)))
 
     result = apply_execution_reports([report for _, report in parsed], dependencies, executor=_executor())
+    implausible = 0
     for record, report in parsed:
         if report.order_id in result.unknown_orders:
             failed_queue.send(_failed_record(record, f"unknown order {report.order_id}"))
-    count("ExecutionsApplied", len(parsed))
+        elif report in result.quarantined:
+            # The service logged each one as an error, with its order's correlation id.
+            failed_queue.send(_failed_record(record, f"implausible execution report: {result.quarantined[report]}"))
+            implausible += 1
+    count("ExecutionsApplied", len(parsed) - implausible)
+    # What the venue sent that cannot be true, malformed or implausible (alarmed);
+    # an unknown order is not counted: it may be a report of an order we lost.
+    quarantined = len(records) - len(parsed) + implausible
+    if quarantined:
+        count("ExecutionReportsQuarantined", quarantined)
     if result.corrected_orders:
         count("OrdersCorrected", result.corrected_orders)
     logger.info(
@@ -70,6 +82,7 @@ def handle_batch(event: dict[str, Any], context: Any, *, dependencies: Dependenc
         records=len(records),
         orders_updated=result.updated_orders,
         orders_failed=len(result.failed_orders),
+        reports_quarantined=quarantined,
     )
 
     to_retry = [record for record, report in parsed if report.order_id in result.failed_orders]

@@ -5,11 +5,34 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from chalicelib.domain.model import ExecType, ExecutionReport
 
-DecimalText = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+# What a venue can print, generously: a number beyond these is malformed, not
+# merely implausible. Without them Decimal("1e400") is finite and passes
+# allow_inf_nan=False, and "1" followed by thousands of digits is read, kept
+# and stored. Tighter, order-specific bounds are the domain's
+# (chalicelib/domain/plausibility.py); these only keep absurd numbers out of
+# everything after parsing.
+MAX_DECIMAL_DIGITS = 30
+MAX_DECIMAL_MAGNITUDE = 30  # |adjusted exponent|: 1e30 and 1e-30 still parse
+# Quantities and seq: DynamoDB numbers hold 38 digits; a larger one would fail
+# every write of its batch, which retrying cannot fix.
+MAX_COUNT = 10**15
+
+
+def _bounded(value: Decimal) -> Decimal:
+    digits = value.as_tuple().digits
+    if len(digits) > MAX_DECIMAL_DIGITS:
+        raise ValueError(f"more than {MAX_DECIMAL_DIGITS} digits")
+    if value and abs(value.adjusted()) > MAX_DECIMAL_MAGNITUDE:
+        raise ValueError(f"exponent beyond +-{MAX_DECIMAL_MAGNITUDE}")
+    return value
+
+
+DecimalText = Annotated[Decimal, Field(ge=0, allow_inf_nan=False), AfterValidator(_bounded)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
 
 class ExecutionReportMessage(BaseModel):
@@ -17,15 +40,15 @@ class ExecutionReportMessage(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    seq: int = Field(ge=1)
+    seq: int = Field(ge=1, le=MAX_COUNT)
     exec_id: str = Field(min_length=1, max_length=128)
     client_order_id: str = Field(min_length=1, max_length=64)
     exchange_order_id: str = Field(min_length=1, max_length=128)
     exec_type: ExecType
-    last_qty: int = Field(ge=0)
+    last_qty: Count
     last_price: DecimalText | None = None
-    cum_qty: int = Field(ge=0)
-    leaves_qty: int = Field(ge=0)
+    cum_qty: Count
+    leaves_qty: Count
     avg_price: DecimalText | None = None
     transact_time: AwareDatetime
 

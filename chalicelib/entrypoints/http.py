@@ -10,9 +10,12 @@ from typing import Any
 
 from chalice.app import Request, Response
 
+from chalicelib.adapters.reference_prices import ReferencePriceUnavailable
 from chalicelib.adapters.repository import ConcurrentModification, StorageUnavailable
 from chalicelib.config import get_settings
 from chalicelib.domain.model import IdempotencyConflict, OrderNotCancelable, OrderNotFound, OrderStatus, is_order_id
+from chalicelib.domain.risk import RiskLimitExceeded
+from chalicelib.entrypoints.execution_query import parse_executions_query
 from chalicelib.entrypoints.request_models import (
     BadRequest,
     InvalidOrder,
@@ -21,6 +24,8 @@ from chalicelib.entrypoints.request_models import (
     parse_order_request,
 )
 from chalicelib.entrypoints.response_models import (
+    FieldErrorResponse,
+    ValidationErrorResponse,
     error_body,
     executions_to_json,
     invalid_order_to_json,
@@ -34,19 +39,24 @@ from chalicelib.service.dependencies import Dependencies
 STORE_FAILED_BODY = error_body("Internal server error while placing the order")
 NOT_FOUND_BODY = error_body("Order not found")
 UNAVAILABLE_BODY = error_body("Orders are temporarily unavailable, retry later")
+NO_REFERENCE_PRICE = (
+    "Market order refused: its notional cannot be checked against the account's max_order_notional without"
+    " the exchange's reference price, which is unavailable; retry later or send a limit order"
+)
 # The authorizer runs before every order route and names the account; a route
 # reached without it is a deployment mistake, answered like a missing key.
 NO_ACCOUNT_BODY = error_body("Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
 
 
 CORRELATION_HEADER = "X-Correlation-Id"
-_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# fullmatch, not match with "$": "$" also matches before a trailing newline, which would reach the logs.
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def correlation_id_for(headers: Mapping[str, str], context: Mapping[str, Any]) -> str:
     """The caller's X-Correlation-Id if it is sane, else API Gateway's request id, else a new one."""
     given = headers.get(CORRELATION_HEADER.lower()) or headers.get(CORRELATION_HEADER) or ""
-    if _CORRELATION_ID.match(given):
+    if _CORRELATION_ID.fullmatch(given):
         return given
     return str(context.get("requestId") or uuid.uuid4())
 
@@ -55,6 +65,14 @@ def correlation_id_for(headers: Mapping[str, str], context: Mapping[str, Any]) -
 def _order_limits() -> OrderLimits:
     settings = get_settings()
     return OrderLimits(max_quantity=settings.max_order_quantity, max_limit_price=settings.max_limit_price)
+
+
+def risk_refusal_to_json(refusal: RiskLimitExceeded) -> dict[str, Any]:
+    """A 422 like a validation error's (so one schema documents both): the message names the limit and values."""
+    message = str(refusal)
+    return ValidationErrorResponse(
+        message=message, errors=[FieldErrorResponse(field=refusal.field, message=message)]
+    ).model_dump(mode="json")
 
 
 def account_of(request: Request) -> str | None:
@@ -99,6 +117,15 @@ def _post_order(
         result = client_orders.create_order(account_id, terms, dependencies, correlation_id=correlation_id)
     except IdempotencyConflict as exc:
         return _json(409, error_body(str(exc)), correlation_id)
+    except RiskLimitExceeded as exc:
+        count("OrdersRefusedByRiskLimit")
+        logger.info("order refused by a risk limit", limit=exc.limit)
+        return _json(422, risk_refusal_to_json(exc), correlation_id)
+    except ReferencePriceUnavailable as exc:
+        # Fail closed: a market order that cannot be valued is not stored; the client may retry.
+        logger.warning("market order refused: no reference price", reason=str(exc))
+        # The detail (the venue's answer, the secret's name) stays in the log.
+        return _json(503, error_body(NO_REFERENCE_PRICE), correlation_id)
     except StorageUnavailable:
         logger.exception("order not stored")
         return _json(500, STORE_FAILED_BODY, correlation_id)
@@ -174,11 +201,16 @@ def get_executions(request: Request, order_id: str, dependencies: Dependencies) 
         return _json(401, NO_ACCOUNT_BODY)
     if not is_order_id(order_id):
         return _json(404, NOT_FOUND_BODY)
+    params = request.query_params
     try:
-        reports = executions.list_executions(order_id, account_id, dependencies)
+        query = parse_executions_query({name: params.getlist(name) for name in params} if params else None)
+    except InvalidOrder as exc:
+        return _json(422, invalid_order_to_json(exc))
+    try:
+        page = executions.list_executions(order_id, account_id, dependencies, query.after, query.limit)
     except OrderNotFound:
         return _json(404, NOT_FOUND_BODY)
     except StorageUnavailable:
         logger.exception("executions not read", order_id=order_id)
         return _json(503, UNAVAILABLE_BODY)
-    return _json(200, executions_to_json(order_id, reports))
+    return _json(200, executions_to_json(order_id, page.executions, page.next))

@@ -12,6 +12,7 @@ from chalice.app import Response
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from chalicelib.entrypoints.execution_query import ListExecutionsQuery
 from chalicelib.entrypoints.request_models import (
     CLIENT_ORDER_ID_MAX_LENGTH,
     MAX_BODY_BYTES,
@@ -135,7 +136,8 @@ _CORRELATION_PARAMETER = {
 }
 _NOT_FOUND = _response("No order of yours has this id (or the id is malformed)", ErrorResponse)
 _UNAVAILABLE = _response("Storage (of orders or of API keys) is unavailable; retry later", ErrorResponse)
-_UNAUTHORIZED = _response("The API key is missing, invalid or revoked", ErrorResponse)
+_UNAUTHORIZED = _response("The API key is missing, invalid, revoked or expired", ErrorResponse)
+_READ_ONLY_KEY = _response("The API key is read-only (scope read): only GET requests are allowed", ErrorResponse)
 # Either header carries the key; every order route needs one, the documentation none.
 _SECURITY_SCHEMES = {
     "bearerKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
@@ -168,13 +170,15 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 
 def _secured(paths: dict[str, Any]) -> dict[str, Any]:
-    """Every order operation needs an API key and may answer 401."""
+    """Every order operation needs an API key and may answer 401; a write also 403 (a read-only key)."""
     for path, operations in paths.items():
         if not path.startswith("/orders"):
             continue
-        for operation in operations.values():
+        for method, operation in operations.items():
             operation["security"] = _KEY_REQUIRED
             operation["responses"]["401"] = _UNAUTHORIZED
+            if method.upper() not in ("GET", "HEAD", "OPTIONS"):
+                operation["responses"]["403"] = _READ_ONLY_KEY
             # The key store itself may be down: the authorizer answers 503.
             operation["responses"].setdefault("503", _UNAVAILABLE)
     return paths
@@ -185,7 +189,9 @@ def _list_orders() -> dict[str, Any]:
         "operationId": "listOrders",
         "summary": "Your orders, newest first, a page at a time",
         "description": "Filters combine (all must match). A page holds at most `limit` orders; its `next`"
-        " value fetches the following page when passed back with the same filters.",
+        " value fetches the following page when passed back with the same filters. One request reads a"
+        " bounded number of orders, so with a selective filter a page may hold fewer than `limit`"
+        " orders, even none, and still have a `next`: a short page is not the end, only a null `next` is.",
         "tags": ["orders"],
         "parameters": _query_parameters(ListOrdersQuery),
         "responses": {
@@ -227,11 +233,20 @@ def _create_order() -> dict[str, Any]:
             "413": _response(f"The body is longer than {MAX_BODY_BYTES} bytes", ErrorResponse, correlated=True),
             "415": _response("The Content-Type is not application/json", GatewayErrorResponse),
             "422": _response(
-                "Fields are missing or invalid; each problem names its field",
+                "Fields are missing or invalid; each problem names its field. Or the order is over one of"
+                " the account's pre-trade risk limits (max_order_notional: limit price, or for a market order"
+                " the exchange's reference price, x quantity; max_order_quantity; max_open_orders): the message"
+                " names the limit, its value and the order's; nothing is stored",
                 ValidationErrorResponse,
                 correlated=True,
             ),
             "500": _response("The order could not be stored; nothing will be placed", ErrorResponse, correlated=True),
+            "503": _response(
+                "Storage is unavailable, or a market order cannot be valued: the exchange's reference price"
+                " is unavailable (the message says why); nothing is stored, retry later",
+                ErrorResponse,
+                correlated=True,
+            ),
         },
     }
 
@@ -257,7 +272,8 @@ def _cancel_order() -> dict[str, Any]:
         "description": "An order the exchange cannot have yet is canceled at once (200). An order the"
         " exchange may hold becomes pending_cancel (202) until the exchange confirms through its"
         " execution feed: then it is canceled, or filled if the fill came first. Repeating the"
-        " request is harmless.",
+        " request is harmless: it answers 202 again, and the exchange is asked at most once every few"
+        " seconds (CANCEL_RESEND_INTERVAL_S) however often it is repeated.",
         "tags": ["orders"],
         "parameters": [_ORDER_ID_PARAMETER, _CORRELATION_PARAMETER],
         "responses": {
@@ -273,12 +289,18 @@ def _cancel_order() -> dict[str, Any]:
 def _list_executions() -> dict[str, Any]:
     return {
         "operationId": "listExecutions",
-        "summary": "An order's execution reports, oldest first",
+        "summary": "An order's execution reports, oldest first, a page at a time",
+        "description": "A page holds at most `limit` executions; while more follow, its `next` value passed"
+        " back as `after` fetches them. A null `next` means none follow yet (an open order may get more).",
         "tags": ["orders"],
-        "parameters": [_ORDER_ID_PARAMETER],
+        "parameters": [_ORDER_ID_PARAMETER, *_query_parameters(ListExecutionsQuery)],
         "responses": {
             "200": _response("The order's executions (none yet: an empty list)", ExecutionListResponse),
             "404": _NOT_FOUND,
+            "422": _response(
+                "A query parameter is unknown, repeated or invalid; each problem names it",
+                ValidationErrorResponse,
+            ),
             "503": _UNAVAILABLE,
         },
     }

@@ -43,6 +43,8 @@ def reconcile(event: dict[str, Any], context: Any, *, dependencies: Dependencies
         count("OrdersCorrected", run.checks[Check.CORRECTED])
     if run.checks[Check.UNAVAILABLE]:
         count("ExchangeStatusUnavailable", run.checks[Check.UNAVAILABLE])
+    if run.checks[Check.IMPLAUSIBLE]:
+        count("ExchangeStatusImplausible", run.checks[Check.IMPLAUSIBLE])
     summary = {check.value: number for check, number in run.checks.items() if number}
     logger.info("reconciler run", checked=run.checked, repaired=run.repaired, checks=summary)
     return {"checked": run.checked, "repaired": run.repaired, **summary}

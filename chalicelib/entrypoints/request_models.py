@@ -41,6 +41,15 @@ from chalicelib.domain.model import (
 # overflowing DynamoDB's 38 digits or turning into infinity on its way out.
 MAX_QUANTITY = 1_000_000_000
 MAX_PRICE = Decimal("1000000000")
+# Prices are whole cents: anything finer is refused (422), and every price is
+# stored at exactly this exponent, so 100.1, 100.10 and 1.001e2 are one price
+# in storage, at the exchange and for an idempotent replay alike.
+PRICE_DECIMAL_PLACES = 2
+PRICE_TICK = Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)
+# The longest number text we read, checked before it is converted: 1000000000.00
+# is 13 characters, so this leaves room for trailing zeros and exponents while
+# "100." and 16 KB of zeros never becomes a Decimal, a stored string or a log line.
+MAX_NUMBER_CHARACTERS = 32
 
 # A valid order is about 200 bytes. The limit keeps every later step (JSON
 # parsing, validation, the list of errors we send back) small and fast
@@ -92,18 +101,42 @@ class InvalidOrder(Exception):
         self.errors = errors
 
 
+@dataclass(frozen=True)
+class OverlongNumber:
+    """A JSON number longer than MAX_NUMBER_CHARACTERS, left unconverted; any field it lands in refuses it."""
+
+    length: int
+
+
+def _overlong_number_problem(value: Any) -> Any:
+    if isinstance(value, OverlongNumber):
+        raise PydanticCustomError(
+            "number_too_long",
+            "it is {length} characters long, more than {limit}",
+            {"length": value.length, "limit": MAX_NUMBER_CHARACTERS},
+        )
+    return value
+
+
 def _price_from_json_number(value: Any) -> Any:
     # JSON integers arrive as int; decimals as Decimal (parse_float below).
     # A bool is an int to Python, but never a price.
+    value = _overlong_number_problem(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return Decimal(value)
     return value
 
 
+def _on_the_tick(price: Decimal) -> Decimal:
+    # Exact: the bounds above leave at most PRICE_DECIMAL_PLACES places and 10 digits before the point.
+    return price.quantize(PRICE_TICK)
+
+
 Price = Annotated[
     Decimal,
     BeforeValidator(_price_from_json_number),
-    Field(gt=0, le=MAX_PRICE, decimal_places=2, allow_inf_nan=False),
+    Field(gt=0, le=MAX_PRICE, decimal_places=PRICE_DECIMAL_PLACES, allow_inf_nan=False),
+    AfterValidator(_on_the_tick),
     # What pydantic would derive for a Decimal also allows strings, which the
     # strict model rejects: state the JSON number the model really accepts.
     WithJsonSchema(
@@ -173,11 +206,14 @@ class OrderRequest(BaseModel):
     type: Literal["market", "limit"]
     side: Literal["buy", "sell"]
     instrument: str = Field(pattern=r"^[A-Z0-9]{12}$", description="ISIN: 12 uppercase letters and digits")
-    quantity: int = Field(gt=0, le=MAX_QUANTITY, description="Number of shares")
+    quantity: Annotated[int, BeforeValidator(_overlong_number_problem)] = Field(
+        gt=0, le=MAX_QUANTITY, description="Number of shares"
+    )
     limit_price: Price | None = Field(
         default=None,
-        description=f"A JSON number greater than 0, at most {int(MAX_PRICE)}, with at most 2 decimal places."
-        " Required for type limit; absent or null for type market.",
+        description=f"A JSON number greater than 0, at most {int(MAX_PRICE)}, with at most {PRICE_DECIMAL_PLACES}"
+        f" decimal places, written in at most {MAX_NUMBER_CHARACTERS} characters; stored (and answered) to the"
+        f" tick of {PRICE_TICK}. Required for type limit; absent or null for type market.",
     )
     client_order_id: ClientOrderId | None = Field(
         default=None,
@@ -207,7 +243,8 @@ _MESSAGES = {
     "int_type": "{field} must be an integer",
     "greater_than": "{field} must be greater than {gt}",
     "less_than_equal": "{field} must be at most {le}",
-    "decimal_max_places": "{field} must have at most 2 decimal places",
+    "decimal_max_places": "{field} must have at most {decimal_places} decimal places",
+    "number_too_long": "{field} must be written in at most {limit} characters; it has {length}",
     "is_instance_of": "{field} must be a JSON number",
     "decimal_type": "{field} must be a JSON number",
     "string_type": "{field} must be a string",
@@ -268,6 +305,14 @@ def _cross_field_errors(body: dict[str, Any]) -> list[FieldError]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a valid JSON number")
+
+
+def _bounded_decimal(text: str) -> Decimal | OverlongNumber:
+    return OverlongNumber(len(text)) if len(text) > MAX_NUMBER_CHARACTERS else Decimal(text)
+
+
+def _bounded_integer(text: str) -> int | OverlongNumber:
+    return OverlongNumber(len(text)) if len(text) > MAX_NUMBER_CHARACTERS else int(text)
 
 
 def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -335,16 +380,16 @@ def parse_json_object(raw_body: bytes | str | None) -> dict[str, Any]:
         )
     try:
         # Decimal keeps 10.1 as 10.1 (a float would not); NaN and Infinity are not JSON.
-        # Integers of more than 4300 digits raise ValueError (Python's int conversion limit).
+        # A number's text is measured before it is converted (see MAX_NUMBER_CHARACTERS).
         body = json.loads(
             text,
-            parse_float=Decimal,
+            parse_float=_bounded_decimal,
+            parse_int=_bounded_integer,
             parse_constant=_reject_constant,
             object_pairs_hook=_object_without_duplicate_keys,
         )
     except (ValueError, RecursionError) as exc:
-        reason = "a number has too many digits" if "integer string conversion" in str(exc) else str(exc)
-        raise BadRequest(f"the request body is not valid JSON: {reason}") from None
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     surrogate = _unpaired_surrogate(body) if _SURROGATE_ESCAPE.search(text) else None
@@ -467,8 +512,8 @@ def _in_utc(moment: datetime | None, name: str, problems: list[FieldError]) -> d
     return converted
 
 
-def parse_list_query(account_id: str, params: Mapping[str, Sequence[str]] | None) -> OrderQuery:
-    """The OrderQuery for GET /orders' parameters (name -> its values); raises InvalidQuery naming each problem."""
+def single_values(params: Mapping[str, Sequence[str]] | None) -> dict[str, str]:
+    """Each query parameter's one value; InvalidQuery naming every parameter given more than once."""
     params = params or {}
     repeated = [
         FieldError(_shown_name(name), f"{_shown_name(name)} must be given at most once")
@@ -477,8 +522,14 @@ def parse_list_query(account_id: str, params: Mapping[str, Sequence[str]] | None
     ]
     if repeated:
         raise InvalidQuery(repeated)
+    return {name: values[0] for name, values in params.items()}
+
+
+def parse_list_query(account_id: str, params: Mapping[str, Sequence[str]] | None) -> OrderQuery:
+    """The OrderQuery for GET /orders' parameters (name -> its values); raises InvalidQuery naming each problem."""
+    values = single_values(params)
     try:
-        query = ListOrdersQuery.model_validate({name: values[0] for name, values in params.items()})
+        query = ListOrdersQuery.model_validate(values)
     except ValidationError as exc:
         raise InvalidQuery([_field_error(e) for e in exc.errors()]) from None
     problems: list[FieldError] = []

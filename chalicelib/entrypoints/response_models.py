@@ -3,14 +3,24 @@ functions that turn domain objects into those bodies."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
-from chalicelib.adapters.repository import OrderPage
-from chalicelib.domain.model import ExecType, ExecutionReport, Order, OrderStatus, OrderType, Side
+from chalicelib.adapters.repository import ExecutionCursor, OrderPage
+from chalicelib.domain.model import (
+    ExecType,
+    ExecutionReport,
+    Order,
+    OrderStatus,
+    OrderType,
+    Side,
+    client_failure_reason,
+)
+from chalicelib.entrypoints.execution_query import encode_execution_cursor
 from chalicelib.entrypoints.request_models import ORDER_ID_PATTERN, InvalidOrder, encode_cursor
 
 
@@ -26,7 +36,18 @@ Timestamp = Annotated[
     PlainSerializer(_timestamp, return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time", "example": "2024-05-02T14:03:07.250Z"}),
 ]
-Amount = Annotated[Decimal, PlainSerializer(float, return_type=float)]
+
+
+def _amount(value: Decimal) -> float | None:
+    # A stored value no JSON number can carry (1e400 becomes float inf, which
+    # json.dumps writes as Infinity: not JSON, and the whole page breaks; a
+    # NaN) is null. Only rows stored before the feed's checks can hold one;
+    # every Amount field is nullable.
+    number = float(value) if value.is_finite() else math.inf
+    return number if math.isfinite(number) else None
+
+
+Amount = Annotated[Decimal, AllowInfNan(True), PlainSerializer(_amount, return_type=float)]
 OrderId = Annotated[str, Field(pattern=ORDER_ID_PATTERN, json_schema_extra={"format": "uuid"})]
 
 
@@ -46,10 +67,17 @@ class OrderResponse(BaseModel):
     client_order_id: str | None
     status: OrderStatus
     placed_at: Timestamp | None = Field(description="When the exchange accepted the order")
-    failure_reason: str | None = Field(description="Why the order is failed; null otherwise")
+    failure_reason: str | None = Field(
+        description="Why the order is failed: 'rejected by the exchange', 'exchange unreachable' or"
+        " 'placement failed'; null otherwise"
+    )
     filled_quantity: int
     remaining_quantity: int = Field(description="0 once the order is done, filled or not")
     average_fill_price: Amount | None
+    reopened_at: Timestamp | None = Field(
+        default=None,
+        description="When an operator last reopened this failed order to place it again; null if never",
+    )
 
     @classmethod
     def of(cls, order: Order) -> OrderResponse:
@@ -66,10 +94,12 @@ class OrderResponse(BaseModel):
             client_order_id=terms.client_order_id,
             status=order.status,
             placed_at=order.placed_at,
-            failure_reason=order.failure_reason,
+            # The stored detail (exchange and transport text) is for operators and logs only.
+            failure_reason=client_failure_reason(order.failure_reason),
             filled_quantity=order.filled_quantity,
             remaining_quantity=order.remaining_quantity,
             average_fill_price=order.average_fill_price,
+            reopened_at=order.reopened_at,
         )
 
 
@@ -80,7 +110,8 @@ class OrderListResponse(BaseModel):
 
     orders: list[OrderResponse]
     next: str | None = Field(
-        description="Pass as ?next= (with the same filters) for the following page; null on the last page"
+        description="Pass as ?next= (with the same filters) for the following page; null on the last page."
+        " A page may hold fewer than limit orders, even none, and still have a next: only null means the end"
     )
 
 
@@ -117,6 +148,9 @@ class ExecutionListResponse(BaseModel):
 
     order_id: OrderId
     executions: list[ExecutionResponse]
+    next: str | None = Field(
+        description="Pass as ?after= for the executions after these; null when there are no more (yet)"
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -181,8 +215,14 @@ def execution_to_json(report: ExecutionReport) -> dict[str, Any]:
     return ExecutionResponse.of(report).model_dump(mode="json")
 
 
-def executions_to_json(order_id: str, reports: list[ExecutionReport]) -> dict[str, Any]:
-    listing = ExecutionListResponse(order_id=order_id, executions=[ExecutionResponse.of(r) for r in reports])
+def executions_to_json(
+    order_id: str, reports: list[ExecutionReport], next_cursor: ExecutionCursor | None = None
+) -> dict[str, Any]:
+    listing = ExecutionListResponse(
+        order_id=order_id,
+        executions=[ExecutionResponse.of(r) for r in reports],
+        next=encode_execution_cursor(next_cursor) if next_cursor else None,
+    )
     return listing.model_dump(mode="json")
 
 

@@ -1,12 +1,24 @@
-"""Use cases of API keys: create one for an account, revoke one, and tell which account a request's key is for."""
+"""Use cases of API keys: create one for an account, revoke or list them, and tell which key a request carries."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from chalicelib.adapters.api_keys import ApiKeyAlreadyExists, ApiKeyRepository
+from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.clock import Clock, utc_now
-from chalicelib.domain.accounts import ApiKey, ApiKeyMissing, issue_key, key_id_of, verify
+from chalicelib.domain.accounts import (
+    DEFAULT_SCOPE,
+    ApiKey,
+    ApiKeyMissing,
+    KeyScope,
+    issue_key,
+    key_id_of,
+    validate_account_id,
+    verify,
+)
+from chalicelib.observability import logger
 
 # Key ids have 60 random bits, so a second collision in a row means something
 # else is wrong (e.g. a broken random source), not bad luck.
@@ -18,20 +30,39 @@ class CreatedKey:
     key_id: str
     account_id: str
     plaintext: str  # the key itself: shown to the operator once, never stored
+    scope: KeyScope = DEFAULT_SCOPE
+    expires_at: datetime | None = None
 
 
-def create_api_key(account_id: str, label: str | None, keys: ApiKeyRepository, clock: Clock = utc_now) -> CreatedKey:
+@dataclass(frozen=True)
+class AuthenticatedKey:
+    """Who a request's key is: the account it acts for, and what it may do there."""
+
+    key_id: str
+    account_id: str
+    scope: KeyScope
+
+
+def create_api_key(
+    account_id: str,
+    label: str | None,
+    keys: ApiKeyRepository,
+    clock: Clock = utc_now,
+    scope: KeyScope = DEFAULT_SCOPE,
+    expires_in: timedelta | None = None,
+) -> CreatedKey:
     """Issue and store a new key for the account (which exists from its first key on).
 
-    Raises InvalidAccountId / InvalidLabel for bad input, StorageUnavailable.
+    Raises InvalidAccountId / InvalidLabel / InvalidScope / InvalidExpiry for bad input, StorageUnavailable.
     """
     for _ in range(_ISSUE_ATTEMPTS):
-        issued = issue_key(account_id, clock(), label)
+        issued = issue_key(account_id, clock(), label, scope=scope, expires_in=expires_in)
         try:
             keys.add(issued.key)
         except ApiKeyAlreadyExists:
             continue
-        return CreatedKey(issued.key.key_id, issued.key.account_id, issued.plaintext)
+        key = issued.key
+        return CreatedKey(key.key_id, key.account_id, issued.plaintext, key.scope, key.expires_at)
     raise RuntimeError(f"{_ISSUE_ATTEMPTS} new key ids in a row were taken already")
 
 
@@ -40,13 +71,41 @@ def revoke_api_key(key_id: str, keys: ApiKeyRepository, clock: Clock = utc_now) 
     return keys.revoke(key_id, clock())
 
 
-def authenticate(plaintext: str | None, keys: ApiKeyRepository) -> str:
-    """The account a request's key belongs to.
+def list_api_keys(account_id: str, keys: ApiKeyRepository) -> list[ApiKey]:
+    """The account's keys, oldest first, revoked and expired ones too. Raises InvalidAccountId, StorageUnavailable."""
+    return keys.list_for_account(validate_account_id(account_id))
+
+
+def authenticate_key(plaintext: str | None, keys: ApiKeyRepository, clock: Clock = utc_now) -> AuthenticatedKey:
+    """The key a request carries, checked; its use recorded (at most once a minute, best effort).
 
     Raises ApiKeyMissing (no key at all), ApiKeyInvalid (malformed, unknown,
-    wrong or revoked) or StorageUnavailable (cannot tell right now).
+    wrong, revoked or expired) or StorageUnavailable (cannot tell right now).
     """
     if not plaintext:
         raise ApiKeyMissing("no API key")
     # Malformed text never reaches storage: no read for garbage.
-    return verify(keys.get(key_id_of(plaintext)), plaintext)
+    stored = keys.get(key_id_of(plaintext))
+    now = clock()
+    account_id = verify(stored, plaintext, now)
+    assert stored is not None  # verify() refuses a missing key
+    _record_use(stored, keys, now)
+    return AuthenticatedKey(stored.key_id, account_id, stored.scope)
+
+
+def authenticate(plaintext: str | None, keys: ApiKeyRepository, clock: Clock = utc_now) -> str:
+    """The account a request's key belongs to (see authenticate_key)."""
+    return authenticate_key(plaintext, keys, clock).account_id
+
+
+def _record_use(key: ApiKey, keys: ApiKeyRepository, now: datetime) -> None:
+    # The stored key says when its use was last recorded: within the minute,
+    # no write is even tried, so a busy key costs no write per request. Past
+    # it, the conditional write lets one of the requests at once through.
+    if not key.last_use_is_stale(now):
+        return
+    try:
+        keys.record_use(key.key_id, now)
+    except StorageUnavailable:
+        # The key was checked already: failing to note its use must not refuse it.
+        logger.warning("API key use not recorded", extra={"key_id": key.key_id}, exc_info=True)

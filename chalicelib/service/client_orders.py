@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from chalicelib.adapters.queue import QueueUnavailable
+from chalicelib.adapters.reference_prices import ReferencePriceUnavailable
 from chalicelib.adapters.repository import OrderAlreadyExists, OrderPage, OrderQuery, StorageUnavailable
 from chalicelib.domain.model import (
     IdempotencyConflict,
@@ -16,8 +17,10 @@ from chalicelib.domain.model import (
     OrderStatus,
     OrderTerms,
 )
+from chalicelib.domain.risk import RiskLimitExceeded
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.order_writes import write_with_retries
+from chalicelib.service.pre_trade_risk import check_new_order
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ class CreatedOrder:
 def create_order(
     account_id: str, terms: OrderTerms, dependencies: Dependencies, correlation_id: str | None = None
 ) -> CreatedOrder:
-    """Store the order, then ask for its placement.
+    """Check the account's pre-trade risk limits, store the order, then ask for its placement.
 
     The conditional write is the commit point. Timeline of the guarantee:
       t0  write succeeds  -> the order exists, pending, with sweep_after = t0 + pending_sweep_after
@@ -46,6 +49,7 @@ def create_order(
     repository = dependencies.orders
     now = dependencies.clock()
     order = Order.create(account_id, terms, now, correlation_id)
+    _check_pre_trade_risk(order, dependencies)
     try:
         stored = repository.add(order, sweep_after=now + dependencies.timings.pending_sweep_after)
     except OrderAlreadyExists:
@@ -68,6 +72,23 @@ def create_order(
     except QueueUnavailable:
         logger.warning("placement message not sent; the pending sweep will send it", extra={"order_id": stored.id})
     return CreatedOrder(stored, created=True)
+
+
+def _check_pre_trade_risk(order: Order, dependencies: Dependencies) -> None:
+    """Refuse an order over the account's limits (RiskLimitExceeded, ReferencePriceUnavailable), unless it exists.
+
+    An idempotent retry (same client_order_id) of an order already created was
+    within the limits when it was created, and is itself among the open
+    orders it would now be counted against: it must get its order back (200),
+    not a refusal. So a refused order with a client_order_id is looked up
+    (one read, on refusals only); if stored, the create goes on to the
+    conditional put, which finds it (or answers 409 for other terms).
+    """
+    try:
+        check_new_order(order.account_id, order.terms, dependencies)
+    except (RiskLimitExceeded, ReferencePriceUnavailable):
+        if order.terms.client_order_id is None or dependencies.orders.get(order.id) is None:
+            raise
 
 
 # Pauses between look-ups after a write that lost its answer: a short outage
@@ -145,28 +166,59 @@ def cancel_order(order_id: str, account_id: str, dependencies: Dependencies) -> 
     Raises OrderNotFound (not the caller's) and OrderNotCancelable (already done).
     """
     clock = dependencies.clock
+    now = clock()  # one reading: the stamp that tells our own write from others' (_stamped_by_us)
     order = get_order(order_id, account_id, dependencies)
-    order.cancel_requested(clock())  # a done order: OrderNotCancelable before any write
+    order.cancel_requested(now)  # a done order: OrderNotCancelable before any write
     try:
-        canceled, _ = write_with_retries(
+        canceled, wrote = write_with_retries(
             dependencies.orders,
             order,
-            lambda o: o.cancel_requested(clock()),
+            lambda o: o.cancel_requested(now),
             sweep_after=lambda: clock() + dependencies.timings.pending_sweep_after,
         )
     except OrderNotCancelable:
         # Done between our read and our write: by the exchange's final
         # report, a concurrent cancel, or our own write whose answer was lost
         # (the storage client's retry then loses the race against it).
-        canceled = get_order(order_id, account_id, dependencies)
+        canceled, wrote = get_order(order_id, account_id, dependencies), False
         if canceled.status is not OrderStatus.CANCELED:
             raise
-    if canceled.status is OrderStatus.PENDING_CANCEL:
-        # Also when this call wrote nothing (a repeated DELETE, or our first
-        # write committed without an answer): one more message is harmless,
-        # the cancel request is idempotent, and it spares waiting for the sweep.
+    ours = wrote or _stamped_by_us(order.cancel_queued_at, canceled.cancel_queued_at, now)
+    if canceled.status is OrderStatus.PENDING_CANCEL and (ours or _claimed_cancel_resend(canceled, dependencies)):
         try:
             dependencies.orders_queue.request_cancel(canceled.id, canceled.correlation_id)
         except QueueUnavailable:
             logger.warning("cancel message not sent; the sweep will send it", extra={"order_id": canceled.id})
     return canceled
+
+
+def _claimed_cancel_resend(order: Order, dependencies: Dependencies) -> bool:
+    """Whether this repeated DELETE may queue one more cancel request: the first in its interval to claim it.
+
+    A client looping on DELETE must not flood the orders queue and the venue:
+    only a repeat after Timings.cancel_resend_interval queues a request, and
+    only the one whose versioned write of cancel_queued_at wins (the others
+    re-read and find it recent). Within the interval the API answers 202
+    without queueing: a request went out moments ago, and should it be lost
+    the sweep re-sends it (the order stays in its index while pending_cancel).
+    """
+    now, interval = dependencies.clock(), dependencies.timings.cancel_resend_interval
+    if not order.cancel_queue_due(now, interval):
+        return False
+    stored, claimed = write_with_retries(dependencies.orders, order, lambda o: o.cancel_queued(now, interval))
+    return claimed or _stamped_by_us(order.cancel_queued_at, stored.cancel_queued_at, now)
+
+
+def _stamped_by_us(read: datetime | None, stored: datetime | None, now: datetime) -> bool:
+    """Whether the stored stamp is the one this request wrote, though write_with_retries says it wrote nothing.
+
+    Our write can commit and its answer be lost: the storage client's retry
+    then meets it as a conflict, and the re-read finds the order already
+    changed. The stamp is this request's own clock reading (microseconds),
+    so a stored stamp equal to it, where the copy we read had another, is
+    our write: the cancel it stands for is ours to queue (as placement
+    compares placing_until with its lease). Two requests in one microsecond
+    would both queue: one cancel request more, which the worker's send
+    record absorbs.
+    """
+    return stored == now and read != now

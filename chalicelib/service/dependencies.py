@@ -9,12 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from chalicelib.adapters.accounts_table import AccountLimitsRepository
 from chalicelib.adapters.api_keys import ApiKeyRepository
 from chalicelib.adapters.exchange import Exchange
 from chalicelib.adapters.queue import MessageSender, OrdersQueue
+from chalicelib.adapters.reference_prices import ReferencePrices
 from chalicelib.adapters.repository import CursorStore, ExecutionRepository, OrderRepository
 from chalicelib.clock import Clock, utc_now
 from chalicelib.domain.retry import RetryPolicy
+from chalicelib.domain.risk import RiskLimits
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,18 @@ class Timings:
     # 500 not knowing. Under the API function's timeout (10 s), leaving room
     # for one last look-up.
     write_read_back: timedelta = timedelta(seconds=5)
+    # CANCEL_RESEND_INTERVAL_S: at most one cancel request per order per this
+    # long, queued by the API and sent by the worker (see exchange_cancel.py).
+    cancel_resend_interval: timedelta = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class RiskSources:
+    """What the pre-trade risk check of a new order reads (service/pre_trade_risk.py)."""
+
+    account_limits: AccountLimitsRepository  # what the operator set per account (cached briefly)
+    reference_prices: ReferencePrices  # market orders' prices, from the venue
+    defaults: RiskLimits  # for every limit an account has not set (settings DEFAULT_MAX_*)
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,8 @@ class Dependencies:
     orders_dead_letter_queue: MessageSender
     # Where the reconciler left off last run.
     reconciler_cursor: CursorStore
+    # Pre-trade risk limits, checked before a new order is stored.
+    risk: RiskSources
     clock: Clock = utc_now
     # Jitter of the retry delays; None is one generator shared by the process.
     jitter: random.Random | None = None

@@ -27,6 +27,7 @@ class CancelRequestOutcome(StrEnum):
     TOO_LATE = "too_late"  # done at the exchange already; the feed says how
     CANCELED_UNPLACED = "canceled_unplaced"  # the exchange never had it: canceled here
     NOTHING_TO_DO = "nothing_to_do"  # not pending_cancel (any more), or unknown
+    SENT_RECENTLY = "sent_recently"  # another delivery asked the exchange within the resend interval
     WAIT = "wait"  # "unknown order", but a placement we sent may still land: ask again after that
     RETRY = "retry"  # exchange unavailable: ask again after a backoff
     LEFT_TO_SWEEP = "left_to_sweep"  # attempts of this message used up: the sweep sends a new one
@@ -45,6 +46,11 @@ def request_exchange_cancel(order_id: str, receive_count: int, dependencies: Dep
     order = repository.get(order_id)
     if order is None or order.status is not OrderStatus.PENDING_CANCEL:
         return CancelRequestResult(CancelRequestOutcome.NOTHING_TO_DO, order)
+    order, claimed = _claim_send(order, dependencies)
+    if not claimed:
+        if order.status is OrderStatus.PENDING_CANCEL:
+            return CancelRequestResult(CancelRequestOutcome.SENT_RECENTLY, order)
+        return CancelRequestResult(CancelRequestOutcome.NOTHING_TO_DO, order)
     # Asked at once, even while a placement may be on its way: a live order
     # is canceled sooner, and "unknown order" is only believed once nothing
     # we sent can still arrive (below).
@@ -52,14 +58,16 @@ def request_exchange_cancel(order_id: str, receive_count: int, dependencies: Dep
         outcome = dependencies.exchange.cancel(order.id)
     except ExchangeUnavailable:
         delay = dependencies.retry_policy.delay_after(receive_count, dependencies.jitter)
-        return _again_later(order, receive_count, delay, CancelRequestOutcome.RETRY, dependencies)
+        return _again_later(
+            order, receive_count, _past_interval(delay, dependencies), CancelRequestOutcome.RETRY, dependencies
+        )
     now = dependencies.clock()
     if outcome is CancelOutcome.UNKNOWN_ORDER:
         match order.placement_stage(now):
             case PlacementStage.AT_THE_EXCHANGE | PlacementStage.MAY_STILL_LAND:
                 # The exchange may yet accept what we sent: ask again after that.
                 quiet_at = order.placement_quiet_at or order.placing_until or now
-                wait_s = max(1, math.ceil((quiet_at - now).total_seconds()))
+                wait_s = _past_interval(max(1, math.ceil((quiet_at - now).total_seconds())), dependencies)
                 return _again_later(order, receive_count, wait_s, CancelRequestOutcome.WAIT, dependencies)
             case PlacementStage.NEVER_SENT | PlacementStage.QUIET:
                 return _cancel_unplaced(order, now, dependencies)
@@ -70,6 +78,37 @@ def request_exchange_cancel(order_id: str, receive_count: int, dependencies: Dep
         _check_again_after(order, now + _SLOW_RECHECK * dependencies.timings.pending_sweep_after, repository)
         return CancelRequestResult(CancelRequestOutcome.TOO_LATE, order)
     return CancelRequestResult(CancelRequestOutcome.SENT, order)
+
+
+def _claim_send(order: Order, dependencies: Dependencies) -> tuple[Order, bool]:
+    """Record, before calling the exchange, that this delivery sends the cancel; False if another did lately.
+
+    A versioned write: of two deliveries at once (a client's repeat and the
+    sweep's, say) only one wins and calls the exchange. The write also moves
+    the sweep time: the sweep re-sends only if the order is still
+    pending_cancel a whole pending_sweep_after after this send (a lost
+    answer, a worker that died right after this write), so no cancel is lost.
+    """
+    clock, timings = dependencies.clock, dependencies.timings
+    now = clock()
+    stored, wrote = write_with_retries(
+        dependencies.orders,
+        order,
+        lambda o: o.cancel_sent(now, timings.cancel_resend_interval),
+        sweep_after=lambda: clock() + timings.pending_sweep_after,
+    )
+    # Our write can commit with its answer lost: the storage client's retry
+    # meets it as a conflict, and the re-read finds a send "within the
+    # interval". It is ours if it carries this call's own clock reading
+    # (microseconds) and the copy we read did not: go on and call the exchange.
+    ours = stored.status is OrderStatus.PENDING_CANCEL and stored.cancel_sent_at == now and order.cancel_sent_at != now
+    return stored, wrote or ours
+
+
+def _past_interval(delay_s: int, dependencies: Dependencies) -> int:
+    # This message comes back to ask again: not before the interval since our
+    # send is over, or it would find that send "recent" and drop itself.
+    return max(delay_s, math.ceil(dependencies.timings.cancel_resend_interval.total_seconds()))
 
 
 def _cancel_unplaced(order: Order, now: datetime, dependencies: Dependencies) -> CancelRequestResult:

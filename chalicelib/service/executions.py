@@ -9,9 +9,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import Enum
 
-from chalicelib.adapters.repository import OrderRepository
+from chalicelib.adapters.repository import ExecutionCursor, ExecutionPage, OrderRepository
 from chalicelib.clock import Clock
 from chalicelib.domain.model import ExecutionReport, Order, OrderNotFound
+from chalicelib.domain.plausibility import implausible_reports
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.order_writes import write_with_retries
 from chalicelib.service.reconciliation import log_correction
@@ -28,6 +29,9 @@ class ApplyResult:
     # Orders whose update failed (storage trouble, endless races): their
     # reports must be delivered again.
     failed_orders: dict[str, Exception] = field(default_factory=dict)
+    # Reports that cannot be true of their order (chalicelib/domain/plausibility.py),
+    # each with the reason: neither applied nor stored; the caller sets them aside.
+    quarantined: dict[ExecutionReport, str] = field(default_factory=dict)
 
 
 def apply_execution_reports(
@@ -37,6 +41,8 @@ def apply_execution_reports(
 
     Idempotent and order-independent (see Order.apply_executions), so a
     redelivered, duplicated or reordered batch changes nothing more.
+    Implausible reports are left out of both (result.quarantined); the
+    plausible reports of the same order still apply.
     StorageUnavailable from the batch-wide calls propagates: retry the batch.
     """
     by_order: dict[str, list[ExecutionReport]] = defaultdict(list)
@@ -48,8 +54,8 @@ def apply_execution_reports(
     orders, clock = dependencies.orders, dependencies.clock
 
     current = orders.get_many(list(by_order))
-    known = {order_id: batch for order_id, batch in by_order.items() if order_id in current}
-    result.unknown_orders = set(by_order) - set(known)
+    result.unknown_orders = set(by_order) - set(current)
+    known = _plausible(current, by_order, result.quarantined)
 
     # Executions first: once an order shows a fill, its executions list has it.
     dependencies.executions.add_many([report for batch in known.values() for report in batch])
@@ -76,6 +82,33 @@ def apply_execution_reports(
     return result
 
 
+def _plausible(
+    current: dict[str, Order], by_order: dict[str, list[ExecutionReport]], quarantined: dict[ExecutionReport, str]
+) -> dict[str, list[ExecutionReport]]:
+    """The known orders' plausible reports (orders left with none dropped); the others go into quarantined."""
+    plausible: dict[str, list[ExecutionReport]] = {}
+    for order_id, batch in by_order.items():
+        order = current.get(order_id)
+        if order is None:
+            continue
+        problems = implausible_reports(order, batch)
+        quarantined.update(problems)
+        if kept := [report for report in batch if report not in problems]:
+            plausible[order_id] = kept
+        for report, reason in problems.items():
+            logger.error(
+                "implausible execution report quarantined",
+                extra={
+                    "order_id": order_id,
+                    "correlation_id": order.correlation_id,
+                    "exec_id": report.exec_id,
+                    "seq": report.seq,
+                    "reason": reason,
+                },
+            )
+    return plausible
+
+
 class Applied(Enum):
     UNCHANGED = 0
     UPDATED = 1
@@ -100,9 +133,11 @@ def _apply_to_order(order: Order, batch: list[ExecutionReport], orders: OrderRep
     return Applied.UPDATED if written else Applied.UNCHANGED
 
 
-def list_executions(order_id: str, account_id: str, dependencies: Dependencies) -> list[ExecutionReport]:
-    """The account's order's executions, oldest first; another account's order is not found."""
+def list_executions(
+    order_id: str, account_id: str, dependencies: Dependencies, after: ExecutionCursor | None, limit: int
+) -> ExecutionPage:
+    """A page of the account's order's executions, oldest first; another account's order is not found."""
     order = dependencies.orders.get(order_id)
     if order is None or order.account_id != account_id:
         raise OrderNotFound(order_id)
-    return dependencies.executions.list_for_order(order_id)
+    return dependencies.executions.page_for_order(order_id, after, limit)

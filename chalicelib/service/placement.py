@@ -13,7 +13,7 @@ from chalicelib.clock import Clock
 from chalicelib.domain.model import InvalidTransition, Order, OrderStatus, VenueOrderState
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.order_writes import write_with_retries
-from chalicelib.service.placement_verdict import Settlement, Verdict, settle_exhausted
+from chalicelib.service.placement_verdict import Settlement, Verdict, settle_exhausted, venue_status
 from chalicelib.service.reconciliation import log_correction
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def _unanswered(claimed: Order, attempt: int, error: str, dependencies: Dependen
 def _rejected_after_unanswered(claimed: Order, attempt: int, error: str, dependencies: Dependencies) -> PlacementResult:
     clock = dependencies.clock
     try:
-        venue = dependencies.exchange.status(claimed.id)
+        venue = venue_status(claimed, dependencies)
     except ExchangeUnavailable as exc:
         # Not knowing whether an earlier attempt landed: a guess either way, so
         # this counts as an attempt without an answer (retried, then the verdict).

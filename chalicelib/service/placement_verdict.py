@@ -21,6 +21,7 @@ from enum import StrEnum
 
 from chalicelib.adapters.exchange import ExchangeUnavailable
 from chalicelib.domain.model import InvalidTransition, Order, OrderStatus, VenueOrderState
+from chalicelib.domain.plausibility import venue_state_problem
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.order_writes import write_with_retries
 
@@ -28,6 +29,25 @@ logger = logging.getLogger(__name__)
 
 # SQS's longest message delay: a verdict due later comes from the sweep.
 MAX_QUEUE_DELAY_S = 900
+
+
+def venue_status(order: Order, dependencies: Dependencies) -> VenueOrderState | None:
+    """The exchange's status of the order; ExchangeUnavailable when it cannot be asked or its answer cannot be true.
+
+    An implausible answer (more filled than ordered, a price beyond the
+    limit, another order's venue id) is no answer: merged, it would stay for
+    good, so the order is asked about again later, like when the exchange is
+    down, and a human sees the error.
+    """
+    venue = dependencies.exchange.status(order.id)
+    problem = None if venue is None else venue_state_problem(order, venue)
+    if problem:
+        logger.error(
+            "implausible order status answer not applied",
+            extra={"order_id": order.id, "correlation_id": order.correlation_id, "reason": problem},
+        )
+        raise ExchangeUnavailable(f"implausible order status answer: {problem}")
+    return venue
 
 
 class Verdict(StrEnum):
@@ -52,7 +72,7 @@ def settle_exhausted(order: Order, dependencies: Dependencies) -> Settlement:
         # Something we sent may still land: "unknown" now would not be final.
         return Settlement(Verdict.ASK_LATER, order, _seconds_until(order.placement_quiet_at, now))
     try:
-        venue = dependencies.exchange.status(order.id)
+        venue = venue_status(order, dependencies)
     except ExchangeUnavailable as exc:
         return _ask_later(order, f"order status query: {exc}", dependencies)
     if venue is None:

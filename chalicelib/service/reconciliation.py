@@ -22,6 +22,7 @@ from enum import StrEnum
 from chalicelib.adapters.exchange import ExchangeUnavailable
 from chalicelib.adapters.repository import ReconcileCursor
 from chalicelib.domain.model import Order, OrderStatus
+from chalicelib.domain.plausibility import venue_state_problem
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.order_writes import write_with_retries
 
@@ -36,6 +37,7 @@ class Check(StrEnum):
     CORRECTED = "corrected"  # we had it failed, the exchange holds it: moved to the exchange's state
     UNKNOWN_AT_EXCHANGE = "unknown_at_exchange"  # open with us, unknown there: nothing to merge, a human looks
     UNAVAILABLE = "unavailable"  # the exchange could not be asked: the next pass asks again
+    IMPLAUSIBLE = "implausible"  # the answer cannot be true of the order: not merged, logged as an error
     ERROR = "error"  # our storage failed us for this order: the next pass tries again
     DROPPED = "dropped"  # failed longer than the window: no longer compared
     SKIPPED = "skipped"  # done meanwhile (the index lags the table)
@@ -49,7 +51,14 @@ class ReconcileRun:
     @property
     def checked(self) -> int:
         """Orders the exchange was asked about."""
-        asked = (Check.AGREES, Check.REPAIRED, Check.CORRECTED, Check.UNKNOWN_AT_EXCHANGE, Check.UNAVAILABLE)
+        asked = (
+            Check.AGREES,
+            Check.REPAIRED,
+            Check.CORRECTED,
+            Check.UNKNOWN_AT_EXCHANGE,
+            Check.UNAVAILABLE,
+            Check.IMPLAUSIBLE,
+        )
         return sum(self.checks[check] for check in asked)
 
     @property
@@ -126,6 +135,15 @@ def reconcile_order(order: Order, dependencies: Dependencies, failed_window: tim
             )
             return Check.UNKNOWN_AT_EXCHANGE
         return Check.AGREES  # never placed (pending, or failed): the placement path owns it
+    problem = venue_state_problem(order, venue)
+    if problem:
+        # Merging it would stay for good (fills only grow): the order is left
+        # as it is, and the next pass asks again.
+        logger.error(
+            "implausible exchange status not merged",
+            extra={"order_id": order.id, "correlation_id": order.correlation_id, "reason": problem},
+        )
+        return Check.IMPLAUSIBLE
     clock = dependencies.clock
     merged, written = write_with_retries(dependencies.orders, order, lambda o: o.placement_confirmed(venue, clock()))
     if not written:

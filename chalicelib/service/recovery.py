@@ -37,8 +37,8 @@ def sweep_pending(dependencies: Dependencies, limit: int) -> int:
     return resent
 
 
-def reopen_failed_order(order_id: str, dependencies: Dependencies) -> bool:
-    """Operator redrive: a failed order becomes pending and is placed again; True if it was reopened.
+def reopen_failed_order(order_id: str, dependencies: Dependencies, by: str) -> bool:
+    """Operator redrive (by: the operator): a failed order becomes pending and is placed again; True if reopened.
 
     Safe to repeat: an order that is not failed (already reopened, placed,
     unknown) is left alone. If the process dies between the write and the
@@ -50,7 +50,7 @@ def reopen_failed_order(order_id: str, dependencies: Dependencies) -> bool:
         return False
     now = dependencies.clock()
     try:
-        reopened = order.reopened(now)
+        reopened = order.reopened(now, by)
     except InvalidTransition:
         return False
     try:

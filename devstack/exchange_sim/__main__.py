@@ -10,7 +10,15 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from devstack.exchange_sim.config import KNOBS, SEED_ENV, InvalidValue, SimConfig, config_from_env
+from devstack.exchange_sim.config import (
+    CREDENTIAL_ENV,
+    KNOBS,
+    SEED_ENV,
+    InvalidValue,
+    SimConfig,
+    config_from_env,
+    credential_from,
+)
 from devstack.exchange_sim.feed_server import FEED_PATH, FeedServer
 from devstack.exchange_sim.http_api import ExchangeHTTPServer
 from devstack.exchange_sim.state import ExchangeState
@@ -66,6 +74,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_FEED_PORT,
         help=f"WebSocket execution feed port; 0 picks a free one (default {DEFAULT_FEED_PORT})",
     )
+    parser.add_argument(
+        "--credential",
+        default=None,
+        help=(
+            "demand `Authorization: Bearer CREDENTIAL` on order entry, cancel, status, reference prices and the feed's "
+            "handshake "
+            f"(401 otherwise; /health, /stats, /executions and /admin/... stay open); default ${CREDENTIAL_ENV}, "
+            "unset or empty: demand none. The environment keeps it out of the process list."
+        ),
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request and feed client to stderr")
     return parser.parse_args(argv)
 
@@ -77,10 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidValue as exc:
         print(f"exchange simulator: {exc}", file=sys.stderr, flush=True)
         return 2
+    credential = credential_from(args.credential, os.environ)
     state = ExchangeState(config, seed)
-    feed = FeedServer(state.feed_log, args.host, args.feed_port, verbose=args.verbose)
+    feed = FeedServer(state.feed_log, args.host, args.feed_port, verbose=args.verbose, credential=credential)
     try:
-        server = ExchangeHTTPServer((args.host, args.port), state, verbose=args.verbose, feed_serving=feed.serving)
+        server = ExchangeHTTPServer(
+            (args.host, args.port), state, verbose=args.verbose, feed_serving=feed.serving, credential=credential
+        )
     except OSError as exc:
         print(f"exchange simulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -102,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # runs: whoever polls /health for readiness can already read both lines.
         print(f"exchange simulator listening on http://{args.host}:{server.port}", flush=True)
         print(f"exchange feed listening on ws://{args.host}:{feed.port}{FEED_PATH}", flush=True)
+        if credential:
+            # Whether, never what: the log must not hold the credential.
+            print("venue credential required", flush=True)
         serving = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="exchange-http", daemon=True
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -21,6 +22,9 @@ STATUS_FAILURE_RATE_ENV = "EXCHANGE_STATUS_FAILURE_RATE"
 LOST_ANSWER_RATE_ENV = "EXCHANGE_LOST_ANSWER_RATE"
 LOST_ANSWER_ORDER_RATE_ENV = "EXCHANGE_LOST_ANSWER_ORDER_RATE"
 FEED_LOSS_RATE_ENV = "EXCHANGE_FEED_LOSS_RATE"
+# The venue credential the simulator demands (as `Authorization: Bearer <credential>`) on order entry, cancel,
+# status, reference prices and the feed's handshake; unset, it demands none (most harnesses run it so).
+CREDENTIAL_ENV = "EXCHANGE_SIM_CREDENTIAL"
 DEFAULT_FAILURE_RATE = 0.1
 DEFAULT_LATENCY_S = 0.5
 DEFAULT_EXEC_DELAY_S = 0.2
@@ -168,3 +172,18 @@ def config_from_env(environ: Mapping[str, str]) -> tuple[SimConfig, int | None]:
         except ValueError:
             raise InvalidValue(f"{SEED_ENV} must be an integer, got {raw_seed!r}") from None
     return replace(SimConfig(), **checked), seed
+
+
+def bearer_accepted(expected: str | None, authorization: str | None) -> bool:
+    """Whether an Authorization header value carries the expected credential (any, when none is expected)."""
+    if expected is None:
+        return True
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    # Constant time: how much of a guess matched must not show in the answer's timing.
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+
+
+def credential_from(option: str | None, environ: Mapping[str, str]) -> str | None:
+    """The credential to demand: the option, else the environment; empty means none."""
+    value = (option if option is not None else environ.get(CREDENTIAL_ENV, "")).strip()
+    return value or None

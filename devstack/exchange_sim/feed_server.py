@@ -14,7 +14,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from devstack.exchange_sim.config import InvalidValue
+from devstack.exchange_sim.config import InvalidValue, bearer_accepted
 from devstack.exchange_sim.feed_log import FeedEntry, FeedLog, parse_from_seq
 
 FEED_PATH = "/feed"
@@ -48,8 +48,12 @@ class FeedServer:
     slowly only falls behind in the log, and neither the engine nor other clients wait for it.
     """
 
-    def __init__(self, log: FeedLog, host: str, port: int, verbose: bool = False) -> None:
+    def __init__(
+        self, log: FeedLog, host: str, port: int, verbose: bool = False, credential: str | None = None
+    ) -> None:
         self._log = log
+        # Demanded on the opening handshake (Authorization: Bearer ...); None: anyone may read the feed.
+        self._credential = credential
         self._host = host
         self._requested_port = port
         self._verbose = verbose
@@ -132,6 +136,11 @@ class FeedServer:
             previous.set()
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if not bearer_accepted(self._credential, request.headers.get("Authorization")):
+            # Before the path is looked at: who may not read the feed learns nothing about it.
+            return connection.respond(
+                HTTPStatus.UNAUTHORIZED, "missing or wrong credential: send Authorization: Bearer <credential>\n"
+            )
         try:
             _feed_from_seq(request.path)
         except InvalidValue as exc:

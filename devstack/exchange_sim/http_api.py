@@ -12,8 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from devstack.exchange_sim.config import InvalidValue
-from devstack.exchange_sim.feed_log import parse_from_seq
+from devstack.exchange_sim.config import InvalidValue, bearer_accepted
+from devstack.exchange_sim.feed_log import parse_from_seq, parse_raw_reports
+from devstack.exchange_sim.fill_plans import reference_price
 from devstack.exchange_sim.orders import (
     CONNECTION_NOT_AVAILABLE,
     STATUS_NOT_AVAILABLE,
@@ -33,6 +34,12 @@ ORDERS_PREFIX = "/orders/"
 # The test-only full record of an order; apart from the venue's status query, so that a
 # knob making that query fail never breaks a test's bookkeeping.
 ADMIN_ORDERS_PREFIX = "/admin/orders/"
+# The venue's market data: an instrument's reference price (one URL-encoded path segment).
+REFERENCE_PRICES_PREFIX = "/reference-prices/"
+# What a venue serves only to a member presenting its credential (when the simulator has one): what our
+# functions call (order entry, cancel, status, reference prices). /health, /stats, /executions (the feed
+# log, read by test and chaos checks) and /admin/... are the simulator's own, for harnesses: open.
+VENUE_PATHS = ("/orders",)
 
 
 class ExchangeHTTPServer(ThreadingHTTPServer):
@@ -45,11 +52,13 @@ class ExchangeHTTPServer(ThreadingHTTPServer):
         state: ExchangeState,
         verbose: bool = False,
         feed_serving: Callable[[], bool] = lambda: True,
+        credential: str | None = None,
     ) -> None:
         super().__init__(address, ExchangeRequestHandler)
         self.state = state
         self.verbose = verbose
         self.feed_serving = feed_serving
+        self.credential = credential
 
     @property
     def port(self) -> int:
@@ -94,6 +103,7 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
             # bytes would be taken for the start of the next request.
             body = self._read_body()
             target = urlsplit(self.path)
+            self._authenticate(target.path)
             self._route(self.command, target.path, target.query, body)
         except BadRequest as exc:
             if exc.close:
@@ -105,7 +115,11 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
             self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error in the exchange simulator"})
 
     def _route(self, method: str, path: str, query: str, body: bytes) -> None:
-        if self._route_one_order(method, path):
+        if (
+            self._route_one_order(method, path)
+            or self._route_raw_feed(method, path, body)
+            or self._route_reference_price(method, path)
+        ):
             return
         if path == "/orders":
             self._require(method, "POST")
@@ -146,6 +160,31 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
             self._get_order_record(unquote(path[len(ADMIN_ORDERS_PREFIX) :]))
             return True
         return False
+
+    def _authenticate(self, path: str) -> None:
+        venue = path in VENUE_PATHS or path.startswith((ORDERS_PREFIX, REFERENCE_PRICES_PREFIX))
+        if venue and not bearer_accepted(self.server.credential, self.headers.get("Authorization")):
+            raise BadRequest(
+                HTTPStatus.UNAUTHORIZED, "missing or wrong credential: send Authorization: Bearer <credential>"
+            )
+
+    def _route_reference_price(self, method: str, path: str) -> bool:
+        """GET /reference-prices/{instrument}: the venue's market data, {"instrument": ..., "price": "123.45"}.
+
+        The price its fills stray around (fill_plans.reference_price), the same in every run;
+        our API values market orders by it for the pre-trade notional limit. Like order entry,
+        it asks for the credential when the simulator has one.
+        """
+        if not (path.startswith(REFERENCE_PRICES_PREFIX) and len(path) > len(REFERENCE_PRICES_PREFIX)):
+            return False
+        self._require(method, "GET")
+        if not bearer_accepted(self.server.credential, self.headers.get("Authorization")):
+            raise BadRequest(
+                HTTPStatus.UNAUTHORIZED, "missing or wrong credential: send Authorization: Bearer <credential>"
+            )
+        instrument = unquote(path[len(REFERENCE_PRICES_PREFIX) :])
+        self._send_json(HTTPStatus.OK, {"instrument": instrument, "price": str(reference_price(instrument))})
+        return True
 
     def _require(self, method: str, *allowed: str) -> None:
         if method not in allowed:
@@ -256,6 +295,19 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
         except InvalidValue as exc:
             raise BadRequest(HTTPStatus.BAD_REQUEST, str(exc)) from None
         self._send_json(HTTPStatus.OK, config.to_json())
+
+    def _route_raw_feed(self, method: str, path: str, body: bytes) -> bool:
+        """Test-only POST /admin/feed/raw: put JSON objects on the execution feed as they are (docs/emulators.md)."""
+        if path != "/admin/feed/raw":
+            return False
+        self._require(method, "POST")
+        try:
+            messages = parse_raw_reports(body)
+        except InvalidValue as exc:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, str(exc)) from None
+        seqs = [self.state.feed_log.append_raw(message) for message in messages]
+        self._send_json(HTTPStatus.OK, {"seqs": seqs})
+        return True
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding"):

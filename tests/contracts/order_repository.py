@@ -81,6 +81,24 @@ class OrderRepositoryContract:
         assert read.created_at == T0
         assert read.version == 1
 
+    def test_cancel_times_and_every_reopening_round_trip(self, repo: OrderRepository) -> None:
+        stored = repo.add(new_order(), sweep_after=T0)
+        failed = repo.update(stored.failed("exchange unavailable after 3 attempts", T0), sweep_after=None)
+        again = repo.update(failed.reopened(T0 + timedelta(seconds=1), by="arn:aws:sts::1:assumed-role/ops/a"), T0)
+        failed = repo.update(again.failed("rejected by the exchange: halted", T0), sweep_after=None)
+        reopened = repo.update(failed.reopened(T0 + timedelta(seconds=2), by="bob"), sweep_after=T0)
+        placed = reopened.placed("X1", T0 + timedelta(seconds=3))
+        canceling = repo.update(placed.cancel_requested(T0 + timedelta(seconds=3)), sweep_after=T0)
+        sent = repo.update(canceling.cancel_sent(T0 + timedelta(seconds=4), timedelta(seconds=5)), sweep_after=None)
+        read = repo.get(sent.id)
+        assert read == sent
+        assert read is not None
+        assert [(r.by, r.earlier_failure) for r in read.reopenings] == [
+            ("arn:aws:sts::1:assumed-role/ops/a", "exchange unavailable after 3 attempts"),
+            ("bob", "rejected by the exchange: halted"),
+        ]
+        assert (read.cancel_queued_at, read.cancel_sent_at) == (T0 + timedelta(seconds=3), T0 + timedelta(seconds=4))
+
     def test_a_market_order_has_no_price(self, repo: OrderRepository) -> None:
         order = new_order(price=None)
         repo.add(order, sweep_after=T0)
@@ -171,7 +189,7 @@ class OrderRepositoryContract:
         failed = repo.update(repo.add(new_order(), sweep_after=T0).failed("gave up", T0), sweep_after=None)
         placed = repo.update(repo.add(new_order(), sweep_after=T0).placed("X1", T0), sweep_after=None)
         stale = repo.update(repo.add(new_order(), sweep_after=T0).failed("gave up", T0), sweep_after=None)
-        repo.update(stale.reopened(T0), sweep_after=T0)  # reopened since `stale` was read
+        repo.update(stale.reopened(T0, by="ops-test"), sweep_after=T0)  # reopened since `stale` was read
         repo.stop_reconciling(failed)
         repo.stop_reconciling(placed)  # not failed: stays
         repo.stop_reconciling(stale)  # written since: stays

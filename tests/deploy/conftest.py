@@ -3,11 +3,12 @@
 Run by `make test-deploy` (make/localstack.mk): `devstack.localstack run
 --profile deploy` starts LocalStack on 127.0.0.1 with the legacy
 CloudFormation engine and the host Lambda executor, and points
-AWS_ENDPOINT_URL at it. These fixtures start the exchange simulator, run the
-same `make deploy` a developer runs against AWS (package, upload, deploy),
-with the simulator's URL as the ExchangeUrl parameter, then start the feed
-bridge against the deployed stream. Nothing is changed in the deployed
-functions afterwards.
+AWS_ENDPOINT_URL at it. These fixtures pick the exchange simulator's ports,
+run the same `make deploy` a developer runs against AWS (package, upload,
+deploy), with the simulator's URL as the ExchangeUrl parameter, then start
+the simulator demanding the venue credential the stack generated (its
+secret, read as the venue would be told it), and the feed bridge against the
+deployed stream. Nothing is changed in the deployed functions afterwards.
 """
 
 from __future__ import annotations
@@ -69,11 +70,35 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def exchange(endpoint_url: str, log_dir: Path) -> Iterator[tuple[str, str]]:
-    """(order entry URL, feed URL) of a simulator on loopback."""
-    port, feed_port = free_port(), free_port()
+def exchange_ports() -> tuple[int, int]:
+    """(order entry, feed) ports of the simulator: the deploy names its URL before the simulator can start."""
+    return free_port(), free_port()
+
+
+@pytest.fixture(scope="session")
+def venue_credential(deployed: DeployedStack) -> str:
+    """The credential the stack generated (ExchangeCredentialSecret): what the venue would be told."""
+    secret = deployed.client("secretsmanager").get_secret_value(
+        SecretId=deployed.outputs["ExchangeCredentialSecretName"]
+    )
+    value = str(secret["SecretString"])
+    assert len(value) >= 32, "the generated credential is too short"
+    return value
+
+
+@pytest.fixture(scope="session")
+def exchange(
+    exchange_ports: tuple[int, int], deployed: DeployedStack, venue_credential: str, log_dir: Path
+) -> Iterator[tuple[str, str]]:
+    """(order entry URL, feed URL) of a simulator on loopback that demands the deployed venue credential.
+
+    Started after the deploy (the secret's value exists only then), on the
+    ports the deploy gave the functions; until it runs, a scheduled
+    reconciler finds no venue and tries again on its next run.
+    """
+    port, feed_port = exchange_ports
     with (log_dir / "exchange.log").open("wb") as log:
-        process = start_exchange(port, feed_port, {**os.environ, **EXCHANGE_KNOBS}, log)
+        process = start_exchange(port, feed_port, {**os.environ, **EXCHANGE_KNOBS}, log, credential=venue_credential)
         try:
             yield f"http://{LOOPBACK}:{port}", f"ws://{LOOPBACK}:{feed_port}/feed"
         finally:
@@ -113,8 +138,8 @@ def make_deploy(endpoint_url: str, exchange_url: str, log_path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def deployed(endpoint_url: str, exchange: tuple[str, str], log_dir: Path) -> DeployedStack:
-    exchange_url, _ = exchange
+def deployed(endpoint_url: str, exchange_ports: tuple[int, int], log_dir: Path) -> DeployedStack:
+    exchange_url = f"http://{LOOPBACK}:{exchange_ports[0]}"
     make_deploy(endpoint_url, exchange_url, log_dir / "deploy.log")
     cloudformation = boto3.client("cloudformation", endpoint_url=endpoint_url)
     stack = cloudformation.describe_stacks(StackName=STACK_NAME)["Stacks"][0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,9 +42,22 @@ class Invocation:
     function_error: str | None
 
 
+# A function with a reserved concurrency of 1 (the sweep, the reconciler) refuses a second invocation
+# while its schedule's run is under way: the test's invoke waits for that run as a caller would.
+THROTTLED_RETRY_S = 60.0
+
+
 def invoke(lambda_client: Any, function_name: str, event: Mapping[str, Any]) -> Invocation:
-    response = lambda_client.invoke(FunctionName=function_name, Payload=json.dumps(event).encode())
-    return Invocation(json.loads(response["Payload"].read() or b"null"), response.get("FunctionError"))
+    deadline = time.monotonic() + THROTTLED_RETRY_S
+    while True:
+        try:
+            response = lambda_client.invoke(FunctionName=function_name, Payload=json.dumps(event).encode())
+        except lambda_client.exceptions.TooManyRequestsException:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1)
+            continue
+        return Invocation(json.loads(response["Payload"].read() or b"null"), response.get("FunctionError"))
 
 
 def authorizer_event(api_id: str, headers: Mapping[str, str], method: str = "POST", path: str = "/orders") -> Any:

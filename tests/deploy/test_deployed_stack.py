@@ -17,7 +17,14 @@ import pytest
 import requests
 
 from chalicelib.service.accounts import create_api_key, revoke_api_key
-from tests.deploy.support import DeployedStack, allowed_context, authorizer_event, effect_of, invoke, proxy_event
+from tests.deploy.support import (
+    DeployedStack,
+    allowed_context,
+    authorizer_event,
+    effect_of,
+    invoke,
+    proxy_event,
+)
 from tests.polling import wait_until
 
 # The first test also waits for `make deploy` (its own limit: conftest.DEPLOY_TIMEOUT_S).
@@ -57,6 +64,57 @@ def test_the_stack_has_one_api_stage_and_the_functions_run_the_deployed_configur
         # The template's parameter, not an edit of the deployed function.
         assert variables["EXCHANGE_URL"] == deployed.exchange_url, handler
         assert variables["ORDERS_TABLE_NAME"] == deployed.outputs["OrdersTableName"], handler
+        assert variables["ACCOUNTS_TABLE_NAME"] == deployed.outputs["AccountsTableName"], handler
+        assert variables["EXCHANGE_CREDENTIAL_SECRET_NAME"] == deployed.outputs["ExchangeCredentialSecretName"], handler
+        # Reserved concurrency is not read back: LocalStack's CloudFormation does not apply
+        # ReservedConcurrentExecutions (checked 2026-12-01); tests/tooling/test_expanded_template.py checks it.
+
+
+def test_the_data_key_encrypts_the_tables_queues_and_venue_credential(deployed: DeployedStack) -> None:
+    outputs = deployed.outputs
+    key_arn = outputs["DataKeyArn"]
+    kms = deployed.client("kms")
+    assert kms.describe_key(KeyId=key_arn)["KeyMetadata"]["KeyManager"] == "CUSTOMER"
+    assert kms.get_key_rotation_status(KeyId=key_arn)["KeyRotationEnabled"] is True
+    key_id = kms.describe_key(KeyId=key_arn)["KeyMetadata"]["KeyId"]
+    secret = deployed.client("secretsmanager").describe_secret(SecretId=outputs["ExchangeCredentialSecretName"])
+    assert key_id in secret["KmsKeyId"]
+    # The stream's StreamEncryption is not read back: LocalStack's CloudFormation leaves the stream
+    # unencrypted (checked 2026-12-01); tests/tooling/test_expanded_template.py checks the template.
+    sqs = deployed.client("sqs")
+    for queue in ("OrdersQueueUrl", "OrdersDeadLetterQueueUrl", "ExecutionsFailedQueueUrl"):
+        attributes = sqs.get_queue_attributes(QueueUrl=outputs[queue], AttributeNames=["KmsMasterKeyId"])["Attributes"]
+        assert key_id in attributes.get("KmsMasterKeyId", ""), queue
+    dynamodb = deployed.client("dynamodb")
+    for table in ("OrdersTableName", "ExecutionsTableName", "ApiKeysTableName", "AccountsTableName"):
+        description = dynamodb.describe_table(TableName=outputs[table])["Table"]
+        assert description["SSEDescription"]["SSEType"] == "KMS", table
+        assert key_id in description["SSEDescription"]["KMSMasterKeyArn"], table
+
+
+def test_the_venue_refuses_order_entry_without_the_deployed_credential(
+    exchange: tuple[str, str], venue_credential: str
+) -> None:
+    """The simulator the deployed functions place with demands the secret's value (so the order test authenticates)."""
+    exchange_url, _ = exchange
+    body = {"client_order_id": "deploy-no-credential", "instrument": ISIN, "side": "buy", "quantity": 1}
+    for headers in ({}, {"Authorization": "Bearer not-the-credential"}):
+        answer = requests.post(f"{exchange_url}/orders", json=body, headers=headers, timeout=5)
+        assert answer.status_code == 401, (headers, answer.text)
+
+
+def test_the_risk_limit_and_key_listing_indexes_and_the_quarantine_alarm_are_deployed(
+    deployed: DeployedStack,
+) -> None:
+    dynamodb = deployed.client("dynamodb")
+    orders = dynamodb.describe_table(TableName=deployed.outputs["OrdersTableName"])["Table"]
+    assert "account-open-orders" in {index["IndexName"] for index in orders["GlobalSecondaryIndexes"]}
+    keys = dynamodb.describe_table(TableName=deployed.outputs["ApiKeysTableName"])["Table"]
+    assert "account-keys" in {index["IndexName"] for index in keys["GlobalSecondaryIndexes"]}
+    prefix = deployed.outputs["OrdersTableName"].removesuffix("-orders")
+    alarms = deployed.client("cloudwatch").describe_alarms(AlarmNames=[f"{prefix}-execution-reports-quarantined"])
+    (alarm,) = alarms["MetricAlarms"]
+    assert alarm["MetricName"] == "ExecutionReportsQuarantined"
 
 
 def test_the_mappings_carry_the_settings_chalice_cannot_set(deployed: DeployedStack) -> None:
@@ -206,7 +264,7 @@ def test_the_schedule_runs_the_deployed_sweep(deployed: DeployedStack) -> None:
 
 
 def test_the_deployed_reconciler_runs_on_its_schedule_from_its_index_and_keeps_its_cursor(
-    deployed: DeployedStack,
+    deployed: DeployedStack, exchange: tuple[str, str]
 ) -> None:
     """Invoked as its rule would (every 5 minutes, too rarely to wait for): it runs through, reading the index and
     writing its cursor by the names the deployed configuration gives, with no storage or exchange failure."""

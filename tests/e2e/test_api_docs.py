@@ -101,8 +101,15 @@ HOSTILE_BODIES: list[tuple[str, Any, int, str, str]] = [
     (
         "5000-digit integer",
         lambda k: order_text(k).replace(": 10,", ": 1" + "0" * 5000 + ",").encode(),
-        400,
-        "digits",
+        422,
+        "quantity must be written in at most 32 characters",
+        "",
+    ),
+    (
+        "price of 16,000 zeros",
+        lambda k: order_text(k).replace("187.25", "100." + "0" * 16_000).encode(),
+        422,
+        "limit_price must be written in at most 32 characters",
         "",
     ),
     ("31-digit integer", lambda k: order_text(k, quantity=10**30).encode(), 422, "quantity must be at most", ""),

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -28,7 +29,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ISIN = "US0378331005"
 SETTLED = ("placed", "partially_filled", "filled", "canceled", "rejected", "expired")
 # Knobs earlier tests may have left on; these tests want plain fills.
-CALM = {"reject_rate": 0.0, "cancel_rate": 0.0, "feed_duplicate_rate": 0.0, "feed_reorder_rate": 0.0}
+CALM = {
+    "reject_rate": 0.0,
+    "cancel_rate": 0.0,
+    "feed_duplicate_rate": 0.0,
+    "feed_reorder_rate": 0.0,
+    "failure_rate": 0.0,
+}
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -114,7 +121,8 @@ def test_a_dead_lettered_order_is_reopened_placed_once_and_a_second_redrive_chan
     wait_until(order_in_status(stack, order_id, "failed"), timeout_s=60)
     wait_until(lambda: order_id in dlq_order_ids(stack), timeout_s=60)
 
-    dry = ops(stack, "redrive", "--dry-run")
+    # A market order: reopened only when named (see the test after this one).
+    dry = ops(stack, "redrive", "--dry-run", "--allow-market", order_id)
     assert [i["action"] for i in dry["placement"]["items"] if i["order_id"] == order_id] == ["reopened"]
     assert (
         requests.get(f"{stack.api_url}/orders/{order_id}", headers=auth(stack.api_key), timeout=5).json()["status"]
@@ -126,7 +134,7 @@ def test_a_dead_lettered_order_is_reopened_placed_once_and_a_second_redrive_chan
     # through the exchange call, long enough for the watcher to see it.
     calm_exchange.configure(failure_rate=0.0, latency_s=2.0)
     with StatusWatcher(stack, order_id) as watcher:
-        first = ops(stack, "redrive")
+        first = ops(stack, "redrive", "--allow-market", order_id)
         mine = [i for i in first["placement"]["items"] if i["order_id"] == order_id]
         assert [i["action"] for i in mine] == ["reopened"], first
         settled = wait_until(order_in_status(stack, order_id, *SETTLED, "failed"), timeout_s=60)
@@ -138,7 +146,7 @@ def test_a_dead_lettered_order_is_reopened_placed_once_and_a_second_redrive_chan
     assert order_id not in dlq_order_ids(stack)
 
     before = ops(stack, "order", order_id)["order"]
-    second = ops(stack, "redrive")
+    second = ops(stack, "redrive", "--allow-market", order_id)
     assert [i for i in second["placement"]["items"] if i["order_id"] == order_id] == []
     reopened = {i["order_id"] for i in first["placement"]["items"] if i["action"] == "reopened"}
     assert reopened.isdisjoint(i["order_id"] for i in second["placement"]["items"] if i["action"] == "reopened")
@@ -150,6 +158,54 @@ def test_a_dead_lettered_order_is_reopened_placed_once_and_a_second_redrive_chan
     record = calm_exchange.record(order_id)
     assert record is not None
     assert record["accepted"] == 1
+
+
+def placement_items(result: dict[str, Any], *order_ids: str) -> dict[str, dict[str, Any]]:
+    return {i["order_id"]: i for i in result["placement"]["items"] if i["order_id"] in order_ids}
+
+
+def test_redrive_refuses_old_orders_and_unnamed_market_orders_and_records_each_reopening(
+    stack: LocalStack, calm_exchange: Exchange
+) -> None:
+    calm_exchange.configure(failure_rate=1.0)
+    limit_id = post_order(stack, type="limit", limit_price=187.25)["id"]
+    market_id = post_order(stack)["id"]
+    for order_id in (limit_id, market_id):
+        wait_until(order_in_status(stack, order_id, "failed"), timeout_s=60)
+    wait_until(lambda: {limit_id, market_id} <= set(dlq_order_ids(stack)), timeout_s=60)
+    calm_exchange.configure(failure_rate=0.0)
+    time.sleep(2)  # both are older than the --max-age below
+
+    # Older than the operator's max age: both refused, each with its reason, and left as they are.
+    old = placement_items(ops(stack, "redrive", "--max-age", "2s", "--operator", "e2e-operator"), limit_id, market_id)
+    assert {order_id: item["action"] for order_id, item in old.items()} == {limit_id: "refused", market_id: "refused"}
+    assert all("older than --max-age 2s" in item["detail"] for item in old.values()), old
+    # Within the default (the trading session): the limit order reopens, the market order needs naming.
+    session = placement_items(ops(stack, "redrive", "--operator", "e2e-operator"), limit_id, market_id)
+    assert session[limit_id]["action"] == "reopened", session
+    assert session[market_id]["action"] == "refused"
+    assert f"--allow-market {market_id}" in session[market_id]["detail"]
+    assert our_order(stack, market_id)["status"] == "failed"
+    named = placement_items(ops(stack, "redrive", "--allow-market", market_id, "--operator", "e2e-operator"), market_id)
+    assert named[market_id]["action"] == "reopened", named
+
+    for order_id in (limit_id, market_id):
+        wait_until(order_in_status(stack, order_id, *SETTLED), timeout_s=60)
+        view = ops(stack, "order", order_id)
+        assert [r["by"] for r in view["order"]["reopenings"]] == ["e2e-operator"]
+        reopened = [e for e in view["history"] if e["event"] == "reopened"]
+        assert len(reopened) == 1 and reopened[0]["detail"].startswith("by e2e-operator;"), view["history"]
+        # Clients see when it was reopened, not by whom, nor the exchange's error text.
+        response = requests.get(f"{stack.api_url}/orders/{order_id}", headers=auth(stack.api_key), timeout=5)
+        assert response.json()["reopened_at"] == reopened[0]["at"]
+        assert "e2e-operator" not in response.text
+        human = run_cli(stack.env, "order", order_id)
+        assert human.returncode == 0, human.stderr
+        assert "reopened" in human.stdout and "e2e-operator" in human.stdout
+
+
+def our_order(stack: LocalStack, order_id: str) -> dict[str, Any]:
+    return dict(requests.get(f"{stack.api_url}/orders/{order_id}", headers=auth(stack.api_key), timeout=5).json())
 
 
 def test_order_shows_the_stored_order_its_attempts_executions_and_history(
@@ -236,7 +292,8 @@ def report(order_id: str, exec_id: str, exec_type: str, last_qty: int, cum_qty: 
             "seq": 1,
             "exec_id": exec_id,
             "client_order_id": order_id,
-            "exchange_order_id": f"X-{exec_id}",
+            # One venue id per order, as a venue gives: two would be quarantined as implausible.
+            "exchange_order_id": f"X-{order_id}",
             "exec_type": exec_type,
             "last_qty": last_qty,
             "last_price": price,
@@ -290,6 +347,9 @@ def test_an_on_failure_batch_record_is_redriven_from_the_stream_and_its_records_
     taken: set[str] = set()
     wait_until(lambda: len(take_parked(sqs, failed_url, order_id, taken)) == 2, timeout_s=60)
 
+    # The exchange stays down, so the order never gets a venue id of its own
+    # that these reports' id would contradict.
+    calm_exchange.configure(failure_rate=1.0)
     post_order(stack, client_order_id=client_key)  # the order exists from here on
     stream_arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -361,6 +421,7 @@ def test_a_parked_report_is_put_back_once_its_order_exists_and_a_malformed_one_i
     assert actions[by_reason["unknown"]["message_id"]] == "kept"
     assert actions[by_reason["malformed"]["message_id"]] == "kept"
 
+    calm_exchange.configure(failure_rate=1.0)  # as above: no venue id of the exchange's own
     post_order(stack, client_order_id=client_key)
     result = ops(stack, "redrive")
     actions = {i["message_id"]: i["action"] for i in result["executions"]["items"]}

@@ -69,6 +69,24 @@ def test_executions_are_stored_once_per_exec_id_and_listed_oldest_first(
     assert listed[0].transact_time == T0 + timedelta(seconds=1)
 
 
+def test_pages_of_an_orders_executions_walk_them_oldest_first_exactly_once(
+    executions: DynamoDBExecutionRepository,
+) -> None:
+    # exec_ids sort against time here ("E-...-9" after "E-...-10"): the table's own order is not the page order.
+    order_id = "7c1e2b44-3f5a-4d6b-8e9f-0a1b2c3d4e5f"
+    executions.add_many([report(order_id, n, ExecType.PARTIAL_FILL, 1, n, "10.25") for n in range(1, 24)])
+    seen: list[int] = []
+    after = None
+    while True:
+        page = executions.page_for_order(order_id, after, limit=5)
+        assert len(page.executions) <= 5
+        seen.extend(r.seq for r in page.executions)
+        if page.next is None:
+            break
+        after = page.next
+    assert seen == list(range(1, 24))
+
+
 def test_a_batch_updates_each_order_once_and_is_idempotent(
     dependencies: Dependencies, orders: DynamoDBOrderRepository
 ) -> None:

@@ -157,6 +157,8 @@ class Stack:
     table: str
     kinesis: Any
     dynamodb: Any
+    # The venue credential's secret (devstack.provision creates it on moto): the bridge reads it to connect.
+    credential_secret: str = ""
 
     def checkpoint(self, feed_id: str) -> int | None:
         item = self.dynamodb.get_item(TableName=self.table, Key={"feed_id": {"S": feed_id}}, ConsistentRead=True)
@@ -194,6 +196,7 @@ def stack(aws_endpoint: str) -> Stack:
         outputs["FeedCheckpointsTableName"],
         boto3.client("kinesis", endpoint_url=aws_endpoint),
         boto3.client("dynamodb", endpoint_url=aws_endpoint),
+        outputs["ExchangeCredentialSecretName"],
     )
 
 
@@ -223,6 +226,7 @@ class BridgeProcess:
             "EXCHANGE_FEED_URL": feed_url,
             "EXECUTIONS_STREAM_NAME": stack.stream,
             "FEED_CHECKPOINTS_TABLE_NAME": stack.table,
+            "EXCHANGE_CREDENTIAL_SECRET_NAME": stack.credential_secret,
             "FEED_ID": feed_id,
             "FEED_STATS_INTERVAL_S": "0.2",
             "LOG_LEVEL": "DEBUG",

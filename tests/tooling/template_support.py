@@ -219,7 +219,12 @@ def event_of(template: dict[str, Any], handler: str) -> tuple[str, dict[str, Any
     return next(iter(events.items()))
 
 
-NAME_PROPERTIES = {"AWS::DynamoDB::Table": "TableName", "AWS::SQS::Queue": "QueueName", "AWS::Kinesis::Stream": "Name"}
+NAME_PROPERTIES = {
+    "AWS::DynamoDB::Table": "TableName",
+    "AWS::SQS::Queue": "QueueName",
+    "AWS::Kinesis::Stream": "Name",
+    "AWS::SecretsManager::Secret": "Name",
+}
 
 
 def name_of(logical_id: str, prefix: str) -> str:
@@ -230,19 +235,31 @@ def name_of(logical_id: str, prefix: str) -> str:
     )
 
 
-def grants(template: dict[str, Any], role_id: str) -> set[tuple[str, str]]:
-    """(action, canonical resource) pairs an inline-only role allows."""
+def role_statements(template: dict[str, Any], role_id: str) -> list[dict[str, Any]]:
+    """The statements of an inline-only role's policies."""
     role = template["Resources"][role_id]
     assert role["Type"] == "AWS::IAM::Role"
     assert "ManagedPolicyArns" not in role["Properties"], f"{role_id}: managed policies are not least privilege"
+    return [
+        statement for policy in role["Properties"]["Policies"] for statement in policy["PolicyDocument"]["Statement"]
+    ]
+
+
+def grants(template: dict[str, Any], role_id: str, *, conditioned: bool | None = None) -> set[tuple[str, str]]:
+    """(action, canonical resource) pairs an inline-only role allows.
+
+    conditioned: True only the statements with a Condition, False only those
+    without, None all of them.
+    """
     pairs: set[tuple[str, str]] = set()
-    for policy in role["Properties"]["Policies"]:
-        for statement in policy["PolicyDocument"]["Statement"]:
-            assert statement["Effect"] == "Allow"
-            assert "NotAction" not in statement and "NotResource" not in statement, statement
-            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-            pairs |= {(action, key(resource)) for action in actions for resource in resources}
+    for statement in role_statements(template, role_id):
+        assert statement["Effect"] == "Allow"
+        assert "NotAction" not in statement and "NotResource" not in statement, statement
+        if conditioned is not None and ("Condition" in statement) != conditioned:
+            continue
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        pairs |= {(action, key(resource)) for action in actions for resource in resources}
     return pairs
 
 

@@ -87,7 +87,7 @@ def test_a_valid_key_in_either_header_reaches_the_route_with_its_account(
         assert response.status_code == 200, response.text
         seen = response.json()
         # The contract with the routes: request.context["authorizer"]["account_id"].
-        assert seen["authorizer"] == {"account_id": "acme", "principalId": "acme"}
+        assert seen["authorizer"] == {"account_id": "acme", "scope": "trade", "principalId": "acme"}
         assert (seen["method"], seen["body"]) == ("POST", {"n": 1})
 
 
@@ -121,6 +121,16 @@ def test_the_authorizer_gets_a_request_event_with_every_header(server: str) -> N
     assert seen["authorizer"]["type"] == "REQUEST"
     headers = json.loads(seen["authorizer"]["headers"])
     assert (headers["x-custom"], headers["x-api-key"]) == ("yes", "k")
+
+
+def test_an_allow_counts_only_for_the_method_arns_it_names(server: str) -> None:
+    # The authorizer allows exactly the ARN it was asked for (the real one does,
+    # see chalicelib/entrypoints/auth.py) or another method's: the emulation,
+    # like API Gateway, lets the request through only in the first case.
+    allowed = requests.get(f"{server}/narrow/exact", timeout=10)
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["authorizer"]["asked"].endswith("/GET/narrow/exact")
+    assert_refused(requests.get(f"{server}/narrow/other-method", timeout=10), 401, "allowed elsewhere only")
 
 
 def test_routes_without_an_authorizer_and_cors_preflights_need_no_key(server: str) -> None:

@@ -237,6 +237,7 @@ NAMED_KINDS = {
     "_TABLE_NAME": "AWS::DynamoDB::Table",
     "_QUEUE_NAME": "AWS::SQS::Queue",
     "_STREAM_NAME": "AWS::Kinesis::Stream",
+    "_SECRET_NAME": "AWS::SecretsManager::Secret",
 }
 
 
@@ -273,3 +274,163 @@ def test_every_function_is_traced_and_logs_to_its_own_group_with_the_stages_rete
         assert group in retention, f"{logical_id}: no log group {group}"
         days = deployed_value(retention[group], parameters)
         assert days == CHALICE_CONFIG["stages"][packaged.stage]["log_retention_in_days"], logical_id
+
+
+# --- Hardening (issue 15) --------------------------------------------------------------------
+
+ACCOUNT_ROOT = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+DATA_KEY_ARN = {"Fn::GetAtt": ["DataKey", "Arn"]}
+KEY_USE = {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:GenerateDataKey*", "kms:ReEncrypt*"}
+
+
+def test_every_table_queue_stream_and_secret_is_encrypted_with_the_rotated_data_key(packaged: Packaged) -> None:
+    expanded = packaged.expanded
+    key = expanded["Resources"]["DataKey"]
+    assert key["Type"] == "AWS::KMS::Key" and key["DeletionPolicy"] == "Retain"
+    assert key["Properties"]["EnableKeyRotation"] is True
+    tables = of_type(expanded, "AWS::DynamoDB::Table")
+    assert {"OrdersTable", "ExecutionsTable", "ApiKeysTable", "AccountsTable", "FeedCheckpointsTable"} <= set(tables)
+    for logical_id, table in tables.items():
+        sse = table["Properties"]["SSESpecification"]
+        assert sse == {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": DATA_KEY_ARN}, logical_id
+    queues = of_type(expanded, "AWS::SQS::Queue")
+    assert len(queues) == 3
+    for logical_id, queue in queues.items():
+        assert queue["Properties"]["KmsMasterKeyId"] == {"Ref": "DataKey"}, logical_id
+    (stream,) = of_type(expanded, "AWS::Kinesis::Stream").values()
+    assert stream["Properties"]["StreamEncryption"] == {"EncryptionType": "KMS", "KeyId": DATA_KEY_ARN}
+    (secret,) = of_type(expanded, "AWS::SecretsManager::Secret").values()
+    assert secret["Properties"]["KmsKeyId"] == DATA_KEY_ARN
+    assert "SecretString" not in secret["Properties"]  # generated, never written into the template
+
+
+def test_the_data_key_is_used_only_by_the_stacks_roles_and_administered_by_the_account(packaged: Packaged) -> None:
+    expanded = packaged.expanded
+    statements = {s["Sid"]: s for s in expanded["Resources"]["DataKey"]["Properties"]["KeyPolicy"]["Statement"]}
+    for statement in statements.values():
+        assert statement["Effect"] == "Allow" and statement["Principal"] == {"AWS": ACCOUNT_ROOT}
+        assert "kms:*" not in statement["Action"]
+    # Administration without any use of the key, and no grants (a grant could hand out use).
+    admin = set(statements["AccountAdministersTheKey"]["Action"])
+    assert not admin & (KEY_USE | {"kms:CreateGrant"}) and "Condition" not in statements["AccountAdministersTheKey"]
+    # Grants only for AWS resources (DynamoDB's for its tables).
+    grants_statement = statements["ServicesCreateGrantsForTheirResources"]
+    assert grants_statement["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": True}
+    # The deployer may encrypt the secret through Secrets Manager, never decrypt.
+    deployer = statements["DeployerStoresTheVenueCredential"]
+    assert set(deployer["Action"]) == {"kms:Encrypt", "kms:GenerateDataKey"}
+    assert deployer["Condition"]["StringEquals"]["kms:ViaService"] == {
+        "Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"
+    }
+    # Use: exactly the functions' roles, the bridge's task role and the operator role, by name.
+    users = statements["StackRolesUseTheKeyThroughTheirServices"]
+    named = {resolve_sub(arn, expanded["Parameters"]) for arn in users["Condition"]["ArnEquals"]["aws:PrincipalArn"]}
+    roles = {
+        resolve_sub(role["Properties"]["RoleName"], expanded["Parameters"])
+        for logical_id, role in of_type(expanded, "AWS::IAM::Role").items()
+        if logical_id != "FeedBridgeExecutionRole"
+    }
+    assert named == {f"arn:aws:iam::123456789012:role/{name}" for name in roles}
+    functions = of_type(expanded, "AWS::Lambda::Function").values()
+    assert {role_of(expanded, fid) for fid in of_type(expanded, "AWS::Lambda::Function")} <= set(
+        of_type(expanded, "AWS::IAM::Role")
+    )
+    assert len(roles) == len(list(functions)) + 2  # the functions', the bridge's task role, the operator's
+    services = {
+        resolve_sub(service, expanded["Parameters"]) for service in users["Condition"]["StringEquals"]["kms:ViaService"]
+    }
+    assert services == {f"{name}.us-east-1.amazonaws.com" for name in ("dynamodb", "sqs", "kinesis", "secretsmanager")}
+    # The only statements with any use of the key are these two.
+    using = {sid for sid, statement in statements.items() if set(statement["Action"]) & KEY_USE}
+    assert using == {"DeployerStoresTheVenueCredential", "StackRolesUseTheKeyThroughTheirServices"}
+
+
+def test_a_data_key_user_list_that_misses_a_role_fails_the_build(tmp_path: Path) -> None:
+    copy_project(tmp_path)
+    resources = tmp_path / "infra" / "resources.yaml"
+    text = resources.read_text(encoding="utf-8")
+    (line,) = [
+        line
+        for line in text.splitlines(keepends=True)
+        if line.rstrip().endswith('role/${ResourcePrefix}-place-orders"')
+    ]
+    resources.write_text(text.replace(line, ""), encoding="utf-8")
+    with pytest.raises(build_template.TemplateError, match="DataKey's users"):
+        build_template.build_template("dev", root=tmp_path)
+
+
+def test_every_function_reserves_concurrency_within_what_an_account_keeps_unreserved(packaged: Packaged) -> None:
+    import dataclasses
+
+    from chalicelib.config import Settings
+
+    functions = of_type(packaged.expanded, "AWS::Lambda::Function")
+    reserved = {fid: function["Properties"]["ReservedConcurrentExecutions"] for fid, function in functions.items()}
+    assert all(isinstance(value, int) and value >= 1 for value in reserved.values()), reserved
+    # AWS keeps 100 of an account's concurrency unreserved; 1,000 is the default limit.
+    assert sum(reserved.values()) <= 1000 - 100
+    # Placement's mapping may run as many batches as it reserves, no more (else Lambda throttles them).
+    (default,) = [f.default for f in dataclasses.fields(Settings) if f.name == "placement_max_concurrency"]
+    assert default == build_template.DEFAULT_PLACEMENT_MAX_CONCURRENCY
+    environment = CHALICE_CONFIG["stages"][packaged.stage]["environment_variables"]
+    mapping = int(environment.get("PLACEMENT_MAX_CONCURRENCY", default))
+    assert reserved[function_id("place_orders")] >= mapping
+    # The routes cannot take what placement, executions and the authorizer need: each has its own.
+    assert reserved[function_id("api_handler")] < sum(reserved.values())
+
+
+def test_a_reservation_below_the_placement_mappings_concurrency_fails_the_build(tmp_path: Path) -> None:
+    copy_project(tmp_path)
+    config_path = tmp_path / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["lambda_functions"]["place_orders"]["reserved_concurrency"] = 10
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(build_template.TemplateError, match="maximum concurrency"):
+        build_template.build_template("dev", root=tmp_path)
+
+
+VENUE_URLS = {
+    "ExchangeUrl": (
+        [
+            "https://exchange.example/",
+            "https://uat.exchange.example:8443/v1",
+            "http://127.0.0.1:8001/",
+            "http://localhost:9/",
+            "http://[::1]:80/",
+        ],
+        [
+            "http://exchange.example/",
+            "ws://127.0.0.1/",
+            "http://127.0.0.1.evil.example/",
+            "http://localhost@evil/",
+            "https://",
+            "wss://exchange.example/",
+            "",
+        ],
+    ),
+    "ExchangeFeedUrl": (
+        ["", "wss://feed.example/feed", "ws://127.0.0.1:8002/feed", "ws://localhost/"],
+        ["ws://feed.example/", "https://feed.example/", "ws://10.0.0.1/", "wss://"],
+    ),
+}
+
+
+@pytest.mark.parametrize("parameter", sorted(VENUE_URLS))
+def test_venue_urls_must_be_tls_but_to_a_loopback_host(packaged: Packaged, parameter: str) -> None:
+    spec = packaged.expanded["Parameters"][parameter]
+    accepted, refused = VENUE_URLS[parameter]
+    for url in accepted:
+        assert re.fullmatch(spec["AllowedPattern"], url), url
+    for url in refused:
+        assert not re.fullmatch(spec["AllowedPattern"], url), url
+    assert "loopback" in spec["ConstraintDescription"]
+
+
+def test_quarantined_execution_reports_raise_an_alarm(packaged: Packaged) -> None:
+    alarm = packaged.expanded["Resources"]["ExecutionReportsQuarantinedAlarm"]["Properties"]
+    corrected = packaged.expanded["Resources"]["OrdersCorrectedAlarm"]["Properties"]
+    assert alarm["MetricName"] == "ExecutionReportsQuarantined"
+    # The same namespace and dimension Powertools gives every metric of ours.
+    assert (alarm["Namespace"], alarm["Dimensions"]) == (corrected["Namespace"], corrected["Dimensions"])
+    assert (alarm["Statistic"], alarm["Threshold"], alarm["ComparisonOperator"]) == ("Sum", 0, "GreaterThanThreshold")
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]

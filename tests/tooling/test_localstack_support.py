@@ -27,7 +27,14 @@ from devstack.processes import LOOPBACK, free_port
 pytestmark = pytest.mark.integration
 
 ALL_READY = {
-    "services": {"dynamodb": "running", "sqs": "available", "kinesis": "available", "cloudformation": "running"}
+    "services": {
+        "dynamodb": "running",
+        "sqs": "available",
+        "kinesis": "available",
+        "cloudformation": "running",
+        "kms": "available",
+        "secretsmanager": "available",
+    }
 }
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="no java on PATH")
@@ -94,6 +101,8 @@ def test_unready_services_names_each_missing_or_unusable_one() -> None:
         "dynamodb": "error",
         "kinesis": "disabled",
         "cloudformation": "missing",
+        "kms": "missing",
+        "secretsmanager": "missing",
     }
     assert localstack.unready_services(None) == dict.fromkeys(localstack.REQUIRED_SERVICES, "missing")
 

@@ -85,9 +85,10 @@ def test_table_has_the_sparse_sweep_and_reconcile_indexes_and_the_account_index(
         "account_id": "S",
         "created_at": "S",
         "reconcile_shard": "N",
+        "open_account_id": "S",
     }
     indexes = {index["IndexName"]: index for index in table["GlobalSecondaryIndexes"]}
-    assert set(indexes) == {"pending-sweep", "account-orders", "reconcile-orders"}
+    assert set(indexes) == {"pending-sweep", "account-orders", "reconcile-orders", "account-open-orders"}
     assert indexes["pending-sweep"]["KeySchema"] == [
         {"AttributeName": "pending_shard", "KeyType": "HASH"},
         {"AttributeName": "sweep_after", "KeyType": "RANGE"},
@@ -105,6 +106,47 @@ def test_table_has_the_sparse_sweep_and_reconcile_indexes_and_the_account_index(
         {"AttributeName": "id", "KeyType": "RANGE"},
     ]
     assert indexes["reconcile-orders"]["Projection"]["ProjectionType"] == "KEYS_ONLY"
+    # The open-orders limit counts an account's open orders here (only open orders carry the key).
+    assert indexes["account-open-orders"]["KeySchema"] == [
+        {"AttributeName": "open_account_id", "KeyType": "HASH"},
+        {"AttributeName": "id", "KeyType": "RANGE"},
+    ]
+    assert indexes["account-open-orders"]["Projection"]["ProjectionType"] == "KEYS_ONLY"
+
+
+def test_keys_table_has_the_account_index_and_the_accounts_table_exists(
+    aws_endpoint: str, stack_name: str, prefix: str
+) -> None:
+    outputs = provision_stack(aws_endpoint, stack_name, prefix)
+    dynamodb = client("dynamodb", aws_endpoint)
+
+    keys = dynamodb.describe_table(TableName=outputs["ApiKeysTableName"])["Table"]
+    indexes = {index["IndexName"]: index for index in keys["GlobalSecondaryIndexes"]}
+    assert indexes["account-keys"]["KeySchema"] == [
+        {"AttributeName": "account_id", "KeyType": "HASH"},
+        {"AttributeName": "created_at", "KeyType": "RANGE"},
+    ]
+    assert indexes["account-keys"]["Projection"]["ProjectionType"] == "ALL"
+    accounts = dynamodb.describe_table(TableName=outputs["AccountsTableName"])["Table"]
+    assert outputs["AccountsTableName"] == f"{prefix}-accounts"
+    assert accounts["KeySchema"] == [{"AttributeName": "account_id", "KeyType": "HASH"}]
+
+
+def test_the_exchange_credential_secret_exists_with_a_random_value(
+    aws_endpoint: str, stack_name: str, prefix: str
+) -> None:
+    # moto's CloudFormation skips AWS::SecretsManager::Secret; provision() creates it then.
+    outputs = provision_stack(aws_endpoint, stack_name, prefix)
+    secrets = client("secretsmanager", aws_endpoint)
+
+    assert outputs["ExchangeCredentialSecretName"] == f"{prefix}-exchange-credential"
+    value = secrets.get_secret_value(SecretId=outputs["ExchangeCredentialSecretName"])["SecretString"]
+    assert len(value) >= 32
+    assert value.isalnum()
+    # A second provisioning keeps the value (the venue has been told it).
+    provision_stack(aws_endpoint, stack_name, prefix)
+    again = secrets.get_secret_value(SecretId=outputs["ExchangeCredentialSecretName"])["SecretString"]
+    assert again == value
 
 
 def test_queue_redrives_to_dead_letter_queue_after_max_attempts(

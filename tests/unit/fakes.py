@@ -7,24 +7,33 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
+
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from chalicelib.adapters.api_keys import ApiKeyAlreadyExists
 from chalicelib.adapters.exchange import CancelOutcome, ExchangeAck, ExchangeRejected, ExchangeUnavailable
+from chalicelib.adapters.orders_table import LIST_MAX_ITEMS_READ
 from chalicelib.adapters.queue import QueueUnavailable
+from chalicelib.adapters.reference_prices import ReferencePriceUnavailable
 from chalicelib.adapters.repository import (
     ConcurrentModification,
+    ExecutionCursor,
+    ExecutionPage,
     OrderAlreadyExists,
     OrderCursor,
     OrderPage,
     OrderQuery,
     ReconcileCursor,
     StorageUnavailable,
+    execution_page,
 )
 from chalicelib.clock import utc_now
 from chalicelib.domain.accounts import ApiKey
 from chalicelib.domain.model import OPEN_STATUSES, ExecutionReport, Order, OrderStatus, VenueOrderState
 from chalicelib.domain.retry import RetryPolicy
-from chalicelib.service.dependencies import Dependencies, Timings
+from chalicelib.domain.risk import AccountLimits, RiskLimits
+from chalicelib.service.dependencies import Dependencies, RiskSources, Timings
 
 # What the unit tests' services run with unless a test says otherwise.
 POLICY = RetryPolicy(max_attempts=3, backoff_base_s=2, backoff_max_s=900)
@@ -34,12 +43,14 @@ TIMINGS = Timings(pending_sweep_after=SWEEP, placement_lease=LEASE)
 
 
 class FakeRepository:
-    def __init__(self) -> None:
+    def __init__(self, list_max_items_read: int = LIST_MAX_ITEMS_READ) -> None:
+        self.list_max_items_read = list_max_items_read  # as the adapter's: see list_for_account
         self.orders: dict[str, Order] = {}
         self.sweep_after: dict[str, datetime] = {}
         self.down = False
         self.writes = 0
         self.unreconciled: set[str] = set()  # failed orders the reconciler dropped
+        self.open_counts = 0  # count_open calls
 
     def _check(self) -> None:
         if self.down:
@@ -116,18 +127,34 @@ class FakeRepository:
         if query.cursor is not None:
             after = (query.cursor.created_at, query.cursor.order_id)
             mine = [o for o in mine if (o.created_at, o.id) < after]
-        matching = [
+        # As DynamoDB: the time range is the key condition (what is read), the rest filters what was read,
+        # and the adapter reads at most list_max_items_read items per page.
+        mine = [
             o
             for o in mine
+            if (query.created_after is None or o.created_at > query.created_after)
+            and (query.created_before is None or o.created_at < query.created_before)
+        ]
+        read = mine[: self.list_max_items_read]
+        matching = [
+            o
+            for o in read
             if (query.statuses is None or o.status in query.statuses)
             and (query.instrument is None or o.terms.instrument == query.instrument)
             and (query.side is None or o.terms.side is query.side)
-            and (query.created_after is None or o.created_at > query.created_after)
-            and (query.created_before is None or o.created_at < query.created_before)
         ]
         page = matching[: query.limit]
-        more = len(matching) > query.limit
-        return OrderPage(page, OrderCursor(page[-1].created_at, page[-1].id) if more else None)
+        if len(matching) > query.limit:
+            return OrderPage(page, OrderCursor(page[-1].created_at, page[-1].id))
+        if len(read) < len(mine):  # stopped at the cap: go on after the last order read
+            return OrderPage(page, OrderCursor(read[-1].created_at, read[-1].id))
+        return OrderPage(page, None)
+
+    def count_open(self, account_id: str, stop_at: int) -> int:
+        self._check()
+        self.open_counts += 1
+        mine = sum(1 for o in self.orders.values() if o.account_id == account_id and o.status in OPEN_STATUSES)
+        return min(mine, max(stop_at, 0))
 
 
 class FakeQueue:
@@ -231,6 +258,12 @@ class FakeExecutions:
         found = [r for (oid, _), r in self.stored.items() if oid == order_id]
         return sorted(found, key=lambda r: (r.transact_time, r.seq))
 
+    def page_for_order(self, order_id: str, after: ExecutionCursor | None, limit: int) -> ExecutionPage:
+        if self.down:
+            raise StorageUnavailable("down")
+        # The adapter's own paging over what the table holds (see DynamoDBExecutionRepository).
+        return execution_page(self.list_for_order(order_id), after, limit)
+
 
 class FakeApiKeyRepository:
     """In memory, with the repository's contract: conditional add, revoke keeps the first time."""
@@ -240,6 +273,8 @@ class FakeApiKeyRepository:
         self.down = False
         self.reads = 0
         self.taken: set[str] = set()  # key ids add() refuses, as if stored already
+        self.use_writes = 0  # record_use() calls, each a conditional write on the table
+        self.record_use_down = False  # only record_use() fails (reads still work)
 
     def _check(self) -> None:
         if self.down:
@@ -263,6 +298,24 @@ class FakeApiKeyRepository:
         self.keys[key_id] = self.keys[key_id].revoked(at)
         return self.keys[key_id]
 
+    def record_use(self, key_id: str, now: datetime) -> bool:
+        self._check_use()
+        self.use_writes += 1
+        key = self.keys.get(key_id)
+        if key is None or not key.last_use_is_stale(now):
+            return False  # the table's condition: the key exists, its last use a minute old or more
+        self.keys[key_id] = dataclasses.replace(key, last_used_at=now)
+        return True
+
+    def _check_use(self) -> None:
+        self._check()
+        if self.record_use_down:
+            raise StorageUnavailable("down for writes")
+
+    def list_for_account(self, account_id: str) -> list[ApiKey]:
+        self._check()
+        return sorted((k for k in self.keys.values() if k.account_id == account_id), key=lambda k: k.created_at)
+
 
 class FakeMessageSender:
     """A queue that only receives (the executions on-failure queue, the orders DLQ)."""
@@ -275,6 +328,50 @@ class FakeMessageSender:
         if self.down:
             raise QueueUnavailable("down")
         self.sent.append(body)
+
+
+# What the unit tests' accounts may do unless a test sets limits: far more than any of them
+# asks, so only the tests of the risk limits meet them.
+GENEROUS_LIMITS = RiskLimits(max_order_notional=Decimal("1e15"), max_open_orders=1_000_000, max_order_quantity=10**9)
+
+
+class FakeAccountLimits:
+    """The operator's per-account limits in memory."""
+
+    def __init__(self) -> None:
+        self.limits: dict[str, AccountLimits] = {}
+        self.down = False
+        self.reads = 0
+
+    def get(self, account_id: str) -> AccountLimits:
+        if self.down:
+            raise StorageUnavailable("down")
+        self.reads += 1
+        return self.limits.get(account_id, AccountLimits())
+
+    def set(self, account_id: str, limits: AccountLimits) -> AccountLimits:
+        if self.down:
+            raise StorageUnavailable("down")
+        current = self.limits.get(account_id, AccountLimits())
+        changes = {name: value for name, value in vars(limits).items() if value is not None}
+        self.limits[account_id] = dataclasses.replace(current, **changes)
+        return self.limits[account_id]
+
+
+class FakeReferencePrices:
+    """The venue's reference prices: a test sets them; an instrument without one is unavailable."""
+
+    def __init__(self, prices: dict[str, Decimal] | None = None, default: Decimal | None = Decimal("100")) -> None:
+        self.prices = dict(prices or {})
+        self.default = default  # for any other instrument; None: unavailable
+        self.asked: list[str] = []
+
+    def price_of(self, instrument: str) -> Decimal:
+        self.asked.append(instrument)
+        price = self.prices.get(instrument, self.default)
+        if price is None:
+            raise ReferencePriceUnavailable(f"no reference price of {instrument}")
+        return price
 
 
 class FakeCursorStore:
@@ -302,6 +399,9 @@ class Fakes:
     api_keys: FakeApiKeyRepository = field(default_factory=FakeApiKeyRepository)
     dead_letters: FakeMessageSender = field(default_factory=FakeMessageSender)
     cursor: FakeCursorStore = field(default_factory=FakeCursorStore)
+    account_limits: FakeAccountLimits = field(default_factory=FakeAccountLimits)
+    reference_prices: FakeReferencePrices = field(default_factory=FakeReferencePrices)
+    risk_defaults: RiskLimits = GENEROUS_LIMITS
     clock: Callable[[], datetime] = utc_now
     policy: RetryPolicy = POLICY
     timings: Timings = TIMINGS
@@ -322,7 +422,52 @@ class Fakes:
             api_keys=self.api_keys,
             orders_dead_letter_queue=self.dead_letters,
             reconciler_cursor=self.cursor,
+            risk=RiskSources(self.account_limits, self.reference_prices, self.risk_defaults),
             clock=self.clock,
             jitter=None if self.jitter_seed is None else random.Random(self.jitter_seed),
             sleep=self.sleeps.append,
         )
+
+
+class FakeSecretsManager:
+    """Secrets Manager's GetSecretValue and CreateSecret in memory, failing as a botocore client does."""
+
+    def __init__(self, secrets: dict[str, str] | None = None) -> None:
+        self.secrets = dict(secrets or {})
+        self.reads = 0
+        self.down = False  # every call fails as an unreachable endpoint does
+
+    def get_secret_value(self, **request: str) -> dict[str, str]:
+        self.reads += 1
+        name = request["SecretId"]
+        if self.down:
+            raise EndpointConnectionError(endpoint_url="https://secretsmanager.invalid")
+        if name not in self.secrets:
+            error = {"Code": "ResourceNotFoundException", "Message": "Secrets Manager can't find the secret."}
+            raise ClientError({"Error": error}, "GetSecretValue")
+        return {"Name": name, "SecretString": self.secrets[name]}
+
+    def create_secret(self, **request: str) -> dict[str, str]:
+        name = request["Name"]
+        if name in self.secrets:
+            raise ClientError({"Error": {"Code": "ResourceExistsException", "Message": "exists"}}, "CreateSecret")
+        self.secrets[name] = request["SecretString"]
+        return {"Name": name}
+
+
+class SlowCredential:
+    """A venue credential whose reads take time: each read first runs its `takes` (a test moves its clock there)."""
+
+    def __init__(self, value: str, current_takes: Callable[[], None], refresh_takes: Callable[[], None]) -> None:
+        self.value = value
+        self.current_takes, self.refresh_takes = current_takes, refresh_takes
+        self.refreshes = 0
+
+    def current(self) -> str:
+        self.current_takes()
+        return self.value
+
+    def refreshed(self, refused: str) -> str:
+        self.refreshes += 1
+        self.refresh_takes()
+        return self.value

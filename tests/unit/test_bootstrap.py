@@ -37,6 +37,7 @@ def test_a_given_sqs_client_serves_every_queue_and_every_aws_client_is_handed_ou
         "dynamodb",
         "dynamodb",
         "dynamodb",
+        "dynamodb",  # the accounts table (risk limits)
         "sqs",
         "sqs",
         "sqs",

@@ -60,3 +60,41 @@ def test_not_a_number_is_no_number(value: str) -> None:
 def test_an_unknown_setting_is_a_mistake() -> None:
     with pytest.raises(TypeError, match="orders_tabel_name"):
         Settings(orders_tabel_name="typo")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://exchange.example/",
+        "https://10.0.0.7:8443",
+        "http://127.0.0.1:8001",
+        "http://127.200.0.1:8001",
+        "http://localhost:8001",
+        "http://[::1]:8001",
+    ],
+)
+def test_the_exchange_is_reached_over_tls_or_over_loopback(url: str) -> None:
+    assert Settings(exchange_url=url).exchange_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://exchange.example/",
+        "http://10.0.0.7:8001",
+        "http://127.0.0.1.nip.io/",  # a name that merely starts like a loopback address
+        "http://[::2]:8001",
+        "ws://127.0.0.1:8002",
+        "https://",
+    ],
+)
+def test_plain_text_to_any_other_host_is_refused_naming_the_variable_and_why(url: str) -> None:
+    with pytest.raises(ValueError, match=r"EXCHANGE_URL: .* is not a valid https:// URL \(http:// only to a loopback"):
+        Settings(exchange_url=url)
+
+
+def test_the_venue_credential_secret_has_the_local_stacks_name_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EXCHANGE_CREDENTIAL_SECRET_NAME", raising=False)
+    assert Settings().exchange_credential_secret_name == "brokerage-local-exchange-credential"
+    monkeypatch.setenv("EXCHANGE_CREDENTIAL_SECRET_NAME", "brokerage-dev-exchange-credential")
+    assert Settings().exchange_credential_secret_name == "brokerage-dev-exchange-credential"

@@ -89,7 +89,6 @@ def test_a_valid_order_parses() -> None:
         (b'{"type": "\xc0\xaf"}', "not UTF-8"),  # an overlong encoding of "/"
         ('{"type": "limit"}'.encode("utf-16"), "not UTF-8"),
         (b"\xef\xbb\xbf" + raw(order_body()), "BOM"),
-        (b'{"quantity": 1' + b"0" * 5000 + b"}", "too many digits"),
         (raw(order_body(client_order_id="\ud800")), "unpaired surrogate \\ud800"),
         (raw({**order_body(), "\udfff": 1}), "unpaired surrogate \\udfff"),
         (raw(order_body(extra=["x", ["\udc00"]])), "unpaired surrogate \\udc00"),
@@ -160,7 +159,7 @@ def test_a_valid_surrogate_pair_is_one_character() -> None:
         (raw(order_body(type=None)), "type", "must be one of"),
         (raw(order_body(instrument=12)), "instrument", "must be a string"),
         (raw(order_body(quantity=10**30)), "quantity", "at most 1000000000"),
-        (raw(order_body(quantity=10**4000)), "quantity", "at most 1000000000"),
+        (raw(order_body(quantity=10**4000)), "quantity", "at most 32 characters"),
         (raw(order_body(quantity=-(10**30))), "quantity", "greater than 0"),
         (raw(order_body()).replace(b"187.25", b"1e400"), "limit_price", "at most 1000000000"),
         (raw(order_body()).replace(b"187.25", b"1e-400"), "limit_price", "at most 2 decimal places"),
@@ -295,6 +294,7 @@ def test_order_json_keeps_the_field_names_and_number_types_clients_rely_on() -> 
         "filled_quantity": 0,
         "remaining_quantity": 10,
         "average_fill_price": None,
+        "reopened_at": None,
     }
     assert isinstance(body["limit_price"], float)
 

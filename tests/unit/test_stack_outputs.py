@@ -15,13 +15,21 @@ from ops.target import Target, configure_environment
 pytestmark = pytest.mark.unit
 
 RESOURCES = yaml.safe_load((Path(__file__).resolve().parents[2] / "infra" / "resources.yaml").read_text("utf-8"))
-NAME_PROPERTIES = {"AWS::DynamoDB::Table": "TableName", "AWS::SQS::Queue": "QueueName", "AWS::Kinesis::Stream": "Name"}
+NAME_PROPERTIES = {
+    "AWS::DynamoDB::Table": "TableName",
+    "AWS::SQS::Queue": "QueueName",
+    "AWS::Kinesis::Stream": "Name",
+    "AWS::SecretsManager::Secret": "Name",
+}
 OUTPUTS = {output: f"value-of-{output}" for output in SETTING_OUTPUTS.values()}
 
 
 def template_name(output: str, prefix: str) -> str:
     """The resource name an Output of resources.yaml gives for this ResourcePrefix."""
     value: dict[str, Any] = RESOURCES["Outputs"][output]["Value"]
+    if "Fn::Sub" in value:  # a secret's name (its Ref is its ARN): the Output spells the name out
+        sub: str = value["Fn::Sub"]
+        return sub.replace("${ResourcePrefix}", prefix)
     logical_id = value["Ref"] if "Ref" in value else value["Fn::GetAtt"][0]
     resource = RESOURCES["Resources"][logical_id]
     pattern: str = resource["Properties"][NAME_PROPERTIES[resource["Type"]]]["Fn::Sub"]

@@ -40,6 +40,22 @@ def broken_authorizer(auth_request: AuthRequest) -> dict[str, Any]:
     return {"not": "a policy"}
 
 
+@auth.accepting_request_events(app)
+@app.authorizer(ttl_seconds=0)
+def narrow_authorizer(auth_request: AuthRequest) -> dict[str, Any]:
+    """Allows the method ARN asked for (path .../exact) or, otherwise, the same path's POST only."""
+    arn = auth_request.method_arn
+    allowed = arn if arn.endswith("/exact") else arn.replace("/GET/", "/POST/")
+    return {
+        "principalId": "narrow",
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": [allowed]}],
+        },
+        "context": {"asked": arn, "message": "allowed elsewhere only"},
+    }
+
+
 def _seen() -> dict[str, Any]:
     request = app.current_request
     assert request is not None
@@ -61,6 +77,11 @@ def count_bytes() -> dict[str, Any]:
     request = app.current_request
     assert request is not None
     return {"length": len(request.raw_body)}
+
+
+@app.route("/narrow/{what}", methods=["GET"], authorizer=narrow_authorizer)
+def narrow(what: str) -> dict[str, Any]:
+    return _seen()
 
 
 @app.route("/open", methods=["GET"])

@@ -14,9 +14,14 @@ from typing import Any
 
 import pytest
 
+from chalicelib import bootstrap
 from chalicelib.adapters.exchange import CancelOutcome, ExchangeUnavailable, HttpExchange
+from chalicelib.adapters.venue_credential import SecretsManagerCredential
+from chalicelib.config import Settings
 from chalicelib.domain.model import OrderStatus, VenueOrderState
 from devstack.processes import LOOPBACK, free_port
+from tests.unit.fakes import FakeSecretsManager
+from tests.unit.venue import market_order
 
 pytestmark = pytest.mark.unit
 
@@ -330,3 +335,145 @@ def test_a_connection_closed_without_an_answer_is_unavailable() -> None:
         with pytest.raises(ExchangeUnavailable, match="unreachable"):
             HttpExchange(f"http://{LOOPBACK}:{port}", timeout_s=5).status("o-1")
         thread.join(timeout=5)
+
+
+# --- The venue credential: a bearer token on every call, read again once when refused ---
+
+SECRET = "exchange-credential"
+
+
+@dataclass
+class ScriptedVenue:
+    """Answers requests with `answers` in turn (the last one from then on); remembers each Authorization header."""
+
+    answers: list[Answer] = field(default_factory=lambda: [json_answer(201, {"exchange_order_id": "X1"})])
+    seen: list[tuple[str, str | None]] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def venue() -> Iterator[ScriptedVenue]:
+    state = ScriptedVenue()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self._answer()
+
+        def do_DELETE(self) -> None:
+            self._answer()
+
+        def do_GET(self) -> None:
+            self._answer()
+
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            state.seen.append((self.command, self.headers.get("Authorization")))
+            answer = state.answers.pop(0) if len(state.answers) > 1 else state.answers[0]
+            self.send_response(answer.status)
+            self.send_header("Content-Length", str(len(answer.body)))
+            self.end_headers()
+            self.wfile.write(answer.body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    state.url = f"http://{LOOPBACK}:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def with_secret(venue: ScriptedVenue, secrets: FakeSecretsManager) -> HttpExchange:
+    return HttpExchange(venue.url, timeout_s=5, credential=SecretsManagerCredential(SECRET, secrets))
+
+
+REFUSED = json_answer(401, {"error": "missing or wrong credential"})
+STATUS_ANSWER = json_answer(
+    200,
+    {
+        "client_order_id": "o-1",
+        "exchange_order_id": "X1",
+        "status": "new",
+        "cum_qty": 0,
+        "leaves_qty": 10,
+        "avg_price": None,
+    },
+)
+
+
+def test_order_entry_cancel_and_status_each_carry_the_credential(venue: ScriptedVenue) -> None:
+    secrets = FakeSecretsManager({SECRET: "s3cret"})
+    exchange = with_secret(venue, secrets)
+
+    venue.answers = [json_answer(201, {"exchange_order_id": "X1"})]
+    exchange.place(market_order(10))
+    venue.answers = [json_answer(200, {"status": "cancel_accepted"})]
+    exchange.cancel("o-1")
+    venue.answers = [STATUS_ANSWER]
+    exchange.status("o-1")
+
+    assert venue.seen == [("POST", "Bearer s3cret"), ("DELETE", "Bearer s3cret"), ("GET", "Bearer s3cret")]
+    assert secrets.reads == 1  # kept between calls
+
+
+def test_a_refusal_reads_the_secret_again_and_sends_once_more_with_the_new_one(venue: ScriptedVenue) -> None:
+    secrets = FakeSecretsManager({SECRET: "before-rotation"})
+    exchange = with_secret(venue, secrets)
+    venue.answers = [json_answer(201, {"exchange_order_id": "X0"})]
+    exchange.place(market_order(10))
+    secrets.secrets[SECRET] = "after-rotation"  # rotated: the venue now wants the new one
+
+    venue.answers = [REFUSED, json_answer(201, {"exchange_order_id": "X1"})]
+    ack = exchange.place(market_order(10))
+
+    assert ack.exchange_order_id == "X1"
+    assert [auth for _, auth in venue.seen[1:]] == ["Bearer before-rotation", "Bearer after-rotation"]
+    assert secrets.reads == 2
+
+
+@pytest.mark.parametrize("call", ["place", "cancel", "status"])
+def test_a_credential_refused_again_after_reading_it_is_unavailable_and_an_error(
+    venue: ScriptedVenue, call: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    exchange = with_secret(venue, FakeSecretsManager({SECRET: "wrong"}))
+    venue.answers = [REFUSED]
+
+    with pytest.raises(ExchangeUnavailable, match="401"):
+        if call == "place":
+            exchange.place(market_order(10))
+        else:
+            getattr(exchange, call)("o-1")
+
+    assert len(venue.seen) == 2  # the call, and once more after reading the secret again: no more
+    assert any(record.levelname == "ERROR" and "401" in record.getMessage() for record in caplog.records)
+
+
+def test_an_unreadable_secret_is_unavailable_and_nothing_reaches_the_venue(venue: ScriptedVenue) -> None:
+    exchange = with_secret(venue, FakeSecretsManager({}))
+
+    with pytest.raises(ExchangeUnavailable, match=r"credential unavailable.*ResourceNotFoundException"):
+        exchange.place(market_order(10))
+    with pytest.raises(ExchangeUnavailable, match="credential unavailable"):
+        exchange.cancel("o-1")
+
+    assert venue.seen == []
+
+
+def test_the_production_adapter_reads_the_configured_secret_through_the_injected_client(venue: ScriptedVenue) -> None:
+    secrets = FakeSecretsManager({"custom-secret-name": "from-the-secret"})
+    settings = Settings(exchange_url=venue.url, exchange_credential_secret_name="custom-secret-name")
+
+    exchange = bootstrap.exchange(settings, secretsmanager_client=secrets)
+    assert secrets.reads == 0  # built without reading: a function that never calls the venue never does
+    exchange.place(market_order(10))
+
+    assert venue.seen == [("POST", "Bearer from-the-secret")]

@@ -1,4 +1,4 @@
-"""API keys in the domain: their format, hashing and verifying."""
+"""API keys in the domain: their format, hashing and verifying; scopes, expiry and when a use is worth recording."""
 
 from __future__ import annotations
 
@@ -10,13 +10,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chalicelib.domain.accounts import (
+    LAST_USE_RESOLUTION,
+    MAX_KEY_LIFETIME,
     ApiKeyInvalid,
     InvalidAccountId,
+    InvalidExpiry,
     InvalidLabel,
+    InvalidScope,
+    KeyScope,
     hash_key,
     is_key_id,
     issue_key,
     key_id_of,
+    parse_scope,
+    stored_scope,
     validate_account_id,
     verify,
 )
@@ -47,13 +54,13 @@ def test_keys_are_random() -> None:
 
 def test_a_key_verifies_for_its_account_and_nothing_else_does() -> None:
     issued = issue_key("acme", T0)
-    assert verify(issued.key, issued.plaintext) == "acme"
+    assert verify(issued.key, issued.plaintext, T0) == "acme"
     other = issue_key("acme", T0)
     for wrong in (other.plaintext, issued.plaintext[:-1] + ("A" if issued.plaintext[-1] != "A" else "B")):
         with pytest.raises(ApiKeyInvalid):
-            verify(issued.key, wrong)
+            verify(issued.key, wrong, T0)
     with pytest.raises(ApiKeyInvalid):
-        verify(None, issued.plaintext)
+        verify(None, issued.plaintext, T0)
 
 
 def test_a_revoked_key_verifies_no_more_and_keeps_its_first_revocation_time() -> None:
@@ -61,7 +68,7 @@ def test_a_revoked_key_verifies_no_more_and_keeps_its_first_revocation_time() ->
     revoked = issued.key.revoked(T0 + timedelta(hours=1))
     assert revoked.revoked(T0 + timedelta(hours=2)).revoked_at == T0 + timedelta(hours=1)
     with pytest.raises(ApiKeyInvalid):
-        verify(revoked, issued.plaintext)
+        verify(revoked, issued.plaintext, T0)
 
 
 def test_the_stored_hash_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,7 +77,7 @@ def test_the_stored_hash_is_compared_in_constant_time(monkeypatch: pytest.Monkey
     compared: list[tuple[str, str]] = []
     monkeypatch.setattr(accounts.hmac, "compare_digest", lambda a, b: compared.append((a, b)) or a == b)
     issued = issue_key("acme", T0)
-    assert verify(issued.key, issued.plaintext) == "acme"
+    assert verify(issued.key, issued.plaintext, T0) == "acme"
     assert compared == [(hash_key(issued.plaintext), issued.key.secret_hash)]
 
 
@@ -119,3 +126,85 @@ def test_invalid_account_ids(account_id: str) -> None:
 def test_labels_are_short_and_printable(label: str) -> None:
     with pytest.raises(InvalidLabel):
         issue_key("acme", T0, label=label)
+
+
+# --- Scopes ---
+
+
+def test_a_key_trades_unless_issued_read_only() -> None:
+    assert issue_key("acme", T0).key.scope is KeyScope.TRADE
+    read = issue_key("acme", T0, scope=KeyScope.READ).key
+    assert read.scope is KeyScope.READ
+    assert not read.scope.may_write and KeyScope.TRADE.may_write
+
+
+def test_a_key_stored_before_scopes_trades_and_an_unknown_stored_scope_only_reads() -> None:
+    assert stored_scope(None) is KeyScope.TRADE
+    assert stored_scope("read") is KeyScope.READ and stored_scope("trade") is KeyScope.TRADE
+    for unknown in ("admin", "", "TRADE", "trade "):
+        assert stored_scope(unknown) is KeyScope.READ
+
+
+@pytest.mark.parametrize("text", ["", "admin", "Read", "trade,read", "write"])
+def test_an_operator_names_a_scope_exactly(text: str) -> None:
+    with pytest.raises(InvalidScope):
+        parse_scope(text)
+    with pytest.raises(InvalidScope):
+        issue_key("acme", T0, scope=text)  # type: ignore[arg-type]
+
+
+def test_a_read_key_verifies_like_any_other() -> None:
+    issued = issue_key("acme", T0, scope=KeyScope.READ)
+    assert verify(issued.key, issued.plaintext, T0) == "acme"
+
+
+# --- Expiry ---
+
+
+def test_a_key_without_a_lifetime_never_expires() -> None:
+    issued = issue_key("acme", T0)
+    assert issued.key.expires_at is None
+    assert verify(issued.key, issued.plaintext, T0 + timedelta(days=100 * 365)) == "acme"
+
+
+def test_an_expired_key_is_refused_like_a_revoked_one_from_its_expiry_on() -> None:
+    issued = issue_key("acme", T0, expires_in=timedelta(days=30))
+    expiry = T0 + timedelta(days=30)
+    assert issued.key.expires_at == expiry
+    assert verify(issued.key, issued.plaintext, expiry - timedelta(microseconds=1)) == "acme"
+    for now in (expiry, expiry + timedelta(days=1)):
+        with pytest.raises(ApiKeyInvalid):
+            verify(issued.key, issued.plaintext, now)
+    # The same exception as a revoked or an unknown key: the caller cannot tell them apart.
+    revoked = issued.key.revoked(T0)
+    with pytest.raises(ApiKeyInvalid):
+        verify(revoked, issued.plaintext, T0)
+
+
+def test_a_wrong_secret_is_refused_before_expiry_or_revocation_are_looked_at() -> None:
+    issued = issue_key("acme", T0, expires_in=timedelta(hours=1))
+    other = issue_key("acme", T0)
+    with pytest.raises(ApiKeyInvalid, match="unknown or wrong"):
+        verify(issued.key, other.plaintext, T0 + timedelta(days=1))
+
+
+@pytest.mark.parametrize(
+    "lifetime", [timedelta(0), timedelta(seconds=-1), MAX_KEY_LIFETIME + timedelta(seconds=1), timedelta.max]
+)
+def test_a_lifetime_is_positive_and_bounded(lifetime: timedelta) -> None:
+    with pytest.raises(InvalidExpiry):
+        issue_key("acme", T0, expires_in=lifetime)
+    assert issue_key("acme", T0, expires_in=MAX_KEY_LIFETIME).key.expires_at == T0 + MAX_KEY_LIFETIME
+
+
+# --- Last use ---
+
+
+def test_a_use_is_worth_recording_if_never_recorded_or_a_minute_old() -> None:
+    key = issue_key("acme", T0).key
+    assert key.last_used_at is None and key.last_use_is_stale(T0)
+    used = dataclasses.replace(key, last_used_at=T0)
+    assert not used.last_use_is_stale(T0)
+    assert not used.last_use_is_stale(T0 + LAST_USE_RESOLUTION - timedelta(microseconds=1))
+    assert used.last_use_is_stale(T0 + LAST_USE_RESOLUTION)
+    assert timedelta(minutes=1) == LAST_USE_RESOLUTION

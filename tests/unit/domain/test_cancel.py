@@ -53,7 +53,8 @@ LATER = T0 + 10 * LEASE
         # The claim was written, then the worker died (or our write of the
         # exchange's answer was lost) and the feed is late: long after the lease.
         (CLAIMED, LATER),
-        (CLAIMED.failed("exchange unavailable after 3 attempts", T0).reopened(T0), LATER),  # an operator's redrive
+        # an operator's redrive
+        (CLAIMED.failed("exchange unavailable after 3 attempts", T0).reopened(T0, by="ops-test"), LATER),
         (an_order(OrderStatus.PLACED, exchange_order_id="X1"), T0),
         (an_order(OrderStatus.PARTIALLY_FILLED, filled_quantity=4), T0),
     ],

@@ -40,7 +40,7 @@ def test_an_attempt_that_failed_early_may_still_land_until_its_lease_would_have_
 
 def test_a_reopened_order_was_sent_before_and_stays_so() -> None:
     failed = new_order().claimed_for_placement(T0, T0 + LEASE).failed("exchange unavailable", T0 + LEASE)
-    reopened = failed.reopened(T0 + 2 * LEASE)
+    reopened = failed.reopened(T0 + 2 * LEASE, by="ops-test")
     assert reopened.status is OrderStatus.PENDING
     assert reopened.placement_stage(T0 + 2 * LEASE) is PlacementStage.QUIET
 

@@ -13,7 +13,7 @@ from chalicelib.service.exchange_cancel import CancelRequestOutcome
 from chalicelib.service.placement import PlacementOutcome
 from chalicelib.service.recovery import sweep_pending
 from tests.unit import helpers
-from tests.unit.fakes import LEASE, SWEEP, FakeExchange, FakeQueue, FakeRepository, Fakes
+from tests.unit.fakes import LEASE, SWEEP, TIMINGS, FakeExchange, FakeQueue, FakeRepository, Fakes
 from tests.unit.helpers import T0, Clock, ask_exchange, place
 from tests.unit.helpers import limit_terms as terms
 
@@ -179,12 +179,14 @@ def test_a_placed_order_is_pending_cancel_until_the_exchange_says(repo: FakeRepo
     assert answered.status is OrderStatus.PENDING_CANCEL
     assert queue.cancels == [order.id]
     assert cancel(repo, queue, order.id).status is OrderStatus.PENDING_CANCEL  # a repeat
-    assert queue.cancels == [order.id, order.id]  # one more message: harmless, and no wait for the sweep
+    assert queue.cancels == [order.id]  # within the resend interval: no second message (test_cancel_interval.py)
     assert ask_exchange(repo, order.id, exchange).outcome is CancelRequestOutcome.SENT
-    assert ask_exchange(repo, order.id, exchange).outcome is CancelRequestOutcome.TOO_LATE  # a redelivery
+    assert ask_exchange(repo, order.id, exchange).outcome is CancelRequestOutcome.SENT_RECENTLY  # a redelivery
+    later = Clock(T0 + TIMINGS.cancel_resend_interval)
+    assert ask_exchange(repo, order.id, exchange, clock=later).outcome is CancelRequestOutcome.TOO_LATE
     assert repo.orders[order.id].status is OrderStatus.PENDING_CANCEL  # the feed settles it
     # Should the feed's final report never be applied, the sweep asks again, less often.
-    assert repo.sweep_after[order.id] == T0 + 10 * SWEEP
+    assert repo.sweep_after[order.id] == later.now + 10 * SWEEP
 
 
 def test_an_unreachable_exchange_is_asked_again_then_left_to_the_sweep(repo: FakeRepository, queue: FakeQueue) -> None:
@@ -193,8 +195,12 @@ def test_an_unreachable_exchange_is_asked_again_then_left_to_the_sweep(repo: Fak
     place(repo, order.id, exchange)
     cancel(repo, queue, order.id)
     first = ask_exchange(repo, order.id, exchange, receive_count=1)
-    assert (first.outcome, first.retry_in_s > 0) == (CancelRequestOutcome.RETRY, True)
-    last = ask_exchange(repo, order.id, exchange, receive_count=3)
+    assert (first.outcome, first.retry_in_s >= TIMINGS.cancel_resend_interval.total_seconds()) == (
+        CancelRequestOutcome.RETRY,
+        True,
+    )  # back after the resend interval, or it would find its own send recent
+    retried = Clock(T0 + timedelta(seconds=first.retry_in_s))
+    last = ask_exchange(repo, order.id, exchange, receive_count=3, clock=retried)
     assert last.outcome is CancelRequestOutcome.LEFT_TO_SWEEP
     assert repo.sweep_after[order.id] > T0 + SWEEP
     # The sweep sends a fresh cancel message once that time has passed.

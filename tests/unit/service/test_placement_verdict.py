@@ -209,3 +209,20 @@ def test_an_acceptance_for_an_order_marked_failed_meanwhile_corrects_it(repo: Fa
     assert (result.outcome, result.corrected) == (PlacementOutcome.PLACED, True)
     corrected = repo.orders[order.id]
     assert (corrected.status, corrected.exchange_order_id, corrected.failure_reason) == (OrderStatus.PLACED, "X1", None)
+
+
+def test_an_implausible_status_answer_is_not_taken_the_order_is_asked_about_again(
+    repo: FakeRepository, queue: FakeQueue
+) -> None:
+    clock = Clock()
+    exchange = FakeExchange(["lost", "lost", "lost"])
+    order_id = exhaust(repo, queue, exchange, clock)
+    quantity = repo.orders[order_id].terms.quantity
+    # More filled than ordered: no venue can hold this of our order.
+    exchange.states[order_id] = VenueOrderState("X1", OrderStatus.FILLED, quantity + 1, 0, Decimal("1.00"))
+    clock.now += LEASE
+    result = place(repo, order_id, exchange, clock=clock)
+    assert result.outcome is PlacementOutcome.AWAITING_VERDICT
+    order = repo.orders[order_id]
+    assert (order.status, order.filled_quantity, order.exchange_order_id) == (OrderStatus.PENDING, 0, None)
+    assert "implausible order status answer" in (order.last_error or "")

@@ -38,7 +38,9 @@ def run(fakes: Fakes, limit: int = 100) -> dict[Check, int]:
 def test_a_fill_whose_report_was_lost_is_repaired_from_the_exchanges_status() -> None:
     fakes = Fakes(clock=Clock(T0 + timedelta(minutes=5)))
     order = stored(fakes)
-    fakes.exchange.states[order.id] = VenueOrderState("X1", OrderStatus.FILLED, 10, 0, Decimal("99.40"))
+    fakes.exchange.states[order.id] = VenueOrderState(
+        order.exchange_order_id, OrderStatus.FILLED, 10, 0, Decimal("99.40")
+    )
     checks = run(fakes)
     assert checks[Check.REPAIRED] == 1
     repaired = fakes.orders.orders[order.id]
@@ -53,12 +55,12 @@ def test_a_fill_whose_report_was_lost_is_repaired_from_the_exchanges_status() ->
 def test_a_failed_order_the_exchange_holds_is_corrected() -> None:
     fakes = Fakes(clock=Clock(T0 + timedelta(hours=1)))
     order = stored(fakes, OrderStatus.FAILED)
-    fakes.exchange.states[order.id] = VenueOrderState("X7", OrderStatus.PARTIALLY_FILLED, 26, 74, Decimal("10"))
+    fakes.exchange.states[order.id] = VenueOrderState("X7", OrderStatus.PARTIALLY_FILLED, 6, 4, Decimal("10"))
     assert run(fakes)[Check.CORRECTED] == 1
     corrected = fakes.orders.orders[order.id]
     assert (corrected.status, corrected.filled_quantity, corrected.failure_reason) == (
         OrderStatus.PARTIALLY_FILLED,
-        26,
+        6,
         None,
     )
 
@@ -67,9 +69,12 @@ def test_an_answer_older_than_what_we_know_changes_nothing() -> None:
     fakes = Fakes(clock=Clock(T0 + timedelta(minutes=5)))
     order = stored(fakes)
     ahead = fakes.orders.update(
-        order.reconciled_with(VenueOrderState("X1", OrderStatus.FILLED, 10, 0, Decimal("5")), T0), None
+        order.reconciled_with(VenueOrderState(order.exchange_order_id, OrderStatus.FILLED, 10, 0, Decimal("5")), T0),
+        None,
     )
-    fakes.exchange.states[order.id] = VenueOrderState("X1", OrderStatus.PARTIALLY_FILLED, 4, 6, Decimal("5"))
+    fakes.exchange.states[order.id] = VenueOrderState(
+        order.exchange_order_id, OrderStatus.PARTIALLY_FILLED, 4, 6, Decimal("5")
+    )
     run(fakes)
     assert fakes.orders.orders[order.id] == ahead
 
@@ -118,7 +123,9 @@ def test_one_orders_storage_trouble_does_not_stop_the_run() -> None:
     fakes = Fakes(clock=Clock(T0 + timedelta(minutes=5)))
     first, second = stored(fakes), stored(fakes)
     for order in (first, second):
-        fakes.exchange.states[order.id] = VenueOrderState("X1", OrderStatus.FILLED, 10, 0, Decimal("1"))
+        fakes.exchange.states[order.id] = VenueOrderState(
+            order.exchange_order_id, OrderStatus.FILLED, 10, 0, Decimal("1")
+        )
     update = fakes.orders.update
 
     def update_all_but_first(order: Order, sweep_after: object) -> Order:
@@ -147,7 +154,7 @@ def test_a_run_out_of_time_saves_the_cursor_after_the_last_order_it_started() ->
 def test_the_reconciler_handler_runs_a_slice_and_answers_its_counts() -> None:
     fakes = Fakes(clock=Clock(T0 + timedelta(minutes=5)))
     order = stored(fakes)
-    fakes.exchange.states[order.id] = VenueOrderState("X1", OrderStatus.FILLED, 10, 0, Decimal("2"))
+    fakes.exchange.states[order.id] = VenueOrderState(order.exchange_order_id, OrderStatus.FILLED, 10, 0, Decimal("2"))
     context = LambdaContext("reconcile_orders", memory_size=512, max_runtime_ms=120_000)
     answer = reconcile.reconcile({}, context, dependencies=fakes.dependencies())
     assert answer == {"checked": 1, "repaired": 1}
@@ -162,3 +169,14 @@ def test_the_reconciler_handler_starts_no_check_without_time_for_one() -> None:
     assert reconcile.reconcile({}, context, dependencies=fakes.dependencies())["checked"] == 0
     assert fakes.exchange.status_calls == []
     assert fakes.cursor.position == ReconcileCursor(0, None).to_text()  # nothing skipped
+
+
+def test_an_implausible_status_answer_is_not_merged_and_is_counted(caplog: pytest.LogCaptureFixture) -> None:
+    fakes = Fakes(clock=Clock(T0 + timedelta(minutes=5)))
+    order = stored(fakes)
+    # An over-fill: merged, it would stay for good (fills only grow).
+    fakes.exchange.states[order.id] = VenueOrderState(order.exchange_order_id, OrderStatus.FILLED, 11, 0, Decimal("99"))
+    with caplog.at_level("ERROR"):
+        assert run(fakes)[Check.IMPLAUSIBLE] == 1
+    assert fakes.orders.orders[order.id] == order
+    assert "cum_qty 11 is above the order's quantity 10" in caplog.records[-1].reason  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ def sweep(repo: FakeRepository, queue: FakeQueue, clock: Clock) -> int:
 
 
 def reopen(repo: FakeRepository, queue: FakeQueue, order_id: str) -> bool:
-    return reopen_failed_order(order_id, Fakes(orders=repo, queue=queue, clock=Clock()).dependencies())
+    return reopen_failed_order(order_id, Fakes(orders=repo, queue=queue, clock=Clock()).dependencies(), by="ops-test")
 
 
 def test_sweep_resends_only_stuck_orders_once_per_period(repo: FakeRepository, queue: FakeQueue) -> None:
