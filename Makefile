@@ -33,6 +33,7 @@ bench: setup
 	$(BIN)/python -m bench.executions
 	$(BIN)/python -m bench.calls
 	$(BIN)/python -m bench.reconcile
+	$(BIN)/python -m bench.order_stream
 	$(BIN)/python -m bench.idle_polling --seconds 10
 	$(BIN)/python -m bench.capacity
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from chalice.app import AuthRequest, Chalice, CloudWatchEvent, KinesisEvent, Rate, Request, Response, SQSEvent
+from chalice.app import (
+    AuthRequest,
+    Chalice,
+    CloudWatchEvent,
+    DynamoDBEvent,
+    KinesisEvent,
+    Rate,
+    Request,
+    Response,
+    SQSEvent,
+    WebsocketEvent,
+)
 
 from chalicelib import bootstrap
 from chalicelib.config import Settings, get_settings
@@ -35,11 +46,22 @@ def create_app(dependencies: DependenciesSource, settings: Settings | None = Non
     """The app, its handlers running with whatever `dependencies()` returns; settings name the event sources."""
     settings = settings or get_settings()
     app = Chalice(app_name=APP_NAME)
+    # Chalice's WebSocket support is experimental: `chalice package` refuses
+    # the WebSocket handlers below unless the app opts in.
+    app.experimental_feature_flags.update(["WEBSOCKETS"])
     authorizer = _add_authorizer(app, dependencies)
     _add_order_routes(app, authorizer, dependencies)
+    _add_order_event_routes(app, authorizer, dependencies)
     _add_docs_routes(app)
     _add_event_handlers(app, dependencies, settings)
+    _add_order_stream_handlers(app, dependencies, settings)
     return app
+
+
+def _current_request(app: Chalice) -> Request:
+    request = app.current_request
+    assert request is not None  # Chalice sets it for every route invocation
+    return request
 
 
 def _add_authorizer(app: Chalice, dependencies: DependenciesSource) -> auth.RequestOrTokenAuthorizer:
@@ -61,9 +83,7 @@ def _add_order_routes(
     app: Chalice, authorizer: auth.RequestOrTokenAuthorizer, dependencies: DependenciesSource
 ) -> None:
     def current_request() -> Request:
-        request = app.current_request
-        assert request is not None  # Chalice sets it for every route invocation
-        return request
+        return _current_request(app)
 
     @app.route("/orders", methods=["POST"], authorizer=authorizer)
     def post_order() -> Response:
@@ -94,6 +114,23 @@ def _add_order_routes(
         from chalicelib.entrypoints import http  # noqa: PLC0415 - on first call (see top)
 
         return http.get_executions(current_request(), order_id, dependencies())
+
+
+def _add_order_event_routes(
+    app: Chalice, authorizer: auth.RequestOrTokenAuthorizer, dependencies: DependenciesSource
+) -> None:
+    @app.route("/events", methods=["GET"], authorizer=authorizer)
+    def list_order_events() -> Response:
+        from chalicelib.entrypoints import event_query  # noqa: PLC0415 - on first call (see top)
+
+        return event_query.list_events(_current_request(app), dependencies())
+
+    # A read-only key may ask for a token too (auth.py exempts this route).
+    @app.route("/stream/tokens", methods=["POST"], authorizer=authorizer)
+    def create_stream_token() -> Response:
+        from chalicelib.entrypoints import event_query  # noqa: PLC0415 - on first call (see top)
+
+        return event_query.create_stream_token(_current_request(app), dependencies())
 
 
 def _add_docs_routes(app: Chalice) -> None:
@@ -154,6 +191,49 @@ def _add_event_handlers(app: Chalice, dependencies: DependenciesSource, settings
         return executions.handle_batch(event.to_dict(), event.context, dependencies=dependencies())
 
 
+def _add_order_stream_handlers(app: Chalice, dependencies: DependenciesSource, settings: Settings) -> None:
+    # The order events: derived from the orders table's stream, logged, and
+    # pushed to the WebSocket connections of each event's account.
+    @app.on_dynamodb_record(
+        stream_arn=settings.orders_table_stream_arn,
+        batch_size=settings.order_events_batch_size,
+        starting_position="TRIM_HORIZON",
+        maximum_batching_window_in_seconds=1,
+    )
+    def publish_order_events(event: DynamoDBEvent) -> dict[str, Any]:
+        from chalicelib.entrypoints import order_stream  # noqa: PLC0415 - on first call (see top)
+
+        return order_stream.handle_batch(event.to_dict(), event.context, dependencies=dependencies())
+
+    # API Gateway's WebSocket API (locally devstack's stream server) calls
+    # these; they push through Dependencies.stream.pusher, never through
+    # app.websocket_api (which would need boto3).
+    @app.on_ws_connect()
+    def stream_connect(event: WebsocketEvent) -> Response:
+        from chalicelib.entrypoints import stream  # noqa: PLC0415 - on first call (see top)
+
+        return stream.on_connect(event, dependencies())
+
+    @app.on_ws_message()
+    def stream_message(event: WebsocketEvent) -> None:
+        from chalicelib.entrypoints import stream  # noqa: PLC0415 - on first call (see top)
+
+        stream.on_message(event, dependencies())
+
+    @app.on_ws_disconnect()
+    def stream_disconnect(event: WebsocketEvent) -> None:
+        from chalicelib.entrypoints import stream  # noqa: PLC0415 - on first call (see top)
+
+        stream.on_disconnect(event, dependencies())
+
+    # A revoked key's connections are closed within a minute of `ops keys revoke`.
+    @app.schedule(Rate(1, unit=Rate.MINUTES))
+    def close_revoked_stream_connections(event: CloudWatchEvent) -> None:
+        from chalicelib.entrypoints import stream  # noqa: PLC0415 - on first call (see top)
+
+        stream.close_revoked(event.to_dict(), event.context, dependencies=dependencies())
+
+
 app = create_app(bootstrap.production)
 
 # Lambda finds each function by its handler string, "app.<function name>"
@@ -164,3 +244,8 @@ place_orders = app.handler_map["place_orders"]
 sweep_pending_orders = app.handler_map["sweep_pending_orders"]
 reconcile_orders = app.handler_map["reconcile_orders"]
 apply_executions = app.handler_map["apply_executions"]
+publish_order_events = app.handler_map["publish_order_events"]
+stream_connect = app.handler_map["stream_connect"]
+stream_message = app.handler_map["stream_message"]
+stream_disconnect = app.handler_map["stream_disconnect"]
+close_revoked_stream_connections = app.handler_map["close_revoked_stream_connections"]

@@ -29,7 +29,7 @@ from chalicelib.clock import Clock, utc_now
 from chalicelib.config import Settings, get_settings
 from chalicelib.domain.retry import RetryPolicy
 from chalicelib.domain.risk import RiskLimits
-from chalicelib.service.dependencies import Dependencies, RiskSources, Timings
+from chalicelib.service.dependencies import Dependencies, RiskSources, StreamSources, Timings
 
 
 def bootstrap(
@@ -56,10 +56,12 @@ def bootstrap(
         timings=timings(settings),
         executions=execution_repository(settings),
         executions_failed_queue=executions_failed_queue(settings, sqs_client),
+        order_events_failed_queue=order_events_failed_queue(settings, sqs_client),
         api_keys=api_key_repository(settings),
         orders_dead_letter_queue=orders_dead_letter_queue(settings, sqs_client),
         reconciler_cursor=reconciler_cursor(settings),
         risk=risk_sources(settings, exchange_pool, secretsmanager_client),
+        stream=stream_sources(settings),
         clock=clock,
     )
 
@@ -78,6 +80,7 @@ def aws_clients(dependencies: Dependencies) -> list[Any]:
         dependencies.api_keys,
         dependencies.orders_queue,
         dependencies.executions_failed_queue,
+        dependencies.order_events_failed_queue,
         dependencies.orders_dead_letter_queue,
         dependencies.reconciler_cursor,
         dependencies.risk.account_limits,
@@ -118,6 +121,11 @@ def orders_queue(settings: Settings | None = None, sqs_client: Any = None) -> Sq
 def executions_failed_queue(settings: Settings | None = None, sqs_client: Any = None) -> SqsQueue:
     settings = settings or get_settings()
     return SqsQueue(settings.executions_failed_queue_name, sqs_client, client_config=aws_client_config(settings))
+
+
+def order_events_failed_queue(settings: Settings | None = None, sqs_client: Any = None) -> SqsQueue:
+    settings = settings or get_settings()
+    return SqsQueue(settings.order_events_failed_queue_name, sqs_client, client_config=aws_client_config(settings))
 
 
 def orders_dead_letter_queue(settings: Settings | None = None, sqs_client: Any = None) -> SqsQueue:
@@ -174,6 +182,42 @@ def risk_sources(
         account_limits=CachedAccountLimits(account_limits_repository(settings)),
         reference_prices=HttpReferencePrices(str(settings.exchange_url), pool=pool, credential=credential),
         defaults=risk_defaults(settings),
+    )
+
+
+def stream_sources(settings: Settings | None = None) -> StreamSources:
+    """The order event log, the stream's connections and tokens, and the management API that pushes to them."""
+    # Imported here: only the functions that build them pay for their modules (see app.py).
+    from chalicelib.adapters.connection_management import ManagementApiPusher  # noqa: PLC0415
+    from chalicelib.adapters.order_events_table import (  # noqa: PLC0415
+        DynamoDBOrderEventLog,
+        order_event_record_class_for,
+    )
+    from chalicelib.adapters.stream_connections_table import (  # noqa: PLC0415
+        DynamoDBStreamConnections,
+        DynamoDBStreamTokens,
+        stream_connection_record_class_for,
+    )
+    from chalicelib.adapters.stream_listeners_table import stream_listener_record_class_for  # noqa: PLC0415
+
+    settings = settings or get_settings()
+    retention = timedelta(days=settings.order_events_retention_days)
+    connection_records = stream_connection_record_class_for(
+        settings.stream_connections_table_name, **dynamodb_connection(settings)
+    )
+    return StreamSources(
+        event_log=DynamoDBOrderEventLog(
+            order_event_record_class_for(settings.order_events_table_name, **dynamodb_connection(settings)),
+            retention=retention,
+        ),
+        connections=DynamoDBStreamConnections(
+            connection_records,
+            stream_listener_record_class_for(settings.order_events_table_name, **dynamodb_connection(settings)),
+        ),
+        tokens=DynamoDBStreamTokens(connection_records),
+        pusher=ManagementApiPusher(settings.stream_management_url, client_config=aws_client_config(settings)),
+        retention=retention,
+        token_ttl=timedelta(seconds=settings.stream_token_ttl_s),
     )
 
 

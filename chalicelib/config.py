@@ -130,6 +130,8 @@ class Settings:
     # Each account's pre-trade risk limits (one item per account; absent ones: the defaults below).
     accounts_table_name: str = _text(f"{DEFAULT_PREFIX}-accounts", min_length=3)
     executions_failed_queue_name: str = _text(f"{DEFAULT_PREFIX}-executions-failed", min_length=1)
+    # Where the orders table's stream consumer sets aside the records it can never process (with why).
+    order_events_failed_queue_name: str = _text(f"{DEFAULT_PREFIX}-order-events-failed", min_length=1)
     # Where a placement whose order the exchange confirmed it never got ends up
     # (the orders queue's redrive target, written to by the placement function).
     orders_dead_letter_queue_name: str = _text(f"{DEFAULT_PREFIX}-orders-dlq", min_length=1)
@@ -137,6 +139,24 @@ class Settings:
     feed_checkpoints_table_name: str = _text(f"{DEFAULT_PREFIX}-feed-checkpoints", min_length=3)
     executions_batch_size: int = _integer(100, 1, 10_000)
     executions_batch_window_s: int = _integer(1, 0, 300)
+
+    # Order events (docs/architecture.md, "Order events"): the log GET /events pages and the
+    # WebSocket stream replays, and the stream's connections and connect tokens.
+    order_events_table_name: str = _text(f"{DEFAULT_PREFIX}-order-events", min_length=3)
+    stream_connections_table_name: str = _text(f"{DEFAULT_PREFIX}-stream-connections", min_length=3)
+    # The orders table's DynamoDB stream, which the order events are derived from. On AWS the
+    # template points the mapping at the table's StreamArn; locally the stack output sets it.
+    orders_table_stream_arn: str = _text(
+        f"arn:aws:dynamodb:us-east-1:000000000000:table/{DEFAULT_PREFIX}-orders/stream/local", min_length=1
+    )
+    order_events_batch_size: int = _integer(100, 1, 1000)
+    # Events are kept at least 7 days (the contract); TTL deletes them some time after this.
+    order_events_retention_days: int = _integer(8, 7, 365)
+    # Where functions post to and close WebSocket connections: API Gateway's management API
+    # (https://{api-id}.execute-api.{region}.amazonaws.com/{stage}); locally the stream server's.
+    stream_management_url: str = _url("http://127.0.0.1:8004")
+    # How long a token of POST /stream/tokens may be used to connect (once).
+    stream_token_ttl_s: int = _integer(300, 10, 3600)
 
     exchange_url: str = _url("http://127.0.0.1:8001")
     # The venue credential (sent as a bearer token on order entry), in Secrets Manager.

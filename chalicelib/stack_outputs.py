@@ -25,6 +25,19 @@ SETTING_OUTPUTS = {
     "ACCOUNTS_TABLE_NAME": "AccountsTableName",
     # The venue credential (order entry and the feed's handshake).
     "EXCHANGE_CREDENTIAL_SECRET_NAME": "ExchangeCredentialSecretName",
+    # Order events: the log clients page and replay, the WebSocket connections, and the orders
+    # table's stream both are derived from (the runner maps it locally, as Lambda does on AWS).
+    "ORDER_EVENTS_TABLE_NAME": "OrderEventsTableName",
+    "STREAM_CONNECTIONS_TABLE_NAME": "StreamConnectionsTableName",
+    # Where the orders table's stream consumer sets aside the records it can never process.
+    "ORDER_EVENTS_FAILED_QUEUE_NAME": "OrderEventsFailedQueueName",
+}
+# Set from the stack when it has them: the orders table's stream ARN carries a label chosen when
+# the stream is created, so a tool that knows the stack only by its names (ops/target.py) cannot
+# spell it, and needs it no more than the API does: only the stream's consumer reads it (on AWS
+# the template wires the mapping to the table's StreamArn; locally the runner takes it from here).
+OPTIONAL_SETTING_OUTPUTS = {
+    "ORDERS_TABLE_STREAM_ARN": "OrdersTableStreamArn",
 }
 
 
@@ -37,4 +50,8 @@ def settings_environment(outputs: Mapping[str, str]) -> dict[str, str]:
     missing = sorted(output for output in SETTING_OUTPUTS.values() if output not in outputs)
     if missing:
         raise MissingStackOutputs(f"the stack has no output {', '.join(missing)}")
-    return {variable: outputs[output] for variable, output in SETTING_OUTPUTS.items()}
+    environment = {variable: outputs[output] for variable, output in SETTING_OUTPUTS.items()}
+    environment.update(
+        {variable: outputs[output] for variable, output in OPTIONAL_SETTING_OUTPUTS.items() if output in outputs}
+    )
+    return environment

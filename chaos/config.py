@@ -127,6 +127,26 @@ class LostAnswers(LoadSizes):
 
 
 @dataclass(frozen=True, kw_only=True)
+class StreamChaos(KillSizes):
+    """Sizes of the stream-chaos scenario: order stream clients while the feed and the runner misbehave."""
+
+    orders: int = 300
+    clients: int = 4  # stream clients of the account, each dropped and reconnected with its cursor now and then
+    runner_kills: int = 4
+    kill_gap_s: tuple[float, float] = (3.0, 7.0)
+    down_s: tuple[float, float] = (0.2, 2.0)
+    drop_gap_s: tuple[float, float] = (1.0, 3.0)  # between one client's drop and the next client's
+    duplicate_rate: float = 0.3
+    reorder_rate: float = 0.3
+    reject_rate: float = 0.05
+    cancel_rate: float = 0.1
+    max_rate: float = 10.0
+    visibility_timeout_s: int = 10
+    # From the orders settling until every client, reconnected with its cursor, holds the whole log.
+    catch_up_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class DuplicatePosts:
     """Sizes of the duplicate-posts scenario."""
 
@@ -146,6 +166,7 @@ class ChaosConfig:
     feed: FeedChaos = field(default_factory=FeedChaos)
     duplicates: DuplicatePosts = field(default_factory=DuplicatePosts)
     lost_answers: LostAnswers = field(default_factory=LostAnswers)
+    stream: StreamChaos = field(default_factory=StreamChaos)
 
 
 FULL = ChaosConfig()
@@ -191,6 +212,19 @@ SMALL = ChaosConfig(
         faults_outlast_load_s=10.0,
         runner_concurrency=2,
         drain_timeout_s=90.0,
+    ),
+    stream=StreamChaos(
+        orders=30,
+        clients=3,
+        runner_kills=2,
+        kill_gap_s=(1.5, 3.0),
+        down_s=(0.2, 0.8),
+        drop_gap_s=(0.5, 1.5),
+        max_rate=10.0,
+        visibility_timeout_s=5,
+        runner_concurrency=2,
+        drain_timeout_s=60.0,
+        catch_up_timeout_s=30.0,
     ),
 )
 

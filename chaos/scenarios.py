@@ -50,6 +50,7 @@ from chaos.steps import (
     stack_spec,
     start_load,
 )
+from chaos.stream_chaos import stream_chaos
 
 STORE_FAILED = {"message": "Internal server error while placing the order"}
 # The authorizer could not read the API keys: refused before the route ran.
@@ -430,6 +431,12 @@ SCENARIOS = (
         "lost-answers",
         lambda config, ctx: lost_answers(config.lost_answers, ctx),
         "answers to placements lost, on every attempt for some orders; execution reports lost for good",
+    ),
+    Scenario(
+        "stream-chaos",
+        lambda config, ctx: stream_chaos(config.stream, ctx),
+        "order stream clients dropped and reconnecting with their cursor; a duplicating, reordering feed; "
+        "the runner SIGKILLed",
     ),
 )
 SCENARIO_NAMES = tuple(scenario.name for scenario in SCENARIOS)

@@ -60,7 +60,7 @@ DEFAULT_PORT = 4566
 # needs S3 internally (LocalStack adds it), STS and IAM answer identity calls.
 # KMS holds the key the tables, queues, stream and secret are encrypted with;
 # Secrets Manager the venue credential (infra/resources.yaml).
-REQUIRED_SERVICES = ("dynamodb", "sqs", "kinesis", "cloudformation", "kms", "secretsmanager")
+REQUIRED_SERVICES = ("dynamodb", "dynamodbstreams", "sqs", "kinesis", "cloudformation", "kms", "secretsmanager")
 SERVICES = (*REQUIRED_SERVICES, "sts", "iam")
 # What the packaged stack creates and runs on, beyond those (make test-deploy).
 DEPLOY_SERVICES = ("s3", "lambda", "apigateway", "events", "logs", "cloudwatch", "sns")

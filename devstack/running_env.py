@@ -19,9 +19,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib.stack_outputs import settings_environment
-from devstack.emulator import emulator_env
-from devstack.stack import RUNNING_STACK_FILE
+from devstack.emulator import emulator_client, emulator_env
+from devstack.stack import RUNNING_STACK_FILE, STREAM_MANAGEMENT_URL_VARIABLE
 from ops.target import LOCAL_STAGE, Target
 
 
@@ -36,13 +38,29 @@ def running_stack_environment(stack_file: Path = RUNNING_STACK_FILE) -> dict[str
     except FileNotFoundError:
         raise NoRunningStack(f"{stack_file} does not exist: start the stack with `make run` first") from None
     target = Target(LOCAL_STAGE, running["resource_prefix"], running["endpoint_url"])
-    return {
-        **settings_environment(target.stack_outputs()),
+    # The stack's own outputs where the emulator has them: some (the orders table's stream ARN)
+    # cannot be derived from the prefix.
+    outputs = {**target.stack_outputs(), **_stack_outputs(running["endpoint_url"], running["resource_prefix"])}
+    environment = {
+        **settings_environment(outputs),
         # The fake credentials always: a real ~/.aws profile must never reach a local endpoint.
         **emulator_env(running["endpoint_url"]),
         # EMF metrics are for CloudWatch; in a terminal they only bury the log lines (as under `make run`).
         "POWERTOOLS_METRICS_DISABLED": "true",
     }
+    if running.get("stream_management_url"):
+        # Where pushes to the stack's WebSocket clients go (a stack file of an older `make run` has none).
+        environment[STREAM_MANAGEMENT_URL_VARIABLE] = running["stream_management_url"]
+    return environment
+
+
+def _stack_outputs(endpoint_url: str, stack_name: str) -> dict[str, str]:
+    """The outputs of the stack `make run` provisioned (named after its prefix); none if it cannot be read."""
+    try:
+        stacks = emulator_client("cloudformation", endpoint_url).describe_stacks(StackName=stack_name)["Stacks"]
+    except (BotoCoreError, ClientError):
+        return {}
+    return {str(o["OutputKey"]): str(o["OutputValue"]) for stack in stacks for o in stack.get("Outputs", [])}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""The whole local system: emulator, resources, a demo API key, exchange simulator, Lambda runner and the local API."""
+"""The whole local system: emulator, resources, a demo API key, exchange simulator, Lambda runner, the local API
+and its WebSocket side (the order event stream)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from devstack.emulator import EMULATOR_ENV, emulator_client, emulator_env, runni
 from devstack.exchange_sim.config import CREDENTIAL_ENV
 from devstack.lifeline import Lifeline, lifeline
 from devstack.ports import PortInUse, require_free_ports
-from devstack.processes import LOOPBACK, ManagedProcess, python_module
+from devstack.processes import LOOPBACK, ManagedProcess, free_port, python_module
 from devstack.provision import provision
 from devstack.venue_credential import SECRET_NAME_VARIABLE, default_secret_name, ensure_exchange_credential
 
@@ -40,6 +41,8 @@ RUNNING_STACK_FILE = REPO_ROOT / ".local" / "running-stack.json"
 DEFAULT_STACK_NAME = "brokerage-local"
 # The account `make run` creates a key for, so the API can be tried at once.
 DEMO_ACCOUNT = "demo"
+# Where the app's functions post to WebSocket connections (its pusher's endpoint): the stream server's management API.
+STREAM_MANAGEMENT_URL_VARIABLE = "STREAM_MANAGEMENT_URL"
 
 
 def start_exchange(
@@ -113,6 +116,30 @@ def start_api(
     ).start()
 
 
+def start_stream_server(
+    port: int,
+    management_port: int,
+    env: Mapping[str, str],
+    stdout: IO[bytes] | int | None = None,
+    lifeline: Lifeline | None = None,
+) -> ManagedProcess:
+    # API Gateway's WebSocket side for the app's $connect/$default/$disconnect handlers and the
+    # management API they post through (chalice local serves neither): see devstack/stream_server.py.
+    return ManagedProcess(
+        "stream",
+        python_module(
+            "devstack.stream_server",
+            *("--host", LOOPBACK, "--port", str(port), "--management-port", str(management_port), "--stage", "local"),
+        ),
+        env=env,
+        cwd=str(REPO_ROOT),
+        # A plain GET is answered 426 by the WebSocket port without running any handler.
+        ready_url=f"http://{LOOPBACK}:{port}/",
+        stdout=stdout,
+        lifeline=lifeline,
+    ).start()
+
+
 def _with_emulator_credentials(records: type[RecordT]) -> type[RecordT]:
     """The record class reaching the emulator with its fake credentials, whatever this process's environment holds."""
     credentials = {
@@ -168,6 +195,8 @@ class LocalStack:
     # What the simulator demands on order entry and the feed's handshake (the stack's secret's value),
     # for test and chaos clients of the venue; the functions and the bridge read it from the secret.
     exchange_credential: str | None = None
+    stream_url: str = ""  # the order event stream, ws://...
+    stream_management_url: str = ""  # the management API the functions post to connections through
     processes: list[ManagedProcess] = field(default_factory=list)
 
     def process(self, name: str) -> ManagedProcess:
@@ -198,6 +227,35 @@ class LocalStack:
         return emulator_api_keys(self.endpoint_url, self.resources["ApiKeysTableName"])
 
 
+def _stack_environment(
+    endpoint: str, exchange_url: str, feed_url: str, stream_management_url: str, overrides: Mapping[str, str] | None
+) -> dict[str, str]:
+    """What every process of the stack runs with: the emulator, the venue, the stream's management API, the knobs."""
+    env = {
+        **os.environ,
+        **emulator_env(endpoint),
+        "EXCHANGE_URL": exchange_url,
+        "EXCHANGE_FEED_URL": feed_url,
+        # The API (its routes close nothing today, but may), the runner's functions and the stream
+        # server's handlers all post to connections through the stream server's management API.
+        STREAM_MANAGEMENT_URL_VARIABLE: stream_management_url,
+        **(overrides or {}),
+    }
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # EMF metrics are for CloudWatch; locally they would only flood the console.
+    env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    # Placement scales like Lambda up to infra's maximum concurrency (50), but here every
+    # batch shares one emulator process: measured (docs/BENCHMARKS.md section 2), 2, 4, 8
+    # and 16 concurrent batches all drain ~11-12 orders/s with moto at ~90% of a core, and
+    # 50 drains slower (8/s) as moto's calls queue up. 4 keeps the scaling visible, not the contention.
+    env.setdefault("RUNNER_MAX_SQS_CONCURRENCY", "4")
+    # The simulator's feed restarts at seq 1 with every start, while a
+    # persistent emulator (LocalStack) keeps the bridge's checkpoint: one
+    # checkpoint per simulator run, or the bridge would skip the new reports.
+    env.setdefault("FEED_ID", f"exchange-sim-{uuid.uuid4().hex[:12]}")
+    return env
+
+
 @contextlib.contextmanager
 def local_stack(
     api_port: int,
@@ -207,37 +265,28 @@ def local_stack(
     overrides: Mapping[str, str] | None = None,
     log: IO[bytes] | None = None,
     reconcile_interval_s: float | None = None,
+    stream_port: int | None = None,
+    stream_management_port: int | None = None,
 ) -> Iterator[LocalStack]:
     """Start everything, yield its handles, stop everything (reverse order) however the block ends.
+
+    The stream server's ports, when not given, are free ones (tests and
+    benchmarks run beside a `make run`, which uses 8003 and 8004).
 
     Raises PortInUse, having started nothing, if a port it needs is taken: a
     stale server there would answer the readiness probes. Should this process
     die without stopping them (SIGKILL), the lifeline and the parent death
     signal take every child and its workers down with it.
     """
-    require_free_ports({"API": api_port, "exchange simulator": exchange_port, "execution feed": feed_port})
+    stream_port = stream_port or free_port()
+    stream_management_port = stream_management_port or free_port()
+    ports = {"API": api_port, "exchange simulator": exchange_port, "execution feed": feed_port}
+    require_free_ports({**ports, "WebSocket stream": stream_port, "stream management API": stream_management_port})
     with lifeline() as line, running_emulator(line) as endpoint:
         exchange_url = f"http://{LOOPBACK}:{exchange_port}"
         feed_url = f"ws://{LOOPBACK}:{feed_port}/feed"
-        env = {
-            **os.environ,
-            **emulator_env(endpoint),
-            "EXCHANGE_URL": exchange_url,
-            "EXCHANGE_FEED_URL": feed_url,
-            **(overrides or {}),
-        }
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        # EMF metrics are for CloudWatch; locally they would only flood the console.
-        env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-        # Placement scales like Lambda up to infra's maximum concurrency (50), but here every
-        # batch shares one emulator process: measured (docs/BENCHMARKS.md section 2), 2, 4, 8
-        # and 16 concurrent batches all drain ~11-12 orders/s with moto at ~90% of a core, and
-        # 50 drains slower (8/s) as moto's calls queue up. 4 keeps the scaling visible, not the contention.
-        env.setdefault("RUNNER_MAX_SQS_CONCURRENCY", "4")
-        # The simulator's feed restarts at seq 1 with every start, while a
-        # persistent emulator (LocalStack) keeps the bridge's checkpoint: one
-        # checkpoint per simulator run, or the bridge would skip the new reports.
-        env.setdefault("FEED_ID", f"exchange-sim-{uuid.uuid4().hex[:12]}")
+        stream_management_url = f"http://{LOOPBACK}:{stream_management_port}"
+        env = _stack_environment(endpoint, exchange_url, feed_url, stream_management_url, overrides)
         prefix = env.get("RESOURCE_PREFIX", DEFAULT_STACK_NAME)
         resources = provision(
             endpoint,
@@ -261,10 +310,14 @@ def local_stack(
             endpoint, f"http://{LOOPBACK}:{api_port}", exchange_url, feed_url, env, resources, demo_key.plaintext
         )
         stack.exchange_credential = credential
+        stack.stream_url = f"ws://{LOOPBACK}:{stream_port}"
+        stack.stream_management_url = env[STREAM_MANAGEMENT_URL_VARIABLE]
         stack.set_limits(DEMO_ACCOUNT, DEMO_LIMITS)
         starters: list[Callable[[], ManagedProcess]] = [
             lambda: start_exchange(exchange_port, feed_port, env, log, line, credential=credential),
             lambda: start_bridge(env, log, line),
+            # Before the runner: its order event publisher posts to the connections from its first batch.
+            lambda: start_stream_server(stream_port, stream_management_port, env, log, line),
             lambda: start_runner(env, schedule_interval_s, log, line, reconcile_interval_s),
             lambda: start_api(api_port, env, log, line),
         ]
@@ -284,6 +337,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--exchange-port", type=int, default=int(os.environ.get("EXCHANGE_PORT", "8001")))
     parser.add_argument("--feed-port", type=int, default=int(os.environ.get("EXCHANGE_FEED_PORT", "8002")))
+    parser.add_argument(
+        "--stream-port",
+        type=int,
+        default=int(os.environ.get("STREAM_PORT", "8003")),
+        help="the order event stream's WebSocket port",
+    )
+    parser.add_argument(
+        "--stream-management-port",
+        type=int,
+        default=int(os.environ.get("STREAM_MANAGEMENT_PORT", "8004")),
+        help="the stream's management API (what the functions post to connections through)",
+    )
     parser.add_argument(
         "--sweep-interval",
         type=float,
@@ -313,12 +378,21 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         intervals = ScheduleIntervals(args.sweep_interval, args.reconcile_interval)
-        return serve(args.port, args.exchange_port, args.feed_port, intervals, args.state_file, stopping)
+        return serve(
+            args.port,
+            args.exchange_port,
+            args.feed_port,
+            intervals,
+            args.state_file,
+            stopping,
+            stream_ports=(args.stream_port, args.stream_management_port),
+        )
     except PortInUse as exc:
         print(f"cannot start the local stack: {exc}", file=sys.stderr, flush=True)
         print(
             "stop that process, or choose other ports: --port/PORT, --exchange-port/EXCHANGE_PORT, "
-            "--feed-port/EXCHANGE_FEED_PORT",
+            "--feed-port/EXCHANGE_FEED_PORT, --stream-port/STREAM_PORT, "
+            "--stream-management-port/STREAM_MANAGEMENT_PORT",
             file=sys.stderr,
             flush=True,
         )
@@ -332,10 +406,17 @@ def serve(
     intervals: ScheduleIntervals,
     state_file: Path,
     stopping: threading.Event,
+    stream_ports: tuple[int, int] = (8003, 8004),
 ) -> int:
     """Run the stack until stopping is set (0) or one of its processes exits (1)."""
     with local_stack(
-        api_port, exchange_port, feed_port, intervals.sweep_s, reconcile_interval_s=intervals.reconcile_s
+        api_port,
+        exchange_port,
+        feed_port,
+        intervals.sweep_s,
+        reconcile_interval_s=intervals.reconcile_s,
+        stream_port=stream_ports[0],
+        stream_management_port=stream_ports[1],
     ) as stack:
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state_file.write_text(
@@ -344,11 +425,17 @@ def serve(
                     "endpoint_url": stack.endpoint_url,
                     "resource_prefix": stack.env.get("RESOURCE_PREFIX", DEFAULT_STACK_NAME),
                     "api_url": stack.api_url,
+                    "stream_url": stack.stream_url,
+                    "stream_management_url": stack.stream_management_url,
                 }
             )
         )
         print(f"AWS emulator:       {stack.endpoint_url}", flush=True)
         print(f"exchange simulator: {stack.exchange_url} (execution feed {stack.feed_url})", flush=True)
+        print(
+            f"order event stream: {stack.stream_url}  (WebSocket; management API {stack.stream_management_url})",
+            flush=True,
+        )
         print(f"API ready:          {stack.api_url}  (Ctrl-C stops everything)", flush=True)
         print(f"API key (account {DEMO_ACCOUNT}): {stack.api_key}", flush=True)
         print(f"  try: curl -s {stack.api_url}/orders -H 'Authorization: Bearer {stack.api_key}'", flush=True)

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import alarm_template
+import stream_template
 import yaml
 from chalice.config import Config
 from chalice.utils import to_cfn_resource_name
@@ -28,13 +30,26 @@ Template = dict[str, Any]
 # app.py's decorators decide; Chalice names the SAM event
 # `<Function><Kind>EventSource`. tests/tooling/test_package.py checks this
 # table against what `chalice package` generates.
-EVENT_SOURCE_KINDS = {"place_orders": "Sqs", "apply_executions": "Kinesis"}
+EVENT_SOURCE_KINDS = {"place_orders": "Sqs", "apply_executions": "Kinesis", "publish_order_events": "DynamoDB"}
 # The setting app.py names each handler's queue or stream by
 # (`queue=settings.orders_queue_name`); Chalice writes its value into an ARN.
 # tests/tooling/test_package.py checks that ARN names the same resource.
-EVENT_SOURCE_NAME_VARIABLES = {"place_orders": "ORDERS_QUEUE_NAME", "apply_executions": "EXECUTIONS_STREAM_NAME"}
-# Per kind: the SAM event property that names the source, and its resource type.
-_EVENT_SOURCE_PROPERTIES = {"Sqs": ("Queue", "AWS::SQS::Queue"), "Kinesis": ("Stream", "AWS::Kinesis::Stream")}
+# A DynamoDB stream's ARN holds a label only its creation decides: app.py's
+# ORDERS_TABLE_STREAM_ARN cannot name it, so the table named here is the source.
+EVENT_SOURCE_NAME_VARIABLES = {
+    "place_orders": "ORDERS_QUEUE_NAME",
+    "apply_executions": "EXECUTIONS_STREAM_NAME",
+    "publish_order_events": "ORDERS_TABLE_NAME",
+}
+# Per kind: the SAM event property that names the source, its resource type, and the attribute that is its ARN.
+_EVENT_SOURCE_PROPERTIES = {
+    "Sqs": ("Queue", "AWS::SQS::Queue", "Arn"),
+    "Kinesis": ("Stream", "AWS::Kinesis::Stream", "Arn"),
+    "DynamoDB": ("Stream", "AWS::DynamoDB::Table", "StreamArn"),
+}
+# Every function gets the orders table's stream ARN as ORDERS_TABLE_STREAM_ARN:
+# the setting app.py's decorator reads is then the stream the mapping reads.
+STREAM_ARN_VARIABLE = "ORDERS_TABLE_STREAM_ARN"
 # app.py's `@app.authorizer` function, which Chalice names the API's
 # authorizer after (securityDefinitions); tests/tooling/test_package.py
 # checks this against what `chalice package` generates.
@@ -89,11 +104,12 @@ STAGE_PARAMETERS = (
 # infra/event_sources.json key -> (event source property, kinds that have it).
 # Anything else in the file is an error: a misspelt key would otherwise deploy
 # a mapping without the setting and nobody would notice until it mattered.
+_STREAMS = frozenset({"Kinesis", "DynamoDB"})
 _EXTRAS: Mapping[str, tuple[str, frozenset[str]]] = {
-    "function_response_types": ("FunctionResponseTypes", frozenset({"Sqs", "Kinesis"})),
-    "bisect_batch_on_function_error": ("BisectBatchOnFunctionError", frozenset({"Kinesis"})),
-    "maximum_retry_attempts": ("MaximumRetryAttempts", frozenset({"Kinesis"})),
-    "maximum_record_age_in_seconds": ("MaximumRecordAgeInSeconds", frozenset({"Kinesis"})),
+    "function_response_types": ("FunctionResponseTypes", frozenset({"Sqs"}) | _STREAMS),
+    "bisect_batch_on_function_error": ("BisectBatchOnFunctionError", _STREAMS),
+    "maximum_retry_attempts": ("MaximumRetryAttempts", _STREAMS),
+    "maximum_record_age_in_seconds": ("MaximumRecordAgeInSeconds", _STREAMS),
 }
 _DESTINATION_KEY = "on_failure_destination_output"
 
@@ -227,7 +243,7 @@ def _bounded_default(parameter: dict[str, Any], name: str, value: int) -> None:
 def _event_source_properties(handler: str, extras: Mapping[str, Any], kind: str, resources: Template) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for key, value in extras.items():
-        if key == _DESTINATION_KEY and kind == "Kinesis":
+        if key == _DESTINATION_KEY and kind in _STREAMS:
             output = resources["Outputs"].get(value)
             arn = None if output is None else output["Value"]
             if not (isinstance(arn, dict) and "Fn::GetAtt" in arn and arn["Fn::GetAtt"][1] == "Arn"):
@@ -258,49 +274,13 @@ def _event_source_reference(handler: str, kind: str, resources: Template, enviro
         raise TemplateError(f"{CHALICE_CONFIG_PATH}: {handler}'s source needs {variable} in the stage's environment")
     # resource_prefix() has checked that the value is this resource's name.
     logical_id, _ = _named_resource(resources, _output_name(variable))
-    source_property, resource_type = _EVENT_SOURCE_PROPERTIES[kind]
-    if resources["Resources"][logical_id]["Type"] != resource_type:
+    source_property, resource_type, attribute = _EVENT_SOURCE_PROPERTIES[kind]
+    source = resources["Resources"][logical_id]
+    if source["Type"] != resource_type:
         raise TemplateError(f"resources.yaml: {logical_id}, {handler}'s source, is not a {resource_type}")
-    return {source_property: {"Fn::Sub": f"${{{logical_id}.Arn}}"}}
-
-
-def _function_alarms(handler: str, function_id: str) -> dict[str, Any]:
-    def alarm(metric: str, description: str, evaluation: dict[str, int]) -> dict[str, Any]:
-        return {
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {
-                "AlarmName": {"Fn::Sub": f"${{ResourcePrefix}}-{function_name_suffix(handler)}-{metric.lower()}"},
-                "AlarmDescription": description,
-                "Namespace": "AWS/Lambda",
-                "MetricName": metric,
-                "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": function_id}}],
-                "Statistic": "Sum",
-                "Period": 60,
-                **evaluation,
-                "Threshold": 0,
-                "ComparisonOperator": "GreaterThanThreshold",
-                "TreatMissingData": "notBreaching",
-                "AlarmActions": [{"Ref": "AlarmTopic"}],
-                "OKActions": [{"Ref": "AlarmTopic"}],
-            },
-        }
-
-    return {
-        # Two of three minutes: a batch whose every record met a transient
-        # exchange error fails the invocation once (and is retried); errors
-        # that persist are what needs attention.
-        f"{function_id}ErrorsAlarm": alarm(
-            "Errors",
-            f"{handler} keeps failing.",
-            {"EvaluationPeriods": 3, "DatapointsToAlarm": 2},
-        ),
-        # Any throttle: the function hit its concurrency limit and work waits.
-        f"{function_id}ThrottlesAlarm": alarm(
-            "Throttles",
-            f"{handler} is throttled.",
-            {"EvaluationPeriods": 1, "DatapointsToAlarm": 1},
-        ),
-    }
+    if kind == "DynamoDB" and "StreamSpecification" not in source["Properties"]:
+        raise TemplateError(f"resources.yaml: {logical_id}, {handler}'s source, has no StreamSpecification")
+    return {source_property: {"Fn::Sub": f"${{{logical_id}.{attribute}}}"}}
 
 
 def _gateway_responses(responses: dict[str, Any]) -> dict[str, Any]:
@@ -372,7 +352,7 @@ def _merge_sections(target: Template, source: Template, origin: str) -> None:
             target[section][key] = copy.deepcopy(value)
 
 
-def _function_resources(handler: str, prefix: str) -> dict[str, Any]:
+def _function_resources(handler: str, prefix: str, handlers: Sequence[str], stage_name: str) -> dict[str, Any]:
     """Overrides of a handler's function and log group, and its alarms."""
     function_id, role_id, log_group_id = function_logical_ids(handler)
     suffix = function_name_suffix(handler)
@@ -391,6 +371,8 @@ def _function_resources(handler: str, prefix: str) -> dict[str, Any]:
                     "Variables": {
                         MAX_ATTEMPTS_VARIABLE: {"Ref": "PlacementMaxAttempts"},
                         EXCHANGE_URL_VARIABLE: {"Ref": "ExchangeUrl"},
+                        STREAM_ARN_VARIABLE: {"Fn::GetAtt": ["OrdersTable", "StreamArn"]},
+                        **stream_template.management_environment(handler, handlers, stage_name),
                     }
                 },
             }
@@ -399,7 +381,7 @@ def _function_resources(handler: str, prefix: str) -> dict[str, Any]:
         # Named like the function: the data key's policy names the roles that
         # may use it (a reference would be a cycle: role -> table -> key).
         role_id: {"Properties": {"RoleName": {"Fn::Sub": f"${{ResourcePrefix}}-{suffix}"}}},
-        **_function_alarms(handler, function_id),
+        **alarm_template.function_alarms(handler, function_id, function_name_suffix(handler)),
     }
 
 
@@ -463,6 +445,8 @@ def build_template(stage: str, root: Path = ROOT) -> Template:
         raise TemplateError(f"{CHALICE_CONFIG_PATH}: lambda_functions must list every handler, {AUTHORIZER} too")
     environment = _stage_config(chalice_config, stage, PLACEMENT_HANDLER).environment_variables
     prefix = resource_prefix(resources, environment, stage)
+    # The API Gateway stage Chalice deploys both APIs to.
+    stage_name = str(_stage_config(chalice_config, stage, API_HANDLER).api_gateway_stage)
 
     template: Template = {
         "AWSTemplateFormatVersion": "2010-09-09",
@@ -476,10 +460,13 @@ def build_template(stage: str, root: Path = ROOT) -> Template:
     _set_stage_parameters(template["Parameters"], chalice_config, stage, handlers, prefix)
     for handler in handlers:
         # Merged, not replaced: operations.yaml may add to a function (lint exceptions).
-        _deep_merge(template["Resources"], _function_resources(handler, prefix))
+        _deep_merge(template["Resources"], _function_resources(handler, prefix, handlers, stage_name))
     _deep_merge(template["Resources"].setdefault("RestAPI", {}), _api_authorization(gateway_responses))
     _deep_merge(template["Resources"]["RestAPI"], _api_stage(chalice_config, stage))
     _set_event_sources(template, event_sources, resources, environment, handlers)
+    role_ids = {handler: function_logical_ids(handler)[1] for handler in handlers}
+    for section, overrides in stream_template.websocket_overrides(handlers, role_ids, stage_name).items():
+        _deep_merge(template.setdefault(section, {}), overrides)
     _check_reserved_concurrency(chalice_config, stage, handlers, environment)
     _check_data_key_users(template)
     return template

@@ -12,7 +12,8 @@ STAGE ?= dev
 STACK_NAME ?= brokerage-orders-$(STAGE)
 # An S3 bucket in REGION for the code and the template (`aws cloudformation package`).
 DEPLOY_BUCKET ?=
-# Extra parameter overrides, Key=Value separated by spaces (docs/deploy.md lists them).
+# Extra parameter overrides, Key=Value separated by spaces (docs/deploy.md lists them;
+# WebSocketApi=disabled where API Gateway v2 does not exist, e.g. LocalStack community).
 PARAMETERS ?=
 REGION ?= $(or $(AWS_REGION),$(AWS_DEFAULT_REGION),us-east-1)
 AWS ?= aws
@@ -67,4 +68,4 @@ deploy: deploy-check
 		--no-fail-on-empty-changeset \
 		--parameter-overrides $$(cat $(STAGE_PARAMETERS)) $(PARAMETERS)
 	@$(AWS) cloudformation describe-stacks --region $(REGION) --stack-name $(STACK_NAME) \
-		--query "Stacks[0].Outputs[?OutputKey=='EndpointURL'].OutputValue" --output text
+		--query "Stacks[0].Outputs[?OutputKey=='EndpointURL' || OutputKey=='StreamUrl'].[OutputKey,OutputValue]" --output text

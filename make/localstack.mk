@@ -52,7 +52,7 @@ localstack-setup: $(LOCALSTACK_STAMP) $(LOCALSTACK_EXECUTOR_STAMP)
 # Uses the LocalStack AWS_ENDPOINT_URL points at, if it is one (e.g. in Docker);
 # else starts one on 127.0.0.1:4566 (LOCALSTACK_PORT) and stops it afterwards.
 test-localstack: setup localstack-setup
-	$(BIN)/python -m devstack.localstack run -- $(BIN)/python -m pytest tests/tooling tests/integration tests/e2e
+	$(BIN)/python -m devstack.localstack run -- $(BIN)/python -m pytest --emulator-tests-only tests/tooling tests/integration tests/e2e
 
 # The local stack (API, runner, simulator, bridge) on LocalStack; Ctrl-C stops both.
 run-localstack: setup localstack-setup

@@ -84,6 +84,9 @@ class Target:
             "FeedCheckpointsTableName": self.feed_checkpoints_table,
             "AccountsTableName": f"{self.prefix}-accounts",
             "ExchangeCredentialSecretName": f"{self.prefix}-exchange-credential",
+            "OrderEventsTableName": f"{self.prefix}-order-events",
+            "StreamConnectionsTableName": f"{self.prefix}-stream-connections",
+            "OrderEventsFailedQueueName": f"{self.prefix}-order-events-failed",
         }
 
     def describe(self) -> str:

@@ -48,6 +48,26 @@ def adapter_stack(aws_endpoint: str) -> dict[str, str]:
 SESSION_MARKER = "BROKERAGE_TEST_SESSION"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--emulator-tests-only",
+        action="store_true",
+        help="run only the tests that use the session's emulator (aws_endpoint), e.g. again on LocalStack",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # `make test-localstack` runs the suites a second time on LocalStack: a test that never talks
+    # to the emulator (templates, packaging, the runner against fakes) would only repeat itself.
+    if not config.getoption("--emulator-tests-only"):
+        return
+    selected = [item for item in items if "aws_endpoint" in getattr(item, "fixturenames", ())]
+    deselected = [item for item in items if "aws_endpoint" not in getattr(item, "fixturenames", ())]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     os.environ[SESSION_MARKER] = f"{os.getpid()}-{uuid.uuid4().hex}"
 

@@ -255,6 +255,14 @@ def _reopening_record(reopening: Reopening) -> ReopeningRecord:
     return ReopeningRecord(at=reopening.at, by=reopening.by, earlier_failure=reopening.earlier_failure)  # type: ignore[no-untyped-call]
 
 
+def order_from_stream_image(record_class: type[OrderRecord], image: dict[str, Any]) -> Order:
+    """The order a DynamoDB stream image (NewImage/OldImage, DynamoDB JSON) holds; ValueError if it is not one."""
+    try:
+        return _to_order(record_class.from_raw_data(image))
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not an order image: {exc}") from exc
+
+
 def _to_order(record: OrderRecord) -> Order:
     return Order(
         id=record.id,

@@ -27,6 +27,10 @@ INVALID_KEY_MESSAGE = "Invalid or revoked API key"
 READ_ONLY_KEY_MESSAGE = "This API key is read-only (scope read): {method} needs a key with scope trade"
 # What a read key may do: read. Anything else (POST, PATCH, DELETE, PUT) changes orders.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Writes a read key may make all the same, as (method, route). A stream token
+# changes no order: it only lets its key read the order stream from a browser
+# (which cannot send the key on a WebSocket), as the key itself may over GET /events.
+READ_KEY_WRITES = frozenset({("POST", "/stream/tokens")})
 # What the caller sees when the keys cannot be read (API Gateway's
 # AUTHORIZER_FAILURE response, emulated locally): see infra/gateway_responses.json.
 UNAVAILABLE_MESSAGE = "Authentication is temporarily unavailable, retry later"
@@ -127,10 +131,10 @@ def _deny(request: AuthRequest, message: str, reason: str) -> dict[str, Any]:
 
 
 def authorize(request: AuthRequest, keys: ApiKeyRepository, clock: Clock = utc_now) -> dict[str, Any]:
-    """Allow this request for the key's account (context `account_id`, `scope`), or Deny with the reason.
+    """Allow this request for the key's account (context `account_id`, `scope`, `key_id`), or Deny with the reason.
 
-    The routes read the account from `request.context["authorizer"]["account_id"]`;
-    refuse_writes_with_read_only_keys reads the scope.
+    The routes read the account from `request.context["authorizer"]["account_id"]`
+    (POST /stream/tokens also the key id); refuse_writes_with_read_only_keys reads the scope.
     """
     headers = request.headers if isinstance(request, HeadersAuthRequest) else {AUTHORIZATION_HEADER: request.token}
     key: str | None = None
@@ -165,7 +169,7 @@ def _allow(request: AuthRequest, key: accounts.AuthenticatedKey) -> dict[str, An
             "Version": "2012-10-17",
             "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": [request.method_arn]}],
         },
-        "context": {"account_id": key.account_id, "scope": key.scope.value},
+        "context": {"account_id": key.account_id, "scope": key.scope.value, "key_id": key.key_id},
     }
 
 
@@ -182,7 +186,10 @@ def refuse_writes_with_read_only_keys(request: Request, get_response: Callable[[
     be turned on).
     """
     authorizer = request.context.get("authorizer")
-    if request.method not in READ_METHODS and isinstance(authorizer, dict) and "account_id" in authorizer:
+    route = (request.method, str(request.context.get("resourcePath") or ""))
+    if request.method in READ_METHODS or route in READ_KEY_WRITES:
+        return get_response(request)
+    if isinstance(authorizer, dict) and "account_id" in authorizer:
         # No scope at all: an authorizer from before scopes (during a
         # deployment), when every key could trade.
         scope = authorizer.get("scope", DEFAULT_SCOPE.value)

@@ -12,6 +12,8 @@ from chalice.app import Response
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from chalicelib.entrypoints.event_models import OrderEventPage, OrderEventResponse
+from chalicelib.entrypoints.event_query import ListEventsQuery, StreamTokenResponse
 from chalicelib.entrypoints.execution_query import ListExecutionsQuery
 from chalicelib.entrypoints.request_models import (
     CLIENT_ORDER_ID_MAX_LENGTH,
@@ -46,7 +48,14 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (ErrorResponse, "serialization"),
     (ValidationErrorResponse, "serialization"),
     (GatewayErrorResponse, "serialization"),
+    (OrderEventResponse, "serialization"),
+    (OrderEventPage, "serialization"),
+    (StreamTokenResponse, "serialization"),
 ]
+
+
+# The value null alone, in OpenAPI 3.0's dialect (which has no null type).
+_NULL_ONLY = {"type": "object", "nullable": True, "enum": [None]}
 
 
 def _to_openapi_30(schema: Any) -> Any:
@@ -78,10 +87,11 @@ def _to_openapi_30(schema: Any) -> Any:
         others = [member for member in members if member != {"type": "null"}]
         del converted["anyOf"]
         if len(others) == 1 and "$ref" not in others[0]:
-            converted = {**others[0], **converted}
+            converted = {**others[0], **converted, "nullable": True}
         else:
-            converted["anyOf" if len(others) > 1 else "allOf"] = others
-        converted["nullable"] = True
+            # nullable beside allOf/anyOf admits no null (it only widens a `type` at its own level, and
+            # every member must match): null is a member of its own instead.
+            converted["anyOf"] = [*others, _NULL_ONLY]
     if "$ref" in converted and len(converted) > 1:
         # 3.0 ignores whatever stands beside a $ref: keep it by wrapping the reference.
         converted["allOf"] = [{"$ref": converted.pop("$ref")}]
@@ -169,15 +179,21 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return parameters
 
 
+# Besides the orders, the order events and the stream's tokens need a key.
+_SECURED_PREFIXES = ("/orders", "/events", "/stream/")
+# The writes a read-only key may make (chalicelib/entrypoints/auth.py READ_KEY_WRITES).
+_READ_KEY_WRITES = {("POST", "/stream/tokens")}
+
+
 def _secured(paths: dict[str, Any]) -> dict[str, Any]:
     """Every order operation needs an API key and may answer 401; a write also 403 (a read-only key)."""
     for path, operations in paths.items():
-        if not path.startswith("/orders"):
+        if not path.startswith(_SECURED_PREFIXES):
             continue
         for method, operation in operations.items():
             operation["security"] = _KEY_REQUIRED
             operation["responses"]["401"] = _UNAUTHORIZED
-            if method.upper() not in ("GET", "HEAD", "OPTIONS"):
+            if method.upper() not in ("GET", "HEAD", "OPTIONS") and (method.upper(), path) not in _READ_KEY_WRITES:
                 operation["responses"]["403"] = _READ_ONLY_KEY
             # The key store itself may be down: the authorizer answers 503.
             operation["responses"].setdefault("503", _UNAVAILABLE)
@@ -306,6 +322,43 @@ def _list_executions() -> dict[str, Any]:
     }
 
 
+def _list_events() -> dict[str, Any]:
+    return {
+        "operationId": "listOrderEvents",
+        "summary": "Your order events, oldest first, a page at a time",
+        "description": "Each change of one of your orders, in the order it happened; events are kept at least"
+        " 7 days. A page holds at most `limit` events. Its `next` is always there: pass it back as `after` to get"
+        " the events after these (none yet: an empty page with the same `next`), so polling with it never skips"
+        " and never repeats an event. The WebSocket stream (see the tag `stream`) pushes the same events.",
+        "tags": ["stream"],
+        "parameters": _query_parameters(ListEventsQuery),
+        "responses": {
+            "200": _response("A page of events (none after the cursor yet: an empty list)", OrderEventPage),
+            "422": _response(
+                "A query parameter is unknown, repeated or invalid, or `after` names no event of yours (past your"
+                " latest); each problem names its parameter",
+                ValidationErrorResponse,
+            ),
+            "503": _UNAVAILABLE,
+        },
+    }
+
+
+def _create_stream_token() -> dict[str, Any]:
+    return {
+        "operationId": "createStreamToken",
+        "summary": "A single-use token to connect to the order stream from a browser",
+        "description": "Browsers cannot set headers on a WebSocket: connect with `?token=<token>` instead of the"
+        " key. The token connects once, within 5 minutes, as the key that asked for it (a revoked key's"
+        " connections are closed). A read-only key may ask for one: the stream only reads.",
+        "tags": ["stream"],
+        "responses": {
+            "201": _response("The token", StreamTokenResponse),
+            "503": _UNAVAILABLE,
+        },
+    }
+
+
 def _get_openapi_document() -> dict[str, Any]:
     return {
         "operationId": "getOpenApiDocument",
@@ -363,11 +416,33 @@ def _paths() -> dict[str, Any]:
             "/orders": {"get": _list_orders(), "post": _create_order()},
             "/orders/{order_id}": {"get": _get_order(), "delete": _cancel_order()},
             "/orders/{order_id}/executions": {"get": _list_executions()},
+            "/events": {"get": _list_events()},
+            "/stream/tokens": {"post": _create_stream_token()},
             "/openapi.json": {"get": _get_openapi_document()},
             "/docs": {"get": _get_docs()},
             "/docs/{asset}": {"get": _get_docs_asset()},
         }
     )
+
+
+# OpenAPI 3.0 cannot describe a WebSocket: the stream's protocol is told here, on its tag.
+_STREAM_DESCRIPTION = """Live order events: GET /events pages them, and a WebSocket stream pushes them.
+
+**URL**: locally `ws://127.0.0.1:8003` (`make run` prints it); on AWS the stack's `StreamUrl` output (`wss://...`).
+
+**Connecting**: send the API key as `Authorization: Bearer <key>` or `x-api-key: <key>`, or (from a browser)
+`?token=<token>` from POST /stream/tokens. A missing, unknown or revoked key refuses the handshake with 401
+`{"message": ...}`; a revoked key's open connections are closed within 60 s.
+
+**Listening**: send `{"action": "listen", "after": "<event id>"}` (`after` optional: without it, only the
+events from now on). The server sends every event of yours after the cursor, then
+`{"stream": "orders", "listening": true}`, then each new event as it happens. Each event is one text message
+`{"stream": "orders", "event": <OrderEventResponse>}`. An unknown action, bad JSON or an unknown cursor gets
+`{"error": "<what is wrong>"}` and the connection stays open.
+
+**Delivery is at least once**: an event may come twice (around a listen's catch-up, or after a reconnect).
+Deduplicate by its `id`, and keep the last id you handled: reconnect with it as `after` and nothing is missed.
+"""
 
 
 @functools.cache
@@ -384,6 +459,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "tags": [
             {"name": "orders", "description": "Placing and following orders"},
+            {"name": "stream", "description": _STREAM_DESCRIPTION},
             {"name": "documentation", "description": "This document and its interactive page"},
         ],
         "paths": _paths(),

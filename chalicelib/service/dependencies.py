@@ -15,6 +15,7 @@ from chalicelib.adapters.exchange import Exchange
 from chalicelib.adapters.queue import MessageSender, OrdersQueue
 from chalicelib.adapters.reference_prices import ReferencePrices
 from chalicelib.adapters.repository import CursorStore, ExecutionRepository, OrderRepository
+from chalicelib.adapters.streaming import ConnectionPusher, OrderEventLog, StreamConnections, StreamTokens
 from chalicelib.clock import Clock, utc_now
 from chalicelib.domain.retry import RetryPolicy
 from chalicelib.domain.risk import RiskLimits
@@ -53,6 +54,18 @@ class RiskSources:
 
 
 @dataclass(frozen=True)
+class StreamSources:
+    """The live order events: the accounts' event logs and the WebSocket stream (docs/architecture.md)."""
+
+    event_log: OrderEventLog
+    connections: StreamConnections
+    tokens: StreamTokens
+    pusher: ConnectionPusher  # API Gateway's management API: posts to and closes connections
+    retention: timedelta = timedelta(days=8)  # ORDER_EVENTS_RETENTION_DAYS: events kept at least 7 days
+    token_ttl: timedelta = timedelta(minutes=5)  # STREAM_TOKEN_TTL_S
+
+
+@dataclass(frozen=True)
 class Dependencies:
     orders: OrderRepository
     orders_queue: OrdersQueue
@@ -62,6 +75,8 @@ class Dependencies:
     executions: ExecutionRepository
     # Where the execution consumer sets aside reports that can never apply.
     executions_failed_queue: MessageSender
+    # Where the orders table's stream consumer sets aside records whose events can never be logged.
+    order_events_failed_queue: MessageSender
     api_keys: ApiKeyRepository
     # Where the placement worker puts the message of an order the exchange confirmed it never got.
     orders_dead_letter_queue: MessageSender
@@ -69,6 +84,8 @@ class Dependencies:
     reconciler_cursor: CursorStore
     # Pre-trade risk limits, checked before a new order is stored.
     risk: RiskSources
+    # The order event log and the WebSocket stream's connections.
+    stream: StreamSources
     clock: Clock = utc_now
     # Jitter of the retry delays; None is one generator shared by the process.
     jitter: random.Random | None = None

@@ -1,4 +1,4 @@
-"""The Runner: one worker per event source of a Chalice app (SQS, Kinesis, schedule), started and stopped together."""
+"""The Runner: one worker per event source of a Chalice app (SQS, Kinesis, DynamoDB Streams, schedule), run together."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from botocore.config import Config
 from chalice.app import (
     BaseEventSourceConfig,
     Chalice,
+    DynamoDBEventConfig,
     KinesisEventConfig,
     ScheduledEventConfig,
     SQSEventConfig,
@@ -21,12 +22,14 @@ from chalice.app import (
 from devstack.lambda_context import DEFAULT_ACCOUNT, DEFAULT_REGION, FunctionSpec
 from devstack.runner.checkpoints import CheckpointStore
 from devstack.runner.destination import FailureDestination
+from devstack.runner.dynamodb_streams import DynamoDBStreamSource, DynamoDBStreamWorker
 from devstack.runner.invocation import Invocation, LocalFunction
 from devstack.runner.kinesis import KinesisSource, KinesisStreamWorker
 from devstack.runner.options import RunnerOptions
 from devstack.runner.scaling import ScalingPolicy, ScalingSqsMapping, maximum_concurrency
 from devstack.runner.schedule import ScheduleFirer, schedule_period_s
 from devstack.runner.settings import EventSourcesError, MappingSettings
+from devstack.runner.shards import StreamMappingWorker, StreamSource
 from devstack.runner.sqs import BatchReport, SqsPoller, SqsSource
 from devstack.runner.worker import Worker
 
@@ -38,7 +41,7 @@ SPARE_POOL_CONNECTIONS = 4  # beyond one per SQS poller: the odd call made while
 
 
 class Runner:
-    """Runs a Chalice app's SQS, Kinesis and schedule handlers the way Lambda's event sources would."""
+    """Runs a Chalice app's SQS, Kinesis, DynamoDB stream and schedule handlers the way Lambda's event sources would."""
 
     def __init__(
         self,
@@ -103,26 +106,9 @@ class Runner:
                 )
             return [self._sqs_mapping(SqsSource.from_config(source, settings))]
         if isinstance(source, KinesisEventConfig):
-            kinesis_source = KinesisSource.from_config(source, settings)
-            destination = None
-            if kinesis_source.settings.on_failure_destination_output:
-                destination = FailureDestination(
-                    kinesis_source.settings.on_failure_destination_output,
-                    opts.stack_name,
-                    self._client("cloudformation"),
-                    self._client("sqs"),
-                )
-            return [
-                KinesisStreamWorker(
-                    kinesis_source,
-                    self.function(source.name),
-                    self.region,
-                    opts,
-                    self._client,
-                    self.checkpoints,
-                    destination,
-                )
-            ]
+            return [self._stream_mapping(KinesisStreamWorker, KinesisSource.from_config(source, settings))]
+        if isinstance(source, DynamoDBEventConfig):
+            return [self._stream_mapping(DynamoDBStreamWorker, DynamoDBStreamSource.from_config(source, settings))]
         if isinstance(source, ScheduledEventConfig):
             rule_name = f"{self.app.app_name}-{opts.stage}-{source.name}-event"
             rule_arn = f"arn:aws:events:{self.region}:{DEFAULT_ACCOUNT}:rule/{rule_name}"
@@ -134,6 +120,18 @@ class Runner:
             return [ScheduleFirer(self.function(source.name), rule_arn, self.region, period)]
         log.info("event source %s (%s) is not run locally", source.name, type(source).__name__)
         return []
+
+    def _stream_mapping(self, worker_class: type[StreamMappingWorker], source: StreamSource) -> StreamMappingWorker:
+        destination = None
+        if source.settings.on_failure_destination_output:
+            destination = FailureDestination(
+                source.settings.on_failure_destination_output,
+                self.options.stack_name,
+                self._client("cloudformation"),
+                self._client("sqs"),
+            )
+        function = self.function(source.name)
+        return worker_class(source, function, self.region, self.options, self._client, self.checkpoints, destination)
 
     def _sqs_mapping(self, source: SqsSource) -> ScalingSqsMapping:
         function = self.function(source.name)

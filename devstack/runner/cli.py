@@ -26,7 +26,8 @@ log = logging.getLogger("devstack.runner")
 
 # What --help says the command does (the runner's description before it became a package).
 DESCRIPTION = (
-    "Local stand-in for Lambda's event sources: feeds SQS messages, Kinesis records and schedules to a Chalice app."
+    "Local stand-in for Lambda's event sources: feeds SQS messages, Kinesis and DynamoDB stream records and "
+    "schedules to a Chalice app."
 )
 SCHEDULE_INTERVAL_ENV = "RUNNER_SCHEDULE_INTERVAL_S"
 # Lets whoever starts the runner (the stack, a benchmark) cap the pollers for a small machine without a new flag.

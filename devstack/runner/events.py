@@ -1,4 +1,4 @@
-"""Lambda-shaped events, the one builder of them: SQS and Kinesis batches, scheduled events, on-failure records.
+"""Lambda-shaped events, the one builder of them: SQS, Kinesis and DynamoDB stream batches, schedules, failure records.
 
 Pure functions from what the AWS APIs return (ReceiveMessage messages,
 GetRecords records) to what Lambda passes a handler; the runner's pollers and
@@ -136,6 +136,13 @@ def kinesis_failure_record(
     discard: Discard, shard_id: str, stream_arn: str, function: FunctionSpec, now_s: float
 ) -> dict[str, Any]:
     """The invocation record Lambda sends to a Kinesis mapping's on-failure destination for discarded records."""
+    return stream_failure_record(discard, shard_id, stream_arn, function, now_s, "KinesisBatchInfo")
+
+
+def stream_failure_record(
+    discard: Discard, shard_id: str, stream_arn: str, function: FunctionSpec, now_s: float, batch_info_key: str
+) -> dict[str, Any]:
+    """The invocation record a stream mapping's on-failure destination gets (KinesisBatchInfo / DDBStreamBatchInfo)."""
     first, last = discard.records[0], discard.records[-1]
     message: dict[str, Any] = {
         "requestContext": {
@@ -156,7 +163,7 @@ def kinesis_failure_record(
         {
             "version": "1.0",
             "timestamp": iso_ms(now_s),
-            "KinesisBatchInfo": {
+            batch_info_key: {
                 "shardId": shard_id,
                 "startSequenceNumber": str(first["SequenceNumber"]),
                 "endSequenceNumber": str(last["SequenceNumber"]),
@@ -168,3 +175,36 @@ def kinesis_failure_record(
         }
     )
     return message
+
+
+def _lambda_attribute_value(value: Mapping[str, Any]) -> dict[str, Any]:
+    """A DynamoDB attribute value as Lambda's event carries it: binaries as base64 text (boto3 hands back bytes)."""
+    ((kind, inner),) = value.items()
+    if kind == "B":
+        return {kind: _b64(inner)}
+    if kind == "BS":
+        return {kind: [_b64(item) for item in inner]}
+    if kind == "M":
+        return {kind: {name: _lambda_attribute_value(item) for name, item in inner.items()}}
+    if kind == "L":
+        return {kind: [_lambda_attribute_value(item) for item in inner]}
+    return {kind: inner}
+
+
+def dynamodb_stream_record(record: Mapping[str, Any], stream_arn: str) -> dict[str, Any]:
+    """A DynamoDB Streams GetRecords record as one record of a Lambda DynamoDB event."""
+    change = dict(record["dynamodb"])
+    # Lambda sends epoch seconds (a number: Chalice's DynamoDBRecord reads it with utcfromtimestamp).
+    change["ApproximateCreationDateTime"] = float(int(epoch_seconds(change["ApproximateCreationDateTime"])))
+    for image in ("Keys", "NewImage", "OldImage"):
+        if image in change:
+            change[image] = {name: _lambda_attribute_value(value) for name, value in change[image].items()}
+    converted = {name: value for name, value in record.items() if name != "dynamodb"}
+    converted["dynamodb"] = change
+    converted["eventSourceARN"] = stream_arn
+    return converted
+
+
+def dynamodb_stream_event(records: Sequence[Mapping[str, Any]], stream_arn: str) -> dict[str, Any]:
+    """The event Lambda's DynamoDB event source mapping passes for one batch of one shard."""
+    return {"Records": [dynamodb_stream_record(record, stream_arn) for record in records]}

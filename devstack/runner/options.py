@@ -22,8 +22,9 @@ class RunnerOptions:
     stage: str = "dev"  # Chalice's default stage, so names match `chalice local` / `chalice deploy`
     poll_wait_s: int = DEFAULT_WAIT_S  # SQS long poll; a stop waits for it (devstack/runner/sqs.py says why)
     error_backoff_s: float = 1.0
-    kinesis_idle_wait_s: float = 1.0  # Lambda polls a shard with nothing new about once a second
-    shard_refresh_s: float = 5.0  # between ListShards calls that look for new shards
+    # Lambda polls a shard with nothing new about once a second (Kinesis and DynamoDB Streams shards alike).
+    kinesis_idle_wait_s: float = 1.0
+    shard_refresh_s: float = 5.0  # between ListShards / DescribeStream calls that look for new shards
     retry_backoff_s: float = 0.5  # first pause before retrying a failed stream batch; doubles per retry
     retry_backoff_max_s: float = 5.0
     checkpoint_table: str = DEFAULT_CHECKPOINT_TABLE

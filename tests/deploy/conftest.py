@@ -28,7 +28,7 @@ import requests
 
 from chalicelib.stack_outputs import settings_environment
 from devstack.emulator import emulator_env
-from devstack.localstack import is_localstack
+from devstack.localstack import READY_STATES, health, is_localstack
 from devstack.localstack_files import VENV_PYTHON
 from devstack.processes import LOOPBACK, ManagedProcess, free_port
 from devstack.stack import emulator_api_keys, start_bridge, start_exchange
@@ -105,8 +105,18 @@ def exchange(
             process.stop()
 
 
-def make_deploy(endpoint_url: str, exchange_url: str, log_path: Path) -> None:
-    """`make deploy`, as on AWS, against LocalStack; its output goes to log_path, its tail into the failure."""
+def websocket_api_supported(endpoint_url: str) -> bool:
+    """Whether this LocalStack runs API Gateway v2 (Pro does; community, as `make test-deploy` runs it, has none)."""
+    services = (health(endpoint_url) or {}).get("services", {})
+    return services.get("apigatewayv2") in READY_STATES
+
+
+def make_deploy(endpoint_url: str, exchange_url: str, websocket_api: bool, log_path: Path) -> None:
+    """`make deploy`, as on AWS, against LocalStack; its output goes to log_path, its tail into the failure.
+
+    Without API Gateway v2 the stack is deployed with WebSocketApi=disabled
+    (docs/deploy.md): everything but the order stream's WebSocket API.
+    """
     env = {**os.environ, **emulator_env(endpoint_url)}
     s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=env["AWS_DEFAULT_REGION"])
     s3.create_bucket(Bucket=BUCKET)
@@ -119,7 +129,7 @@ def make_deploy(endpoint_url: str, exchange_url: str, log_path: Path) -> None:
         f"DEPLOY_BUCKET={BUCKET}",
         f"AWS={AWS_CLI}",
         f"PACKAGE_DIR={PACKAGE_DIR}",
-        f"PARAMETERS=ExchangeUrl={exchange_url}",
+        f"PARAMETERS=ExchangeUrl={exchange_url} WebSocketApi={'enabled' if websocket_api else 'disabled'}",
     ]
     with log_path.open("wb") as log:
         # A session of its own: on timeout the whole group goes (make, chalice, the AWS CLI), not make alone.
@@ -140,7 +150,8 @@ def make_deploy(endpoint_url: str, exchange_url: str, log_path: Path) -> None:
 @pytest.fixture(scope="session")
 def deployed(endpoint_url: str, exchange_ports: tuple[int, int], log_dir: Path) -> DeployedStack:
     exchange_url = f"http://{LOOPBACK}:{exchange_ports[0]}"
-    make_deploy(endpoint_url, exchange_url, log_dir / "deploy.log")
+    websocket_api = websocket_api_supported(endpoint_url)
+    make_deploy(endpoint_url, exchange_url, websocket_api, log_dir / "deploy.log")
     cloudformation = boto3.client("cloudformation", endpoint_url=endpoint_url)
     stack = cloudformation.describe_stacks(StackName=STACK_NAME)["Stacks"][0]
     outputs = {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
@@ -152,9 +163,14 @@ def deployed(endpoint_url: str, exchange_ports: tuple[int, int], log_dir: Path) 
         "sweep_pending_orders",
         "reconcile_orders",
         "apply_executions",
+        "publish_order_events",
+        "close_revoked_stream_connections",
+        "websocket_connect",
+        "websocket_message",
+        "websocket_disconnect",
     )
     names = {handler: f"{prefix}-{handler.replace('_', '-')}" for handler in handlers}
-    return DeployedStack(endpoint_url, outputs, exchange_url, names)
+    return DeployedStack(endpoint_url, outputs, exchange_url, names, websocket_api)
 
 
 @pytest.fixture(scope="session")

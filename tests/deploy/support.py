@@ -25,6 +25,7 @@ class DeployedStack:
     outputs: dict[str, str]
     exchange_url: str
     function_names: dict[str, str]  # handler -> deployed function name
+    websocket_api: bool = False  # deployed with WebSocketApi=enabled (the target has API Gateway v2)
 
     def client(self, service: str) -> Any:
         return boto3.client(service, endpoint_url=self.endpoint_url, region_name=EMULATOR_ENV["AWS_DEFAULT_REGION"])
@@ -84,6 +85,7 @@ def proxy_event(
     path_parameters: Mapping[str, str] | None = None,
     body: Mapping[str, Any] | None = None,
     authorizer: Mapping[str, Any] | None = None,
+    query: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The Lambda proxy event API Gateway (REST) sends after an Allow, carrying the authorizer's context.
 
@@ -101,8 +103,8 @@ def proxy_event(
         "httpMethod": method,
         "headers": headers,
         "multiValueHeaders": {name: [value] for name, value in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
+        "queryStringParameters": dict(query) if query else None,
+        "multiValueQueryStringParameters": {name: [value] for name, value in query.items()} if query else None,
         "pathParameters": dict(path_parameters) if path_parameters else None,
         "stageVariables": None,
         "requestContext": {
@@ -127,3 +129,34 @@ def allowed_context(decision: Mapping[str, Any]) -> dict[str, Any]:
 
 def effect_of(decision: Mapping[str, Any]) -> str:
     return str(decision["policyDocument"]["Statement"][0]["Effect"])
+
+
+def websocket_event(
+    api_id: str,
+    route: str,
+    connection_id: str,
+    headers: Mapping[str, str] | None = None,
+    query: Mapping[str, str] | None = None,
+    body: str | None = None,
+) -> dict[str, Any]:
+    """The event API Gateway's WebSocket API sends a route's function ($connect, $default, $disconnect)."""
+    event_type = {"$connect": "CONNECT", "$disconnect": "DISCONNECT"}.get(route, "MESSAGE")
+    event: dict[str, Any] = {
+        "requestContext": {
+            "routeKey": route,
+            "eventType": event_type,
+            "connectionId": connection_id,
+            "domainName": f"{api_id}.execute-api.{REGION}.amazonaws.com",
+            "stage": "api",
+            "apiId": api_id,
+            "requestId": str(uuid.uuid4()),
+            "connectedAt": int(time.time() * 1000),
+        },
+        "headers": dict(headers) if headers else None,
+        "multiValueHeaders": {name: [value] for name, value in headers.items()} if headers else None,
+        "queryStringParameters": dict(query) if query else None,
+        "isBase64Encoded": False,
+    }
+    if body is not None:
+        event["body"] = body
+    return event

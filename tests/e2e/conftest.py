@@ -34,6 +34,12 @@ def stack(aws_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture
+def stream_url(stack: LocalStack) -> str:
+    """The stack's order event stream (its WebSocket API), ws://127.0.0.1:<port>; the stack starts its server."""
+    return stack.stream_url
+
+
+@pytest.fixture
 def exchange(stack: LocalStack) -> Iterator[Exchange]:
     sim = Exchange(stack.exchange_url)
     yield sim

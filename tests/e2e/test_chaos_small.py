@@ -77,3 +77,16 @@ def test_lost_answers_and_lost_reports_converge_to_the_exchanges_record_order_by
     assert result.details["lost_reports"] > 0, result.faults
     assert result.details["exchange"]["failures"] > 0, result.faults
     assert result.details["convergence_s"] is not None, result.faults
+
+
+def test_stream_clients_reconnecting_with_their_cursor_end_with_every_event_despite_feed_and_runner_faults(
+    context: RunContext,
+) -> None:
+    result = run_scenario("stream-chaos", SMALL, context)
+    assert_clean(result)
+    assert result.orders == SMALL.stream.orders
+    assert result.details["events"] >= 2 * SMALL.stream.orders  # created and at least one more each
+    # The faults really happened: reports repeated and reordered, clients dropped mid-stream.
+    assert result.details["duplicated_reports"] > 0, result.faults
+    assert result.details["reordered_reports"] > 0, result.faults
+    assert result.details["client_drops"] > 0, result.faults

@@ -33,7 +33,10 @@ REGION = "us-east-1"
 
 
 def load_infra_script(name: str) -> ModuleType:
-    # infra/ is a directory of files, not a package: load the script by path.
+    # infra/ is a directory of files, not a package: load the script by path,
+    # with infra/ on the path for the modules it imports (as `python infra/x.py` has).
+    if str(REPO / "infra") not in sys.path:
+        sys.path.insert(0, str(REPO / "infra"))
     spec = importlib.util.spec_from_file_location(name, REPO / "infra" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -272,6 +275,8 @@ def role_of(template: dict[str, Any], logical_id: str) -> str:
 def referenced_resource(value: Any, template: dict[str, Any]) -> str | None:
     """The resource a value is the Arn (or Ref) of: Ref, Fn::GetAtt [X, Arn], or a Fn::Sub of `${X.Arn}` alone.
 
+    A table's StreamArn (GetAtt or `${X.StreamArn}`) counts as the table's: its stream is created with it.
+
     None for anything else, e.g. an ARN built from a name, which CloudFormation
     cannot tell belongs to a resource of the template.
     """
@@ -280,10 +285,14 @@ def referenced_resource(value: Any, template: dict[str, Any]) -> str | None:
     (function, argument), resources = next(iter(value.items())), template["Resources"]
     if function == "Ref":
         logical_id = argument
-    elif function == "Fn::GetAtt" and list(argument[1:]) == ["Arn"]:
+    elif function == "Fn::GetAtt" and list(argument[1:]) in (["Arn"], ["StreamArn"]):
         logical_id = argument[0]
-    elif function == "Fn::Sub" and isinstance(argument, str) and re.fullmatch(r"\$\{[A-Za-z0-9]+\.Arn\}", argument):
-        logical_id = argument[2 : -len(".Arn}")]
+    elif (
+        function == "Fn::Sub"
+        and isinstance(argument, str)
+        and re.fullmatch(r"\$\{[A-Za-z0-9]+\.(Stream)?Arn\}", argument)
+    ):
+        logical_id = argument[2:].split(".")[0]
     else:
         return None
     return str(logical_id) if logical_id in resources else None

@@ -81,13 +81,20 @@ def test_without_a_key_the_route_is_not_called_and_the_answer_says_how_to_send_o
 def test_a_valid_key_in_either_header_reaches_the_route_with_its_account(
     server: str, keys: DynamoDBApiKeyRepository
 ) -> None:
-    key = create_api_key("acme", None, keys).plaintext
+    created = create_api_key("acme", None, keys)
+    key = created.plaintext
     for headers in (bearer(key), {"authorization": f"bEaReR {key}"}, {"x-api-key": key}, {"X-API-KEY": key}):
         response = requests.post(f"{server}/whoami", json={"n": 1}, headers=headers, timeout=10)
         assert response.status_code == 200, response.text
         seen = response.json()
         # The contract with the routes: request.context["authorizer"]["account_id"].
-        assert seen["authorizer"] == {"account_id": "acme", "scope": "trade", "principalId": "acme"}
+        # key_id: which key, for POST /stream/tokens (a token stands for its key, revoked with it).
+        assert seen["authorizer"] == {
+            "account_id": "acme",
+            "scope": "trade",
+            "key_id": created.key_id,
+            "principalId": "acme",
+        }
         assert (seen["method"], seen["body"]) == ("POST", {"n": 1})
 
 

@@ -136,6 +136,7 @@ def test_every_mapping_is_created_after_the_source_and_destination_it_names(pack
     assert {function: (source, destination) for function, (_, source, destination) in found.items()} == {
         "PlaceOrders": ("OrdersQueue", None),
         "ApplyExecutions": ("ExecutionsStream", "ExecutionsFailedQueue"),
+        "PublishOrderEvents": ("OrdersTable", "OrderEventsFailedQueue"),
     }
 
 
@@ -205,7 +206,11 @@ SOURCE_ACTIONS = {
         "kinesis:DescribeStreamSummary",
         "kinesis:ListShards",
     },
+    # AWSLambdaDynamoDBExecutionRole, on the table's stream (ListStreams: "*" only, below).
+    "AWS::DynamoDB::Table": {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"},
 }
+# The attribute of a source that is the ARN the mapping reads.
+SOURCE_ARN_ATTRIBUTE = {"AWS::DynamoDB::Table": "StreamArn"}
 DESTINATION_ACTIONS = {"AWS::SQS::Queue": {"sqs:SendMessage"}}
 
 
@@ -215,7 +220,11 @@ def test_each_role_grants_what_its_mappings_and_destinations_need(packaged: Pack
     assert set(found) == {function_id(handler) for handler in build_template.EVENT_SOURCE_KINDS}
     for function, (mapping_id, source, destination) in found.items():
         assert source is not None, mapping_id
-        needed = {(action, key(getatt(source))) for action in SOURCE_ACTIONS[expanded["Resources"][source]["Type"]]}
+        source_type = expanded["Resources"][source]["Type"]
+        arn = getatt(source, SOURCE_ARN_ATTRIBUTE.get(source_type, "Arn"))
+        needed = {(action, key(arn)) for action in SOURCE_ACTIONS[source_type]}
+        if source_type == "AWS::DynamoDB::Table":
+            needed.add(("dynamodb:ListStreams", key("*")))
         if destination is not None:
             actions = DESTINATION_ACTIONS[expanded["Resources"][destination]["Type"]]
             needed |= {(action, key(getatt(destination))) for action in actions}
@@ -294,7 +303,7 @@ def test_every_table_queue_stream_and_secret_is_encrypted_with_the_rotated_data_
         sse = table["Properties"]["SSESpecification"]
         assert sse == {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": DATA_KEY_ARN}, logical_id
     queues = of_type(expanded, "AWS::SQS::Queue")
-    assert len(queues) == 3
+    assert len(queues) == 4
     for logical_id, queue in queues.items():
         assert queue["Properties"]["KmsMasterKeyId"] == {"Ref": "DataKey"}, logical_id
     (stream,) = of_type(expanded, "AWS::Kinesis::Stream").values()

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 ALL_READY = {
     "services": {
         "dynamodb": "running",
+        "dynamodbstreams": "available",
         "sqs": "available",
         "kinesis": "available",
         "cloudformation": "running",
@@ -99,6 +100,7 @@ def test_unready_services_names_each_missing_or_unusable_one() -> None:
 
     assert localstack.unready_services(state) == {
         "dynamodb": "error",
+        "dynamodbstreams": "missing",
         "kinesis": "disabled",
         "cloudformation": "missing",
         "kms": "missing",

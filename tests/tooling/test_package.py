@@ -106,12 +106,17 @@ def test_the_resource_names_are_the_stages(packaged: Packaged) -> None:
         "EXECUTIONS_FAILED_QUEUE_NAME": ("ExecutionsFailedQueue", f"{prefix}-executions-failed"),
         "API_KEYS_TABLE_NAME": ("ApiKeysTable", f"{prefix}-api-keys"),
         "FEED_CHECKPOINTS_TABLE_NAME": ("FeedCheckpointsTable", f"{prefix}-feed-checkpoints"),
+        "ORDER_EVENTS_TABLE_NAME": ("OrderEventsTable", f"{prefix}-order-events"),
+        "STREAM_CONNECTIONS_TABLE_NAME": ("StreamConnectionsTable", f"{prefix}-stream-connections"),
+        "ORDER_EVENTS_FAILED_QUEUE_NAME": ("OrderEventsFailedQueue", f"{prefix}-order-events-failed"),
     }
     for handler in HANDLERS:
         variables = packaged.resources[function_id(handler)]["Properties"]["Environment"]["Variables"]
         for variable, (logical_id, name) in names.items():
             assert variables[variable] == name_of(logical_id, prefix) == name, variable
         assert variables["EXCHANGE_URL"] == {"Ref": "ExchangeUrl"}
+        # The stream the mapping reads, not the placeholder app.py's decorator was packaged with.
+        assert variables["ORDERS_TABLE_STREAM_ARN"] == getatt("OrdersTable", "StreamArn")
 
 
 def test_the_venue_url_is_a_parameter_defaulting_to_the_stages_own(packaged: Packaged) -> None:
@@ -139,7 +144,7 @@ def test_the_event_source_table_of_build_template_matches_what_chalice_generates
         handler: name
         for handler in HANDLERS
         for name, event in packaged.plain["Resources"][function_id(handler)]["Properties"].get("Events", {}).items()
-        if event["Type"] in ("SQS", "Kinesis")
+        if event["Type"] in ("SQS", "Kinesis", "DynamoDB")
     }
     assert generated == {
         handler: to_cfn_resource_name(f"{handler}-{kind.lower()}-event-source")
@@ -211,6 +216,51 @@ def test_a_mapping_names_its_source_by_reference(packaged: Packaged, handler: st
     assert re.split(r"[:/]", arn)[-1] == name_of(source, f"brokerage-{packaged.stage}")
 
 
+def test_the_orders_table_stream_mapping_reads_the_tables_stream_with_what_chalice_cannot_express(
+    packaged: Packaged,
+) -> None:
+    from chalicelib.config import Settings
+
+    name, event = event_of(packaged.template, "publish_order_events")
+    assert (name, event["Type"]) == ("PublishOrderEventsDynamodbEventSource", "DynamoDB")
+    properties = event["Properties"]
+    # By reference: the stream's ARN ends in a label its creation decides,
+    # which no setting can know, and the mapping then waits for the table.
+    assert properties["Stream"] == {"Fn::Sub": "${OrdersTable.StreamArn}"}
+    assert referenced_resource(properties["Stream"], packaged.template) == "OrdersTable"
+    assert RESOURCES["Outputs"]["OrdersTableStreamArn"]["Value"] == getatt("OrdersTable", "StreamArn")
+    # Chalice's own value is plain text (the packaging process's setting): the override replaces it whole.
+    _, generated = event_of(packaged.plain, "publish_order_events")
+    assert isinstance(generated["Properties"]["Stream"], str)
+    # Events are derived from what changed: both images.
+    stream = packaged.resources["OrdersTable"]["Properties"]["StreamSpecification"]
+    assert stream == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    # Every change from the oldest the stream keeps; batches as app.py's settings say.
+    assert properties["StartingPosition"] == "TRIM_HORIZON"
+    assert properties["BatchSize"] == Settings().order_events_batch_size
+    settings = EVENT_SOURCES["publish_order_events"]
+    assert properties["FunctionResponseTypes"] == settings["function_response_types"] == REPORT_BATCH_ITEM_FAILURES
+    assert properties["BisectBatchOnFunctionError"] is settings["bisect_batch_on_function_error"] is True
+    # Retried until the record is a day old: the on-failure queue gets only a pointer into a stream that
+    # keeps it 24 h, so a record sent there for a passing storage fault would never have its events logged
+    # (the consumer sets aside records no retry can help itself, chalicelib/entrypoints/order_stream.py).
+    assert properties["MaximumRetryAttempts"] == settings["maximum_retry_attempts"] == -1
+    # A DynamoDB stream keeps records 24 h: a record older than that is gone anyway.
+    assert 60 <= properties["MaximumRecordAgeInSeconds"] == settings["maximum_record_age_in_seconds"] <= 86400
+    assert settings["on_failure_destination_output"] == "OrderEventsFailedQueueArn"
+    assert properties["DestinationConfig"] == {"OnFailure": {"Destination": getatt("OrderEventsFailedQueue")}}
+
+
+def test_a_stream_mapping_without_a_stream_on_its_table_fails_the_build(tmp_path: Path) -> None:
+    copy_project(tmp_path)
+    path = tmp_path / "infra" / "resources.yaml"
+    resources = yaml.safe_load(path.read_text(encoding="utf-8"))
+    del resources["Resources"]["OrdersTable"]["Properties"]["StreamSpecification"]
+    path.write_text(yaml.safe_dump(resources), encoding="utf-8")
+    with pytest.raises(build_template.TemplateError, match="StreamSpecification"):
+        build_template.build_template("dev", tmp_path)
+
+
 # --- The reconciler's schedule ----------------------------------------------------------------
 
 
@@ -238,6 +288,16 @@ def test_the_reconciler_runs_at_the_stages_interval_and_ends_before_its_next_run
     # Two runs at once would start from the same cursor and check the same
     # orders twice: a run must end (time out at worst) before the next begins.
     assert packaged.resources["ReconcileOrders"]["Properties"]["Timeout"] < 60 * interval
+
+
+def test_revoked_keys_stream_connections_are_closed_every_minute_by_one_run_at_a_time(packaged: Packaged) -> None:
+    name, event = event_of(packaged.template, "close_revoked_stream_connections")
+    assert (name, event["Type"]) == ("CloseRevokedStreamConnectionsEvent", "Schedule")
+    # The contract: a revoked key's connections are closed within 60 s.
+    assert event["Properties"]["Schedule"] == "rate(1 minute)"
+    properties = packaged.resources["CloseRevokedStreamConnections"]["Properties"]
+    assert properties["Timeout"] < 60
+    assert properties["ReservedConcurrentExecutions"] == 1
 
 
 def test_the_placement_queue_hides_a_message_for_six_function_timeouts(packaged: Packaged) -> None:
@@ -367,6 +427,9 @@ ORDER_ROUTES = {
     ("/orders/{order_id}", "get"),
     ("/orders/{order_id}", "delete"),
     ("/orders/{order_id}/executions", "get"),
+    # The account's order events, and a token to connect to their stream.
+    ("/events", "get"),
+    ("/stream/tokens", "post"),
 }
 
 

@@ -48,8 +48,12 @@ ORDERS_QUEUE = getatt("OrdersQueue")
 ORDERS_DEAD_LETTER_QUEUE = getatt("OrdersDeadLetterQueue")
 EXECUTIONS_FAILED_QUEUE = getatt("ExecutionsFailedQueue")
 EXECUTIONS_STREAM = getatt("ExecutionsStream")
+ORDER_EVENTS_TABLE = getatt("OrderEventsTable")
+STREAM_CONNECTIONS_TABLE = getatt("StreamConnectionsTable")
+ORDER_EVENTS_FAILED_QUEUE = getatt("OrderEventsFailedQueue")
+ORDERS_TABLE_STREAM = getatt("OrdersTable", "StreamArn")
 # IAM has no resource-level permissions for these actions: "*" is the only resource.
-WILDCARD_ONLY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "kinesis:ListStreams"}
+WILDCARD_ONLY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "kinesis:ListStreams", "dynamodb:ListStreams"}
 # Used by the Lambda service on the function's behalf, not by our code.
 SQS_MAPPING = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
 KINESIS_MAPPING = {
@@ -59,6 +63,7 @@ KINESIS_MAPPING = {
     "kinesis:GetShardIterator",
     "kinesis:ListShards",
 }
+DYNAMODB_STREAM_MAPPING = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"}
 
 
 def _pairs(resource: dict[str, Any] | str, *actions: str) -> set[tuple[str, str]]:
@@ -88,7 +93,11 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
     | _pairs(ACCOUNTS_TABLE, "dynamodb:GetItem")
     | _pairs(EXECUTIONS_TABLE, "dynamodb:Query")
     | _pairs(ORDERS_QUEUE, "sqs:GetQueueUrl", "sqs:SendMessage")
-    | _pairs(EXCHANGE_CREDENTIAL_SECRET, "secretsmanager:GetSecretValue"),
+    | _pairs(EXCHANGE_CREDENTIAL_SECRET, "secretsmanager:GetSecretValue")
+    # GET /events: a Query of the account's events after the cursor (GetItem of
+    # the head to tell an unknown cursor); POST /stream/tokens: a token item.
+    | _pairs(ORDER_EVENTS_TABLE, "dynamodb:Query", "dynamodb:GetItem")
+    | _pairs(STREAM_CONNECTIONS_TABLE, "dynamodb:PutItem"),
     # One GetItem per request: the caller's key; at most once a minute an
     # UpdateItem of its last_used_at alone (a condition on the grant, checked
     # below). Keys are created and revoked by the operator, never by a function.
@@ -122,7 +131,43 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
     | _pairs(EXECUTIONS_FAILED_QUEUE, "sqs:GetQueueUrl", "sqs:SendMessage")
     | _pairs(EXECUTIONS_STREAM, *KINESIS_MAPPING)
     | _pairs("*", "kinesis:ListStreams"),
+    # The orders table's stream (the Lambda service reads it); the executions
+    # of a filled order (Query); the log's head (GetItem), a TransactWriteItems
+    # of head UpdateItem and event/mark PutItems, the marks of changes logged
+    # before (GetItem); the account's listener items (a consistent Query of
+    # its partition in the same table), and DeleteItem of a gone connection
+    # and its listener; poison records (the function) and failed batches
+    # (the Lambda service) to the order-events-failed queue. Pushing: test_package_stream.py.
+    "publish_order_events": _pairs(ORDERS_TABLE_STREAM, *DYNAMODB_STREAM_MAPPING)
+    | _pairs("*", "dynamodb:ListStreams")
+    | _pairs(EXECUTIONS_TABLE, "dynamodb:Query")
+    | _pairs(ORDER_EVENTS_TABLE, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
+    | _pairs(ORDER_EVENTS_TABLE, "dynamodb:Query", "dynamodb:DeleteItem")
+    | _pairs(STREAM_CONNECTIONS_TABLE, "dynamodb:DeleteItem")
+    | _pairs(ORDER_EVENTS_FAILED_QUEUE, "sqs:GetQueueUrl", "sqs:SendMessage"),
+    # The key as the authorizer checks it (and records its use), or a token
+    # redeemed with one DeleteItem (ALL_OLD) and its key read; then the connection's item.
+    "websocket_connect": _pairs(API_KEYS_TABLE, "dynamodb:GetItem", "dynamodb:UpdateItem")
+    | _pairs(STREAM_CONNECTIONS_TABLE, "dynamodb:DeleteItem", "dynamodb:PutItem"),
+    # listen: the connection (GetItem) and its key re-checked (GetItem), the
+    # head and the replay (GetItem, Query), start listening (UpdateItem of the
+    # connection, PutItem of its listener item in the events table); a gone
+    # connection forgotten with its listener.
+    "websocket_message": _pairs(
+        STREAM_CONNECTIONS_TABLE, "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"
+    )
+    | _pairs(API_KEYS_TABLE, "dynamodb:GetItem")
+    | _pairs(ORDER_EVENTS_TABLE, "dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem"),
+    # The connection and its listener item.
+    "websocket_disconnect": _pairs(STREAM_CONNECTIONS_TABLE, "dynamodb:DeleteItem")
+    | _pairs(ORDER_EVENTS_TABLE, "dynamodb:DeleteItem"),
+    # Every minute: Scan the connections, read each one's key, forget the closed (and their listeners).
+    "close_revoked_stream_connections": _pairs(STREAM_CONNECTIONS_TABLE, "dynamodb:Scan", "dynamodb:DeleteItem")
+    | _pairs(ORDER_EVENTS_TABLE, "dynamodb:DeleteItem")
+    | _pairs(API_KEYS_TABLE, "dynamodb:GetItem"),
 }
+# Who records a key's use (UpdateItem of last_used_at, conditioned): whoever checks keys.
+KEY_USE_RECORDERS = ("api_key_authorizer", "websocket_connect")
 
 
 # --- IAM ----------------------------------------------------------------------------------
@@ -144,7 +189,11 @@ def _granted_by_code(template: dict[str, Any]) -> set[tuple[str, str]]:
     everything = set().union(*(grants(template, role_of(template, function_id(h))) for h in HANDLERS))
     # KMS is called by DynamoDB, SQS, Kinesis and Secrets Manager on the function's behalf.
     service_side = (
-        SQS_MAPPING | KINESIS_MAPPING | WILDCARD_ONLY | {"logs:CreateLogStream", "logs:PutLogEvents", *DATA_KEY_USE}
+        SQS_MAPPING
+        | KINESIS_MAPPING
+        | DYNAMODB_STREAM_MAPPING
+        | WILDCARD_ONLY
+        | {"logs:CreateLogStream", "logs:PutLogEvents", *DATA_KEY_USE}
     )
     return {(action, resource) for action, resource in everything if action not in service_side}
 
@@ -157,7 +206,17 @@ PYNAMODB_ACTIONS = {
     "batch_get": "dynamodb:BatchGetItem",
     "batch_write": "dynamodb:BatchWriteItem",
     "query": "dynamodb:Query",
+    "scan": "dynamodb:Scan",
+    "delete": "dynamodb:DeleteItem",
+    # PynamoDB's table connection (`connection.delete_item(...)`, with ALL_OLD: a token redeemed once).
+    "delete_item": "dynamodb:DeleteItem",
 }
+# Record-class methods that make no call.
+PYNAMODB_LOCAL = {"from_raw_data", "_get_connection"}
+# Calls of a table adapter's own botocore client (DynamoDBTable.client) and the actions IAM checks for them.
+TABLE_CLIENT_ACTIONS = {"transact_write_items": ("dynamodb:PutItem", "dynamodb:UpdateItem")}
+# The WebSocket management API: execute-api:ManageConnections, granted and checked in test_package_stream.py.
+MANAGEMENT_API = "apigatewaymanagementapi"
 # The table each adapter module's records live in (the only modules that use
 # PynamoDB); queries on `index` go to the orders table's index last assigned
 # to `index` (`index: Any = self._records.pending_sweep`); a call on a record
@@ -170,6 +229,10 @@ ADAPTER_TABLES = {
     "accounts_table.py": ACCOUNTS_TABLE,
     # Counts with a Query through PynamoDB's connection (`connection.query(...)`).
     "open_orders.py": ACCOUNT_OPEN_ORDERS_INDEX,
+    "order_events_table.py": ORDER_EVENTS_TABLE,
+    "stream_connections_table.py": STREAM_CONNECTIONS_TABLE,
+    # The stream's listener items live in the order events table's account partitions.
+    "stream_listeners_table.py": ORDER_EVENTS_TABLE,
 }
 # What the table adapters share (chalicelib/adapters/dynamodb.py): PynamoDB, but no call of any table.
 PYNAMODB_HELPERS = "dynamodb.py"
@@ -194,21 +257,34 @@ def test_the_code_makes_no_aws_call_iam_does_not_know_of(packaged: Packaged) -> 
     """Scans chalicelib for boto3 client and PynamoDB calls, so a new call fails here until IAM grants it."""
     called: set[tuple[str, str]] = set()
     for path in sorted((REPO / "chalicelib").rglob("*.py")):
-        source = path.read_text(encoding="utf-8")
+        # PynamoDB's table connection, however it is reached, is `connection` below.
+        source = path.read_text(encoding="utf-8").replace("self._records._get_connection().", "connection.")
         services = set(re.findall(r"\.(?:create_)?client\(\s*\"(\w+)\"", source))
         for method in re.findall(r"\.(?:client|_client_locked\(\))\.(\w+)\(", source):
+            if path.name in ADAPTER_TABLES and not services:
+                assert method in TABLE_CLIENT_ACTIONS, f"{path}: client.{method}() - add its IAM actions to this test"
+                called |= {(action, key(ADAPTER_TABLES[path.name])) for action in TABLE_CLIENT_ACTIONS[method]}
+                continue
             assert len(services) == 1, f"{path}: expected the one boto3 client this module creates"
+            if services == {MANAGEMENT_API}:
+                continue
             action = f"{next(iter(services))}:" + "".join(word.capitalize() for word in method.split("_"))
             # One adapter serves every queue; which queue a function may use is the IAM table's business.
             called |= {
-                (action, key(queue)) for queue in (ORDERS_QUEUE, ORDERS_DEAD_LETTER_QUEUE, EXECUTIONS_FAILED_QUEUE)
+                (action, key(queue))
+                for queue in (
+                    ORDERS_QUEUE,
+                    ORDERS_DEAD_LETTER_QUEUE,
+                    EXECUTIONS_FAILED_QUEUE,
+                    ORDER_EVENTS_FAILED_QUEUE,
+                )
             }
         if not re.search(r"^\s*(?:from|import) pynamodb\b", source, re.MULTILINE):
             continue  # uses no PynamoDB (observability.py names it only as what X-Ray traces)
         made_in_place = r"self\._records\((?:[^()]|\([^()]*\))*\)"
         pattern = (
-            r"\bindex\b[^=\n]*=\s*\w+(?:\._records)?\.(\w+)\b"
-            rf"|\b({made_in_place}|self\._records|record|index|connection)\.(\w+)\("
+            r"\bindex\b(?:\s*:[^=\n]*)?\s*=\s*\w+(?:\._records)?\.(\w+)\b"
+            rf"|\b({made_in_place}|self\._records|records|record|index|connection)\.(\w+)\("
         )
         if path.name == PYNAMODB_HELPERS:
             assert not re.findall(pattern, source), f"{path}: table calls belong in a table's adapter"
@@ -219,6 +295,8 @@ def test_the_code_makes_no_aws_call_iam_does_not_know_of(packaged: Packaged) -> 
             if assigned:
                 assert assigned in INDEX_ATTRIBUTES, f"{path}: index {assigned} - add it to this test"
                 index = INDEX_ATTRIBUTES[assigned]
+                continue
+            if method in PYNAMODB_LOCAL:
                 continue
             assert method in PYNAMODB_ACTIONS, f"{path}: {receiver}.{method}() - add its IAM action to this test"
             table = index if receiver == "index" else ADAPTER_TABLES[path.name]
@@ -330,12 +408,16 @@ def test_the_authorizer_may_update_only_the_last_use_of_a_key(packaged: Packaged
     assert update["Action"] == ["dynamodb:UpdateItem"] and update["Resource"] == API_KEYS_TABLE
     # ForAllValues: every attribute the request names is one of these (the key, and last_used_at).
     assert update["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:Attributes": ["key_id", "last_used_at"]}}
+    # The stream's $connect checks keys as the authorizer does: the same statement.
+    connect_role = role_of(packaged.template, function_id("websocket_connect"))
+    (connect_update,) = [
+        s for s in role_statements(packaged.template, connect_role) if "dynamodb:UpdateItem" in s["Action"]
+    ]
+    assert connect_update == update
     # No other statement of any function has a condition that could widen or narrow a grant unseen.
     for handler in HANDLERS:
         conditioned = grants(packaged.template, role_of(packaged.template, function_id(handler)), conditioned=True)
-        assert conditioned == (
-            _pairs(API_KEYS_TABLE, "dynamodb:UpdateItem") if handler == "api_key_authorizer" else set()
-        )
+        assert conditioned == (_pairs(API_KEYS_TABLE, "dynamodb:UpdateItem") if handler in KEY_USE_RECORDERS else set())
 
 
 def test_only_the_operator_role_writes_keys_and_risk_limits(packaged: Packaged) -> None:
@@ -348,8 +430,8 @@ def test_only_the_operator_role_writes_keys_and_risk_limits(packaged: Packaged) 
         if resource["Type"] == "AWS::IAM::Role"
         and any(action in writes and table in guarded for action, table in grants(packaged.template, role_id))
     }
-    authorizer_role = role_of(packaged.template, function_id("api_key_authorizer"))
-    assert writers == {"OperatorRole", authorizer_role}
+    recorders = {role_of(packaged.template, function_id(handler)) for handler in KEY_USE_RECORDERS}
+    assert writers == {"OperatorRole", *recorders}
     operator = grants(packaged.template, "OperatorRole")
     guarded_keys = {key(API_KEYS_TABLE), key(ACCOUNT_KEYS_INDEX), key(ACCOUNTS_TABLE), key(DATA_KEY)}
     assert {pair for pair in operator if pair[1] in guarded_keys} == (
@@ -374,7 +456,8 @@ def test_the_keys_and_accounts_tables_deny_writes_to_everyone_but_the_operator(p
     def role(name: str) -> dict[str, str]:
         return {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${ResourcePrefix}-" + name}
 
-    for table, updaters in (("ApiKeysTable", ["operator", "api-key-authorizer"]), ("AccountsTable", ["operator"])):
+    key_checkers = ["operator", "api-key-authorizer", "websocket-connect"]
+    for table, updaters in (("ApiKeysTable", key_checkers), ("AccountsTable", ["operator"])):
         statements = packaged.resources[table]["Properties"]["ResourcePolicy"]["PolicyDocument"]["Statement"]
         assert all(statement["Effect"] == "Deny" and statement["Principal"] == "*" for statement in statements)
         denied: dict[str, Any] = {}

@@ -104,6 +104,8 @@ def stack_argv(api_port: int, exchange_port: int, feed_port: int, state_file: Pa
     return python_module(
         "devstack.stack",
         *("--port", str(api_port), "--exchange-port", str(exchange_port), "--feed-port", str(feed_port)),
+        # Free ports, not 8003/8004: a `make run` may be up beside the tests.
+        *("--stream-port", str(free_port()), "--stream-management-port", str(free_port())),
         *("--state-file", str(state_file)),
     )
 

@@ -31,7 +31,7 @@ def test_a_given_sqs_client_serves_every_queue_and_every_aws_client_is_handed_ou
     sqs = boto3.session.Session().client("sqs", region_name="us-east-1")
     dependencies = bootstrap.bootstrap(Settings(), sqs_client=sqs)
     clients = bootstrap.aws_clients(dependencies)
-    assert [client for client in clients if client is sqs] == [sqs, sqs, sqs]
+    assert [client for client in clients if client is sqs] == [sqs, sqs, sqs, sqs]
     assert sorted(client.meta.service_model.service_name for client in clients) == [
         "dynamodb",
         "dynamodb",
@@ -41,6 +41,7 @@ def test_a_given_sqs_client_serves_every_queue_and_every_aws_client_is_handed_ou
         "sqs",
         "sqs",
         "sqs",
+        "sqs",  # the order events failed queue
     ]
 
 

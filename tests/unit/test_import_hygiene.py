@@ -72,6 +72,15 @@ def test_placement_and_the_sweep_do_without_the_apis_models_and_docs() -> None:
         assert loaded(modules, *PYDANTIC, *API_ONLY, *DOCS_ONLY) == [], entrypoint
 
 
+def test_the_order_stream_functions_do_without_the_apis_models_and_docs() -> None:
+    # $connect runs on every WebSocket handshake: it checks a key, and validates no request model.
+    modules = imported_by("import app\nimport chalicelib.entrypoints.stream")
+    assert loaded(modules, *PYDANTIC, *API_ONLY, *DOCS_ONLY, *CONSUMERS_ONLY, *BOTO3) == []
+    # The events' JSON is the API's (pydantic models), but not its routes or its docs.
+    modules = imported_by("import app\nimport chalicelib.entrypoints.order_stream")
+    assert loaded(modules, *DOCS_ONLY, *BOTO3, "chalicelib.entrypoints.http") == []
+
+
 def test_a_queue_client_comes_from_botocore_without_boto3() -> None:
     modules = imported_by(
         "import app\n"

@@ -9,7 +9,12 @@ import pytest
 import yaml
 
 from chalicelib.config import setting_names
-from chalicelib.stack_outputs import SETTING_OUTPUTS, MissingStackOutputs, settings_environment
+from chalicelib.stack_outputs import (
+    OPTIONAL_SETTING_OUTPUTS,
+    SETTING_OUTPUTS,
+    MissingStackOutputs,
+    settings_environment,
+)
 from ops.target import Target, configure_environment
 
 pytestmark = pytest.mark.unit
@@ -43,6 +48,14 @@ def test_each_setting_takes_its_value_from_the_output_of_the_same_name() -> None
         assert output in RESOURCES["Outputs"], output
         # The rule infra/build_template.py checks the deployed functions' environment by.
         assert "".join(word.capitalize() for word in variable.split("_")) == output
+
+
+def test_an_optional_output_is_taken_when_the_stack_has_it_and_only_then() -> None:
+    (variable, output), *_ = OPTIONAL_SETTING_OUTPUTS.items()
+    assert output in RESOURCES["Outputs"]
+    assert "".join(word.capitalize() for word in variable.split("_")) == output
+    assert variable not in settings_environment(OUTPUTS)
+    assert settings_environment({**OUTPUTS, output: "arn:stream"})[variable] == "arn:stream"
 
 
 def test_every_resource_name_setting_is_covered() -> None:

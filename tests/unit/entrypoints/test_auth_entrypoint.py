@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from chalice.app import Chalice, ChaliceAuthorizer
 
-from chalicelib.domain.accounts import ApiKeyInvalid, KeyScope
+from chalicelib.domain.accounts import ApiKeyInvalid, KeyScope, key_id_of
 from chalicelib.entrypoints import auth
 from chalicelib.service.accounts import create_api_key, revoke_api_key
 from tests.unit.fakes import FakeApiKeyRepository, Fakes
@@ -118,8 +118,8 @@ def test_a_valid_key_allows_this_request_for_its_account(
         answer = authorizer(event, {})
         assert effect(answer) == "Allow"
         assert answer["principalId"] == "acme"
-        # The contract with the routes: request.context["authorizer"]["account_id"], and "scope".
-        assert answer["context"] == {"account_id": "acme", "scope": "trade"}
+        # The contract with the routes: request.context["authorizer"]["account_id"], "scope" and "key_id".
+        assert answer["context"] == {"account_id": "acme", "scope": "trade", "key_id": key_id_of(key)}
 
 
 @pytest.mark.parametrize(
@@ -192,7 +192,7 @@ def test_a_read_key_is_allowed_with_its_scope_in_the_context(
     key = create_api_key("acme", None, keys, scope=KeyScope.READ).plaintext
     answer = authorizer(request_event({"x-api-key": key}), {})
     assert effect(answer) == "Allow"
-    assert answer["context"] == {"account_id": "acme", "scope": "read"}
+    assert answer["context"] == {"account_id": "acme", "scope": "read", "key_id": key_id_of(key)}
 
 
 def test_an_expired_key_is_denied_exactly_like_a_revoked_one(keys: FakeApiKeyRepository) -> None:
@@ -317,6 +317,8 @@ def test_every_order_route_needs_the_key_and_the_docs_do_not() -> None:
         ("/orders/{order_id}", "GET"),
         ("/orders/{order_id}", "DELETE"),
         ("/orders/{order_id}/executions", "GET"),
+        ("/events", "GET"),
+        ("/stream/tokens", "POST"),
     }
     for methods in routes.values():
         for entry in methods.values():
