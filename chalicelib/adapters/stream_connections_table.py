@@ -189,9 +189,14 @@ class DynamoDBStreamTokens(DynamoDBTable[StreamConnectionRecord]):
         # One DeleteItem returning the old item: of any number of connects with the same token at once,
         # exactly one gets the item back. An expired token is deleted too (it is useless either way);
         # TTL deletion can lag by hours, hence the check of expires_at here.
+        # Conditional as well: DynamoDB Local (LocalStack) handed the old item to two racing deletes.
         try:
-            answer = self._records._get_connection().delete_item(token_item_key(token), return_values="ALL_OLD")
+            answer = self._records._get_connection().delete_item(
+                token_item_key(token), condition=self._records.connection_id.exists(), return_values="ALL_OLD"
+            )
         except PynamoDBException as exc:
+            if is_condition_failure(exc):
+                return None  # unknown, or used by another connect a moment ago
             raise StorageUnavailable("could not redeem a stream token") from exc
         item = answer.get("Attributes")
         if not item:

@@ -260,8 +260,11 @@ class ShardPoller(Worker):
         """
         if self.position is not None or self._start_at is None:
             return records
+        # DynamoDB Streams stamps records to the whole second (LocalStack too): a record of the start's
+        # own second may be before or after it, and is kept (LATEST is approximate on AWS as well).
+        start_second = int(self._start_at)
         older = 0
-        while older < len(records) and epoch_seconds(records[older]["ApproximateArrivalTimestamp"]) < self._start_at:
+        while older < len(records) and epoch_seconds(records[older]["ApproximateArrivalTimestamp"]) < start_second:
             older += 1
         if older:
             self._advance(str(records[older - 1]["SequenceNumber"]))

@@ -113,12 +113,14 @@ def test_latest_skips_what_was_there_and_a_restart_resumes_after_the_checkpoint(
         seen.extend(record.new_image["id"]["S"] for record in event)
 
     put(table_name, "before", 1)
-    time.sleep(0.05)
+    # Stream records carry whole seconds: LATEST keeps the records of its own second, so "before"
+    # goes into an earlier one, and "after" into a later one.
+    time.sleep(1.1)
     runner = runner_for(app)
     runner.start()
     try:
         wait_for(lambda: runner.workers[0].pollers, "a shard poller", 10)  # type: ignore[attr-defined]
-        time.sleep(0.3)
+        time.sleep(1.1)
         put(table_name, "after", 1)
         wait_for(lambda: seen == ["after"], "the change made after the start", 10)
     finally:
