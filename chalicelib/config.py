@@ -218,6 +218,10 @@ class Settings:
     # At most what fits the function's 120 s timeout at a 0.5 s exchange round trip on 8 threads.
     reconcile_batch: int = _integer(200, 1, 1500)
     reconcile_failed_window_h: int = _integer(24, 1, 24 * 30)
+    # An order that changed this recently is left for a later pass: its execution reports may still
+    # be on their way (feed, bridge, stream, consumer; seconds under load), and a fill merged from the
+    # status answer first is a fill whose event carries no execution. Lost reports wait this long more.
+    reconcile_settle_s: int = _integer(60, 0, 3_600)
 
     # Outbound AWS calls on the request path give up quickly: the API stays
     # fast while a dependency is down, and the sweep covers a lost SQS send.

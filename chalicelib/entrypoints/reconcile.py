@@ -34,6 +34,7 @@ def reconcile(event: dict[str, Any], context: Any, *, dependencies: Dependencies
         dependencies,
         limit=settings.reconcile_batch,
         failed_window=timedelta(hours=settings.reconcile_failed_window_h),
+        settle=timedelta(seconds=settings.reconcile_settle_s),
         executor=_executor(),
         time_left=lambda: context.get_remaining_time_in_millis() > reserve_ms,
     )

@@ -41,6 +41,7 @@ class Check(StrEnum):
     ERROR = "error"  # our storage failed us for this order: the next pass tries again
     DROPPED = "dropped"  # failed longer than the window: no longer compared
     SKIPPED = "skipped"  # done meanwhile (the index lags the table)
+    SETTLING = "settling"  # changed moments ago, its reports may be on their way: a later pass asks
 
 
 @dataclass
@@ -72,6 +73,7 @@ def reconcile_orders(
     failed_window: timedelta,
     executor: Executor | None = None,
     time_left: Callable[[], bool] = lambda: True,
+    settle: timedelta = timedelta(0),
 ) -> ReconcileRun:
     """One run: at most `limit` orders from the saved cursor on, each compared and repaired; the cursor moved on.
 
@@ -93,7 +95,7 @@ def reconcile_orders(
         if order is None:
             return Check.SKIPPED  # the index lags the table
         try:
-            return reconcile_order(order, dependencies, failed_window)
+            return reconcile_order(order, dependencies, failed_window, settle)
         except Exception as exc:  # one order's trouble must not stop the others, nor the cursor
             logger.warning("order not reconciled", extra={"order_id": order.id, "error": repr(exc)})
             return Check.ERROR
@@ -112,14 +114,23 @@ def reconcile_orders(
     return run
 
 
-def reconcile_order(order: Order, dependencies: Dependencies, failed_window: timedelta) -> Check:
-    """Compare one order with the exchange's status of it and merge the difference."""
+def reconcile_order(
+    order: Order, dependencies: Dependencies, failed_window: timedelta, settle: timedelta = timedelta(0)
+) -> Check:
+    """Compare one order with the exchange's status of it and merge the difference.
+
+    Not an order that changed within `settle`: the reports of what the exchange
+    did just now are likely still on their way, and merging its status first
+    would record a fill without the report that says at what price and when.
+    """
     now = dependencies.clock()
     if order.status is OrderStatus.FAILED and order.updated_at < now - failed_window:
         dependencies.orders.stop_reconciling(order)
         return Check.DROPPED
     if order.is_terminal and order.status is not OrderStatus.FAILED:
         return Check.SKIPPED
+    if order.updated_at > now - settle:
+        return Check.SETTLING
     try:
         venue = dependencies.exchange.status(order.id)
     except ExchangeUnavailable as exc:

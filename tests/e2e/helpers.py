@@ -18,6 +18,9 @@ E2E_SETTINGS = {
     "PLACEMENT_MAX_ATTEMPTS": "3",
     "PLACEMENT_BACKOFF_BASE_S": "1",
     "PENDING_SWEEP_AFTER_S": "4",
+    # Long enough for a report to come through the feed on a loaded machine before the reconciler
+    # asks (CI once saw a fill merged from the status answer first), short for the tests' deadlines.
+    "RECONCILE_SETTLE_S": "10",
     "EXCHANGE_EXEC_DELAY_S": "0.05",
     "EXCHANGE_LIMIT_TTL_S": "1",
     "FEED_LINGER_S": "0.05",

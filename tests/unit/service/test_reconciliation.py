@@ -52,6 +52,23 @@ def test_a_fill_whose_report_was_lost_is_repaired_from_the_exchanges_status() ->
     assert run(fakes)[Check.REPAIRED] == 0  # done orders leave the reconciler's index
 
 
+def test_an_order_that_changed_within_the_settle_time_is_left_for_a_later_pass() -> None:
+    # Its fill's report may still be on its way: merged from the status answer first, the fill would
+    # have no report (no price per execution, an event without its execution).
+    clock = Clock(T0 + timedelta(seconds=30))
+    fakes = Fakes(clock=clock)
+    order = stored(fakes)
+    fakes.exchange.states[order.id] = VenueOrderState(order.exchange_order_id, OrderStatus.FILLED, 10, 0, Decimal("99"))
+    settle = timedelta(seconds=60)
+    checks = reconcile_orders(fakes.dependencies(), limit=100, failed_window=WINDOW, settle=settle).checks
+    assert checks[Check.SETTLING] == 1
+    assert checks[Check.REPAIRED] == 0
+    assert fakes.orders.orders[order.id].status is OrderStatus.PLACED
+    clock.now += timedelta(seconds=31)  # now 61 s after its last change
+    checks = reconcile_orders(fakes.dependencies(), limit=100, failed_window=WINDOW, settle=settle).checks
+    assert checks[Check.REPAIRED] == 1
+
+
 def test_a_failed_order_the_exchange_holds_is_corrected() -> None:
     fakes = Fakes(clock=Clock(T0 + timedelta(hours=1)))
     order = stored(fakes, OrderStatus.FAILED)
