@@ -20,7 +20,7 @@ from chalice.app import (
 
 from chalicelib import bootstrap
 from chalicelib.config import Settings, get_settings
-from chalicelib.entrypoints import auth
+from chalicelib.entrypoints import auth, error_shape
 
 if TYPE_CHECKING:
     from chalicelib.service.dependencies import Dependencies
@@ -49,12 +49,16 @@ def create_app(dependencies: DependenciesSource, settings: Settings | None = Non
     # Chalice's WebSocket support is experimental: `chalice package` refuses
     # the WebSocket handlers below unless the app opts in.
     app.experimental_feature_flags.update(["WEBSOCKETS"])
-    authorizer = _add_authorizer(app, dependencies)
+    # Registered first, so the outermost: it sees every other middleware's answer (see error_shape.py).
+    app.register_middleware(error_shape.with_our_error_shape, "http")
+    authorizer = _add_authorizer(app, dependencies, settings.fallback_usage_key or None)
     _add_order_routes(app, authorizer, dependencies)
     _add_order_event_routes(app, authorizer, dependencies)
     _add_docs_routes(app)
     _add_event_handlers(app, dependencies, settings)
     _add_order_stream_handlers(app, dependencies, settings)
+    # Last, over every route: API Gateway's usage plans (per-account rate limits) need the flag.
+    auth.require_usage_plan_keys(app)
     return app
 
 
@@ -64,7 +68,9 @@ def _current_request(app: Chalice) -> Request:
     return request
 
 
-def _add_authorizer(app: Chalice, dependencies: DependenciesSource) -> auth.RequestOrTokenAuthorizer:
+def _add_authorizer(
+    app: Chalice, dependencies: DependenciesSource, fallback_usage_key: str | None
+) -> auth.RequestOrTokenAuthorizer:
     # Every order route requires an API key; the docs do not. Chalice packages
     # this as a Lambda function of its own; the deployed API calls it as a
     # REQUEST authorizer without caching, and devstack/api_server.py does the
@@ -72,7 +78,13 @@ def _add_authorizer(app: Chalice, dependencies: DependenciesSource) -> auth.Requ
     @auth.accepting_request_events(app)
     @app.authorizer(ttl_seconds=0)
     def api_key_authorizer(auth_request: AuthRequest) -> auth.AuthResult:
-        return auth.authorize(auth_request, dependencies().api_keys)
+        deps = dependencies()
+        return auth.authorize(
+            auth_request,
+            deps.api_keys,
+            rate_limits=deps.account_rate_limits,
+            fallback_usage_key=fallback_usage_key,
+        )
 
     # A read-only key's POST/PATCH/DELETE is the app's 403, on AWS and locally alike (see auth.py).
     app.register_middleware(auth.refuse_writes_with_read_only_keys, "http")
@@ -96,6 +108,18 @@ def _add_order_routes(
         from chalicelib.entrypoints import http  # noqa: PLC0415 - on first call (see top)
 
         return http.list_orders(current_request(), dependencies())
+
+    @app.route("/orders", methods=["DELETE"], authorizer=authorizer)
+    def cancel_all_orders() -> Response:
+        from chalicelib.entrypoints import bulk_cancel  # noqa: PLC0415 - on first call (see top)
+
+        return bulk_cancel.cancel_all(current_request(), dependencies())
+
+    @app.route("/orders/by-client-order-id/{client_order_id}", methods=["GET"], authorizer=authorizer)
+    def get_order_by_client_order_id(client_order_id: str) -> Response:
+        from chalicelib.entrypoints import order_lookup  # noqa: PLC0415 - on first call (see top)
+
+        return order_lookup.get_order_by_client_order_id(current_request(), client_order_id, dependencies())
 
     @app.route("/orders/{order_id}", methods=["GET"], authorizer=authorizer)
     def get_order(order_id: str) -> Response:
@@ -144,15 +168,15 @@ def _add_docs_routes(app: Chalice) -> None:
 
     @app.route("/docs", methods=["GET"])
     def get_docs() -> Response:
-        from chalicelib.entrypoints import openapi  # noqa: PLC0415 - on first call (see top)
+        from chalicelib.entrypoints import docs_page  # noqa: PLC0415 - on first call (see top)
 
-        return openapi.docs_page()
+        return docs_page.docs_page()
 
     @app.route("/docs/{asset}", methods=["GET"])
     def get_docs_asset(asset: str) -> Response:
-        from chalicelib.entrypoints import openapi  # noqa: PLC0415 - on first call (see top)
+        from chalicelib.entrypoints import docs_page  # noqa: PLC0415 - on first call (see top)
 
-        return openapi.docs_asset(asset)
+        return docs_page.docs_asset(asset)
 
 
 def _add_event_handlers(app: Chalice, dependencies: DependenciesSource, settings: Settings) -> None:

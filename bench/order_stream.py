@@ -29,7 +29,7 @@ from typing import Any
 
 from bench.common import markdown_table, percentile
 from devstack.processes import free_port
-from devstack.stack import DEMO_LIMITS, LocalStack, local_stack
+from devstack.stack import DEMO_LIMITS, DEMO_RATE_LIMIT, LocalStack, local_stack
 from devstack.stream_client import Account, Received, StreamClient, stream_url_of
 
 KINESIS_CONSUMER = "apply_executions"
@@ -210,6 +210,7 @@ def measure(stack: LocalStack, args: argparse.Namespace) -> tuple[list[list[Rece
     account_id = f"bench-stream-{os.getpid()}"
     key = stack.new_api_key(account_id)
     stack.set_limits(account_id, DEMO_LIMITS)
+    stack.set_rate_limit(account_id, DEMO_RATE_LIMIT)  # a --rate above a new account's 10/s is not throttled
     account = Account(stack.api_url, stream_url_of(stack), account_id, key)
     clients = [account.stream().connect() for _ in range(args.clients)]
     try:

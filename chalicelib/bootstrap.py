@@ -16,7 +16,13 @@ from typing import Any
 import urllib3
 from botocore.config import Config
 
-from chalicelib.adapters.accounts_table import CachedAccountLimits, DynamoDBAccountLimits, account_record_class_for
+from chalicelib.adapters.accounts_table import (
+    CachedAccountLimits,
+    CachedAccountRateLimits,
+    DynamoDBAccountLimits,
+    DynamoDBAccountRateLimits,
+    account_record_class_for,
+)
 from chalicelib.adapters.api_keys import DynamoDBApiKeyRepository, api_key_record_class_for
 from chalicelib.adapters.cursor_table import DynamoDBCursorStore, cursor_record_class_for
 from chalicelib.adapters.exchange import HttpExchange
@@ -58,6 +64,8 @@ def bootstrap(
         executions_failed_queue=executions_failed_queue(settings, sqs_client),
         order_events_failed_queue=order_events_failed_queue(settings, sqs_client),
         api_keys=api_key_repository(settings),
+        # Read at most every RATE_LIMITS_CACHE_TTL_S (60 s) per account and process.
+        account_rate_limits=CachedAccountRateLimits(account_rate_limits_repository(settings)),
         orders_dead_letter_queue=orders_dead_letter_queue(settings, sqs_client),
         reconciler_cursor=reconciler_cursor(settings),
         risk=risk_sources(settings, exchange_pool, secretsmanager_client),
@@ -84,6 +92,7 @@ def aws_clients(dependencies: Dependencies) -> list[Any]:
         dependencies.orders_dead_letter_queue,
         dependencies.reconciler_cursor,
         dependencies.risk.account_limits,
+        dependencies.account_rate_limits,
     )
     return [adapter.client for adapter in adapters if hasattr(adapter, "client")]
 
@@ -158,6 +167,13 @@ def account_limits_repository(settings: Settings | None = None) -> DynamoDBAccou
     settings = settings or get_settings()
     records = account_record_class_for(settings.accounts_table_name, **dynamodb_connection(settings))
     return DynamoDBAccountLimits(records)
+
+
+def account_rate_limits_repository(settings: Settings | None = None) -> DynamoDBAccountRateLimits:
+    """The accounts table's rate limits and usage keys, uncached: what the operator tool reads and writes."""
+    settings = settings or get_settings()
+    records = account_record_class_for(settings.accounts_table_name, **dynamodb_connection(settings))
+    return DynamoDBAccountRateLimits(records)
 
 
 def risk_defaults(settings: Settings | None = None) -> RiskLimits:

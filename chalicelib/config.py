@@ -129,6 +129,10 @@ class Settings:
     api_keys_table_name: str = _text(f"{DEFAULT_PREFIX}-api-keys", min_length=3)
     # Each account's pre-trade risk limits (one item per account; absent ones: the defaults below).
     accounts_table_name: str = _text(f"{DEFAULT_PREFIX}-accounts", min_length=3)
+    # The value of the stack's shared API Gateway key (infra/operations.yaml FallbackUsageKey, in the
+    # default limit's usage plan): the authorizer's usage identifier for an account without a key of
+    # its own. Set on AWS only (the authorizer's environment); empty: no fallback (locally).
+    fallback_usage_key: str = _text("", min_length=0)
     executions_failed_queue_name: str = _text(f"{DEFAULT_PREFIX}-executions-failed", min_length=1)
     # Where the orders table's stream consumer sets aside the records it can never process (with why).
     order_events_failed_queue_name: str = _text(f"{DEFAULT_PREFIX}-order-events-failed", min_length=1)

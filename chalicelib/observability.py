@@ -15,11 +15,13 @@ from typing import Any, TypeVar, cast
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.lambda_context import build_lambda_context_model
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.shared import constants
 from aws_lambda_powertools.shared.functions import resolve_truthy_env_var_choice
 
 SERVICE = "orders"
+NAMESPACE = "Brokerage"
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 # What the X-Ray SDK traces: the AWS calls. Named rather than Powertools'
@@ -31,7 +33,7 @@ TRACED_MODULES = ("botocore", "pynamodb")
 logger = Logger(service=SERVICE)
 # EMF: metrics are log lines CloudWatch turns into metrics; no API call on
 # the request path. POWERTOOLS_METRICS_DISABLED=true silences them locally.
-metrics = Metrics(namespace="Brokerage", service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 
 def tracing_enabled(environment: Mapping[str, str] = os.environ) -> bool:
@@ -128,6 +130,22 @@ class LoggingThreadPool(ThreadPoolExecutor):
 def count(name: str, value: float = 1) -> None:
     with _metrics_lock:
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+def count_now(name: str, **properties: str) -> None:
+    """A count of 1 written at once, as a log line of its own carrying the properties (searchable in the logs).
+
+    For a function no lambda_handler wraps (the authorizer, whose answer is
+    its whole result): nothing would flush `metrics` there. The properties
+    are not dimensions (an account id as a dimension is a metric per account).
+    """
+    if is_metrics_disabled():
+        return
+    with single_metric(
+        name=name, unit=MetricUnit.Count, value=1, namespace=NAMESPACE, default_dimensions={"service": SERVICE}
+    ) as metric:
+        for key, value in properties.items():
+            metric.add_metadata(key=key, value=value)
 
 
 def seconds(name: str, value: float) -> None:

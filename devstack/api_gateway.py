@@ -3,7 +3,8 @@
 The routing, proxy events, CORS preflights and binary types are chalice
 local's `LocalGateway`; only its authorizer step is replaced by what the
 deployed API does (a REQUEST authorizer and our gateway responses from
-infra/gateway_responses.json). `GatewayWsgiApp` puts it behind any WSGI
+infra/gateway_responses.json), followed by the accounts' rate limits that
+API Gateway's usage plans apply (devstack/rate_limiter.py). `GatewayWsgiApp` puts it behind any WSGI
 server, so that devstack/api_server.py can serve it from a production one
 instead of chalice local's BaseHTTPServer.
 """
@@ -36,10 +37,14 @@ from chalice.local import (
     LocalGatewayException,
 )
 
+from devstack.rate_limiter import AccountThrottle
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The same file infra/build_template.py puts into the deployed API.
 GATEWAY_RESPONSES_PATH = REPO_ROOT / "infra" / "gateway_responses.json"
-EMULATED_RESPONSES = ("ACCESS_DENIED", "UNAUTHORIZED", "AUTHORIZER_FAILURE")
+# THROTTLED: devstack/rate_limiter.py's per-account limits; QUOTA_EXCEEDED is loaded to match the
+# deployed set, never answered (no usage plan has a quota).
+EMULATED_RESPONSES = ("ACCESS_DENIED", "UNAUTHORIZED", "AUTHORIZER_FAILURE", "THROTTLED", "QUOTA_EXCEEDED")
 # The only variables our gateway response templates use; anything else would
 # render differently here than on API Gateway, so it is refused at start.
 _AUTHORIZER_VARIABLE = re.compile(r"\$context\.authorizer\.(\w+)")
@@ -50,6 +55,8 @@ _ERROR_TYPES = {
     "ACCESS_DENIED": "AccessDeniedException",
     "UNAUTHORIZED": "UnauthorizedException",
     "AUTHORIZER_FAILURE": "AuthorizerFailureException",
+    "THROTTLED": "TooManyRequestsException",
+    "QUOTA_EXCEEDED": "LimitExceededException",
 }
 # The error message a Lambda authorizer raises to get API Gateway's UNAUTHORIZED response.
 _UNAUTHORIZED_ERROR = "Unauthorized"
@@ -97,8 +104,20 @@ def load_gateway_responses(path: Path = GATEWAY_RESPONSES_PATH) -> dict[str, Gat
 class GatewayResponseError(LocalGatewayException):
     """Answer a gateway response instead of calling the route."""
 
-    def __init__(self, response_type: str, response: GatewayResponse, context: Mapping[str, Any], request_id: str):
-        headers = {**response.headers, "x-amzn-RequestId": request_id, "x-amzn-ErrorType": _ERROR_TYPES[response_type]}
+    def __init__(
+        self,
+        response_type: str,
+        response: GatewayResponse,
+        context: Mapping[str, Any],
+        request_id: str,
+        headers: Mapping[str, str] | None = None,
+    ):
+        headers = {
+            **response.headers,
+            **(headers or {}),
+            "x-amzn-RequestId": request_id,
+            "x-amzn-ErrorType": _ERROR_TYPES[response_type],
+        }
         super().__init__(headers, response.render(context))
         self.CODE = response.status  # the status the WSGI adapter answers with
 
@@ -128,13 +147,18 @@ class RequestAuthorizer:
     with an authorizer calls it with a REQUEST event holding every header;
     Allow passes its context to the route as requestContext.authorizer, Deny
     (or no matching Allow) is the ACCESS_DENIED response, an "Unauthorized"
-    error the UNAUTHORIZED one, any other error AUTHORIZER_FAILURE.
+    error the UNAUTHORIZED one, any other error AUTHORIZER_FAILURE. Then, as
+    a usage plan does after the authorizer on AWS, the throttle (if any) takes
+    a token of the allowed account: none left is the THROTTLED response.
     """
 
-    def __init__(self, app: Chalice, responses: Mapping[str, GatewayResponse]) -> None:
+    def __init__(
+        self, app: Chalice, responses: Mapping[str, GatewayResponse], throttle: AccountThrottle | None = None
+    ) -> None:
         self._app = app
         self._responses = responses
         self._arns = LocalARNBuilder()
+        self._throttle = throttle
 
     def authorize(
         self, raw_path: str, lambda_event: dict[str, Any], lambda_context: LambdaContext
@@ -167,10 +191,21 @@ class RequestAuthorizer:
         if _statements_match(policy, "Deny", arn) or not _statements_match(policy, "Allow", arn):
             raise self._answer("ACCESS_DENIED", context, request_id)
         request_context["authorizer"] = {**context, "principalId": result["principalId"]}
+        self._take_token(str(context.get("account_id") or result["principalId"]), request_id)
         return lambda_event, lambda_context
 
-    def _answer(self, response_type: str, context: Mapping[str, Any], request_id: str) -> GatewayResponseError:
-        return GatewayResponseError(response_type, self._responses[response_type], context, request_id)
+    def _take_token(self, account_id: str, request_id: str) -> None:
+        if self._throttle is None:
+            return
+        retry_after = self._throttle.retry_after(account_id)
+        if retry_after is not None:
+            # The wait until the account's next token (at most 1 s for any limit it may have).
+            raise self._answer("THROTTLED", {}, request_id, {"Retry-After": str(retry_after)})
+
+    def _answer(
+        self, response_type: str, context: Mapping[str, Any], request_id: str, headers: Mapping[str, str] | None = None
+    ) -> GatewayResponseError:
+        return GatewayResponseError(response_type, self._responses[response_type], context, request_id, headers)
 
     @staticmethod
     def _request_event(arn: str, lambda_event: Mapping[str, Any]) -> dict[str, Any]:
@@ -210,13 +245,15 @@ def load_chalice_app(stage: str, project_dir: Path) -> tuple[Chalice, Config]:
     return app, config
 
 
-def local_gateway(app: Chalice, config: Config, responses: Mapping[str, GatewayResponse]) -> LocalGateway:
-    """chalice local's LocalGateway with the deployed API's authorizer step."""
+def local_gateway(
+    app: Chalice, config: Config, responses: Mapping[str, GatewayResponse], throttle: AccountThrottle | None = None
+) -> LocalGateway:
+    """chalice local's LocalGateway with the deployed API's authorizer step (and the accounts' rate limits)."""
     gateway = LocalGateway(app, config)
     # LocalGateway has no hook for its authorizer: set the attribute it calls
     # (chalice 1.34, pinned in requirements-dev.txt; tests/tooling/test_api_server.py
     # fails if a new version renames it).
-    gateway._authorizer = RequestAuthorizer(app, responses)  # type: ignore[assignment]
+    gateway._authorizer = RequestAuthorizer(app, responses, throttle)  # type: ignore[assignment]
     return gateway
 
 
@@ -302,8 +339,16 @@ def _reason(status: int) -> str:
 
 
 def create_wsgi_app(
-    stage: str = "local", project_dir: Path = REPO_ROOT, responses: Mapping[str, GatewayResponse] | None = None
+    stage: str = "local",
+    project_dir: Path = REPO_ROOT,
+    responses: Mapping[str, GatewayResponse] | None = None,
+    throttle: Callable[[], AccountThrottle] | None = None,
 ) -> GatewayWsgiApp:
-    """The project's Chalice app behind the emulated API Gateway, as one WSGI application."""
+    """The project's Chalice app behind the emulated API Gateway, as one WSGI application.
+
+    throttle: makes the accounts' rate limits step, once the app's stage has
+    set the environment (None: no rate limits).
+    """
     app, config = load_chalice_app(stage, project_dir)
-    return GatewayWsgiApp(local_gateway(app, config, load_gateway_responses() if responses is None else responses))
+    gateway_responses = load_gateway_responses() if responses is None else responses
+    return GatewayWsgiApp(local_gateway(app, config, gateway_responses, throttle() if throttle else None))

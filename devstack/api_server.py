@@ -34,6 +34,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from devstack.api_gateway import REPO_ROOT, create_wsgi_app
+from devstack.rate_limiter import accounts_table_throttle
 
 # Pending connections the kernel holds for the server (capped by net.core.somaxconn):
 # a burst of clients waits in it instead of being reset.
@@ -123,13 +124,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=_positive, default=DEFAULT_WORKERS, help="worker processes")
     parser.add_argument("--threads", type=_positive, default=DEFAULT_THREADS, help="threads per worker")
+    parser.add_argument(
+        "--rate-limits",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="throttle each account by its rate limit in the accounts table, shared by every worker (default: on)",
+    )
     args = parser.parse_args(argv)
     # As `chalice local` does: the app's and the handlers' log lines on stdout.
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
     project_dir = args.project_dir.resolve()
 
     def load() -> Any:
-        return create_wsgi_app(args.stage, project_dir)
+        # In the arbiter, before the fork: the workers share the throttle's buckets (devstack/rate_limiter.py).
+        return create_wsgi_app(args.stage, project_dir, throttle=accounts_table_throttle if args.rate_limits else None)
 
     GunicornServer(load, server_settings(args.host, args.port, args.workers, args.threads)).run()
     return 0  # run() exits the process itself: 0 after SIGTERM or SIGINT, non-zero if it could not start

@@ -19,9 +19,14 @@ from typing import IO, TypeVar, cast
 
 from pynamodb.models import Model
 
-from chalicelib.adapters.accounts_table import DynamoDBAccountLimits, account_record_class_for
+from chalicelib.adapters.accounts_table import (
+    DynamoDBAccountLimits,
+    DynamoDBAccountRateLimits,
+    account_record_class_for,
+)
 from chalicelib.adapters.api_keys import DynamoDBApiKeyRepository, api_key_record_class_for
 from chalicelib.domain.accounts import ApiKeyInvalid, key_id_of
+from chalicelib.domain.rate_limits import DEFAULT_RATE_LIMIT, AccountRateLimit, RateLimit
 from chalicelib.domain.risk import AccountLimits
 from chalicelib.service.accounts import create_api_key, revoke_api_key
 from chalicelib.stack_outputs import settings_environment
@@ -172,6 +177,12 @@ DEMO_LIMITS = AccountLimits(
 )
 
 
+# The demo account's request rate limit: far above what this machine serves (the local API does
+# ~100-200 requests/s), so `make bench` (64 clients), `make chaos`, schemathesis and the e2e tests,
+# which all use this account, are never throttled; other accounts get the default (10/s, burst 50).
+DEMO_RATE_LIMIT = RateLimit(rate=2_000, burst=4_000)
+
+
 @dataclass(frozen=True)
 class ScheduleIntervals:
     """Seconds between runs of `make run`'s scheduled functions (LOCAL_SWEEP_INTERVAL_S, LOCAL_RECONCILE_INTERVAL_S)."""
@@ -222,6 +233,18 @@ class LocalStack:
     def limits_of(self, account_id: str) -> AccountLimits:
         """What the operator set for the account (None: the default)."""
         return emulator_account_limits(self.endpoint_url, self.resources["AccountsTableName"]).get(account_id)
+
+    def set_rate_limit(self, account_id: str, limit: RateLimit | None) -> AccountRateLimit:
+        """Set an account's request rate limit (None: the default), as `python -m ops keys rate-limit` does locally."""
+        return self._rate_limits().set_limit(account_id, limit)
+
+    def rate_limit_of(self, account_id: str) -> RateLimit:
+        """The account's request rate limit in force."""
+        return self._rate_limits().get(account_id).in_force
+
+    def _rate_limits(self) -> DynamoDBAccountRateLimits:
+        records = account_record_class_for(self.resources["AccountsTableName"], host=self.endpoint_url)
+        return DynamoDBAccountRateLimits(_with_emulator_credentials(records))
 
     def _api_keys(self) -> DynamoDBApiKeyRepository:
         return emulator_api_keys(self.endpoint_url, self.resources["ApiKeysTableName"])
@@ -313,6 +336,8 @@ def local_stack(
         stack.stream_url = f"ws://{LOOPBACK}:{stream_port}"
         stack.stream_management_url = env[STREAM_MANAGEMENT_URL_VARIABLE]
         stack.set_limits(DEMO_ACCOUNT, DEMO_LIMITS)
+        # Before the API starts: its first read of the demo account's limit finds this one.
+        stack.set_rate_limit(DEMO_ACCOUNT, DEMO_RATE_LIMIT)
         starters: list[Callable[[], ManagedProcess]] = [
             lambda: start_exchange(exchange_port, feed_port, env, log, line, credential=credential),
             lambda: start_bridge(env, log, line),
@@ -445,6 +470,12 @@ def serve(
         print(
             "  other accounts: the defaults (DEFAULT_MAX_*); see or set: .venv/bin/python -m ops accounts limits "
             "--account <account id>",
+            flush=True,
+        )
+        print(f"rate limit (account {DEMO_ACCOUNT}): {stack.rate_limit_of(DEMO_ACCOUNT).describe()}", flush=True)
+        print(
+            f"  other accounts: {DEFAULT_RATE_LIMIT.describe()} (429 with Retry-After over it); see or set: "
+            ".venv/bin/python -m ops keys rate-limit --account <account id> [--rate N --burst N]",
             flush=True,
         )
         while not stopping.wait(0.5):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import alarm_template
+import rate_limit_template
 import stream_template
 import yaml
 from chalice.config import Config
@@ -55,8 +56,11 @@ STREAM_ARN_VARIABLE = "ORDERS_TABLE_STREAM_ARN"
 # checks this against what `chalice package` generates.
 AUTHORIZER = "api_key_authorizer"
 # Gateway responses infra/gateway_responses.json may replace: the ones an
-# authorizer leads to. devstack/api_server.py emulates these same ones.
-GATEWAY_RESPONSE_TYPES = frozenset({"ACCESS_DENIED", "UNAUTHORIZED", "AUTHORIZER_FAILURE"})
+# authorizer leads to, and the usage plans' 429s (the accounts' rate limits).
+# devstack/api_gateway.py emulates these same ones.
+GATEWAY_RESPONSE_TYPES = frozenset(
+    {"ACCESS_DENIED", "UNAUTHORIZED", "AUTHORIZER_FAILURE", "THROTTLED", "QUOTA_EXCEEDED"}
+)
 _GATEWAY_RESPONSE_KEYS = frozenset({"statusCode", "responseParameters", "responseTemplates"})
 # The version of the API definition Chalice writes (`"swagger": "2.0"`). SAM
 # adds a second stage named `Stage` to a RestApi without an OpenApiVersion;
@@ -326,6 +330,9 @@ def _api_authorization(gateway_responses: dict[str, Any]) -> dict[str, Any]:
         "Properties": {
             "DefinitionBody": {
                 "securityDefinitions": {AUTHORIZER: {"x-amazon-apigateway-authorizer": authorizer}},
+                # Usage plans (the accounts' rate limits) know a request by the API key the
+                # authorizer returns (usageIdentifierKey), never by a header the client sends.
+                "x-amazon-apigateway-api-key-source": "AUTHORIZER",
                 # In the API definition, not AWS::ApiGateway::GatewayResponse
                 # resources: a change here then changes the definition and SAM
                 # deploys the stage again; a separate resource would wait for
@@ -461,6 +468,13 @@ def build_template(stage: str, root: Path = ROOT) -> Template:
     for handler in handlers:
         # Merged, not replaced: operations.yaml may add to a function (lint exceptions).
         _deep_merge(template["Resources"], _function_resources(handler, prefix, handlers, stage_name))
+    try:
+        fallback = rate_limit_template.fallback_usage_key_environment(
+            template["Resources"], function_logical_ids(AUTHORIZER)[0]
+        )
+    except ValueError as exc:
+        raise TemplateError(f"{OPERATIONS_PATH}: {exc}") from exc
+    _deep_merge(template["Resources"], fallback)
     _deep_merge(template["Resources"].setdefault("RestAPI", {}), _api_authorization(gateway_responses))
     _deep_merge(template["Resources"]["RestAPI"], _api_stage(chalice_config, stage))
     _set_event_sources(template, event_sources, resources, environment, handlers)

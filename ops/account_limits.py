@@ -15,18 +15,11 @@ from typing import Any, TextIO
 from chalicelib import bootstrap
 from chalicelib.adapters.accounts_table import LIMITS_CACHE_TTL_S, AccountLimitsRepository
 from chalicelib.config import get_settings
-from chalicelib.domain.accounts import InvalidAccountId, validate_account_id
 from chalicelib.domain.risk import LIMIT_NAMES, AccountLimits, InvalidLimit, RiskLimits, validated
+from ops.arguments import ACCOUNT_HELP, account_id, whole_number
 from ops.target import Target
 
 EXIT_OK, EXIT_UNUSABLE = 0, 2
-
-
-def _account_id(text: str) -> str:
-    try:
-        return validate_account_id(text)
-    except InvalidAccountId as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _notional(text: str) -> Decimal:
@@ -39,13 +32,6 @@ def _notional(text: str) -> Decimal:
     return value
 
 
-def _whole(text: str) -> int:
-    try:
-        return int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-
-
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     """`accounts limits` under the tool's subcommands."""
     accounts = commands.add_parser("accounts", parents=[common], help="an account's pre-trade risk limits")
@@ -56,7 +42,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         help="show an account's limits (defaults marked); set the ones given",
         description=__doc__,
     )
-    limits.add_argument("--account", type=_account_id, required=True, help="account id: 1-63 of a-z, 0-9, '-'")
+    limits.add_argument("--account", type=account_id, required=True, help=ACCOUNT_HELP)
     limits.add_argument(
         "--max-order-notional",
         type=_notional,
@@ -66,13 +52,13 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     limits.add_argument(
         "--max-open-orders",
-        type=_whole,
+        type=whole_number,
         default=None,
         metavar="N",
         help="the most open orders at once (0: no new orders)",
     )
     limits.add_argument(
-        "--max-order-quantity", type=_whole, default=None, metavar="N", help="the most shares in one order"
+        "--max-order-quantity", type=whole_number, default=None, metavar="N", help="the most shares in one order"
     )
 
 

@@ -22,11 +22,13 @@ _MISSING_QUEUE_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNot
 
 
 class Aws:
-    """boto3 clients for SQS and Kinesis, created on first use; tests may pass their own."""
+    """boto3 clients for SQS, Kinesis, API Gateway and WAF, created on first use; tests may pass their own."""
 
-    def __init__(self, sqs: Any = None, kinesis: Any = None) -> None:
+    def __init__(self, sqs: Any = None, kinesis: Any = None, apigateway: Any = None, wafv2: Any = None) -> None:
         self._sqs = sqs
         self._kinesis = kinesis
+        self._apigateway = apigateway
+        self._wafv2 = wafv2
         self._queue_urls: dict[str, str] = {}
 
     @staticmethod
@@ -47,6 +49,20 @@ class Aws:
         if self._kinesis is None:
             self._kinesis = self._client("kinesis")
         return self._kinesis
+
+    @property
+    def apigateway(self) -> Any:
+        """API Gateway (REST APIs): accounts' API keys and usage plans, on a deployed stage only."""
+        if self._apigateway is None:
+            self._apigateway = self._client("apigateway")
+        return self._apigateway
+
+    @property
+    def wafv2(self) -> Any:
+        """WAF: the stage's per-address rule, which bounds an account's rate limit (ops/api_limits.py)."""
+        if self._wafv2 is None:
+            self._wafv2 = self._client("wafv2")
+        return self._wafv2
 
     def queue_url(self, name: str) -> str:
         if name not in self._queue_urls:

@@ -1,4 +1,5 @@
-"""`python -m ops`: show an order, queue depths and dead letters, redrive, manage API keys; local stack or a stage."""
+"""`python -m ops`: show an order, queue depths and dead letters, redrive, manage API keys and accounts' limits;
+local stack or a stage."""
 
 from __future__ import annotations
 
@@ -17,16 +18,15 @@ from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.config import ConfigurationError
 from chalicelib.domain.accounts import (
     ApiKeyInvalid,
-    InvalidAccountId,
     InvalidLabel,
     is_key_id,
     key_id_of,
-    validate_account_id,
     validate_label,
 )
 from chalicelib.domain.model import is_order_id
-from ops import account_limits
+from ops import account_limits, rate_limits
 from ops import keys as api_keys
+from ops.arguments import ACCOUNT_HELP, account_id
 from ops.aws import Aws, check_reachable
 from ops.redrive import DEFAULT_MAX_AGE, ReopenPolicy, age_text, operator_identity, parse_age, redrive, sts_caller_arn
 from ops.target import LOCAL_STAGE, STAGES, Target, TargetError, configure_environment, select_target
@@ -57,13 +57,6 @@ def _order_id(text: str) -> str:
     if not is_order_id(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an order id (a UUID)")
     return text
-
-
-def _account_id(text: str) -> str:
-    try:
-        return validate_account_id(text)
-    except InvalidAccountId as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _label(text: str) -> str:
@@ -133,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="ORDER_ID",
-        help="reopen this market order too (market orders are refused unless named); repeat for each",
+        help="reopen this market or stop order too (they fill at today's price, so are refused unless named);"
+        " repeat for each",
     )
     again.add_argument(
         "--operator",
@@ -145,17 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     create = key_commands.add_parser(
         "create", parents=[common], help="a new key for an account (the account exists from its first key on)"
     )
-    create.add_argument("--account", type=_account_id, required=True, help="account id: 1-63 of a-z, 0-9, '-'")
+    create.add_argument("--account", type=account_id, required=True, help=ACCOUNT_HELP)
     create.add_argument("--label", type=_label, default=None, help="what the key is for, e.g. who holds it")
     api_keys.add_arguments(create)
     listing = key_commands.add_parser(
         "list", parents=[common], help="an account's keys: scope, expiry, last use, revocation (never the key)"
     )
-    listing.add_argument("--account", type=_account_id, required=True, help="account id: 1-63 of a-z, 0-9, '-'")
+    listing.add_argument("--account", type=account_id, required=True, help=ACCOUNT_HELP)
     revoke = key_commands.add_parser(
         "revoke", parents=[common], help="revoke a key at once (revoking it again changes nothing)"
     )
     revoke.add_argument("key_id", type=_key_id, help="the key id that `keys create` printed (or the whole key)")
+    rate_limits.add_parser(key_commands, common)
     account_limits.add_parser(commands, common)
     return parser
 
@@ -190,7 +185,7 @@ def _redrive(args: argparse.Namespace, target: Target, aws: Aws) -> Result:
 
 
 def _keys(args: argparse.Namespace, target: Target, aws: Aws) -> Result:
-    return api_keys.run(args, target)
+    return api_keys.run(args, target, aws)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Target, Aws], Result]] = {
@@ -208,11 +203,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Target, Aws], Result]] = {
 
 def _render_order(view: dict[str, Any], out: TextIO) -> None:
     order = view["order"]
-    price = f" limit {order['limit_price']}" if order["limit_price"] is not None else ""
     print(f"order {order['id']}  ({view['target']})", file=out)
     rows = [
         ("status", order["status"]),
-        ("terms", f"{order['side']} {order['quantity']} {order['instrument']} {order['type']}{price}"),
+        ("terms", _terms_text(order)),
         ("account", order["account_id"]),
         ("client order id", order["client_order_id"]),
         ("attempts", order["attempts"]),
@@ -246,6 +240,19 @@ def _render_order(view: dict[str, Any], out: TextIO) -> None:
         print(f"  executions-failed  {message['message_id']}  {message['reason']}", file=out)
     if view["dead_letters_scan_incomplete"]:
         print("  (only the first messages were looked at; see `dlq`)", file=out)
+
+
+def _terms_text(order: dict[str, Any]) -> str:
+    """e.g. "sell 4 DE0007164600 stop_limit stop 118.50 limit 117.00 gtd until 2026-12-20T15:00:00.000Z"."""
+    prices = "".join(
+        f" {label} {order[name]}"
+        for label, name in (("stop", "stop_price"), ("limit", "limit_price"))
+        if order.get(name) is not None
+    )
+    # Views from before time in force existed have none: the orders were day orders.
+    time_in_force = order.get("time_in_force") or "day"
+    expiry = f" until {order['expires_at']}" if order.get("expires_at") else ""
+    return f"{order['side']} {order['quantity']} {order['instrument']} {order['type']}{prices} {time_in_force}{expiry}"
 
 
 def _render_queues(view: dict[str, Any], out: TextIO) -> None:

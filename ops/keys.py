@@ -1,4 +1,5 @@
-"""`python -m ops keys ...`: create, list and revoke an account's API keys, and how each result is shown."""
+"""`python -m ops keys ...`: create, list and revoke an account's API keys, set its rate limit, and how each result
+is shown."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib import bootstrap
+from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.domain.accounts import (
     DEFAULT_SCOPE,
     MAX_KEY_LIFETIME,
@@ -20,7 +24,10 @@ from chalicelib.domain.accounts import (
     validate_lifetime,
 )
 from chalicelib.service import accounts
+from ops import rate_limits
+from ops.aws import Aws
 from ops.target import Target
+from ops.usage_plans import Placement, UsagePlanMissing
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -68,11 +75,14 @@ def add_arguments(create: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, target: Target) -> Result:
-    """The `keys` subcommand named in args.keys_command, against the target's keys table."""
+def run(args: argparse.Namespace, target: Target, aws: Aws) -> Result:
+    """The `keys` subcommand named in args.keys_command, against the target's keys table (and API Gateway)."""
+    if args.keys_command == "rate-limit":
+        return rate_limits.run(args, target, aws)
     keys = bootstrap.api_key_repository()
     if args.keys_command == "create":
         created = accounts.create_api_key(args.account, args.label, keys, scope=args.scope, expires_in=args.expires_in)
+        placement, failure = _place_in_usage_plan(created.account_id, target, aws)
         return {
             "target": target.describe(),
             "action": "created",
@@ -82,7 +92,9 @@ def run(args: argparse.Namespace, target: Target) -> Result:
             "scope": created.scope.value,
             "expires_at": _time(created.expires_at),
             "api_key": created.plaintext,
-        }, EXIT_OK
+            "api_gateway": rate_limits.placement_view(placement),
+            "api_gateway_error": failure,
+        }, EXIT_OK if failure is None else EXIT_FAILED
     if args.keys_command == "list":
         listed = accounts.list_api_keys(args.account, keys)
         now = datetime.now(UTC)
@@ -104,6 +116,23 @@ def run(args: argparse.Namespace, target: Target) -> Result:
         "label": revoked.label,
         "revoked_at": _time(revoked.revoked_at),
     }, EXIT_OK
+
+
+def _place_in_usage_plan(account_id: str, target: Target, aws: Aws) -> tuple[Placement | None, str | None]:
+    """On AWS, the account's API Gateway key in the usage plan of its rate limit: made with its first key.
+
+    Checked again with every later key (idempotent). A failure is reported
+    beside the new key rather than raised: the key exists now and is shown
+    only this once; `keys rate-limit --account A --default` (or with its
+    limit) finishes the part that failed.
+    """
+    plans = rate_limits.usage_plans_for(target, aws)
+    if plans is None:
+        return None, None
+    try:
+        return rate_limits.sync_usage_plan(account_id, bootstrap.account_rate_limits_repository(), plans), None
+    except (BotoCoreError, ClientError, StorageUnavailable, UsagePlanMissing) as exc:
+        return None, f"the account's API Gateway key or usage plan could not be set up: {exc}"
 
 
 def _time(at: datetime | None) -> str | None:
@@ -145,6 +174,9 @@ def _short(iso: str | None, none: str = "never") -> str:
 
 
 def render(view: dict[str, Any], out: TextIO) -> None:
+    if view["action"] in ("set", "shown"):
+        rate_limits.render(view, out)
+        return
     label = f" ({shown(view['label'])})" if view.get("label") else ""
     if view["action"] == "created":
         expiry = f", expires {_short(view['expires_at'])}" if view["expires_at"] else ", never expires"
@@ -153,6 +185,12 @@ def render(view: dict[str, Any], out: TextIO) -> None:
         print(f"scope {view['scope']}{expiry}", file=out)
         print(f"key id {view['key_id']}; revoke with: python -m ops keys revoke {view['key_id']}", file=out)
         print("Shown this once: only its hash is stored. Send it as 'Authorization: Bearer <key>'.", file=out)
+        if view.get("api_gateway"):
+            print(f"Rate limit: API Gateway usage plan {view['api_gateway']['usage_plan']}.", file=out)
+        if view.get("api_gateway_error"):
+            print(f"WARNING: {view['api_gateway_error']}; until fixed, the account shares the stack's", file=out)
+            fix = f"python -m ops keys rate-limit --account {view['account_id']} --default"
+            print(f"fallback key (the default limit, one bucket for all such accounts). Fix: {fix}", file=out)
     elif view["action"] == "listed":
         _render_list(view, out)
     else:

@@ -100,7 +100,7 @@ class ReopenPolicy:
 
     operator: str
     max_age: timedelta = DEFAULT_MAX_AGE
-    # Market orders reopen only when named: they fill at whatever the price is now.
+    # Market and stop orders reopen only when named: they fill at whatever the price is now.
     allowed_market_orders: frozenset[str] = frozenset()
 
     def refusal(self, order: Order, age: timedelta) -> str | None:
@@ -111,12 +111,17 @@ class ReopenPolicy:
                 f" --max-age {age_text(self.max_age)} (another trading session): the client, told it failed,"
                 " may have sent it again; settle it with them"
             )
-        if order.terms.type is OrderType.MARKET and order.id not in self.allowed_market_orders:
+        if order.terms.type in _UNPRICED and order.id not in self.allowed_market_orders:
             return (
-                "refused: a market order fills at today's price, not the one its client saw;"
+                f"refused: {_UNPRICED[order.terms.type]} fills at today's price, not the one its client saw;"
                 f" name it with --allow-market {order.id} to reopen it"
             )
         return None
+
+
+# The order types with no limit price: each fills at whatever the market is when it is worked (a stop
+# becomes a market order when triggered; a stop_limit, like a limit, is bounded by its limit price).
+_UNPRICED = {OrderType.MARKET: "a market order", OrderType.STOP: "a stop order (a market order once triggered)"}
 
 
 class RedriveFailed(Exception):
@@ -131,7 +136,7 @@ class Action(StrEnum):
     REDRIVEN = "redriven"  # execution records put back on the stream; message deleted
     DISCARDED = "discarded"  # nothing left to do (e.g. the order is no longer failed); message deleted
     KEPT = "kept"  # cannot be redriven (yet); the message stays for a person to look at
-    REFUSED = "refused"  # too old, or a market order not named: the message stays, the order stays failed
+    REFUSED = "refused"  # too old, or a market or stop order not named: the message stays, the order stays failed
     ERROR = "error"  # an AWS call failed; the message stays and the next run tries again
 
 

@@ -7,7 +7,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
@@ -174,6 +174,10 @@ class HttpExchange:
             "quantity": terms.quantity,
             # Prices have at most two decimals, which a JSON number carries exactly enough.
             "limit_price": None if terms.limit_price is None else float(terms.limit_price),
+            "stop_price": None if terms.stop_price is None else float(terms.stop_price),
+            "time_in_force": terms.time_in_force.value,
+            # Stored in UTC to the second: exactly the "2026-12-02T15:00:00Z" the exchange reads.
+            "expires_at": None if terms.expires_at is None else _utc_text(terms.expires_at),
         }
         response = self._request("POST", f"{self._base_url}/orders", json.dumps(body).encode(), self._send_by(order))
         payload = _json_or_empty(response.data)
@@ -262,6 +266,10 @@ def _price(value: object) -> Decimal | None:
         raise ValueError(f"avg_price must be a positive number or null, got {value!r}")
     # Through str: the number's shortest form (187.2533), not the binary float's expansion.
     return Decimal(str(value))
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _json_or_empty(data: bytes) -> dict[str, Any]:

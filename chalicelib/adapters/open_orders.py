@@ -1,4 +1,5 @@
-"""The orders table's `account-open-orders` index: every open order by account, counted for the open-orders limit.
+"""The orders table's `account-open-orders` index: every open order by account, counted for the open-orders limit
+and listed for DELETE /orders (cancel them all).
 
 Sparse, like the sweep's index: an order carries `open_account_id` (its
 account id) while it is open, and loses it with the write that makes it
@@ -81,3 +82,36 @@ def count_open_orders(records: type[Model], account_id: str, stop_at: int) -> in
     except PynamoDBException as exc:
         raise StorageUnavailable(f"could not count the open orders of account {account_id}") from exc
     return min(counted, stop_at)
+
+
+def open_order_ids(records: type[Model], account_id: str, after: str | None, limit: int) -> list[str]:
+    """Up to limit ids of the account's open orders, in id order, each after `after` (eventually consistent).
+
+    The index's sort key is the order id, so "after" is a key condition:
+    DynamoDB reads from there on, and a caller that stops part way (a
+    request's time or size budget) goes on later from the last id it
+    handled. KEYS_ONLY: the caller reads the orders themselves (strongly
+    consistent) by id. More pages only past DynamoDB's 1 MB.
+    """
+    if limit <= 0:
+        return []
+    connection: Any = records._get_connection()
+    condition = records.id > after if after is not None else None  # type: ignore[attr-defined]
+    ids: list[str] = []
+    start_key = None
+    try:
+        while len(ids) < limit:
+            page = connection.query(
+                account_id,
+                range_key_condition=condition,
+                index_name=OPEN_ORDERS_INDEX_NAME,
+                limit=limit - len(ids),
+                exclusive_start_key=start_key,
+            )
+            ids += [item["id"]["S"] for item in page.get("Items", [])]
+            start_key = page.get("LastEvaluatedKey")
+            if not start_key:
+                break
+    except PynamoDBException as exc:
+        raise StorageUnavailable(f"could not list the open orders of account {account_id}") from exc
+    return ids

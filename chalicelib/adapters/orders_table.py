@@ -25,7 +25,7 @@ from chalicelib.adapters.dynamodb import (
     table_meta,
     text_or_none,
 )
-from chalicelib.adapters.open_orders import bound_open_orders_index, count_open_orders
+from chalicelib.adapters.open_orders import bound_open_orders_index, count_open_orders, open_order_ids
 from chalicelib.adapters.repository import (
     ConcurrentModification,
     OrderAlreadyExists,
@@ -44,6 +44,7 @@ from chalicelib.domain.model import (
     OrderType,
     Reopening,
     Side,
+    TimeInForce,
 )
 
 RECONCILED_STATUSES = OPEN_STATUSES | {OrderStatus.FAILED}
@@ -118,6 +119,10 @@ class OrderRecord(Model):
     # A string, not a number attribute: PynamoDB reads numbers back as floats,
     # and a price must come back exactly as the client sent it.
     limit_price = UnicodeAttribute(null=True)
+    stop_price = UnicodeAttribute(null=True)  # a string for the same reason as limit_price
+    # Absent on orders stored before time in force existed: they are day orders.
+    time_in_force = UnicodeAttribute(null=True)
+    expires_at = UTCDateTimeAttribute(null=True)
     client_order_id = UnicodeAttribute(null=True)
     status = UnicodeAttribute()
     created_at = UTCDateTimeAttribute()
@@ -213,6 +218,9 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
         instrument=terms.instrument,
         quantity=terms.quantity,
         limit_price=text_or_none(terms.limit_price),
+        stop_price=text_or_none(terms.stop_price),
+        time_in_force=terms.time_in_force.value,
+        expires_at=terms.expires_at,
         client_order_id=terms.client_order_id,
         status=order.status.value,
         created_at=order.created_at,
@@ -274,6 +282,9 @@ def _to_order(record: OrderRecord) -> Order:
             quantity=int(record.quantity),
             limit_price=decimal_or_none(record.limit_price),
             client_order_id=record.client_order_id,
+            time_in_force=TimeInForce(record.time_in_force or TimeInForce.DAY),
+            expires_at=record.expires_at,
+            stop_price=decimal_or_none(record.stop_price),
         ),
         status=OrderStatus(record.status),
         created_at=record.created_at,
@@ -348,6 +359,9 @@ class DynamoDBOrderRepository(DynamoDBTable[OrderRecord]):
 
     def count_open(self, account_id: str, stop_at: int) -> int:
         return count_open_orders(self._records, account_id, stop_at)
+
+    def open_order_ids(self, account_id: str, after: str | None, limit: int) -> list[str]:
+        return open_order_ids(self._records, account_id, after, limit)
 
     def get_many(self, order_ids: list[str]) -> dict[str, Order]:
         """The stored orders among order_ids, in as few BatchGetItem calls as DynamoDB allows."""

@@ -79,6 +79,9 @@ class OrderRepository(Protocol):
     def count_open(self, account_id: str, stop_at: int) -> int:
         """The account's open (not terminal) orders, counted up to stop_at; eventually consistent (a soft limit)."""
 
+    def open_order_ids(self, account_id: str, after: str | None, limit: int) -> list[str]:
+        """Up to limit ids of the account's open orders in id order, each greater than after (eventually consistent)."""
+
     def update(self, order: Order, sweep_after: datetime | None) -> Order:
         """Write a changed order if its version is still the stored one.
 

@@ -10,15 +10,12 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Literal, get_args
 
-
-class OrderType(StrEnum):
-    MARKET = "market"
-    LIMIT = "limit"
-
-
-class Side(StrEnum):
-    BUY = "buy"
-    SELL = "sell"
+# The terms live in their own module; these names stay importable from here,
+# where most of the code has always taken them ("X as X" marks a re-export).
+from chalicelib.domain.order_terms import OrderTerms as OrderTerms  # noqa: PLC0414
+from chalicelib.domain.order_terms import OrderType as OrderType  # noqa: PLC0414
+from chalicelib.domain.order_terms import Side as Side  # noqa: PLC0414
+from chalicelib.domain.order_terms import TimeInForce as TimeInForce  # noqa: PLC0414
 
 
 class OrderStatus(StrEnum):
@@ -142,18 +139,6 @@ def is_order_id(candidate: str) -> bool:
         return str(uuid.UUID(candidate)) == candidate
     except ValueError:
         return False
-
-
-@dataclass(frozen=True)
-class OrderTerms:
-    """What a client asks for; already validated at the edge."""
-
-    type: OrderType
-    side: Side
-    instrument: str
-    quantity: int
-    limit_price: Decimal | None
-    client_order_id: str | None = None
 
 
 class ExecType(StrEnum):

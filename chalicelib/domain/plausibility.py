@@ -24,7 +24,6 @@ from chalicelib.domain.model import (
     ExecutionReport,
     Order,
     OrderStatus,
-    OrderType,
     Side,
     VenueOrderState,
 )
@@ -62,9 +61,10 @@ def price_problem(name: str, price: Decimal, max_decimals: int = MAX_PRICE_DECIM
 
 
 def _beyond_limit(order: Order, name: str, price: Decimal) -> str | None:
-    """Why a fill at price would break the order's limit, or None (also for market orders)."""
+    """Why a fill at price would break the order's limit, or None (also for market and stop orders)."""
     limit = order.terms.limit_price
-    if order.terms.type is not OrderType.LIMIT or limit is None:
+    # A stop-limit order, once triggered, is a limit order: the same bound holds.
+    if not order.terms.type.takes_limit_price or limit is None:
         return None
     if order.terms.side is Side.BUY and price > limit:
         return f"{name} {price} is above the buy limit {limit}"

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from decimal import Decimal
 
-from chalicelib.domain.model import OrderTerms, OrderType
+from chalicelib.domain.order_terms import OrderTerms
 
 MAX_ORDER_NOTIONAL = "max_order_notional"
 MAX_OPEN_ORDERS = "max_open_orders"
@@ -24,8 +24,8 @@ LIMIT_NAMES = (MAX_ORDER_NOTIONAL, MAX_OPEN_ORDERS, MAX_ORDER_QUANTITY)
 class RiskLimits:
     """The limits one account's orders are checked against, every one of them set."""
 
-    # The most one order may be worth: limit price (market: the venue's reference price) x quantity,
-    # in the instrument's price currency.
+    # The most one order may be worth: limit price (market: the venue's reference price; stop: the higher
+    # of that and the stop price) x quantity, in the instrument's price currency.
     max_order_notional: Decimal
     # The most orders the account may have open (pending to pending_cancel) at once; 0 stops new orders.
     max_open_orders: int
@@ -94,16 +94,32 @@ def check_quantity(terms: OrderTerms, limits: RiskLimits) -> None:
         raise RiskLimitExceeded(MAX_ORDER_QUANTITY, limits.max_order_quantity, f"quantity {terms.quantity}", "quantity")
 
 
+def needs_reference_price(terms: OrderTerms) -> bool:
+    """Whether the order's notional is valued at the venue's reference price (orders without a limit price)."""
+    return not terms.type.takes_limit_price
+
+
 def check_notional(terms: OrderTerms, limits: RiskLimits, reference_price: Decimal | None = None) -> None:
-    """Limit orders at their limit price; market orders at the venue's reference price, which must be given."""
-    if terms.type is OrderType.LIMIT:
+    """Limit and stop-limit orders at their limit price; market and stop orders need the reference price.
+
+    A stop-limit order never fills beyond its limit, so the limit bounds it as
+    it bounds a limit order. A stop order is a market order once triggered and
+    fills at whatever the market then pays: a buy stop triggers when the price
+    rises to the stop (and may fill above it), so the stop price is its likely
+    price; a sell stop triggers on a fall to the stop, below today's reference
+    price. The higher of the two is never below either estimate, so neither
+    side's stop order is valued lower than the price it may fill at.
+    """
+    if terms.type.takes_limit_price:
         if terms.limit_price is None:
-            raise ValueError("a limit order without a limit price")
+            raise ValueError(f"a {terms.type} order without a limit price")
         price, priced_by = terms.limit_price, f"limit_price {terms.limit_price}"
     else:
         if reference_price is None:
-            raise ValueError("a market order's notional needs the reference price")
+            raise ValueError(f"a {terms.type} order's notional needs the reference price")
         price, priced_by = reference_price, f"reference price {reference_price} of {terms.instrument}"
+        if terms.stop_price is not None and terms.stop_price > reference_price:
+            price, priced_by = terms.stop_price, f"stop_price {terms.stop_price}"
     notional = price * terms.quantity
     if notional > limits.max_order_notional:
         raise RiskLimitExceeded(

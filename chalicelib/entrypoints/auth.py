@@ -2,7 +2,10 @@
 
 The authorizer finds the key in a request's headers and answers Allow for
 this one request (its method ARN) with the key's account and scope in the
-context, or Deny with why. The scope check is app middleware: a read-only
+context, and the account's usage identifier (its API Gateway API key, whose
+usage plan holds the account's request rate limit: the API's key source is
+AUTHORIZER; the stack's shared fallback key for an account without one), or
+Deny with why. The scope check is app middleware: a read-only
 key's POST, PATCH or DELETE is a 403 from the app itself (see
 refuse_writes_with_read_only_keys for why not a Deny).
 """
@@ -14,11 +17,12 @@ from typing import Any
 
 from chalice.app import AuthRequest, AuthResponse, Chalice, ChaliceAuthorizer, Request, Response
 
+from chalicelib.adapters.accounts_table import AccountRateLimitsRepository
 from chalicelib.adapters.api_keys import ApiKeyRepository
 from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.clock import Clock, utc_now
 from chalicelib.domain.accounts import DEFAULT_SCOPE, ApiKeyInvalid, ApiKeyMissing, KeyScope, key_id_of
-from chalicelib.observability import logger
+from chalicelib.observability import count_now, logger
 from chalicelib.service import accounts
 
 MISSING_KEY_MESSAGE = "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
@@ -34,6 +38,8 @@ READ_KEY_WRITES = frozenset({("POST", "/stream/tokens")})
 # What the caller sees when the keys cannot be read (API Gateway's
 # AUTHORIZER_FAILURE response, emulated locally): see infra/gateway_responses.json.
 UNAVAILABLE_MESSAGE = "Authentication is temporarily unavailable, retry later"
+# Counted per request allowed on the stack's shared fallback usage key (an account without its own).
+FALLBACK_USAGE_KEY_METRIC = "RequestsOnFallbackUsageKey"
 
 API_KEY_HEADER = "x-api-key"
 AUTHORIZATION_HEADER = "authorization"
@@ -130,17 +136,29 @@ def _deny(request: AuthRequest, message: str, reason: str) -> dict[str, Any]:
     return denied
 
 
-def authorize(request: AuthRequest, keys: ApiKeyRepository, clock: Clock = utc_now) -> dict[str, Any]:
+def authorize(
+    request: AuthRequest,
+    keys: ApiKeyRepository,
+    clock: Clock = utc_now,
+    rate_limits: AccountRateLimitsRepository | None = None,
+    fallback_usage_key: str | None = None,
+) -> dict[str, Any]:
     """Allow this request for the key's account (context `account_id`, `scope`, `key_id`), or Deny with the reason.
 
     The routes read the account from `request.context["authorizer"]["account_id"]`
     (POST /stream/tokens also the key id); refuse_writes_with_read_only_keys reads the scope.
+    With rate_limits (the accounts table, cached), an Allow also carries the
+    account's usage identifier: its own API Gateway key, else fallback_usage_key
+    (the stack's shared one, on AWS), else none (locally).
     """
     headers = request.headers if isinstance(request, HeadersAuthRequest) else {AUTHORIZATION_HEADER: request.token}
     key: str | None = None
+    usage_identifier: str | None = None
     try:
         key = api_key_from_headers(headers)
         authenticated = accounts.authenticate_key(key, keys, clock)
+        if rate_limits is not None:
+            usage_identifier = _usage_identifier(authenticated.account_id, rate_limits, fallback_usage_key)
     except ApiKeyMissing:
         logger.info("request without an API key refused")
         return _deny(request, MISSING_KEY_MESSAGE, "missing")
@@ -152,18 +170,37 @@ def authorize(request: AuthRequest, keys: ApiKeyRepository, clock: Clock = utc_n
     except StorageUnavailable as exc:
         # Not a Deny: the key may well be valid. API Gateway answers its
         # AUTHORIZER_FAILURE response (503, see infra/gateway_responses.json)
-        # and the authorizer's error alarm counts it.
-        logger.exception("API keys could not be read")
+        # and the authorizer's error alarm counts it. The accounts table is
+        # read through a cache that answers with an account's last read while
+        # it is down, so only an account not seen lately gets here for it.
+        logger.exception("API keys could not be read (the key, or its account's usage key)")
         raise AuthenticationUnavailable(UNAVAILABLE_MESSAGE) from exc
-    return _allow(request, authenticated)
+    return _allow(request, authenticated, usage_identifier)
 
 
-def _allow(request: AuthRequest, key: accounts.AuthenticatedKey) -> dict[str, Any]:
+def _usage_identifier(
+    account_id: str, rate_limits: AccountRateLimitsRepository, fallback_usage_key: str | None
+) -> str | None:
+    """The account's own usage key's value, else the stack's shared fallback (logged and counted), else None."""
+    own = accounts.usage_identifier(account_id, rate_limits)
+    if own is not None or fallback_usage_key is None:
+        return own
+    # Every such account shares one bucket at the default limit (the fallback key is in the
+    # default plan): operators find them by this line and metric, and give each its own key
+    # with `python -m ops keys rate-limit --account <id> --default` (docs/deploy.md).
+    logger.warning(
+        "account without a usage key of its own: on the shared fallback key", extra={"account_id": account_id}
+    )
+    count_now(FALLBACK_USAGE_KEY_METRIC, account_id=account_id)
+    return fallback_usage_key
+
+
+def _allow(request: AuthRequest, key: accounts.AuthenticatedKey, usage_identifier: str | None) -> dict[str, Any]:
     # Allow exactly the method ARN this request was authorized for, not every
     # route: were the authorizer ever cached, a cached Allow still could not
     # open another method or path. The scope rides in the context (a string,
     # as API Gateway requires of context values).
-    return {
+    allowed: dict[str, Any] = {
         "principalId": key.account_id,
         "policyDocument": {
             "Version": "2012-10-17",
@@ -171,6 +208,28 @@ def _allow(request: AuthRequest, key: accounts.AuthenticatedKey) -> dict[str, An
         },
         "context": {"account_id": key.account_id, "scope": key.scope.value, "key_id": key.key_id},
     }
+    if usage_identifier is not None:
+        # API Gateway throttles the request by the usage plan of the API key
+        # with this value (the API's key source is AUTHORIZER); an Allow
+        # without one would be refused there with 403, hence the fallback key.
+        allowed["usageIdentifierKey"] = usage_identifier
+    return allowed
+
+
+def require_usage_plan_keys(app: Chalice) -> None:
+    """Every route behind the authorizer requires an API key: API Gateway's usage plans throttle only such methods.
+
+    The key is not one the client sends: the API's key source is AUTHORIZER
+    (infra/build_template.py), so API Gateway takes it from the
+    authorizer's usageIdentifierKey. Call after every route is registered;
+    `chalice package` then marks each of these methods apiKeyRequired.
+    chalice local and devstack's gateway ignore the flag (the local server
+    throttles by account itself, devstack/rate_limiter.py).
+    """
+    for methods in app.routes.values():
+        for route in methods.values():
+            if route.authorizer is not None:
+                route.api_key_required = True
 
 
 def refuse_writes_with_read_only_keys(request: Request, get_response: Callable[[Request], Response]) -> Response:

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.adapters.streaming import EVENT_ID_DIGITS, START_POSITION, LoggedEvent, event_id_of, sequence_of
-from chalicelib.entrypoints.http import NO_ACCOUNT_BODY, account_of
-from chalicelib.entrypoints.request_models import FieldError, InvalidQuery, _field_error, single_values
+from chalicelib.entrypoints.http import NO_ACCOUNT_BODY, account_of, json_response
+from chalicelib.entrypoints.request_models import FieldError, InvalidQuery, field_error, single_values
 from chalicelib.entrypoints.response_models import Timestamp, error_body, invalid_order_to_json
 from chalicelib.observability import logger
 from chalicelib.service import stream
@@ -66,7 +66,7 @@ def parse_events_query(params: Mapping[str, Sequence[str]] | None) -> EventsQuer
     try:
         query = ListEventsQuery.model_validate(values)
     except ValidationError as exc:
-        errors = [_field_error(error) for error in exc.errors()]
+        errors = [field_error(error) for error in exc.errors()]
         # The pattern's own message says "wrong format"; say what the value must be instead.
         raise InvalidQuery([FieldError("after", AFTER_PROBLEM) if e.field == "after" else e for e in errors]) from None
     after = None if query.after is None else sequence_of(query.after)
@@ -82,19 +82,15 @@ def events_page_to_json(events: Sequence[LoggedEvent], after: int | None) -> dic
     return {"events": [event.to_json() for event in events], "next": next_cursor}
 
 
-def _json(status: int, body: dict[str, Any]) -> Response:
-    return Response(body=body, status_code=status, headers={"Content-Type": "application/json"})
-
-
 def list_events(request: Request, dependencies: Dependencies) -> Response:
     account_id = account_of(request)
     if account_id is None:
-        return _json(401, NO_ACCOUNT_BODY)
+        return json_response(401, NO_ACCOUNT_BODY)
     params = request.query_params
     try:
         query = parse_events_query({name: params.getlist(name) for name in params} if params else None)
     except InvalidQuery as exc:
-        return _json(422, invalid_order_to_json(exc))
+        return json_response(422, invalid_order_to_json(exc))
     event_log = dependencies.stream.event_log
     try:
         events = event_log.page(account_id, START_POSITION if query.after is None else query.after, query.limit)
@@ -103,11 +99,11 @@ def list_events(request: Request, dependencies: Dependencies) -> Response:
         # grows), so only an empty one costs the second read.
         if not events and query.after is not None and query.after > event_log.head(account_id):
             invalid = InvalidQuery([FieldError("after", UNKNOWN_AFTER_PROBLEM)])
-            return _json(422, invalid_order_to_json(invalid))
+            return json_response(422, invalid_order_to_json(invalid))
     except StorageUnavailable:
         logger.exception("order events not read", account_id=account_id)
-        return _json(503, UNAVAILABLE_BODY)
-    return _json(200, events_page_to_json(events, query.after))
+        return json_response(503, UNAVAILABLE_BODY)
+    return json_response(200, events_page_to_json(events, query.after))
 
 
 class StreamTokenResponse(BaseModel):
@@ -130,10 +126,10 @@ def create_stream_token(request: Request, dependencies: Dependencies) -> Respons
     """201 {"token", "expires_at"}: the token stands for the caller's key (its revocation closes the stream)."""
     account_id, key_id = account_of(request), key_id_of(request)
     if account_id is None or key_id is None:
-        return _json(401, NO_ACCOUNT_BODY)
+        return json_response(401, NO_ACCOUNT_BODY)
     try:
         token, expires_at = stream.issue_token(account_id, key_id, dependencies)
     except StorageUnavailable:
         logger.exception("stream token not issued", account_id=account_id)
-        return _json(503, TOKENS_UNAVAILABLE_BODY)
-    return _json(201, StreamTokenResponse(token=token, expires_at=expires_at).model_dump(mode="json"))
+        return json_response(503, TOKENS_UNAVAILABLE_BODY)
+    return json_response(201, StreamTokenResponse(token=token, expires_at=expires_at).model_dump(mode="json"))

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chalicelib.adapters.repository import ExecutionCursor
-from chalicelib.entrypoints.request_models import FieldError, InvalidQuery, _field_error, single_values
+from chalicelib.entrypoints.request_models import FieldError, InvalidQuery, field_error, single_values
 
 DEFAULT_EXECUTIONS_PAGE = 100
 MAX_EXECUTIONS_PAGE = 500
@@ -69,7 +69,7 @@ def parse_executions_query(params: Mapping[str, Sequence[str]] | None) -> Execut
     try:
         query = ListExecutionsQuery.model_validate(values)
     except ValidationError as exc:
-        errors = [_field_error(error) for error in exc.errors()]
+        errors = [field_error(error) for error in exc.errors()]
         # The pattern's own message says "wrong format"; say what the value must be instead.
         raise InvalidQuery([FieldError("after", _AFTER_PROBLEM) if e.field == "after" else e for e in errors]) from None
     after = None

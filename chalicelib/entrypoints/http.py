@@ -14,10 +14,12 @@ from chalicelib.adapters.reference_prices import ReferencePriceUnavailable
 from chalicelib.adapters.repository import ConcurrentModification, StorageUnavailable
 from chalicelib.config import get_settings
 from chalicelib.domain.model import IdempotencyConflict, OrderNotCancelable, OrderNotFound, OrderStatus, is_order_id
+from chalicelib.domain.order_terms import ExpiryRefused
 from chalicelib.domain.risk import RiskLimitExceeded
 from chalicelib.entrypoints.execution_query import parse_executions_query
+from chalicelib.entrypoints.json_body import BadRequest
 from chalicelib.entrypoints.request_models import (
-    BadRequest,
+    FieldError,
     InvalidOrder,
     OrderLimits,
     parse_list_query,
@@ -40,8 +42,8 @@ STORE_FAILED_BODY = error_body("Internal server error while placing the order")
 NOT_FOUND_BODY = error_body("Order not found")
 UNAVAILABLE_BODY = error_body("Orders are temporarily unavailable, retry later")
 NO_REFERENCE_PRICE = (
-    "Market order refused: its notional cannot be checked against the account's max_order_notional without"
-    " the exchange's reference price, which is unavailable; retry later or send a limit order"
+    "Market or stop order refused: its notional cannot be checked against the account's max_order_notional"
+    " without the exchange's reference price, which is unavailable; retry later or send a limit order"
 )
 # The authorizer runs before every order route and names the account; a route
 # reached without it is a deployment mistake, answered like a missing key.
@@ -82,7 +84,8 @@ def account_of(request: Request) -> str | None:
     return account_id if isinstance(account_id, str) and account_id else None
 
 
-def _json(status: int, body: dict[str, Any], correlation_id: str | None = None) -> Response:
+def json_response(status: int, body: dict[str, Any], correlation_id: str | None = None) -> Response:
+    """A JSON answer, with the request's correlation id header when it has one (every route's answers)."""
     headers: dict[str, str | list[str]] = {"Content-Type": "application/json"}
     if correlation_id:
         headers[CORRELATION_HEADER] = correlation_id
@@ -94,7 +97,7 @@ def post_order(request: Request, dependencies: Dependencies) -> Response:
     correlation_id = correlation_id_for(request.headers, request.context)
     account_id = account_of(request)
     if account_id is None:
-        return _json(401, NO_ACCOUNT_BODY, correlation_id)
+        return json_response(401, NO_ACCOUNT_BODY, correlation_id)
     logger.thread_safe_append_keys(correlation_id=correlation_id, account_id=account_id)
     try:
         return _post_order(account_id, request.raw_body, correlation_id, dependencies)
@@ -110,30 +113,35 @@ def _post_order(
         terms = parse_order_request(raw_body, _order_limits())
     except BadRequest as exc:
         # 400, or 413 for a body over the size limit.
-        return _json(exc.status, error_body(str(exc)), correlation_id)
+        return json_response(exc.status, error_body(str(exc)), correlation_id)
     except InvalidOrder as exc:
-        return _json(422, invalid_order_to_json(exc), correlation_id)
+        return json_response(422, invalid_order_to_json(exc), correlation_id)
     try:
         result = client_orders.create_order(account_id, terms, dependencies, correlation_id=correlation_id)
     except IdempotencyConflict as exc:
-        return _json(409, error_body(str(exc)), correlation_id)
+        return json_response(409, error_body(str(exc)), correlation_id)
+    except ExpiryRefused as exc:
+        # The body's own 422: only the clock (at the create, after the idempotent look-up) tells it apart.
+        return json_response(
+            422, invalid_order_to_json(InvalidOrder([FieldError(exc.field, str(exc))])), correlation_id
+        )
     except RiskLimitExceeded as exc:
         count("OrdersRefusedByRiskLimit")
         logger.info("order refused by a risk limit", limit=exc.limit)
-        return _json(422, risk_refusal_to_json(exc), correlation_id)
+        return json_response(422, risk_refusal_to_json(exc), correlation_id)
     except ReferencePriceUnavailable as exc:
-        # Fail closed: a market order that cannot be valued is not stored; the client may retry.
-        logger.warning("market order refused: no reference price", reason=str(exc))
+        # Fail closed: a market or stop order that cannot be valued is not stored; the client may retry.
+        logger.warning("order refused: no reference price", reason=str(exc))
         # The detail (the venue's answer, the secret's name) stays in the log.
-        return _json(503, error_body(NO_REFERENCE_PRICE), correlation_id)
+        return json_response(503, error_body(NO_REFERENCE_PRICE), correlation_id)
     except StorageUnavailable:
         logger.exception("order not stored")
-        return _json(500, STORE_FAILED_BODY, correlation_id)
+        return json_response(500, STORE_FAILED_BODY, correlation_id)
     if result.created:
         count("OrdersCreated")
         logger.info("order created", order_id=result.order.id)
     # A replay answers with the order's own correlation id: the one in its logs.
-    return _json(
+    return json_response(
         201 if result.created else 200, order_to_json(result.order), result.order.correlation_id or correlation_id
     )
 
@@ -141,35 +149,35 @@ def _post_order(
 def get_order(request: Request, order_id: str, dependencies: Dependencies) -> Response:
     account_id = account_of(request)
     if account_id is None:
-        return _json(401, NO_ACCOUNT_BODY)
+        return json_response(401, NO_ACCOUNT_BODY)
     # A malformed id cannot name an order; don't send it to DynamoDB at all.
     if not is_order_id(order_id):
-        return _json(404, NOT_FOUND_BODY)
+        return json_response(404, NOT_FOUND_BODY)
     try:
         order = client_orders.get_order(order_id, account_id, dependencies)
     except OrderNotFound:
-        return _json(404, NOT_FOUND_BODY)
+        return json_response(404, NOT_FOUND_BODY)
     except StorageUnavailable:
         logger.exception("order not read", order_id=order_id)
-        return _json(503, UNAVAILABLE_BODY)
-    return _json(200, order_to_json(order))
+        return json_response(503, UNAVAILABLE_BODY)
+    return json_response(200, order_to_json(order))
 
 
 def list_orders(request: Request, dependencies: Dependencies) -> Response:
     account_id = account_of(request)
     if account_id is None:
-        return _json(401, NO_ACCOUNT_BODY)
+        return json_response(401, NO_ACCOUNT_BODY)
     params = request.query_params
     try:
         query = parse_list_query(account_id, {name: params.getlist(name) for name in params} if params else None)
     except InvalidOrder as exc:
-        return _json(422, invalid_order_to_json(exc))
+        return json_response(422, invalid_order_to_json(exc))
     try:
         page = client_orders.list_orders(query, dependencies)
     except StorageUnavailable:
         logger.exception("orders not listed", account_id=account_id)
-        return _json(503, UNAVAILABLE_BODY)
-    return _json(200, order_page_to_json(page))
+        return json_response(503, UNAVAILABLE_BODY)
+    return json_response(200, order_page_to_json(page))
 
 
 def cancel_order(request: Request, order_id: str, dependencies: Dependencies) -> Response:
@@ -177,40 +185,42 @@ def cancel_order(request: Request, order_id: str, dependencies: Dependencies) ->
     correlation_id = correlation_id_for(request.headers, request.context)
     account_id = account_of(request)
     if account_id is None:
-        return _json(401, NO_ACCOUNT_BODY, correlation_id)
+        return json_response(401, NO_ACCOUNT_BODY, correlation_id)
     if not is_order_id(order_id):
-        return _json(404, NOT_FOUND_BODY, correlation_id)
+        return json_response(404, NOT_FOUND_BODY, correlation_id)
     try:
         order = client_orders.cancel_order(order_id, account_id, dependencies)
     except OrderNotFound:
-        return _json(404, NOT_FOUND_BODY, correlation_id)
+        return json_response(404, NOT_FOUND_BODY, correlation_id)
     except OrderNotCancelable as exc:
-        return _json(409, error_body(f"Order is {exc.status} and can no longer be canceled"), correlation_id)
+        return json_response(409, error_body(f"Order is {exc.status} and can no longer be canceled"), correlation_id)
     except (StorageUnavailable, ConcurrentModification):
         # ConcurrentModification: lost the write race to others several
         # times in a row; nothing was changed by this request.
         logger.exception("order not canceled", order_id=order_id)
-        return _json(503, UNAVAILABLE_BODY, correlation_id)
+        return json_response(503, UNAVAILABLE_BODY, correlation_id)
     logger.info("cancel requested", order_id=order_id, status=order.status.value)
-    return _json(202 if order.status is OrderStatus.PENDING_CANCEL else 200, order_to_json(order), correlation_id)
+    return json_response(
+        202 if order.status is OrderStatus.PENDING_CANCEL else 200, order_to_json(order), correlation_id
+    )
 
 
 def get_executions(request: Request, order_id: str, dependencies: Dependencies) -> Response:
     account_id = account_of(request)
     if account_id is None:
-        return _json(401, NO_ACCOUNT_BODY)
+        return json_response(401, NO_ACCOUNT_BODY)
     if not is_order_id(order_id):
-        return _json(404, NOT_FOUND_BODY)
+        return json_response(404, NOT_FOUND_BODY)
     params = request.query_params
     try:
         query = parse_executions_query({name: params.getlist(name) for name in params} if params else None)
     except InvalidOrder as exc:
-        return _json(422, invalid_order_to_json(exc))
+        return json_response(422, invalid_order_to_json(exc))
     try:
         page = executions.list_executions(order_id, account_id, dependencies, query.after, query.limit)
     except OrderNotFound:
-        return _json(404, NOT_FOUND_BODY)
+        return json_response(404, NOT_FOUND_BODY)
     except StorageUnavailable:
         logger.exception("executions not read", order_id=order_id)
-        return _json(503, UNAVAILABLE_BODY)
-    return _json(200, executions_to_json(order_id, page.executions, page.next))
+        return json_response(503, UNAVAILABLE_BODY)
+    return json_response(200, executions_to_json(order_id, page.executions, page.next))

@@ -1,23 +1,25 @@
-"""The OpenAPI document, built from the models that validate requests and shape responses, and its docs page."""
+"""The OpenAPI document, built from the models that validate requests and shape responses (its page: docs_page.py)."""
 
 from __future__ import annotations
 
 import copy
 import functools
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from chalice.app import Response
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from chalicelib.entrypoints.bulk_cancel import CancelAllQuery, CancelAllResponse
+from chalicelib.entrypoints.docs_page import ASSETS
 from chalicelib.entrypoints.event_models import OrderEventPage, OrderEventResponse
 from chalicelib.entrypoints.event_query import ListEventsQuery, StreamTokenResponse
 from chalicelib.entrypoints.execution_query import ListExecutionsQuery
+from chalicelib.entrypoints.json_body import MAX_BODY_BYTES
 from chalicelib.entrypoints.request_models import (
     CLIENT_ORDER_ID_MAX_LENGTH,
-    MAX_BODY_BYTES,
+    CLIENT_ORDER_ID_PATTERN,
     ORDER_ID_PATTERN,
     ListOrdersQuery,
     OrderRequest,
@@ -25,12 +27,11 @@ from chalicelib.entrypoints.request_models import (
 from chalicelib.entrypoints.response_models import (
     ErrorResponse,
     ExecutionListResponse,
-    GatewayErrorResponse,
     OrderListResponse,
     OrderResponse,
     ValidationErrorResponse,
-    error_body,
 )
+from chalicelib.service.cancel_all import CANCEL_ALL_MAX_ORDERS
 
 # 3.0, not 3.1: the Swagger UI we serve (4.x, from swagger-ui-bundle) renders
 # only 3.0 documents, and 3.0 is what most client generators read best.
@@ -47,7 +48,7 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (ExecutionListResponse, "serialization"),
     (ErrorResponse, "serialization"),
     (ValidationErrorResponse, "serialization"),
-    (GatewayErrorResponse, "serialization"),
+    (CancelAllResponse, "serialization"),
     (OrderEventResponse, "serialization"),
     (OrderEventPage, "serialization"),
     (StreamTokenResponse, "serialization"),
@@ -102,16 +103,6 @@ def _schemas_to_openapi_30(schemas: dict[str, Any]) -> dict[str, Any]:
     return {name: _to_openapi_30(schema) for name, schema in schemas.items()}
 
 
-_JS = "text/javascript; charset=utf-8"
-_CSS = "text/css; charset=utf-8"
-# name -> (file in swagger-ui-bundle's dist folder, or None for ours; content type)
-_ASSETS: dict[str, tuple[str | None, str]] = {
-    "swagger-ui.css": ("swagger-ui.css", _CSS),
-    "swagger-ui-bundle.js": ("swagger-ui-bundle.js", _JS),
-    "swagger-initializer.js": (None, _JS),
-}
-
-
 def _json_content(model: type[BaseModel]) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": _SCHEMAS + model.__name__}}}
 
@@ -148,6 +139,19 @@ _NOT_FOUND = _response("No order of yours has this id (or the id is malformed)",
 _UNAVAILABLE = _response("Storage (of orders or of API keys) is unavailable; retry later", ErrorResponse)
 _UNAUTHORIZED = _response("The API key is missing, invalid, revoked or expired", ErrorResponse)
 _READ_ONLY_KEY = _response("The API key is read-only (scope read): only GET requests are allowed", ErrorResponse)
+_TOO_MANY_REQUESTS = {
+    **_response(
+        "Too many requests: over your account's rate limit (requests per second and burst, set per"
+        " account), or on AWS over the stage's or your address's. Wait Retry-After seconds.",
+        ErrorResponse,
+    ),
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds to wait before the next request",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
 # Either header carries the key; every order route needs one, the documentation none.
 _SECURITY_SCHEMES = {
     "bearerKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
@@ -186,13 +190,15 @@ _READ_KEY_WRITES = {("POST", "/stream/tokens")}
 
 
 def _secured(paths: dict[str, Any]) -> dict[str, Any]:
-    """Every order operation needs an API key and may answer 401; a write also 403 (a read-only key)."""
+    """Every order operation needs an API key and may answer 401 or 429; a write also 403 (a read-only key)."""
     for path, operations in paths.items():
         if not path.startswith(_SECURED_PREFIXES):
             continue
         for method, operation in operations.items():
             operation["security"] = _KEY_REQUIRED
             operation["responses"]["401"] = _UNAUTHORIZED
+            # Throttled after the authorizer, per account (the usage plans; locally the API server).
+            operation["responses"]["429"] = _TOO_MANY_REQUESTS
             if method.upper() not in ("GET", "HEAD", "OPTIONS") and (method.upper(), path) not in _READ_KEY_WRITES:
                 operation["responses"]["403"] = _READ_ONLY_KEY
             # The key store itself may be down: the authorizer answers 503.
@@ -247,7 +253,9 @@ def _create_order() -> dict[str, Any]:
                 "The client_order_id belongs to an order with other terms", ErrorResponse, correlated=True
             ),
             "413": _response(f"The body is longer than {MAX_BODY_BYTES} bytes", ErrorResponse, correlated=True),
-            "415": _response("The Content-Type is not application/json", GatewayErrorResponse),
+            "415": _response(
+                "The Content-Type is not application/json (a request without one is read as JSON)", ErrorResponse
+            ),
             "422": _response(
                 "Fields are missing or invalid; each problem names its field. Or the order is over one of"
                 " the account's pre-trade risk limits (max_order_notional: limit price, or for a market order"
@@ -298,6 +306,66 @@ def _cancel_order() -> dict[str, Any]:
             "404": _NOT_FOUND,
             "409": _response("The order is done (filled, canceled, rejected, expired or failed)", ErrorResponse),
             "503": _UNAVAILABLE,
+        },
+    }
+
+
+_CLIENT_ORDER_ID_PARAMETER = {
+    "name": "client_order_id",
+    "in": "path",
+    "required": True,
+    "description": "The client_order_id the order was created with, percent-encoded (RFC 3986: e.g. a space as"
+    " %20, '/' as %2F, '%' as %25); it is decoded once",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": CLIENT_ORDER_ID_MAX_LENGTH,
+        "pattern": CLIENT_ORDER_ID_PATTERN,
+    },
+}
+
+
+def _get_order_by_client_order_id() -> dict[str, Any]:
+    return {
+        "operationId": "getOrderByClientOrderId",
+        "summary": "Your order with this client_order_id",
+        "description": "The order POST /orders created with this client_order_id: one strongly consistent read,"
+        " as the key names the order's id. Another account's order with the same key is not yours: 404, as for"
+        " none. A read-only key may use it.",
+        "tags": ["orders"],
+        "parameters": [_CLIENT_ORDER_ID_PARAMETER],
+        "responses": {
+            "200": _response("The order", OrderResponse),
+            "404": _response("No order of yours has this client_order_id", ErrorResponse),
+            "422": _response(
+                "The client_order_id breaks the rules POST /orders holds it to (the message says which)",
+                ValidationErrorResponse,
+            ),
+            "503": _UNAVAILABLE,
+        },
+    }
+
+
+def _cancel_all_orders() -> dict[str, Any]:
+    return {
+        "operationId": "cancelAllOrders",
+        "summary": "Cancel all your open orders",
+        "description": "Cancels each open order as DELETE /orders/{order_id} would, and answers 207 with one result"
+        " per order: its own HTTP status (200 canceled at once, 202 pending_cancel, 409 done a moment ago, 503 not"
+        " canceled now) and the order. None open: 207 with no results. One request handles at most"
+        f" {CANCEL_ALL_MAX_ORDERS} orders within a few seconds; `more` says whether open orders may be left, and"
+        " `next`, passed back as `after`, goes on after the last one handled. Repeating the request is safe: an"
+        " order already pending_cancel answers 202 again, and the exchange is asked at most once every few seconds"
+        " per order. Orders created while it runs, or a moment before (the open-orders index lags by up to about a"
+        " second), may be left open.",
+        "tags": ["orders"],
+        "parameters": [*_query_parameters(CancelAllQuery), _CORRELATION_PARAMETER],
+        "responses": {
+            "207": _response("Each open order's result", CancelAllResponse, correlated=True),
+            "422": _response("A query parameter is unknown, repeated or invalid", ValidationErrorResponse),
+            "503": _response(
+                "The open orders could not be listed or read; nothing was canceled, retry later", ErrorResponse
+            ),
         },
     }
 
@@ -392,7 +460,7 @@ def _get_docs_asset() -> dict[str, Any]:
                 "name": "asset",
                 "in": "path",
                 "required": True,
-                "schema": {"type": "string", "enum": sorted(_ASSETS)},
+                "schema": {"type": "string", "enum": sorted(ASSETS)},
             }
         ],
         "responses": {
@@ -401,7 +469,7 @@ def _get_docs_asset() -> dict[str, Any]:
                 "content": {
                     media_type: {"schema": {"type": "string"}}
                     # The media type without its charset parameter, as OpenAPI keys them.
-                    for media_type in sorted({media.split(";")[0] for _, media in _ASSETS.values()})
+                    for media_type in sorted({media.split(";")[0] for _, media in ASSETS.values()})
                 },
             },
             "404": _response("No such file", ErrorResponse),
@@ -413,7 +481,8 @@ def _paths() -> dict[str, Any]:
     # One function per operation; each call builds fresh dicts, so _secured may add to them.
     return _secured(
         {
-            "/orders": {"get": _list_orders(), "post": _create_order()},
+            "/orders": {"get": _list_orders(), "post": _create_order(), "delete": _cancel_all_orders()},
+            "/orders/by-client-order-id/{client_order_id}": {"get": _get_order_by_client_order_id()},
             "/orders/{order_id}": {"get": _get_order(), "delete": _cancel_order()},
             "/orders/{order_id}/executions": {"get": _list_executions()},
             "/events": {"get": _list_events()},
@@ -485,73 +554,3 @@ def openapi_response(context: Mapping[str, Any]) -> Response:
     document = copy.copy(openapi_document())  # shallow: only "servers" differs per request
     document["servers"] = [{"url": _base_path(context) or "/"}]
     return Response(body=document, status_code=200, headers={"Content-Type": "application/json"})
-
-
-# The page and its initializer are ours; the rest comes from swagger-ui-bundle.
-# No inline script, so the page's Content-Security-Policy can allow only our own origin.
-_INITIALIZER = """window.addEventListener("load", function () {
-  window.ui = SwaggerUIBundle({
-    url: "openapi.json",
-    dom_id: "#swagger-ui",
-    deepLinking: true,
-    presets: [SwaggerUIBundle.presets.apis],
-    layout: "BaseLayout",
-    validatorUrl: null,
-  });
-});
-"""
-# Relative URLs: the page is /docs, or /<stage>/docs behind API Gateway.
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-  <head>
-    <meta charset="utf-8">
-    <title>Brokerage orders API</title>
-    <link rel="stylesheet" href="docs/swagger-ui.css">
-    <link rel="icon" href="data:,">
-  </head>
-  <body>
-    <div id="swagger-ui"></div>
-    <script src="docs/swagger-ui-bundle.js"></script>
-    <script src="docs/swagger-initializer.js"></script>
-  </body>
-</html>
-"""
-# Everything from our own origin; Swagger UI sets inline styles and uses data: images.
-_CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; object-src 'none'; "
-    "base-uri 'none'; frame-ancestors 'none'"
-)
-# The files change only with the package: a day in caches is harmless.
-_ASSET_CACHE_CONTROL = "public, max-age=86400"
-
-
-def docs_page() -> Response:
-    return Response(
-        body=_PAGE,
-        status_code=200,
-        headers={"Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": _CONTENT_SECURITY_POLICY},
-    )
-
-
-@functools.cache
-def _asset_text(file_name: str) -> str:
-    # Imported here, not at module level: only this route needs the package,
-    # and no other function should pay for its import on a cold start.
-    from swagger_ui_bundle import swagger_ui_path  # noqa: PLC0415
-
-    return (Path(str(swagger_ui_path)) / file_name).read_text(encoding="utf-8")
-
-
-def docs_asset(name: str) -> Response:
-    # An allow-list: the name never reaches the file system unless it is one of ours.
-    if name not in _ASSETS:
-        return Response(body=error_body("No such file"), status_code=404, headers={"Content-Type": "application/json"})
-    file_name, content_type = _ASSETS[name]
-    # Text, not bytes: Chalice sends a str body as is under `chalice local` and
-    # API Gateway, while bytes would need binary media types on both ends.
-    body = _INITIALIZER if file_name is None else _asset_text(file_name)
-    return Response(
-        body=body,
-        status_code=200,
-        headers={"Content-Type": content_type, "Cache-Control": _ASSET_CACHE_CONTROL},
-    )

@@ -1,5 +1,5 @@
-"""HTTP requests in: the POST /orders body and GET /orders query models, the checks that keep a hostile body from
-costing us anything, the page cursor clients pass back, and the 422 errors that name each offending field."""
+"""HTTP requests in: the POST /orders body and GET /orders query models, the page cursor clients pass back, and the
+422 errors that name each offending field. Reading a hostile body safely is json_body.py's."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
+import stdnum.exceptions
+import stdnum.isin
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -27,15 +29,17 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from chalicelib.adapters.repository import OrderCursor, OrderQuery
-from chalicelib.domain.model import (
-    OPEN_STATUSES,
-    TERMINAL_STATUSES,
-    OrderStatus,
+from chalicelib.domain.model import OPEN_STATUSES, TERMINAL_STATUSES, OrderStatus, is_order_id
+from chalicelib.domain.order_terms import (
+    MAX_EXPIRY_AHEAD,
     OrderTerms,
     OrderType,
     Side,
-    is_order_id,
+    TimeInForce,
+    price_problems,
+    time_in_force_problems,
 )
+from chalicelib.entrypoints.json_body import MAX_NUMBER_CHARACTERS, OverlongNumber, parse_json_object, shown_name
 
 # Sanity bounds: far beyond any real order, but they keep a number from
 # overflowing DynamoDB's 38 digits or turning into infinity on its way out.
@@ -46,21 +50,6 @@ MAX_PRICE = Decimal("1000000000")
 # in storage, at the exchange and for an idempotent replay alike.
 PRICE_DECIMAL_PLACES = 2
 PRICE_TICK = Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)
-# The longest number text we read, checked before it is converted: 1000000000.00
-# is 13 characters, so this leaves room for trailing zeros and exponents while
-# "100." and 16 KB of zeros never becomes a Decimal, a stored string or a log line.
-MAX_NUMBER_CHARACTERS = 32
-
-# A valid order is about 200 bytes. The limit keeps every later step (JSON
-# parsing, validation, the list of errors we send back) small and fast
-# whatever a client sends; API Gateway's own limit is 10 MB.
-MAX_BODY_BYTES = 16 * 1024
-# A valid order is one flat object (depth 1). Python's JSON parser recurses
-# per level and would hit the interpreter's recursion limit at about 1000.
-MAX_JSON_DEPTH = 32
-# Longer unknown field names or duplicate keys are cut when echoed back.
-MAX_ECHOED_NAME = 64
-
 CLIENT_ORDER_ID_MAX_LENGTH = 48
 # C0 and C1 controls, soft hyphen, zero-width characters, bidirectional
 # marks, embeddings, overrides and isolates, line and paragraph separators,
@@ -71,18 +60,6 @@ CLIENT_ORDER_ID_MAX_LENGTH = 48
 # (JSON Schema) read it alike.
 CLIENT_ORDER_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]+$"
 ORDER_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-
-
-class BadRequest(Exception):
-    """The body is not a JSON object we can read at all (400)."""
-
-    status = 400
-
-
-class PayloadTooLarge(BadRequest):
-    """The body is longer than MAX_BODY_BYTES (413)."""
-
-    status = 413
 
 
 @dataclass(frozen=True)
@@ -101,13 +78,6 @@ class InvalidOrder(Exception):
         self.errors = errors
 
 
-@dataclass(frozen=True)
-class OverlongNumber:
-    """A JSON number longer than MAX_NUMBER_CHARACTERS, left unconverted; any field it lands in refuses it."""
-
-    length: int
-
-
 def _overlong_number_problem(value: Any) -> Any:
     if isinstance(value, OverlongNumber):
         raise PydanticCustomError(
@@ -119,7 +89,7 @@ def _overlong_number_problem(value: Any) -> Any:
 
 
 def _price_from_json_number(value: Any) -> Any:
-    # JSON integers arrive as int; decimals as Decimal (parse_float below).
+    # JSON integers arrive as int; decimals as Decimal (parse_json_object's parse_float).
     # A bool is an int to Python, but never a price.
     value = _overlong_number_problem(value)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -180,6 +150,74 @@ ClientOrderId = Annotated[
     AfterValidator(_visible_text),
 ]
 
+# ISO 6166: two letters (the country, or XS and the like), nine letters or
+# digits, and a check digit. What the OpenAPI document can say; the check
+# digit and the country code are checked by _valid_isin.
+ISIN_PATTERN = r"^[A-Z]{2}[A-Z0-9]{9}[0-9]$"
+
+
+def _valid_isin(value: str) -> str:
+    # python-stdnum's ISIN module: the Luhn check over letters as numbers (A=10 .. Z=35) and the country codes.
+    try:
+        stdnum.isin.validate(value)
+    except stdnum.exceptions.InvalidChecksum:
+        raise PydanticCustomError(
+            "isin_check_digit",
+            "{value} is not a valid ISIN: its check digit (the last character) is wrong",
+            {"value": value},
+        ) from None
+    except stdnum.exceptions.ValidationError:  # after ISIN_PATTERN only the country code can be wrong
+        raise PydanticCustomError(
+            "isin_country",
+            "{value} is not a valid ISIN: {country} is no ISIN country code",
+            {"value": value, "country": value[:2]},
+        ) from None
+    return value
+
+
+Isin = Annotated[str, Field(pattern=ISIN_PATTERN), AfterValidator(_valid_isin)]
+
+
+# RFC 3339's date-time (section 5.6, with T and Z in upper case, as OpenAPI's format date-time), which
+# pydantic's own parsing is laxer than: it also takes a Unix time as text, a space for the T, lower case
+# and no seconds. [0-9], not \d: in Python \d also matches other scripts' digits.
+RFC3339_DATE_TIME_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+_RFC3339_DATE_TIME = re.compile(RFC3339_DATE_TIME_PATTERN.removeprefix("^").removesuffix("$"))
+# The same without its offset, or a bare date: what to tell apart, to say what is missing.
+_WITHOUT_OFFSET = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?)?")
+
+
+def _date_time_text(value: Any) -> Any:
+    # The model is strict (no numbers as times), but the time itself comes as RFC 3339 text.
+    if not isinstance(value, str):
+        raise PydanticCustomError("datetime_text", "it must be a string")
+    # fullmatch: "$" would also match before a trailing newline.
+    if _WITHOUT_OFFSET.fullmatch(value):
+        raise PydanticCustomError("datetime_offset", "it has no UTC offset")
+    if not _RFC3339_DATE_TIME.fullmatch(value):
+        raise PydanticCustomError("datetime_shape", "it is not an RFC 3339 date-time")
+    return value
+
+
+def _expiry_in_utc(moment: datetime) -> datetime:
+    # Kept to the microsecond here: the create checks "in the future" on the time as sent, and
+    # only then keeps it to the second (OrderTerms.to_the_second).
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # an offset that carries a time near year 1 or 9999 out of range
+        raise PydanticCustomError("datetime_range", "it is out of range") from None
+
+
+ExpiryTime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_date_time_text),
+    Field(strict=False),
+    AfterValidator(_expiry_in_utc),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339_DATE_TIME_PATTERN}),
+]
+
 
 class OrderRequest(BaseModel):
     """Body of POST /orders."""
@@ -198,14 +236,28 @@ class OrderRequest(BaseModel):
                     "quantity": 10,
                     "limit_price": 187.25,
                     "client_order_id": "my-key-1",
-                }
+                },
+                {
+                    "type": "stop_limit",
+                    "side": "sell",
+                    "instrument": "DE0007164600",
+                    "quantity": 5,
+                    "stop_price": 118.50,
+                    "limit_price": 118.00,
+                    "time_in_force": "gtc",
+                },
             ]
         },
     )
 
-    type: Literal["market", "limit"]
+    type: Literal["market", "limit", "stop", "stop_limit"] = Field(
+        description="stop and stop_limit rest until the market reaches stop_price, then work as a market order"
+        " (stop) or as a limit order at limit_price (stop_limit)"
+    )
     side: Literal["buy", "sell"]
-    instrument: str = Field(pattern=r"^[A-Z0-9]{12}$", description="ISIN: 12 uppercase letters and digits")
+    instrument: Isin = Field(
+        description="ISIN (ISO 6166): 2 letters (the country), 9 letters or digits, and a check digit that must match"
+    )
     quantity: Annotated[int, BeforeValidator(_overlong_number_problem)] = Field(
         gt=0, le=MAX_QUANTITY, description="Number of shares"
     )
@@ -213,7 +265,24 @@ class OrderRequest(BaseModel):
         default=None,
         description=f"A JSON number greater than 0, at most {int(MAX_PRICE)}, with at most {PRICE_DECIMAL_PLACES}"
         f" decimal places, written in at most {MAX_NUMBER_CHARACTERS} characters; stored (and answered) to the"
-        f" tick of {PRICE_TICK}. Required for type limit; absent or null for type market.",
+        f" tick of {PRICE_TICK}. Required for types limit and stop_limit; absent or null for market and stop.",
+    )
+    stop_price: Price | None = Field(
+        default=None,
+        description="The price that triggers a stop order; a number like limit_price. Required for types stop"
+        " and stop_limit; absent or null for market and limit.",
+    )
+    time_in_force: Literal["day", "gtc", "ioc", "fok", "gtd"] = Field(
+        default="day",
+        description="day (the default): until the exchange's session close; gtc: until canceled; ioc: what fills"
+        " at once, the rest canceled; fok: all at once or nothing; gtd: until expires_at. Stop types take"
+        " neither ioc nor fok.",
+    )
+    expires_at: ExpiryTime | None = Field(
+        default=None,
+        description="When a gtd order expires: an RFC 3339 date-time (ISO 8601 with seconds and a UTC offset),"
+        f" e.g. 2026-12-02T15:00:00Z, in the future and at most {MAX_EXPIRY_AHEAD.days} days ahead; kept in UTC"
+        " to the second (a fraction is dropped). Required for time_in_force gtd; absent or null otherwise.",
     )
     client_order_id: ClientOrderId | None = Field(
         default=None,
@@ -232,6 +301,9 @@ class OrderRequest(BaseModel):
             quantity=self.quantity,
             limit_price=self.limit_price,
             client_order_id=self.client_order_id,
+            time_in_force=TimeInForce(self.time_in_force),
+            expires_at=self.expires_at,
+            stop_price=self.stop_price,
         )
 
 
@@ -258,9 +330,21 @@ _MESSAGES = {
     "datetime_from_date_parsing": (
         "{field} must be an ISO 8601 date-time with a UTC offset, e.g. 2024-05-02T14:03:07Z"
     ),
+    "datetime_text": "{field} must be a string: an ISO 8601 date-time with a UTC offset, e.g. 2024-05-02T14:03:07Z",
+    "datetime_offset": "{field} must include a UTC offset, e.g. 2024-05-02T14:03:07Z",
+    "datetime_shape": (
+        "{field} must be an ISO 8601 date-time with a UTC offset as RFC 3339 writes it: date, T, time with seconds"
+        " (a fraction may follow), then Z or +hh:mm/-hh:mm, e.g. 2024-05-02T14:03:07Z"
+    ),
+    "datetime_range": "{field} is out of range",
+    "isin_check_digit": "{field} {value} is not a valid ISIN: its check digit (the last character) is wrong",
+    "isin_country": "{field} {value} is not a valid ISIN: {country} is no ISIN country code",
 }
 _FIELD_HINTS = {
-    "instrument": "instrument must be an ISIN: exactly 12 characters, uppercase letters and digits",
+    "instrument": (
+        "instrument must be an ISIN: 12 characters, 2 uppercase letters (the country), 9 uppercase letters or"
+        " digits, and a check digit"
+    ),
     "client_order_id": (
         "client_order_id must be 1 to 48 visible characters in Unicode NFC: no control, invisible or"
         " bidirectional-control characters and no spaces other than U+0020"
@@ -268,16 +352,9 @@ _FIELD_HINTS = {
 }
 
 
-def _shown_name(name: str) -> str:
-    """A client-chosen name as we may echo it: short, printable, nothing that reorders the text around it."""
-    if len(name) <= MAX_ECHOED_NAME and name.isascii() and name.isprintable():
-        return name
-    shown = json.dumps(name[:MAX_ECHOED_NAME])[1:-1]  # escapes controls, non-ASCII and unpaired surrogates
-    return shown + ("..." if len(name) > MAX_ECHOED_NAME else "")
-
-
-def _field_error(error: Any) -> FieldError:
-    field = _shown_name(str(error["loc"][0])) if error["loc"] else "body"
+def field_error(error: Any) -> FieldError:
+    """One of pydantic's validation errors as ours: the field by its wire name, and what is wrong in our words."""
+    field = shown_name(str(error["loc"][0])) if error["loc"] else "body"
     kind = error["type"]
     if kind in {"string_pattern_mismatch", "unsafe_text"} and field in _FIELD_HINTS:
         hint = _FIELD_HINTS[field]
@@ -294,108 +371,23 @@ def _field_error(error: Any) -> FieldError:
     return FieldError(field, template.format(field=field, **context))
 
 
+_Term = TypeVar("_Term", OrderType, TimeInForce)
+
+
+def _member_or_none(kind: type[_Term], value: Any) -> _Term | None:
+    return kind(value) if isinstance(value, str) and value in {member.value for member in kind} else None
+
+
 def _cross_field_errors(body: dict[str, Any]) -> list[FieldError]:
-    price = body.get("limit_price")
-    if body.get("type") == "limit" and price is None:
-        return [FieldError("limit_price", "limit_price is required for type limit")]
-    if body.get("type") == "market" and price is not None:
-        return [FieldError("limit_price", "limit_price must be absent or null for type market")]
-    return []
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a valid JSON number")
-
-
-def _bounded_decimal(text: str) -> Decimal | OverlongNumber:
-    return OverlongNumber(len(text)) if len(text) > MAX_NUMBER_CHARACTERS else Decimal(text)
-
-
-def _bounded_integer(text: str) -> int | OverlongNumber:
-    return OverlongNumber(len(text)) if len(text) > MAX_NUMBER_CHARACTERS else int(text)
-
-
-def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json.loads keeps the last of duplicate keys; another parser on the way
-    # (a proxy, a log pipeline) may keep the first. One body, one meaning.
-    body: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in body:
-            raise BadRequest(f'the request body\'s JSON object has the key "{_shown_name(key)}" more than once')
-        body[key] = value
-    return body
-
-
-# Strings (also unterminated ones, so one scan is linear) and brackets.
-_JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
-
-
-def _too_deep(text: str) -> bool:
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
-        return False
-    depth = 0
-    for match in _JSON_STRUCTURE.finditer(text):
-        first = match.group()[0]
-        if first in "[{":
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                return True
-        elif first in "]}":
-            depth -= 1
-    return False
-
-
-def _unpaired_surrogate(value: Any) -> str | None:
-    # "\ud800" is valid JSON syntax but no Unicode text: it could not be
-    # stored, logged or sent on as UTF-8. The nesting depth is already bounded.
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            return f"\\u{ord(value[exc.start]):04x}"
-        return None
-    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value if isinstance(value, list) else []
-    return next((found for item in items if (found := _unpaired_surrogate(item))), None)
-
-
-# Only a \u escape (D800-DFFF) can put a surrogate into a string decoded from UTF-8.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def parse_json_object(raw_body: bytes | str | None) -> dict[str, Any]:
-    """The body as a JSON object; BadRequest (or PayloadTooLarge) saying what is wrong otherwise."""
-    if not raw_body:
-        raise BadRequest("the request body must be a JSON object")
-    raw = raw_body.encode("utf-8", "surrogatepass") if isinstance(raw_body, str) else raw_body
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
-    try:
-        # Strictly UTF-8 (RFC 8259): json.loads would also guess UTF-16 and UTF-32 from bytes.
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"the request body is not valid JSON: it is not UTF-8 (invalid byte at {exc.start})") from None
-    if _too_deep(text):
-        raise BadRequest(
-            f"the request body is nested deeper than {MAX_JSON_DEPTH} levels; an order is one flat JSON object"
-        )
-    try:
-        # Decimal keeps 10.1 as 10.1 (a float would not); NaN and Infinity are not JSON.
-        # A number's text is measured before it is converted (see MAX_NUMBER_CHARACTERS).
-        body = json.loads(
-            text,
-            parse_float=_bounded_decimal,
-            parse_int=_bounded_integer,
-            parse_constant=_reject_constant,
-            object_pairs_hook=_object_without_duplicate_keys,
-        )
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
-    surrogate = _unpaired_surrogate(body) if _SURROGATE_ESCAPE.search(text) else None
-    if surrogate:
-        raise BadRequest(f"the request body is not valid JSON: a string holds the unpaired surrogate {surrogate}")
-    return body
+    """Which fields go together (domain/order_terms.py), read from the raw body so they show beside other errors."""
+    order_type = _member_or_none(OrderType, body.get("type"))
+    time_in_force = _member_or_none(TimeInForce, body.get("time_in_force", TimeInForce.DAY.value))
+    problems = []
+    if order_type is not None:
+        problems += price_problems(order_type, body.get("limit_price") is not None, body.get("stop_price") is not None)
+    if time_in_force is not None:
+        problems += time_in_force_problems(order_type, time_in_force, body.get("expires_at") is not None)
+    return [FieldError(problem.field, problem.message) for problem in problems]
 
 
 @dataclass(frozen=True)
@@ -410,24 +402,31 @@ def _limit_errors(request: OrderRequest, limits: OrderLimits) -> list[FieldError
     errors = []
     if request.quantity > limits.max_quantity:
         errors.append(FieldError("quantity", f"quantity must be at most {limits.max_quantity} (maximum order size)"))
-    if request.limit_price is not None and request.limit_price > limits.max_limit_price:
-        errors.append(
-            FieldError("limit_price", f"limit_price must be at most {limits.max_limit_price} (price sanity bound)")
-        )
+    # The stop price is bounded like the limit price: either may become the price the order works at.
+    for name, price in (("limit_price", request.limit_price), ("stop_price", request.stop_price)):
+        if price is not None and price > limits.max_limit_price:
+            errors.append(FieldError(name, f"{name} must be at most {limits.max_limit_price} (price sanity bound)"))
     return errors
 
 
 def parse_order_request(raw_body: bytes | str | None, limits: OrderLimits | None = None) -> OrderTerms:
-    """OrderTerms from a POST /orders body; raises BadRequest or InvalidOrder naming every problem."""
+    """OrderTerms from a POST /orders body; raises BadRequest or InvalidOrder naming every problem.
+
+    Every check that needs no clock: whether expires_at is in the future (and at most 90 days
+    ahead) is the create's (domain/order_terms.py check_expiry), after its idempotent look-up.
+    expires_at comes in UTC, to the microsecond as sent.
+    """
     body = parse_json_object(raw_body)
     cross_field = _cross_field_errors(body)
+    # One problem per field: a field that should not be there at all is not also told what its value lacks.
+    named = {e.field for e in cross_field}
     try:
         request = OrderRequest.model_validate(body)
     except ValidationError as exc:
-        errors = [_field_error(e) for e in exc.errors()]
-        named = {e.field for e in cross_field}
+        errors = [field_error(e) for e in exc.errors()]
         raise InvalidOrder(cross_field + [e for e in errors if e.field not in named]) from None
-    problems = cross_field + _limit_errors(request, limits or OrderLimits())
+    limit_errors = _limit_errors(request, limits or OrderLimits())
+    problems = cross_field + [e for e in limit_errors if e.field not in named]
     if problems:
         raise InvalidOrder(problems)
     return request.to_terms()
@@ -442,7 +441,6 @@ class InvalidQuery(InvalidOrder):
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,256}$"
-ISIN_PATTERN = r"^[A-Z0-9]{12}$"
 # status=open / closed name groups of statuses, as Alpaca's orders API does.
 _STATUS_GROUPS = {"open": OPEN_STATUSES, "closed": TERMINAL_STATUSES}
 
@@ -516,7 +514,7 @@ def single_values(params: Mapping[str, Sequence[str]] | None) -> dict[str, str]:
     """Each query parameter's one value; InvalidQuery naming every parameter given more than once."""
     params = params or {}
     repeated = [
-        FieldError(_shown_name(name), f"{_shown_name(name)} must be given at most once")
+        FieldError(shown_name(name), f"{shown_name(name)} must be given at most once")
         for name, values in params.items()
         if len(values) > 1
     ]
@@ -531,7 +529,7 @@ def parse_list_query(account_id: str, params: Mapping[str, Sequence[str]] | None
     try:
         query = ListOrdersQuery.model_validate(values)
     except ValidationError as exc:
-        raise InvalidQuery([_field_error(e) for e in exc.errors()]) from None
+        raise InvalidQuery([field_error(e) for e in exc.errors()]) from None
     problems: list[FieldError] = []
     after, until = _in_utc(query.after, "after", problems), _in_utc(query.until, "until", problems)
     if after is not None and until is not None and after >= until:

@@ -18,6 +18,7 @@ from chalicelib.domain.model import (
     OrderStatus,
     OrderType,
     Side,
+    TimeInForce,
     client_failure_reason,
 )
 from chalicelib.entrypoints.execution_query import encode_execution_cursor
@@ -64,6 +65,9 @@ class OrderResponse(BaseModel):
     instrument: str
     quantity: int
     limit_price: Amount | None
+    stop_price: Amount | None = Field(description="The trigger price of a stop or stop_limit order; null otherwise")
+    time_in_force: TimeInForce = Field(description="Orders placed before time in force existed are day orders")
+    expires_at: Timestamp | None = Field(description="When a gtd order expires (UTC, to the second); null otherwise")
     client_order_id: str | None
     status: OrderStatus
     placed_at: Timestamp | None = Field(description="When the exchange accepted the order")
@@ -91,6 +95,9 @@ class OrderResponse(BaseModel):
             instrument=terms.instrument,
             quantity=terms.quantity,
             limit_price=terms.limit_price,
+            stop_price=terms.stop_price,
+            time_in_force=terms.time_in_force,
+            expires_at=terms.expires_at,
             client_order_id=terms.client_order_id,
             status=order.status,
             placed_at=order.placed_at,

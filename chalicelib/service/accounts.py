@@ -1,10 +1,12 @@
-"""Use cases of API keys: create one for an account, revoke or list them, and tell which key a request carries."""
+"""Use cases of API keys: create one for an account, revoke or list them, tell which key a request carries and
+which usage identifier (API Gateway API key) its account is throttled by."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from chalicelib.adapters.accounts_table import AccountRateLimitsRepository
 from chalicelib.adapters.api_keys import ApiKeyAlreadyExists, ApiKeyRepository
 from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.clock import Clock, utc_now
@@ -96,6 +98,15 @@ def authenticate_key(plaintext: str | None, keys: ApiKeyRepository, clock: Clock
 def authenticate(plaintext: str | None, keys: ApiKeyRepository, clock: Clock = utc_now) -> str:
     """The account a request's key belongs to (see authenticate_key)."""
     return authenticate_key(plaintext, keys, clock).account_id
+
+
+def usage_identifier(account_id: str, rate_limits: AccountRateLimitsRepository) -> str | None:
+    """The value of the account's API Gateway API key, which names its usage plan; None if it has none (locally).
+
+    Raises StorageUnavailable.
+    """
+    usage_key = rate_limits.get(account_id).usage_key
+    return None if usage_key is None else usage_key.value
 
 
 def _record_use(key: ApiKey, keys: ApiKeyRepository, now: datetime) -> None:

@@ -16,7 +16,9 @@ from chalicelib.domain.model import (
     OrderNotFound,
     OrderStatus,
     OrderTerms,
+    order_id_for_client_key,
 )
+from chalicelib.domain.order_terms import ExpiryRefused, check_expiry
 from chalicelib.domain.risk import RiskLimitExceeded
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.order_writes import write_with_retries
@@ -34,7 +36,7 @@ class CreatedOrder:
 def create_order(
     account_id: str, terms: OrderTerms, dependencies: Dependencies, correlation_id: str | None = None
 ) -> CreatedOrder:
-    """Check the account's pre-trade risk limits, store the order, then ask for its placement.
+    """Check a gtd order's expiry and the account's pre-trade risk limits, store the order, then ask for its placement.
 
     The conditional write is the commit point. Timeline of the guarantee:
       t0  write succeeds  -> the order exists, pending, with sweep_after = t0 + pending_sweep_after
@@ -48,15 +50,15 @@ def create_order(
     """
     repository = dependencies.orders
     now = dependencies.clock()
-    order = Order.create(account_id, terms, now, correlation_id)
-    _check_pre_trade_risk(order, dependencies)
+    order = Order.create(account_id, terms.to_the_second(), now, correlation_id)
+    _check_new_order(order, terms, now, dependencies)
     try:
         stored = repository.add(order, sweep_after=now + dependencies.timings.pending_sweep_after)
     except OrderAlreadyExists:
         existing = repository.get(order.id)
         if existing is None:  # only if the order vanished between the two calls
             raise
-        if not existing.has_same_terms(terms):
+        if not existing.has_same_terms(order.terms):
             raise IdempotencyConflict(
                 f"client_order_id {terms.client_order_id!r} was already used for an order with different terms"
             ) from None
@@ -74,19 +76,22 @@ def create_order(
     return CreatedOrder(stored, created=True)
 
 
-def _check_pre_trade_risk(order: Order, dependencies: Dependencies) -> None:
-    """Refuse an order over the account's limits (RiskLimitExceeded, ReferencePriceUnavailable), unless it exists.
+def _check_new_order(order: Order, sent: OrderTerms, now: datetime, dependencies: Dependencies) -> None:
+    """Refuse an expiry past or too far ahead (ExpiryRefused, on the terms as `sent`, before to_the_second) and an
+    order over the account's limits (RiskLimitExceeded, ReferencePriceUnavailable), unless the order exists.
 
     An idempotent retry (same client_order_id) of an order already created was
     within the limits when it was created, and is itself among the open
-    orders it would now be counted against: it must get its order back (200),
+    orders it would now be counted against; its expiry may have passed since
+    (a client retrying a lost answer late): it must get its order back (200),
     not a refusal. So a refused order with a client_order_id is looked up
     (one read, on refusals only); if stored, the create goes on to the
     conditional put, which finds it (or answers 409 for other terms).
     """
     try:
+        check_expiry(sent, now)  # no I/O: first
         check_new_order(order.account_id, order.terms, dependencies)
-    except (RiskLimitExceeded, ReferencePriceUnavailable):
+    except (ExpiryRefused, RiskLimitExceeded, ReferencePriceUnavailable):
         if order.terms.client_order_id is None or dependencies.orders.get(order.id) is None:
             raise
 
@@ -151,23 +156,41 @@ def get_order(order_id: str, account_id: str, dependencies: Dependencies) -> Ord
     return order
 
 
+def get_order_by_client_order_id(client_order_id: str, account_id: str, dependencies: Dependencies) -> Order:
+    """The account's order created with this client_order_id: one read, as the key names its id."""
+    order_id = order_id_for_client_key(account_id, client_order_id)
+    order = get_order(order_id, account_id, dependencies)
+    # The id is a hash of the account and the key; the stored key is compared all the same.
+    if order.terms.client_order_id != client_order_id:
+        raise OrderNotFound(order_id)
+    return order
+
+
 def list_orders(query: OrderQuery, dependencies: Dependencies) -> OrderPage:
     return dependencies.orders.list_for_account(query)
 
 
 def cancel_order(order_id: str, account_id: str, dependencies: Dependencies) -> Order:
+    """The client's cancel of one order by id (see cancel_read_order); OrderNotFound if not the account's."""
+    return cancel_read_order(get_order(order_id, account_id, dependencies), dependencies)
+
+
+def cancel_read_order(order: Order, dependencies: Dependencies) -> Order:
     """The client's cancel: canceled at once when the exchange cannot have the order, else pending_cancel.
+
+    `order` is the caller's order as just read (strongly consistent): by
+    cancel_order, or in a batch by DELETE /orders (service/cancel_all.py).
 
     Timeline of a pending_cancel, as for create_order:
       t0  conditional write -> pending_cancel, in the sweep's index with sweep_after = t0 + pending_sweep_after
       t1  SQS send          -> a worker asks the exchange to cancel
           (send fails or we die before t1: the sweep sends the cancel message)
       t2  the exchange's canceled (or fill) report on the feed settles the order
-    Raises OrderNotFound (not the caller's) and OrderNotCancelable (already done).
+    Raises OrderNotCancelable (already done).
     """
     clock = dependencies.clock
     now = clock()  # one reading: the stamp that tells our own write from others' (_stamped_by_us)
-    order = get_order(order_id, account_id, dependencies)
+    order_id, account_id = order.id, order.account_id
     order.cancel_requested(now)  # a done order: OrderNotCancelable before any write
     try:
         canceled, wrote = write_with_retries(

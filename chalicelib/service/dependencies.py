@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from chalicelib.adapters.accounts_table import AccountLimitsRepository
+from chalicelib.adapters.accounts_table import AccountLimitsRepository, AccountRateLimitsRepository
 from chalicelib.adapters.api_keys import ApiKeyRepository
 from chalicelib.adapters.exchange import Exchange
 from chalicelib.adapters.queue import MessageSender, OrdersQueue
@@ -42,6 +42,10 @@ class Timings:
     # CANCEL_RESEND_INTERVAL_S: at most one cancel request per order per this
     # long, queued by the API and sent by the worker (see exchange_cancel.py).
     cancel_resend_interval: timedelta = timedelta(seconds=5)
+    # DELETE /orders (cancel them all) starts no new cancel this long after
+    # it began, and answers with the rest still to do: well under the API
+    # function's timeout (10 s), a cancel costing a few table writes and a send.
+    cancel_all_budget: timedelta = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ class Dependencies:
     # Where the orders table's stream consumer sets aside records whose events can never be logged.
     order_events_failed_queue: MessageSender
     api_keys: ApiKeyRepository
+    # Accounts' request rate limits and usage keys (cached briefly): the authorizer's usage identifier.
+    account_rate_limits: AccountRateLimitsRepository
     # Where the placement worker puts the message of an order the exchange confirmed it never got.
     orders_dead_letter_queue: MessageSender
     # Where the reconciler left off last run.

@@ -1,15 +1,21 @@
 """The pre-trade risk check of a new order: the account's limits, the venue's reference price, its open orders.
 
 Cheapest first: quantity and a limit order's notional need only the
-account's limits (cached, CachedAccountLimits); a market order's notional
-needs the venue's reference price (cached a minute per instrument); the
+account's limits (cached, CachedAccountLimits); a market or stop order's
+notional needs the venue's reference price (cached a minute per instrument); the
 open-orders count is one small Query (adapters/open_orders.py), asked last.
 """
 
 from __future__ import annotations
 
-from chalicelib.domain.model import OrderTerms, OrderType
-from chalicelib.domain.risk import RiskLimits, check_notional, check_open_orders, check_quantity
+from chalicelib.domain.model import OrderTerms
+from chalicelib.domain.risk import (
+    RiskLimits,
+    check_notional,
+    check_open_orders,
+    check_quantity,
+    needs_reference_price,
+)
 from chalicelib.service.dependencies import Dependencies
 
 
@@ -23,13 +29,13 @@ def check_new_order(account_id: str, terms: OrderTerms, dependencies: Dependenci
     """Nothing if the order is within the account's limits.
 
     Raises RiskLimitExceeded (naming the limit), ReferencePriceUnavailable (a
-    market order that cannot be valued: refused, fail closed) or
+    market or stop order that cannot be valued: refused, fail closed) or
     StorageUnavailable (limits or open orders unreadable: refused too).
     """
     limits = limits_of(account_id, dependencies)
     check_quantity(terms, limits)
     reference_price = None
-    if terms.type is OrderType.MARKET:
+    if needs_reference_price(terms):
         reference_price = dependencies.risk.reference_prices.price_of(terms.instrument)
     check_notional(terms, limits, reference_price)
     # Counting up to the limit says whether one more fits: a larger count changes nothing.

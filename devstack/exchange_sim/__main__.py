@@ -54,14 +54,18 @@ def port_number(text: str) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     defaults = SimConfig()
-    knob_help = ", ".join(f"{knob.env} (default {getattr(defaults, knob.key)})" for knob in KNOBS)
+    knob_help = ", ".join(
+        f"{knob.env} (default {'unset' if getattr(defaults, knob.key) is None else getattr(defaults, knob.key)})"
+        for knob in KNOBS
+    )
     parser = argparse.ArgumentParser(
         prog="python -m devstack.exchange_sim",
         description=DESCRIPTION,
         epilog=(
-            f"Environment: {knob_help}, {SEED_ENV} (integer, optional). Rates are 0..1, times in seconds; "
-            "all but the seed can be changed at run time with POST /admin/config. POST /admin/reset forgets "
-            "orders and their pending executions but keeps the feed log: seq never restarts within a process."
+            f"Environment: {knob_help}, {SEED_ENV} (integer, optional). Rates are 0..1, times in seconds "
+            "(limit_ttl_s and session_length_s unset: none), the session close HH:MM UTC; all but the seed can be "
+            "changed at run time with POST /admin/config. POST /admin/reset forgets orders, their pending "
+            "executions and the price paths but keeps the feed log: seq never restarts within a process."
         ),
     )
     parser.add_argument("--host", type=loopback_host, default=LOOPBACK, help=f"loopback address (default {LOOPBACK})")

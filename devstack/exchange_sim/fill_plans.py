@@ -10,7 +10,8 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from devstack.exchange_sim.config import SimConfig
-from devstack.exchange_sim.orders import OrderRequest
+from devstack.exchange_sim.orders import STOP_TYPES, OrderRequest
+from devstack.exchange_sim.time_in_force import Lifetime
 
 # Each step of working an order waits exec_delay_s times a factor from this range, so
 # reports of concurrent orders interleave the way they do on a real venue.
@@ -75,58 +76,124 @@ def _split(total: int, parts: int, rng: random.Random) -> list[int]:
     return [high - low for low, high in itertools.pairwise(bounds)]
 
 
-def plan_execution(order: OrderRequest, config: SimConfig, rng: random.Random) -> list[Step]:
-    """Every report an accepted order will get, drawn at once so that a seed decides all of it.
+@dataclass(frozen=True)
+class Draws:
+    """The chance part of an order's fate, drawn first so that a seed decides it whatever the order is."""
 
-    Market orders fill completely in 1..max_partial_fills executions. Limit orders rest
-    until they expire, fill partly and then expire, or fill completely, one third each.
-    Any order may instead be rejected (a lone `rejected`) or canceled by the venue after
-    1..max_partial_fills partial fills.
-    """
+    rejected: bool
+    canceled: bool
+    # How much the limit order finds at its limit: rest (nothing), partial or fill.
+    limit_outcome: str
 
-    def jitter() -> float:
-        return rng.uniform(*JITTER_RANGE) * config.exec_delay_s
 
-    # The same draws in the same order whatever the outcome, so that changing one rate
-    # does not shift the random stream of everything after it.
+def _draws(config: SimConfig, rng: random.Random) -> Draws:
+    # The same draws in the same order whatever the outcome, so that changing one rate (or
+    # forcing the limit outcome) does not shift the random stream of everything after it.
     rejected = rng.random() < config.reject_rate
     canceled = rng.random() < config.cancel_rate
-    limit_outcome = rng.choice(("rest", "partial", "fill"))
-    if rejected:
-        return [Step(jitter(), "rejected")]
+    drawn = rng.choice(("rest", "partial", "fill"))
+    return Draws(rejected, canceled, drawn if config.limit_outcome == "random" else config.limit_outcome)
 
-    quantity = order.quantity
+
+def _outcome(order: OrderRequest, draws: Draws) -> str:
+    """fill, partial (then rest), rest, cancel (partial fills, then `canceled`) or kill (`canceled`, no fill)."""
     limit = _limit(order)
-    if canceled:
-        outcome = "cancel"
+    if draws.canceled:
+        # The venue's own cancel; an all-or-nothing order cannot have had fills before it.
+        outcome = "kill" if order.time_in_force == "fok" else "cancel"
     elif order.type == "market":
         outcome = "fill"
     elif limit is not None and limit < CENT:
         # A buy limit under one cent cannot be met by any price the exchange prints.
         outcome = "rest"
     else:
-        outcome = limit_outcome
+        outcome = draws.limit_outcome
+    if order.time_in_force == "fok" and outcome != "fill":
+        return "kill"
+    if order.time_in_force == "ioc":
+        # Nothing rests: what was not filled at once is canceled.
+        return {"rest": "kill", "partial": "cancel"}.get(outcome, outcome)
+    return outcome
 
+
+def _sizes(order: OrderRequest, outcome: str, config: SimConfig, rng: random.Random) -> list[int]:
+    quantity = order.quantity
     if outcome == "fill":
-        sizes = _split(quantity, rng.randint(1, min(config.max_partial_fills, quantity)), rng)
-    elif outcome in ("partial", "cancel") and quantity > 1:
+        if order.time_in_force == "fok":
+            # All at once: one execution of the whole quantity.
+            return [quantity]
+        return _split(quantity, rng.randint(1, min(config.max_partial_fills, quantity)), rng)
+    if outcome in ("partial", "cancel") and quantity > 1:
         count = rng.randint(1, min(config.max_partial_fills, quantity - 1))
-        sizes = _split(rng.randint(count, quantity - 1), count, rng)
-    else:
-        sizes = []
+        return _split(rng.randint(count, quantity - 1), count, rng)
+    return []
 
-    reference = reference_price(order.instrument)
-    steps = [Step(jitter(), "new")]
+
+def plan_execution(order: OrderRequest, config: SimConfig, rng: random.Random, lifetime: Lifetime) -> list[Step]:
+    """Every report an accepted order will get, drawn at once so that a seed decides all of it.
+
+    Market orders fill completely in 1..max_partial_fills executions. Limit orders rest,
+    fill partly and then rest, or fill completely, one third each (or as limit_outcome
+    forces); what rests expires when its lifetime ends (day, gtd; gtc never). ioc cancels
+    what it did not fill at once; fok fills completely in one execution or is canceled
+    without any. Any order may instead be rejected (a lone `rejected`) or canceled by the
+    venue after 1..max_partial_fills partial fills. A stop order gets its `new` and rests
+    untriggered until it expires: its fills are planned when it triggers (plan_triggered).
+    """
+    draws = _draws(config, rng)
+    if draws.rejected:
+        return [Step(_jitter(config, rng), "rejected")]
+    if order.type in STOP_TYPES:
+        steps = [Step(_jitter(config, rng), "new")]
+        return steps + _expiry(steps, lifetime.deadline_s(steps[0].delay_s), config, rng)
+    return _work(order, config, rng, draws, lifetime, reference_price(order.instrument), acknowledged=False)
+
+
+def plan_triggered(
+    order: OrderRequest, config: SimConfig, rng: random.Random, lifetime: Lifetime, reference: Decimal
+) -> list[Step]:
+    """The reports of a triggered stop, worked as `order` (the market or limit order it became) from the trigger on.
+
+    No `new` (it had its own) and no reject (a venue rejects at entry); its fills stray
+    around `reference`, the price that triggered it.
+    """
+    return _work(order, config, rng, _draws(config, rng), lifetime, reference, acknowledged=True)
+
+
+def _jitter(config: SimConfig, rng: random.Random) -> float:
+    return rng.uniform(*JITTER_RANGE) * config.exec_delay_s
+
+
+def _work(
+    order: OrderRequest,
+    config: SimConfig,
+    rng: random.Random,
+    draws: Draws,
+    lifetime: Lifetime,
+    reference: Decimal,
+    acknowledged: bool,
+) -> list[Step]:
+    outcome = _outcome(order, draws)
+    sizes = _sizes(order, outcome, config, rng)
+    steps = [] if acknowledged else [Step(_jitter(config, rng), "new")]
     for index, size in enumerate(sizes):
         exec_type = "fill" if outcome == "fill" and index == len(sizes) - 1 else "partial_fill"
-        steps.append(Step(jitter(), exec_type, size, _fill_price(order, reference, rng)))
-    if outcome == "cancel":
-        steps.append(Step(jitter(), "canceled"))
+        steps.append(Step(_jitter(config, rng), exec_type, size, _fill_price(order, reference, rng)))
+    if outcome in ("cancel", "kill"):
+        steps.append(Step(_jitter(config, rng), "canceled"))
     elif outcome in ("rest", "partial"):
-        # The TTL runs from `new`; fills that took longer than that still come first.
-        since_new = sum(step.delay_s for step in steps[1:])
-        steps.append(Step(max(jitter(), config.limit_ttl_s - since_new), "expired"))
+        acknowledged_after_s = 0.0 if acknowledged else steps[0].delay_s
+        steps.extend(_expiry(steps, lifetime.deadline_s(acknowledged_after_s), config, rng))
     return steps
+
+
+def _expiry(steps: list[Step], deadline_s: float | None, config: SimConfig, rng: random.Random) -> list[Step]:
+    """The `expired` step of a resting order at its deadline (from the plan's start); none if it never expires."""
+    if deadline_s is None:
+        return []
+    # Fills planned beyond the deadline still come first: the plan was drawn as one.
+    since_start = sum(step.delay_s for step in steps)
+    return [Step(max(_jitter(config, rng), deadline_s - since_start), "expired")]
 
 
 @dataclass

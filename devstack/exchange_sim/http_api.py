@@ -24,6 +24,7 @@ from devstack.exchange_sim.orders import (
     StatusOutcome,
     parse_order,
 )
+from devstack.exchange_sim.prices import as_price
 from devstack.exchange_sim.state import ExchangeState
 
 # Far above any order; stops a broken client from making us buffer without bound.
@@ -36,6 +37,8 @@ ORDERS_PREFIX = "/orders/"
 ADMIN_ORDERS_PREFIX = "/admin/orders/"
 # The venue's market data: an instrument's reference price (one URL-encoded path segment).
 REFERENCE_PRICES_PREFIX = "/reference-prices/"
+# Test-only: an instrument's current price on the path stop orders watch, read or set.
+ADMIN_PRICES_PREFIX = "/admin/prices/"
 # What a venue serves only to a member presenting its credential (when the simulator has one): what our
 # functions call (order entry, cancel, status, reference prices). /health, /stats, /executions (the feed
 # log, read by test and chaos checks) and /admin/... are the simulator's own, for harnesses: open.
@@ -119,6 +122,7 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
             self._route_one_order(method, path)
             or self._route_raw_feed(method, path, body)
             or self._route_reference_price(method, path)
+            or self._route_admin_price(method, path, body)
         ):
             return
         if path == "/orders":
@@ -184,6 +188,30 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
             )
         instrument = unquote(path[len(REFERENCE_PRICES_PREFIX) :])
         self._send_json(HTTPStatus.OK, {"instrument": instrument, "price": str(reference_price(instrument))})
+        return True
+
+    def _route_admin_price(self, method: str, path: str, body: bytes) -> bool:
+        """Test-only GET/POST /admin/prices/{instrument}: the price path stop orders watch (docs/emulators.md).
+
+        POST {"price": 190.5} sets the current price (the path walks on from there) and
+        triggers, at once, every acknowledged stop it reaches; the answer names them.
+        """
+        if not (path.startswith(ADMIN_PRICES_PREFIX) and len(path) > len(ADMIN_PRICES_PREFIX)):
+            return False
+        self._require(method, "GET", "POST")
+        instrument = unquote(path[len(ADMIN_PRICES_PREFIX) :])
+        if method == "GET":
+            self._send_json(HTTPStatus.OK, self.state.price(instrument))
+            return True
+        try:
+            payload = json.loads(body)
+            if not isinstance(payload, dict) or set(payload) != {"price"}:
+                raise InvalidValue('body must be a JSON object {"price": <number>}')
+            price = as_price(payload["price"])
+        except ValueError as exc:  # InvalidValue, and JSON that does not parse
+            message = str(exc) if isinstance(exc, InvalidValue) else 'body must be a JSON object {"price": <number>}'
+            raise BadRequest(HTTPStatus.BAD_REQUEST, message) from None
+        self._send_json(HTTPStatus.OK, self.state.set_price(instrument, price))
         return True
 
     def _require(self, method: str, *allowed: str) -> None:

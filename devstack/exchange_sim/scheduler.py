@@ -9,8 +9,23 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from typing import Protocol
 
 SCHEDULER_STOP_TIMEOUT_S = 2.0
+
+
+class JobScheduler(Protocol):
+    """What the exchange needs of a scheduler; unit tests hand it one that runs due jobs when told, on its own clock."""
+
+    def now(self) -> float: ...
+
+    def start(self) -> None: ...
+
+    def call_at(self, when: float, job: Callable[[], None]) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class Scheduler:
@@ -23,11 +38,15 @@ class Scheduler:
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="exchange-engine", daemon=True)
 
+    def now(self) -> float:
+        """The clock due times are on."""
+        return time.monotonic()
+
     def start(self) -> None:
         self._thread.start()
 
     def call_at(self, when: float, job: Callable[[], None]) -> None:
-        """Run job at time.monotonic() == when (or as soon after as the thread gets to it)."""
+        """Run job at now() == when (or as soon after as the thread gets to it)."""
         with self._condition:
             if self._stopped:
                 return

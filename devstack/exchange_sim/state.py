@@ -1,4 +1,4 @@
-"""The exchange itself: order book, counters, knobs, faults and the execution engine, behind one lock."""
+"""The exchange itself: order book, counters, knobs, faults, price paths and the execution engine, behind one lock."""
 
 from __future__ import annotations
 
@@ -9,16 +9,25 @@ import itertools
 import random
 import secrets
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from devstack.exchange_sim.config import SimConfig
 from devstack.exchange_sim.feed_log import FeedLog
-from devstack.exchange_sim.fill_plans import STATUS_OF_EXEC_TYPE, Execution, Step, plan_execution
+from devstack.exchange_sim.fill_plans import (
+    STATUS_OF_EXEC_TYPE,
+    Execution,
+    Step,
+    plan_execution,
+    plan_triggered,
+    reference_price,
+)
 from devstack.exchange_sim.orders import (
     CONNECTION_NOT_AVAILABLE,
+    STOP_TYPES,
+    TRIGGERED_TYPE,
     CancelDecision,
     CancelOutcome,
     Decision,
@@ -28,7 +37,9 @@ from devstack.exchange_sim.orders import (
     StatusDecision,
     StatusOutcome,
 )
-from devstack.exchange_sim.scheduler import Scheduler
+from devstack.exchange_sim.prices import Market, PendingStop
+from devstack.exchange_sim.scheduler import JobScheduler, Scheduler
+from devstack.exchange_sim.time_in_force import expiry_of, lifetime_of
 
 # /stats totals over DELETE /orders/{id}; requests, accepted and failures count POST /orders alone.
 CANCEL_COUNTERS = ("cancel_requests", "canceled_by_request", "cancels_too_late", "cancels_unknown", "cancel_failures")
@@ -42,9 +53,10 @@ TOTAL_COUNTERS = CANCEL_COUNTERS + STATUS_COUNTERS + FAULT_COUNTERS
 ANSWERS_THAT_CAN_BE_LOST = frozenset({Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.FAILED})
 
 
-def utc_timestamp() -> str:
-    """Now as ISO 8601 UTC with milliseconds and a Z, as in `2026-11-23T21:07:06.123Z`."""
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def utc_timestamp(moment: datetime.datetime | None = None) -> str:
+    """A moment (default now) as ISO 8601 UTC with milliseconds and a Z, as in `2026-11-23T21:07:06.123Z`."""
+    moment = moment or datetime.datetime.now(datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -66,6 +78,10 @@ class OrderRecord:
     lost_reports: int = 0
     accepted_at: str | None = None
     execution: Execution | None = None
+    # When the order expires unless something ends it before (session close, expires_at); None: never.
+    expiry: datetime.datetime | None = None
+    # The price that triggered a stop order; None before (and for any other order).
+    trigger_price: Decimal | None = None
 
     def counters(self) -> dict[str, int]:
         return {
@@ -92,7 +108,7 @@ def _derived_random(seed: int | None, purpose: str) -> random.Random:
 class ExchangeState:
     """The order book, counters, knobs and execution engine; every method is safe to call from any thread."""
 
-    def __init__(self, config: SimConfig, seed: int | None = None) -> None:
+    def __init__(self, config: SimConfig, seed: int | None = None, scheduler: JobScheduler | None = None) -> None:
         self._lock = threading.Lock()
         self._config = config
         self._rng = random.Random(seed)
@@ -102,6 +118,8 @@ class ExchangeState:
         self._answer_rng = _derived_random(seed, "answers")
         self._status_rng = _derived_random(seed, "status")
         self._feed_loss_rng = _derived_random(seed, "feed-loss")
+        self._price_rng = _derived_random(seed, "prices")
+        self._market = Market()
         # Which client order ids lose every answer is a hash of the id under this salt: the
         # same ids in every run with one seed, whatever else happened in between.
         self._lost_order_salt = secrets.token_hex(8) if seed is None else str(seed)
@@ -122,10 +140,12 @@ class ExchangeState:
         # sees a different generation and does nothing.
         self._generation = 0
         self.feed_log = FeedLog()
-        self._scheduler = Scheduler()
+        self._scheduler = scheduler or Scheduler()
 
     def start(self) -> None:
-        """Start working accepted orders in the background."""
+        """Start working accepted orders, and walking prices, in the background."""
+        with self._lock:
+            self._schedule_tick()
         self._scheduler.start()
 
     def stop(self) -> None:
@@ -155,6 +175,9 @@ class ExchangeState:
             self._counts = dict.fromkeys(TOTAL_COUNTERS, 0)
             self._generation += 1
             self._scheduler.clear()
+            self._market.clear()
+            # The clear dropped the price path's next tick too.
+            self._schedule_tick()
 
     def submit(self, request: OrderRequest | InvalidOrder) -> Decision:
         """Decide one order entry attempt; the duplicate check and the acceptance are one step."""
@@ -207,16 +230,19 @@ class ExchangeState:
             return Decision(Outcome.DUPLICATE, request.client_order_id, record.exchange_order_id)
         record.exchange_order_id = f"{self._id_prefix}{next(self._id_sequence):06d}"
         record.order = request
-        record.accepted_at = utc_timestamp()
+        now = datetime.datetime.now(datetime.UTC)
+        record.accepted_at = utc_timestamp(now)
+        record.expiry = expiry_of(request, self._config, now)
         record.accepted += 1
         self._accepted += 1
-        self._schedule(request, plan_execution(request, self._config, self._engine_rng))
+        lifetime = lifetime_of(request, self._config, record.expiry, now)
+        self._schedule(request, plan_execution(request, self._config, self._engine_rng, lifetime))
         return Decision(Outcome.ACCEPTED, request.client_order_id, record.exchange_order_id)
 
     def _schedule(self, order: OrderRequest, steps: Sequence[Step]) -> None:
         # Absolute due times from one start: steps of one order never overtake each other,
         # and the scheduler runs equal due times in submission order.
-        due = time.monotonic()
+        due = self._scheduler.now()
         generation = self._generation
         for step in steps:
             due += step.delay_s
@@ -236,6 +262,60 @@ class ExchangeState:
             if record.execution is not None and record.execution.done:
                 return
             self._report(client_order_id, record, step)
+            order = record.order
+            if step.exec_type == "new" and order.type in STOP_TYPES and order.stop_price is not None:
+                # Watched from its acknowledgement on, so that `new` always comes before its fills;
+                # a stop whose price is already reached triggers right away.
+                stop_price = Decimal(repr(order.stop_price))
+                self._market.watch(PendingStop(client_order_id, order.instrument, order.side, stop_price))
+                self._trigger(self._market.reached(client_order_id))
+
+    def _schedule_tick(self) -> None:
+        """Step the price paths once price_tick_s from now; the caller holds the lock."""
+        generation = self._generation
+        due = self._scheduler.now() + self._config.price_tick_s
+        self._scheduler.call_at(due, lambda: self._tick(generation))
+
+    def _tick(self, generation: int) -> None:
+        with self._lock:
+            # A reset started a chain of ticks of its own.
+            if generation != self._generation:
+                return
+            self._market.step(self._price_rng, self._config.price_step_bps)
+            self._trigger(self._market.reached())
+            self._schedule_tick()
+
+    def _trigger(self, triggered: Sequence[tuple[PendingStop, Decimal]]) -> None:
+        """Work each triggered stop as the market or limit order it became; the caller holds the lock."""
+        for stop, price in triggered:
+            record = self._orders.get(stop.client_order_id)
+            if record is None or record.order is None or (record.execution is not None and record.execution.done):
+                continue
+            record.trigger_price = price
+            worked = dataclasses.replace(record.order, type=TRIGGERED_TYPE[record.order.type])
+            lifetime = lifetime_of(worked, self._config, record.expiry, datetime.datetime.now(datetime.UTC))
+            self._schedule(worked, plan_triggered(worked, self._config, self._engine_rng, lifetime, price))
+
+    def price(self, instrument: str) -> dict[str, Any]:
+        """An instrument's current price on its path, and the reference price the path started from."""
+        with self._lock:
+            return self._price_view(instrument, [])
+
+    def set_price(self, instrument: str, price: Decimal) -> dict[str, Any]:
+        """Set an instrument's current price (the path walks on from it) and trigger the stops it reaches."""
+        with self._lock:
+            self._market.set_price(instrument, price)
+            triggered = self._market.reached()
+            self._trigger(triggered)
+            return self._price_view(instrument, [stop.client_order_id for stop, _ in triggered])
+
+    def _price_view(self, instrument: str, triggered: list[str]) -> dict[str, Any]:
+        return {
+            "instrument": instrument,
+            "price": str(self._market.price(instrument)),
+            "reference_price": str(reference_price(instrument)),
+            "triggered": triggered,
+        }
 
     def _report(self, client_order_id: str, record: OrderRecord, step: Step) -> None:
         """Apply step to an accepted order and log its report; the caller holds the lock."""
@@ -261,6 +341,8 @@ class ExchangeState:
             "transact_time": transact_time,
         }
         execution.transact_time = transact_time
+        if execution.done:
+            self._market.forget(client_order_id)
         # Two draws per report whatever the rates, for the same reason as in submit.
         duplicate = self._feed_rng.random() < self._config.feed_duplicate_rate
         reorder = self._feed_rng.random() < self._config.feed_reorder_rate
@@ -360,6 +442,8 @@ class ExchangeState:
                 **record.counters(),
                 "order": None if record.order is None else record.order.to_json(),
                 "execution": None if execution is None else execution.to_json(),
+                # A stop order's trigger: the price that reached its stop price; null until then.
+                "trigger_price": None if record.trigger_price is None else str(record.trigger_price),
                 # Executions the exchange made whose reports the feed lost: in `execution`'s
                 # status and quantities, but not in its exec_ids, and never on the feed.
                 "lost_exec_ids": [] if execution is None else list(execution.lost_exec_ids),

@@ -19,7 +19,16 @@ from decimal import Decimal
 import pytest
 
 from chalicelib.adapters.repository import ConcurrentModification, OrderAlreadyExists, OrderQuery, OrderRepository
-from chalicelib.domain.model import OPEN_STATUSES, TERMINAL_STATUSES, Order, OrderStatus, OrderTerms, OrderType, Side
+from chalicelib.domain.model import (
+    OPEN_STATUSES,
+    TERMINAL_STATUSES,
+    Order,
+    OrderStatus,
+    OrderTerms,
+    OrderType,
+    Side,
+    TimeInForce,
+)
 
 T0 = datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=UTC)
 APPLE, SAP = "US0378331005", "DE0007164600"
@@ -35,6 +44,21 @@ def new_order(client_order_id: str | None = None, price: str | None = "123.45") 
         client_order_id,
     )
     return Order.create("acct-1", terms, T0)
+
+
+def gtd_stop_limit_terms(client_order_id: str = "terms-1") -> OrderTerms:
+    """Terms with every field of issue 17 set (time in force gtd, its expiry, a stop price): to store and read back."""
+    return OrderTerms(
+        OrderType.STOP_LIMIT,
+        Side.SELL,
+        SAP,
+        4,
+        Decimal("117.00"),
+        client_order_id,
+        time_in_force=TimeInForce.GTD,
+        expires_at=datetime(2026, 12, 20, 15, 0, tzinfo=UTC),
+        stop_price=Decimal("118.50"),
+    )
 
 
 def reconcile_pass(repo: OrderRepository, limit: int) -> list[str]:

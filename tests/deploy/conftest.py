@@ -107,8 +107,13 @@ def exchange(
 
 def websocket_api_supported(endpoint_url: str) -> bool:
     """Whether this LocalStack runs API Gateway v2 (Pro does; community, as `make test-deploy` runs it, has none)."""
+    return service_ready(endpoint_url, "apigatewayv2")
+
+
+def service_ready(endpoint_url: str, service: str) -> bool:
+    """Whether this LocalStack runs the service (community lacks apigatewayv2 and wafv2)."""
     services = (health(endpoint_url) or {}).get("services", {})
-    return services.get("apigatewayv2") in READY_STATES
+    return services.get(service) in READY_STATES
 
 
 def make_deploy(endpoint_url: str, exchange_url: str, websocket_api: bool, log_path: Path) -> None:
@@ -129,7 +134,9 @@ def make_deploy(endpoint_url: str, exchange_url: str, websocket_api: bool, log_p
         f"DEPLOY_BUCKET={BUCKET}",
         f"AWS={AWS_CLI}",
         f"PACKAGE_DIR={PACKAGE_DIR}",
-        f"PARAMETERS=ExchangeUrl={exchange_url} WebSocketApi={'enabled' if websocket_api else 'disabled'}",
+        f"PARAMETERS=ExchangeUrl={exchange_url} WebSocketApi={'enabled' if websocket_api else 'disabled'} "
+        # LocalStack community has no WAFv2: the API's per-address rule stays out (docs/deploy.md).
+        f"WebAcl={'enabled' if service_ready(endpoint_url, 'wafv2') else 'disabled'}",
     ]
     with log_path.open("wb") as log:
         # A session of its own: on timeout the whole group goes (make, chalice, the AWS CLI), not make alone.

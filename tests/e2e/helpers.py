@@ -28,7 +28,7 @@ E2E_SETTINGS = {
 
 
 # What the e2e stack starts with; every test that changes a knob gets these back.
-EXCHANGE_DEFAULTS = {
+EXCHANGE_DEFAULTS: dict[str, float | str | None] = {
     "failure_rate": 0.0,
     "latency_s": 0.05,
     "exec_delay_s": 0.05,
@@ -41,6 +41,11 @@ EXCHANGE_DEFAULTS = {
     "lost_answer_rate": 0.0,
     "lost_answer_order_rate": 0.0,
     "status_failure_rate": 0.0,
+    "limit_outcome": "random",
+    "session_close_utc": "20:00",
+    "session_length_s": None,
+    "price_tick_s": 1.0,
+    "price_step_bps": 10,
 }
 
 
@@ -50,7 +55,7 @@ class Exchange:
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def configure(self, **knobs: float) -> None:
+    def configure(self, **knobs: float | str | None) -> None:
         requests.post(f"{self.url}/admin/config", json=knobs, timeout=5).raise_for_status()
 
     def record(self, client_order_id: str) -> dict[str, Any] | None:

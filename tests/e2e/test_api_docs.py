@@ -13,8 +13,8 @@ import requests
 from openapi_spec_validator import validate as validate_spec
 
 from chalicelib.domain.model import order_id_for_client_key
+from chalicelib.entrypoints.json_body import MAX_BODY_BYTES, MAX_JSON_DEPTH
 from chalicelib.entrypoints.openapi import openapi_document
-from chalicelib.entrypoints.request_models import MAX_BODY_BYTES, MAX_JSON_DEPTH
 from devstack.stack import DEMO_ACCOUNT, LocalStack
 from tests.e2e.helpers import auth
 
@@ -156,7 +156,10 @@ def test_a_wrong_content_type_is_415_and_stores_nothing(stack: LocalStack) -> No
     headers = {"Content-Type": "text/plain", **auth(stack.api_key)}
     response = requests.post(f"{stack.api_url}/orders", data=order_text(key), headers=headers, timeout=10)
     assert response.status_code == 415
-    assert "Unsupported media type" in response.json()["Message"]
+    assert response.json() == {
+        "message": "Content-Type must be application/json, not 'text/plain': send the body as JSON with the header"
+        " 'Content-Type: application/json' (curl -d sends application/x-www-form-urlencoded unless told)"
+    }
     order_id = order_id_for_client_key(DEMO_ACCOUNT, key)
     assert (
         requests.get(f"{stack.api_url}/orders/{order_id}", headers=auth(stack.api_key), timeout=10).status_code == 404

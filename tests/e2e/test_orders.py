@@ -135,7 +135,7 @@ def test_the_idempotency_key_returns_the_same_order_and_places_it_once(stack: Lo
 
 INVALID_ORDERS = [
     ({"side": "buy", "instrument": ISIN, "quantity": 1}, {"type": "type is required"}),
-    (limit_order(type="stop"), {"type": "type must be one of 'market' or 'limit'"}),
+    (limit_order(type="trailing_stop"), {"type": "type must be one of 'market', 'limit', 'stop'"}),
     (limit_order(side="hold"), {"side": "side must be one of 'buy' or 'sell'"}),
     (limit_order(instrument="US03783310"), {"instrument": "ISIN"}),
     (limit_order(instrument="us0378331005"), {"instrument": "ISIN"}),

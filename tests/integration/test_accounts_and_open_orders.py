@@ -97,3 +97,23 @@ def test_unreachable_tables_are_storage_unavailable(adapter_stack: dict[str, str
     repo = DynamoDBOrderRepository(order_record_class_for(adapter_stack["OrdersTableName"], **dead))
     with pytest.raises(StorageUnavailable):
         repo.count_open("acme", stop_at=10)
+    with pytest.raises(StorageUnavailable):
+        repo.open_order_ids("acme", None, 10)
+
+
+def test_open_order_ids_are_listed_in_id_order_after_a_given_one_and_done_ones_leave(
+    repo: DynamoDBOrderRepository,
+) -> None:
+    mine, theirs = account(), account()
+    stored = [repo.add(new_order(mine, f"k-{n}"), sweep_after=T0) for n in range(5)]
+    repo.add(new_order(theirs, "k-0"), sweep_after=T0)
+    ids = sorted(order.id for order in stored)
+    assert wait_until(lambda: repo.open_order_ids(mine, None, 100) == ids, timeout_s=10)  # an index: eventually
+    assert repo.open_order_ids(mine, None, 2) == ids[:2]
+    assert repo.open_order_ids(mine, ids[1], 2) == ids[2:4]
+    assert repo.open_order_ids(mine, ids[3], 100) == ids[4:]
+    assert repo.open_order_ids(mine, ids[4], 100) == []
+    assert repo.open_order_ids(mine, None, 0) == []
+    done = next(order for order in stored if order.id == ids[2])
+    repo.update(dataclasses.replace(done, status=OrderStatus.CANCELED), sweep_after=None)
+    assert wait_until(lambda: repo.open_order_ids(mine, ids[0], 100) == [ids[1], *ids[3:]], timeout_s=10)

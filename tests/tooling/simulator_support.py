@@ -1,6 +1,7 @@
 """The exchange simulator as its tests drive it: a real process on loopback, its HTTP API, its execution feed.
 
-Shared by test_exchange_sim.py, test_exchange_sim_process.py, test_exchange_sim_faults.py and test_exchange_feed.py.
+Shared by test_exchange_sim.py, test_exchange_sim_process.py, test_exchange_sim_faults.py, test_exchange_feed.py
+and test_exchange_time_in_force.py.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def order(client_order_id: str, changes: dict[str, Any] | None = None) -> dict[s
 # --- The execution feed ---
 
 # Short delays and TTL so that every order is done within a second or two.
-FAST_CONFIG: dict[str, float | int] = {
+FAST_CONFIG: dict[str, float | int | str | None] = {
     "failure_rate": 0.0,
     "latency_s": 0.0,
     "exec_delay_s": 0.02,
@@ -163,6 +164,11 @@ FAST_CONFIG: dict[str, float | int] = {
     "lost_answer_rate": 0.0,
     "lost_answer_order_rate": 0.0,
     "feed_loss_rate": 0.0,
+    "limit_outcome": "random",
+    "session_close_utc": "20:00",
+    "session_length_s": None,
+    "price_tick_s": 1.0,
+    "price_step_bps": 10,
 }
 FAST = {
     **CALM,
@@ -207,7 +213,31 @@ def reset(sim: Simulator) -> Simulator:
     return sim
 
 
-def configure(sim: Simulator, **knobs: float) -> None:
+def simulator_fixtures(log_dir_name: str, **knobs: float | str | None) -> tuple[object, object]:
+    """A test module's fixtures, to assign as `shared_sim, sim = simulator_fixtures(...)`.
+
+    shared_sim: one FAST simulator for the module (its log under log_dir_name); sim: it
+    `reset` for each test, then with `knobs` set. Assigned, not imported: pytest finds
+    fixtures by the module's names, and an imported fixture used as a parameter reads to
+    linters as an unused import shadowed.
+    """
+
+    @pytest.fixture(scope="module", name="shared_sim")
+    def shared_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+        with running_simulator(tmp_path_factory.mktemp(log_dir_name), FAST) as simulator:
+            yield simulator
+
+    @pytest.fixture(name="sim")
+    def sim(shared_sim: Simulator) -> Simulator:
+        reset(shared_sim)
+        if knobs:
+            configure(shared_sim, **knobs)
+        return shared_sim
+
+    return shared_sim, sim
+
+
+def configure(sim: Simulator, **knobs: float | str | None) -> None:
     response = sim.post("/admin/config", knobs)
     assert response.status_code == 200, response.text
 

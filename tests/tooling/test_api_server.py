@@ -19,7 +19,7 @@ import requests
 
 from chalicelib.adapters.api_keys import DynamoDBApiKeyRepository, api_key_record_class_for
 from chalicelib.entrypoints.auth import INVALID_KEY_MESSAGE, MISSING_KEY_MESSAGE, UNAVAILABLE_MESSAGE
-from chalicelib.entrypoints.request_models import MAX_BODY_BYTES
+from chalicelib.entrypoints.json_body import MAX_BODY_BYTES
 from chalicelib.service.accounts import create_api_key, revoke_api_key
 from devstack.api_gateway import EMULATED_RESPONSES, load_gateway_responses
 from devstack.api_server import DEFAULT_WORKERS

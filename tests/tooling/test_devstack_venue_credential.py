@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devstack.venue_credential import default_secret_name, ensure_exchange_credential
-from tests.unit.fakes import FakeSecretsManager
+from tests.unit.fakes_aws import FakeSecretsManager
 
 pytestmark = pytest.mark.unit
 

@@ -16,7 +16,6 @@ from websockets.sync.client import connect
 from chalicelib.adapters.exchange import CancelOutcome, ExchangeUnavailable, HttpExchange
 from devstack.processes import LOOPBACK, free_port
 from tests.tooling.simulator_support import (
-    FAST,
     HTTP_TIMEOUT_S,
     Simulator,
     all_terminal,
@@ -34,23 +33,14 @@ from tests.tooling.simulator_support import (
     place,
     receive,
     receive_until,
-    reset,
-    running_simulator,
+    simulator_fixtures,
     wait_done,
 )
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def shared_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    with running_simulator(tmp_path_factory.mktemp("exchange-feed"), FAST) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(shared_sim: Simulator) -> Simulator:
-    return reset(shared_sim)
+shared_sim, sim = simulator_fixtures("exchange-feed")
 
 
 # --- Reports of one order ---

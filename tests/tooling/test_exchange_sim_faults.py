@@ -6,7 +6,6 @@ A real simulator process on loopback, spoken to over HTTP, its feed and our exch
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -17,7 +16,6 @@ import requests
 from chalicelib.adapters.exchange import ExchangeUnavailable, HttpExchange
 from chalicelib.domain.model import Order, OrderStatus, OrderTerms, OrderType, Side, VenueOrderState
 from tests.tooling.simulator_support import (
-    FAST,
     HTTP_TIMEOUT_S,
     TRANSACT_TIME,
     Simulator,
@@ -29,8 +27,7 @@ from tests.tooling.simulator_support import (
     of_order,
     order,
     place,
-    reset,
-    running_simulator,
+    simulator_fixtures,
     wait_done,
 )
 
@@ -47,15 +44,7 @@ STATUS_FIELDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def shared_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    with running_simulator(tmp_path_factory.mktemp("exchange-faults"), FAST) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(shared_sim: Simulator) -> Simulator:
-    return reset(shared_sim)
+shared_sim, sim = simulator_fixtures("exchange-faults")
 
 
 def answered(sim: Simulator, body: dict[str, Any]) -> int | None:

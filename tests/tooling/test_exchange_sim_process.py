@@ -100,7 +100,8 @@ def test_the_execution_knobs_come_from_the_environment_or_their_defaults(tmp_pat
         "latency_s": 0.0,
         "exec_delay_s": 0.05,
         "max_partial_fills": 7,
-        "limit_ttl_s": 5.0,
+        # Unset: a day order lives until its session closes.
+        "limit_ttl_s": None,
         "reject_rate": 0.02,
         "cancel_rate": 0.03,
         "feed_duplicate_rate": 0.0,
@@ -109,6 +110,11 @@ def test_the_execution_knobs_come_from_the_environment_or_their_defaults(tmp_pat
         "lost_answer_rate": 0.0,
         "lost_answer_order_rate": 0.0,
         "feed_loss_rate": 0.0,
+        "limit_outcome": "random",
+        "session_close_utc": "20:00",
+        "session_length_s": None,
+        "price_tick_s": 1.0,
+        "price_step_bps": 10,
     }
 
 
@@ -189,6 +195,9 @@ def test_a_feed_port_in_use_stops_the_start(tmp_path: Path) -> None:
         ("EXCHANGE_LOST_ANSWER_RATE", "half"),
         ("EXCHANGE_LOST_ANSWER_ORDER_RATE", "-1"),
         ("EXCHANGE_FEED_LOSS_RATE", "nan"),
+        ("EXCHANGE_LIMIT_OUTCOME", "sometimes"),
+        ("EXCHANGE_SESSION_CLOSE_UTC", "25:00"),
+        ("EXCHANGE_PRICE_STEP_BPS", "ten"),
     ],
 )
 def test_a_bad_knob_stops_the_start_and_names_the_variable(tmp_path: Path, variable: str, value: str) -> None:

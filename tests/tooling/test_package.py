@@ -427,6 +427,8 @@ ORDER_ROUTES = {
     ("/orders/{order_id}", "get"),
     ("/orders/{order_id}", "delete"),
     ("/orders/{order_id}/executions", "get"),
+    ("/orders", "delete"),  # cancel all
+    ("/orders/by-client-order-id/{client_order_id}", "get"),
     # The account's order events, and a token to connect to their stream.
     ("/events", "get"),
     ("/stream/tokens", "post"),
@@ -436,8 +438,9 @@ ORDER_ROUTES = {
 def test_every_order_route_has_the_authorizer_as_an_uncached_request_authorizer(packaged: Packaged) -> None:
     name = build_template.AUTHORIZER
     plain = packaged.plain["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["securityDefinitions"]
-    # The name the merge template addresses is the one Chalice generates (else it would add a second one).
-    assert set(plain) == {name}
+    # The name the merge template addresses is the one Chalice generates (else it would add a second one);
+    # api_key: Chalice's for routes that require an API key (the usage plans', see test_rate_limit_template.py).
+    assert set(plain) == {name, "api_key"}
     assert plain[name]["x-amazon-apigateway-authorizer"]["type"] == "token"
     body = packaged.resources["RestAPI"]["Properties"]["DefinitionBody"]
     authorizer = body["securityDefinitions"][name]["x-amazon-apigateway-authorizer"]
@@ -455,7 +458,7 @@ def test_every_order_route_has_the_authorizer_as_an_uncached_request_authorizer(
         if operation.get("security")
     }
     assert set(secured) == ORDER_ROUTES
-    assert all(security == [{name: []}] for security in secured.values())
+    assert all(security == [{"api_key": []}, {name: []}] for security in secured.values())
 
 
 def test_refusals_are_json_401s_and_a_failing_authorizer_a_503(packaged: Packaged) -> None:
@@ -465,6 +468,9 @@ def test_refusals_are_json_401s_and_a_failing_authorizer_a_503(packaged: Package
         "ACCESS_DENIED": 401,
         "UNAUTHORIZED": 401,
         "AUTHORIZER_FAILURE": 503,
+        # The usage plans' (test_rate_limit_template.py).
+        "THROTTLED": 429,
+        "QUOTA_EXCEEDED": 429,
     }
 
 

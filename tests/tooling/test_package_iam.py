@@ -101,7 +101,10 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
     # One GetItem per request: the caller's key; at most once a minute an
     # UpdateItem of its last_used_at alone (a condition on the grant, checked
     # below). Keys are created and revoked by the operator, never by a function.
-    "api_key_authorizer": _pairs(API_KEYS_TABLE, "dynamodb:GetItem", "dynamodb:UpdateItem"),
+    # At most once a minute per account, a GetItem of its usage key (the usage
+    # identifier its rate limit's usage plan knows it by).
+    "api_key_authorizer": _pairs(API_KEYS_TABLE, "dynamodb:GetItem", "dynamodb:UpdateItem")
+    | _pairs(ACCOUNTS_TABLE, "dynamodb:GetItem"),
     # Read the order, settle it with UpdateItem; backoff by ChangeMessageVisibility;
     # after an ambiguous outcome a new, delayed placement message (SendMessage)
     # asks the exchange again; an order the exchange confirms it never got

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
-
-from botocore.exceptions import ClientError, EndpointConnectionError
 
 from chalicelib.adapters.api_keys import ApiKeyAlreadyExists
 from chalicelib.adapters.exchange import CancelOutcome, ExchangeAck, ExchangeRejected, ExchangeUnavailable
@@ -29,21 +27,19 @@ from chalicelib.adapters.repository import (
     StorageUnavailable,
     execution_page,
 )
-from chalicelib.adapters.streaming import (
-    START_POSITION,
-    ConnectionGone,
-    LoggedEvent,
-    NewLogEntry,
-    StreamConnection,
-    StreamTokenGrant,
-    StreamUnavailable,
-)
 from chalicelib.clock import utc_now
 from chalicelib.domain.accounts import ApiKey
 from chalicelib.domain.model import OPEN_STATUSES, ExecutionReport, Order, OrderStatus, VenueOrderState
+from chalicelib.domain.rate_limits import AccountRateLimit, RateLimit, UsageKey
 from chalicelib.domain.retry import RetryPolicy
 from chalicelib.domain.risk import AccountLimits, RiskLimits
 from chalicelib.service.dependencies import Dependencies, RiskSources, StreamSources, Timings
+from tests.unit.fakes_streaming import (
+    FakeConnectionPusher,
+    FakeOrderEventLog,
+    FakeStreamConnections,
+    FakeStreamTokens,
+)
 
 # What the unit tests' services run with unless a test says otherwise.
 POLICY = RetryPolicy(max_attempts=3, backoff_base_s=2, backoff_max_s=900)
@@ -165,6 +161,15 @@ class FakeRepository:
         self.open_counts += 1
         mine = sum(1 for o in self.orders.values() if o.account_id == account_id and o.status in OPEN_STATUSES)
         return min(mine, max(stop_at, 0))
+
+    def open_order_ids(self, account_id: str, after: str | None, limit: int) -> list[str]:
+        self._check()
+        mine = sorted(
+            o.id
+            for o in self.orders.values()
+            if o.account_id == account_id and o.status in OPEN_STATUSES and (after is None or o.id > after)
+        )
+        return mine[: max(limit, 0)]
 
 
 class FakeQueue:
@@ -370,6 +375,33 @@ class FakeAccountLimits:
         return self.limits[account_id]
 
 
+class FakeAccountRateLimits:
+    """Accounts' request rate limits and usage keys in memory (AccountRateLimitsStore)."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, AccountRateLimit] = {}
+        self.down = False
+        self.reads = 0
+
+    def get(self, account_id: str) -> AccountRateLimit:
+        if self.down:
+            raise StorageUnavailable("down")
+        self.reads += 1
+        return self.accounts.get(account_id, AccountRateLimit())
+
+    def set_limit(self, account_id: str, limit: RateLimit | None) -> AccountRateLimit:
+        return self._replace(account_id, own=limit)
+
+    def set_usage_key(self, account_id: str, usage_key: UsageKey) -> AccountRateLimit:
+        return self._replace(account_id, usage_key=usage_key)
+
+    def _replace(self, account_id: str, **changes: Any) -> AccountRateLimit:
+        if self.down:
+            raise StorageUnavailable("down")
+        self.accounts[account_id] = dataclasses.replace(self.accounts.get(account_id, AccountRateLimit()), **changes)
+        return self.accounts[account_id]
+
+
 class FakeReferencePrices:
     """The venue's reference prices: a test sets them; an instrument without one is unavailable."""
 
@@ -399,153 +431,6 @@ class FakeCursorStore:
         self.saves += 1
 
 
-class FakeOrderEventLog:
-    """The accounts' event logs in memory: sequence numbers per account, each change_key logged once."""
-
-    def __init__(self) -> None:
-        self.events: dict[str, list[LoggedEvent]] = {}
-        self._by_change_key: dict[tuple[str, str], LoggedEvent] = {}
-        self.fail_with: Exception | None = None
-        self.down_for: set[str] = set()  # accounts whose appends raise StorageUnavailable
-        self.pages_until_down: int | None = None  # pages read before page() raises StorageUnavailable
-
-    def append(self, account_id: str, entries: Sequence[NewLogEntry]) -> list[LoggedEvent]:
-        if self.fail_with is not None:
-            raise self.fail_with
-        if account_id in self.down_for:
-            raise StorageUnavailable(f"the log of {account_id} is down")
-        logged = []
-        for entry in entries:
-            known = self._by_change_key.get((account_id, entry.change_key))
-            if known is None:
-                log = self.events.setdefault(account_id, [])
-                known = LoggedEvent(account_id, len(log) + 1, entry.order_id, entry.type, dict(entry.body))
-                log.append(known)
-                self._by_change_key[(account_id, entry.change_key)] = known
-            logged.append(known)
-        return logged
-
-    def page(self, account_id: str, after: int, limit: int) -> list[LoggedEvent]:
-        if self.pages_until_down is not None:
-            if self.pages_until_down <= 0:
-                raise StorageUnavailable(f"the log of {account_id} is down")
-            self.pages_until_down -= 1
-        return [event for event in self.events.get(account_id, []) if event.sequence > after][:limit]
-
-    def head(self, account_id: str) -> int:
-        log = self.events.get(account_id, [])
-        return log[-1].sequence if log else START_POSITION
-
-
-class FakeStreamConnections:
-    def __init__(self) -> None:
-        self.connections: dict[str, StreamConnection] = {}
-        self.expiry: dict[str, datetime] = {}
-
-    def add(self, connection: StreamConnection, expires_at: datetime) -> None:
-        self.connections[connection.connection_id] = connection
-        self.expiry[connection.connection_id] = expires_at
-
-    def get(self, connection_id: str) -> StreamConnection | None:
-        return self.connections.get(connection_id)
-
-    def remove(self, connection_id: str) -> None:
-        self.connections.pop(connection_id, None)
-
-    def start_listening(self, connection_id: str, replayed_through: int) -> StreamConnection | None:
-        connection = self.connections.get(connection_id)
-        if connection is None:
-            return None
-        listening = dataclasses.replace(connection, listening=True, replayed_through=replayed_through)
-        self.connections[connection_id] = listening
-        return listening
-
-    def listening_for(self, account_id: str) -> list[StreamConnection]:
-        return [c for c in self.connections.values() if c.account_id == account_id and c.listening]
-
-    def all(self) -> Iterator[StreamConnection]:
-        return iter(list(self.connections.values()))
-
-
-class FakeStreamTokens:
-    def __init__(self) -> None:
-        self.tokens: dict[str, tuple[StreamTokenGrant, datetime]] = {}
-
-    def issue(self, grant: StreamTokenGrant, expires_at: datetime) -> str:
-        token = f"token-{len(self.tokens) + 1}"
-        self.tokens[token] = (grant, expires_at)
-        return token
-
-    def redeem(self, token: str, now: datetime) -> StreamTokenGrant | None:
-        grant, expires_at = self.tokens.pop(token, (None, now))
-        return grant if grant is not None and now < expires_at else None
-
-
-class FakeConnectionPusher:
-    """Records what was sent to and which connections were closed; `gone` ones raise ConnectionGone."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-        self.closed: list[str] = []
-        self.gone: set[str] = set()
-
-    def send(self, connection_id: str, message: Mapping[str, Any]) -> None:
-        if connection_id in self.gone:
-            raise ConnectionGone(connection_id)
-        self.sent.append((connection_id, dict(message)))
-
-    def close(self, connection_id: str) -> None:
-        self.closed.append(connection_id)
-        self.gone.add(connection_id)
-
-    def messages_to(self, connection_id: str) -> list[dict[str, Any]]:
-        return [message for target, message in self.sent if target == connection_id]
-
-
-class LogWatchingPusher(FakeConnectionPusher):
-    """Notes, at each send, how many events every account's log holds by then."""
-
-    def __init__(self, event_log: FakeOrderEventLog) -> None:
-        super().__init__()
-        self.event_log = event_log
-        self.logged_at_send: list[int] = []
-
-    def send(self, connection_id: str, message: Mapping[str, Any]) -> None:
-        self.logged_at_send.append(sum(len(log) for log in self.event_log.events.values()))
-        super().send(connection_id, message)
-
-
-class TroubledConnectionPusher(FakeConnectionPusher):
-    """A pusher in trouble on some connections: each send to a `slow` one first waits delay_s (through `wait`,
-    e.g. time.sleep); sends to `unavailable` ones and closes of `unclosable` ones raise StreamUnavailable."""
-
-    def __init__(self, wait: Callable[[float], object], delay_s: float = 0.0) -> None:
-        super().__init__()
-        self.wait, self.delay_s = wait, delay_s
-        self.slow: set[str] = set()
-        self.unavailable: set[str] = set()
-        self.unclosable: set[str] = set()
-
-    def send(self, connection_id: str, message: Mapping[str, Any]) -> None:
-        if connection_id in self.slow:
-            self.wait(self.delay_s)
-        if connection_id in self.unavailable:
-            raise StreamUnavailable(connection_id)
-        super().send(connection_id, message)
-
-    def close(self, connection_id: str) -> None:
-        if connection_id in self.unclosable:
-            raise StreamUnavailable(connection_id)
-        super().close(connection_id)
-
-
-class UnreadableStreamConnections(FakeStreamConnections):
-    """Connections whose listing fails as an unreachable table does (the publisher's read)."""
-
-    def listening_for(self, account_id: str) -> list[StreamConnection]:
-        raise StorageUnavailable("down")
-
-
 @dataclass
 class Fakes:
     """One in-memory world; dependencies() hands it to the services or the app, the fakes stay here to look at."""
@@ -560,6 +445,7 @@ class Fakes:
     dead_letters: FakeMessageSender = field(default_factory=FakeMessageSender)
     cursor: FakeCursorStore = field(default_factory=FakeCursorStore)
     account_limits: FakeAccountLimits = field(default_factory=FakeAccountLimits)
+    rate_limits: FakeAccountRateLimits = field(default_factory=FakeAccountRateLimits)
     reference_prices: FakeReferencePrices = field(default_factory=FakeReferencePrices)
     event_log: FakeOrderEventLog = field(default_factory=FakeOrderEventLog)
     connections: FakeStreamConnections = field(default_factory=FakeStreamConnections)
@@ -585,6 +471,7 @@ class Fakes:
             executions_failed_queue=self.failed_queue,
             order_events_failed_queue=self.order_events_failed,
             api_keys=self.api_keys,
+            account_rate_limits=self.rate_limits,
             orders_dead_letter_queue=self.dead_letters,
             reconciler_cursor=self.cursor,
             risk=RiskSources(self.account_limits, self.reference_prices, self.risk_defaults),
@@ -593,47 +480,3 @@ class Fakes:
             jitter=None if self.jitter_seed is None else random.Random(self.jitter_seed),
             sleep=self.sleeps.append,
         )
-
-
-class FakeSecretsManager:
-    """Secrets Manager's GetSecretValue and CreateSecret in memory, failing as a botocore client does."""
-
-    def __init__(self, secrets: dict[str, str] | None = None) -> None:
-        self.secrets = dict(secrets or {})
-        self.reads = 0
-        self.down = False  # every call fails as an unreachable endpoint does
-
-    def get_secret_value(self, **request: str) -> dict[str, str]:
-        self.reads += 1
-        name = request["SecretId"]
-        if self.down:
-            raise EndpointConnectionError(endpoint_url="https://secretsmanager.invalid")
-        if name not in self.secrets:
-            error = {"Code": "ResourceNotFoundException", "Message": "Secrets Manager can't find the secret."}
-            raise ClientError({"Error": error}, "GetSecretValue")
-        return {"Name": name, "SecretString": self.secrets[name]}
-
-    def create_secret(self, **request: str) -> dict[str, str]:
-        name = request["Name"]
-        if name in self.secrets:
-            raise ClientError({"Error": {"Code": "ResourceExistsException", "Message": "exists"}}, "CreateSecret")
-        self.secrets[name] = request["SecretString"]
-        return {"Name": name}
-
-
-class SlowCredential:
-    """A venue credential whose reads take time: each read first runs its `takes` (a test moves its clock there)."""
-
-    def __init__(self, value: str, current_takes: Callable[[], None], refresh_takes: Callable[[], None]) -> None:
-        self.value = value
-        self.current_takes, self.refresh_takes = current_takes, refresh_takes
-        self.refreshes = 0
-
-    def current(self) -> str:
-        self.current_takes()
-        return self.value
-
-    def refreshed(self, refused: str) -> str:
-        self.refreshes += 1
-        self.refresh_takes()
-        return self.value

@@ -38,6 +38,7 @@ def test_a_given_sqs_client_serves_every_queue_and_every_aws_client_is_handed_ou
         "dynamodb",
         "dynamodb",
         "dynamodb",  # the accounts table (risk limits)
+        "dynamodb",  # the accounts table again (rate limits and usage keys, the authorizer's)
         "sqs",
         "sqs",
         "sqs",

@@ -25,8 +25,8 @@ PLACEMENT_VARIABLES = ("LAMBDA_TASK_ROOT", "AWS_SAM_LOCAL", "AWS_CHALICE_CLI_MOD
 
 # What only some functions need, and the heavy reason why each is kept out.
 PYDANTIC = ("pydantic", "pydantic_core", "pydantic_settings")  # request models, the feed message
-API_ONLY = ("chalicelib.entrypoints.http", "chalicelib.entrypoints.request_models", "swagger_ui_bundle")
-DOCS_ONLY = ("chalicelib.entrypoints.openapi", "swagger_ui_bundle")
+API_ONLY = ("chalicelib.entrypoints.http", "chalicelib.entrypoints.request_models", "swagger_ui_bundle", "stdnum")
+DOCS_ONLY = ("chalicelib.entrypoints.openapi", "chalicelib.entrypoints.docs_page", "swagger_ui_bundle")
 CONSUMERS_ONLY = ("aws_lambda_powertools.utilities.batch",)  # placement and executions
 BOTO3 = ("boto3", "s3transfer")  # no function's: its SQS clients are botocore's, as PynamoDB's are
 TRACING_ONLY = ("aws_xray_sdk",)

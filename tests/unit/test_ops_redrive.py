@@ -23,6 +23,7 @@ from ops.redrive import (
 )
 from ops.target import Target
 from ops.views import history, order_fields, printable, printable_view
+from tests.contracts.order_repository import gtd_stop_limit_terms
 from tests.unit.fakes import FakeQueue, FakeRepository, Fakes
 from tests.unit.helpers import T0, Clock
 
@@ -43,10 +44,13 @@ def queue() -> FakeQueue:
 
 
 def failed_order(
-    repo: FakeRepository, order_type: OrderType = OrderType.LIMIT, created_ago: timedelta = timedelta()
+    repo: FakeRepository,
+    order_type: OrderType = OrderType.LIMIT,
+    created_ago: timedelta = timedelta(),
+    terms: OrderTerms | None = None,
 ) -> Order:
     price = Decimal("99.5") if order_type is OrderType.LIMIT else None
-    terms = OrderTerms(order_type, Side.BUY, "US0378331005", 10, price)
+    terms = terms or OrderTerms(order_type, Side.BUY, "US0378331005", 10, price)
     order = Order.create("alice", terms, T0 - created_ago)
     failed = dataclasses.replace(
         order, status=OrderStatus.FAILED, failure_reason="exchange unavailable after 3 attempts"
@@ -96,6 +100,35 @@ def test_a_market_order_is_refused_unless_named(repo: FakeRepository, queue: Fak
     assert repo.orders[order.id].status is OrderStatus.FAILED
     named = ReopenPolicy(operator="alice", allowed_market_orders=frozenset({order.id}))
     assert decide(repo, queue, order, named)[0] is Action.REOPENED
+
+
+@pytest.mark.parametrize(
+    ("terms", "refused"),
+    [
+        # A stop becomes a market order when triggered: it fills at today's price too.
+        (OrderTerms(OrderType.STOP, Side.BUY, "US0378331005", 10, None, stop_price=Decimal("101.00")), True),
+        # A stop-limit is bounded by its limit price, as a limit order is.
+        (
+            OrderTerms(
+                OrderType.STOP_LIMIT, Side.BUY, "US0378331005", 10, Decimal("101.50"), stop_price=Decimal("101.00")
+            ),
+            False,
+        ),
+    ],
+)
+def test_a_stop_order_is_refused_unless_named_as_a_market_order_is(
+    repo: FakeRepository, queue: FakeQueue, terms: OrderTerms, refused: bool
+) -> None:
+    order = failed_order(repo, terms=terms)
+    action, detail = decide(repo, queue, order, ReopenPolicy(operator="alice"))
+    if refused:
+        assert action is Action.REFUSED
+        assert "a stop order (a market order once triggered) fills at today's price" in detail
+        assert f"--allow-market {order.id}" in detail
+        named = ReopenPolicy(operator="alice", allowed_market_orders=frozenset({order.id}))
+        assert decide(repo, queue, order, named)[0] is Action.REOPENED
+    else:
+        assert action is Action.REOPENED
 
 
 def test_a_named_market_order_is_still_refused_when_too_old(repo: FakeRepository, queue: FakeQueue) -> None:
@@ -148,15 +181,12 @@ def test_text_from_the_exchange_the_feed_or_a_client_is_escaped_for_the_terminal
     assert printable_view({"a\nb": ["\x1b[31m", 3, None]}) == {"a\\nb": ["\\u001b[31m", 3, None]}
 
 
-def test_the_order_view_prints_no_control_characters(repo: FakeRepository) -> None:
-    order = failed_order(repo)
-    hostile = dataclasses.replace(
-        order, last_error="HTTP 502 \x1b[2J\x1b]8;;http://evil\x07", exchange_order_id="X\u202e1"
-    )
+def rendered(order: Order) -> str:
+    """What `python -m ops order` prints for the order, with nothing in its queues."""
     view = {
         "target": "local",
-        "order": order_fields(hostile),
-        "history": history(hostile, []),
+        "order": order_fields(order),
+        "history": history(order, []),
         "executions": [],
         "dead_letters": [],
         "failed_executions": [],
@@ -164,6 +194,32 @@ def test_the_order_view_prints_no_control_characters(repo: FakeRepository) -> No
     }
     out = io.StringIO()
     _render_order(printable_view(view), out)
-    text = out.getvalue()
+    return out.getvalue()
+
+
+def test_the_order_view_prints_no_control_characters(repo: FakeRepository) -> None:
+    order = failed_order(repo)
+    hostile = dataclasses.replace(
+        order, last_error="HTTP 502 \x1b[2J\x1b]8;;http://evil\x07", exchange_order_id="X\u202e1"
+    )
+    text = rendered(hostile)
     assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text
     assert "\\u001b[2J" in text
+
+
+def test_the_order_view_shows_the_time_in_force_expiry_and_stop_price(repo: FakeRepository) -> None:
+    terms = gtd_stop_limit_terms()
+    order = failed_order(repo, terms=terms)
+    fields = order_fields(order)
+    assert (fields["time_in_force"], fields["expires_at"], fields["stop_price"], fields["limit_price"]) == (
+        "gtd",
+        "2026-12-20T15:00:00.000Z",
+        "118.50",
+        "117.00",
+    )
+    terms_row = (
+        "terms              sell 4 DE0007164600 stop_limit stop 118.50 limit 117.00 gtd until 2026-12-20T15:00:00.000Z"
+    )
+    assert terms_row in rendered(order)
+    plain = order_fields(failed_order(repo))
+    assert (plain["time_in_force"], plain["expires_at"], plain["stop_price"]) == ("day", None, None)

@@ -16,11 +16,10 @@ from openapi_spec_validator import validate as validate_spec
 
 from chalicelib.adapters.repository import OrderCursor
 from chalicelib.domain.model import ExecType, ExecutionReport, Order, OrderStatus, OrderTerms, OrderType, Side
-from chalicelib.entrypoints.openapi import _base_path, docs_asset, docs_page, openapi_document, openapi_response
+from chalicelib.entrypoints.docs_page import docs_asset, docs_page
+from chalicelib.entrypoints.json_body import MAX_BODY_BYTES, MAX_JSON_DEPTH, BadRequest
+from chalicelib.entrypoints.openapi import _base_path, openapi_document, openapi_response
 from chalicelib.entrypoints.request_models import (
-    MAX_BODY_BYTES,
-    MAX_JSON_DEPTH,
-    BadRequest,
     InvalidOrder,
     InvalidQuery,
     encode_cursor,
@@ -287,6 +286,9 @@ def test_order_json_keeps_the_field_names_and_number_types_clients_rely_on() -> 
         "instrument": ISIN,
         "quantity": 10,
         "limit_price": 187.25,
+        "stop_price": None,
+        "time_in_force": "day",
+        "expires_at": None,
         "client_order_id": "k-1",
         "status": "pending",
         "placed_at": None,

@@ -9,7 +9,7 @@ from chalice.app import AuthRequest, AuthResponse, Chalice, Response
 
 from chalicelib import bootstrap
 from chalicelib.entrypoints import auth
-from chalicelib.entrypoints.request_models import BadRequest, parse_json_object
+from chalicelib.entrypoints.json_body import BadRequest, parse_json_object
 
 app = Chalice(app_name="api-server-fixture")
 

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -18,9 +19,9 @@ from chalicelib import bootstrap
 from chalicelib.adapters.exchange import CancelOutcome, ExchangeUnavailable, HttpExchange
 from chalicelib.adapters.venue_credential import SecretsManagerCredential
 from chalicelib.config import Settings
-from chalicelib.domain.model import OrderStatus, VenueOrderState
+from chalicelib.domain.model import Order, OrderStatus, OrderTerms, OrderType, Side, TimeInForce, VenueOrderState
 from devstack.processes import LOOPBACK, free_port
-from tests.unit.fakes import FakeSecretsManager
+from tests.unit.fakes_aws import FakeSecretsManager
 from tests.unit.venue import market_order
 
 pytestmark = pytest.mark.unit
@@ -57,6 +58,9 @@ def fake() -> Iterator[FakeExchangeServer]:
             self._answer()
 
         def do_GET(self) -> None:
+            self._answer()
+
+        def do_POST(self) -> None:
             self._answer()
 
         def _answer(self) -> None:
@@ -105,6 +109,44 @@ def test_each_verdict_of_the_exchange_is_an_outcome(
     fake.answer = answer
 
     assert HttpExchange(fake.url, timeout_s=5).cancel("o-1") is outcome
+
+
+def test_an_order_is_sent_with_its_time_in_force_expiry_and_stop_price(fake: FakeExchangeServer) -> None:
+    fake.answer = json_answer(201, {"exchange_order_id": "X1"})
+    terms = OrderTerms(
+        OrderType.STOP_LIMIT,
+        Side.SELL,
+        "US0378331005",
+        5,
+        Decimal("98.00"),
+        time_in_force=TimeInForce.GTD,
+        expires_at=datetime(2026, 12, 2, 15, 0, tzinfo=UTC),
+        stop_price=Decimal("99.50"),
+    )
+    order = Order.create("acct-1", terms, datetime(2026, 12, 1, tzinfo=UTC))
+    HttpExchange(fake.url, timeout_s=5).place(order)
+    HttpExchange(fake.url, timeout_s=5).place(market_order(10))
+
+    (gtd_method, gtd_path, gtd_body), (_, _, market_body) = fake.seen
+    assert (gtd_method, gtd_path) == ("POST", "/orders")
+    assert json.loads(gtd_body) == {
+        "client_order_id": order.id,
+        "instrument": "US0378331005",
+        "side": "sell",
+        "type": "stop_limit",
+        "quantity": 5,
+        "limit_price": 98.0,
+        "stop_price": 99.5,
+        "time_in_force": "gtd",
+        "expires_at": "2026-12-02T15:00:00Z",
+    }
+    sent = json.loads(market_body)
+    assert (sent["type"], sent["time_in_force"], sent["expires_at"], sent["stop_price"]) == (
+        "market",
+        "day",
+        None,
+        None,
+    )
 
 
 def test_the_cancel_is_a_delete_of_the_order_with_the_id_as_one_path_segment(fake: FakeExchangeServer) -> None:

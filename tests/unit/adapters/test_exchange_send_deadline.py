@@ -22,7 +22,8 @@ from chalicelib.adapters.exchange import ExchangeUnavailable, HttpExchange
 from chalicelib.domain.model import Order, OrderStatus
 from chalicelib.service.placement import PlacementOutcome, place_order
 from devstack.processes import LOOPBACK
-from tests.unit.fakes import TIMINGS, FakeRepository, Fakes, SlowCredential
+from tests.unit.fakes import TIMINGS, FakeRepository, Fakes
+from tests.unit.fakes_aws import SlowCredential
 from tests.unit.helpers import T0, Clock, limit_terms
 
 pytestmark = pytest.mark.unit

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from chalicelib.adapters.venue_credential import CredentialUnavailable, SecretsManagerCredential
-from tests.unit.fakes import FakeSecretsManager
+from tests.unit.fakes_aws import FakeSecretsManager
 
 pytestmark = pytest.mark.unit
 

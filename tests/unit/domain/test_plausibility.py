@@ -198,3 +198,26 @@ def test_a_computed_average_with_many_decimals_is_plausible_but_one_beyond_the_l
     assert report_problem(order, fine) is None
     below = fill(order, last_price=Decimal("100.01"), avg_price=Decimal("99.9966666666667"), **partial)
     assert "below the sell limit" in (report_problem(order, below) or "")
+
+
+def stop_order(order_type: OrderType, side: Side, stop: str, limit: str | None) -> Order:
+    terms = OrderTerms(
+        order_type, side, "US0378331005", 10, None if limit is None else Decimal(limit), stop_price=Decimal(stop)
+    )
+    return Order.create("acct-1", terms, T0).placed("X1", T0)
+
+
+def test_a_stop_limit_order_fills_within_its_limit_as_a_limit_order_does() -> None:
+    buy = stop_order(OrderType.STOP_LIMIT, Side.BUY, stop="9.00", limit="10.00")
+    assert report_problem(buy, fill(buy)) is None
+    above = fill(buy, last_price=Decimal("10.01"), avg_price=Decimal("10.01"))
+    assert report_problem(buy, above) == "last_price 10.01 is above the buy limit 10.00"
+    sell = stop_order(OrderType.STOP_LIMIT, Side.SELL, stop="11.00", limit="10.50")
+    assert report_problem(sell, fill(sell)) == "last_price 10.00 is below the sell limit 10.50"
+
+
+def test_a_stop_order_fills_at_any_price_as_a_market_order_does() -> None:
+    # Triggered, it is a market order: neither the stop price nor anything else bounds its fills.
+    buy = stop_order(OrderType.STOP, Side.BUY, stop="20.00", limit=None)
+    assert report_problem(buy, fill(buy)) is None
+    assert report_problem(buy, fill(buy, last_price=Decimal("30.00"), avg_price=Decimal("30.00"))) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 
 import pytest
@@ -15,6 +16,7 @@ from chalicelib.domain.risk import (
     check_notional,
     check_open_orders,
     check_quantity,
+    needs_reference_price,
     validated,
 )
 
@@ -91,3 +93,32 @@ def test_values_the_operator_may_not_set_are_refused_naming_the_limit(limits: Ac
 def test_values_within_bounds_pass() -> None:
     limits = AccountLimits(Decimal("1e12"), 0, 1000)
     assert validated(limits, quantity_bound=1000) is limits
+
+
+def stop(quantity: int, stop_price: str, side: Side = Side.BUY) -> OrderTerms:
+    return OrderTerms(OrderType.STOP, side, "US0378331005", quantity, None, stop_price=Decimal(stop_price))
+
+
+def stop_limit(quantity: int, stop_price: str, limit_price: str) -> OrderTerms:
+    terms = OrderTerms(OrderType.STOP_LIMIT, Side.BUY, "US0378331005", quantity, Decimal(limit_price))
+    return dataclasses.replace(terms, stop_price=Decimal(stop_price))
+
+
+def test_a_stop_limit_order_is_valued_at_its_limit_price_without_a_reference_price() -> None:
+    assert not needs_reference_price(stop_limit(1, "90", "100"))
+    check_notional(stop_limit(100, "90", "100.00"), DEFAULTS)
+    with pytest.raises(RiskLimitExceeded, match=r"notional 10001\.00 \(limit_price 100\.01 x quantity 100\)"):
+        check_notional(stop_limit(100, "90", "100.01"), DEFAULTS)
+
+
+def test_a_stop_order_is_valued_at_the_higher_of_its_stop_and_the_reference_price() -> None:
+    assert needs_reference_price(stop(1, "100"))
+    # A buy stop above the market: it fills around its stop, which is the higher.
+    check_notional(stop(100, "100.00"), DEFAULTS, Decimal("80"))
+    with pytest.raises(RiskLimitExceeded, match=r"notional 10001\.00 \(stop_price 100\.01 x quantity 100\)"):
+        check_notional(stop(100, "100.01"), DEFAULTS, Decimal("80"))
+    # A sell stop below the market: valued at the reference price, the higher.
+    with pytest.raises(RiskLimitExceeded, match=r"\(reference price 120 of US0378331005 x quantity 100\)"):
+        check_notional(stop(100, "50.00", Side.SELL), DEFAULTS, Decimal("120"))
+    with pytest.raises(ValueError, match="reference price"):
+        check_notional(stop(1, "50.00"), DEFAULTS, None)

@@ -314,6 +314,8 @@ def test_every_order_route_needs_the_key_and_the_docs_do_not() -> None:
     assert protected == {
         ("/orders", "POST"),
         ("/orders", "GET"),
+        ("/orders", "DELETE"),
+        ("/orders/by-client-order-id/{client_order_id}", "GET"),
         ("/orders/{order_id}", "GET"),
         ("/orders/{order_id}", "DELETE"),
         ("/orders/{order_id}/executions", "GET"),

@@ -10,7 +10,7 @@ from chalice.app import Request
 
 from chalicelib.adapters.queue import placement_message
 from chalicelib.entrypoints import http
-from chalicelib.entrypoints.request_models import MAX_BODY_BYTES
+from chalicelib.entrypoints.json_body import MAX_BODY_BYTES
 from tests.unit.fakes import Fakes
 from tests.unit.in_process import app_client, bearer, sqs_event
 

@@ -13,7 +13,8 @@ from chalicelib.adapters.orders_table import OrderRecord, _to_record
 from chalicelib.adapters.repository import StorageUnavailable
 from chalicelib.adapters.streaming import StreamConnection
 from chalicelib.domain.model import Order
-from tests.unit.fakes import FakeOrderEventLog, Fakes, LogWatchingPusher
+from tests.unit.fakes import Fakes
+from tests.unit.fakes_streaming import FakeOrderEventLog, LogWatchingPusher
 from tests.unit.helpers import T0, limit_terms
 from tests.unit.in_process import app_client
 

@@ -21,8 +21,8 @@ from chalicelib.entrypoints.execution_query import (
     parse_executions_query,
 )
 from chalicelib.entrypoints.http import correlation_id_for
+from chalicelib.entrypoints.json_body import MAX_NUMBER_CHARACTERS
 from chalicelib.entrypoints.request_models import (
-    MAX_NUMBER_CHARACTERS,
     InvalidOrder,
     InvalidQuery,
     parse_order_request,

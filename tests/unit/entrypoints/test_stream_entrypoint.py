@@ -16,7 +16,8 @@ from chalicelib.adapters.streaming import NewLogEntry, event_id_of
 from chalicelib.domain.accounts import KeyScope, issue_key
 from chalicelib.entrypoints import stream as handlers
 from chalicelib.service import stream
-from tests.unit.fakes import Fakes, TroubledConnectionPusher
+from tests.unit.fakes import Fakes
+from tests.unit.fakes_streaming import TroubledConnectionPusher
 from tests.unit.helpers import T0, Clock
 
 pytestmark = pytest.mark.unit

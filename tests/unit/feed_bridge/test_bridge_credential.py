@@ -18,7 +18,7 @@ from feed_bridge.aws import CredentialUnavailable, SecretCredential
 from feed_bridge.bridge import FeedBridge
 from feed_bridge.records import Record
 from feed_bridge.settings import BridgeSettings
-from tests.unit.fakes import FakeSecretsManager
+from tests.unit.fakes_aws import FakeSecretsManager
 
 pytestmark = pytest.mark.unit
 

@@ -15,9 +15,9 @@ from chalicelib.domain.model import ExecType, ExecutionReport, Order
 from chalicelib.domain.order_events import OrderChange, OrderEvent, OrderEventType
 from chalicelib.entrypoints.event_models import event_body
 from chalicelib.service.order_events import record_changes, record_order_changes
-from tests.unit.fakes import (
+from tests.unit.fakes import Fakes
+from tests.unit.fakes_streaming import (
     FakeOrderEventLog,
-    Fakes,
     FakeStreamConnections,
     LogWatchingPusher,
     UnreadableStreamConnections,

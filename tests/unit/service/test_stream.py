@@ -15,7 +15,8 @@ from chalicelib.adapters.streaming import NewLogEntry, StreamConnection, event_i
 from chalicelib.domain.accounts import ApiKeyInvalid, ApiKeyMissing, KeyScope, issue_key
 from chalicelib.service import stream
 from chalicelib.service.dependencies import Dependencies
-from tests.unit.fakes import Fakes, TroubledConnectionPusher, UnreadableStreamConnections
+from tests.unit.fakes import Fakes
+from tests.unit.fakes_streaming import TroubledConnectionPusher, UnreadableStreamConnections
 from tests.unit.helpers import T0, Clock
 
 pytestmark = pytest.mark.unit

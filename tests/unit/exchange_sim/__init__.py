@@ -1,0 +1,1 @@
+"""Unit tests of the exchange simulator's rules (devstack/exchange_sim), in process; its process: tests/tooling."""
