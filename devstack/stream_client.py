@@ -24,7 +24,7 @@ import requests
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from devstack.stack import DEMO_LIMITS, LocalStack
+from devstack.stack import DEMO_LIMITS, DEMO_RATE_LIMIT, LocalStack
 
 STREAM = "orders"
 ISIN = "DE0007164600"
@@ -361,8 +361,10 @@ class Account:
 
 
 def new_account(stack: LocalStack, purpose: str) -> Account:
-    """A fresh account (its first key creates it) with the demo account's risk limits: its log holds only its events."""
+    """A fresh account (its first key creates it) with the demo account's risk and rate limits: its log holds
+    only its events, and its tests page and poll faster than the default 10 requests/s allow."""
     account_id = f"{purpose}-{uuid.uuid4().hex[:8]}"
     api_key = stack.new_api_key(account_id)
     stack.set_limits(account_id, DEMO_LIMITS)
+    stack.set_rate_limit(account_id, DEMO_RATE_LIMIT)
     return Account(stack.api_url, stream_url_of(stack), account_id, api_key)

@@ -11,6 +11,7 @@ import pytest
 
 from chalicelib.adapters.accounts_table import DynamoDBAccountRateLimits, account_record_class_for
 from chalicelib.domain.rate_limits import RateLimit, default_usage_plan_name, usage_plan_name
+from devstack import localstack
 from ops import api_limits, rate_limits
 from ops.aws import Aws
 from ops.usage_plans import UsagePlans
@@ -20,6 +21,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def apigateway(aws_endpoint: str) -> Any:
+    if localstack.health(aws_endpoint) is not None:
+        # `make test-localstack` starts LocalStack without API Gateway (its SERVICES: what the app's
+        # adapters use); moto's API Gateway in `make test` checks these request shapes.
+        pytest.skip("API Gateway is not among the services make test-localstack starts")
     return boto3.client("apigateway", endpoint_url=aws_endpoint)
 
 
