@@ -4,8 +4,10 @@ Each client is a thread with a `requests.Session` of its own (keep-alive when
 the server allows it); all clients wait at a barrier before their first
 request, so at 64 clients the server meets 64 simultaneous connects. The
 floor makes what every create must make, with our adapters, at the same
-concurrency against the same emulator: the API key's GetItem, the
-conditional PutItem of the order and the placement's SendMessage. Its clients
+concurrency against the same emulator: the API key's GetItem, the count of
+the account's open orders (a Query on the account-open-orders index, up to the
+account's limit), the conditional PutItem of the order and the placement's
+SendMessage (the account's limits come from a cache, as in the API). Its clients
 have bootstrap's timeouts and retries and a connection pool per client thread
 (botocore's default of 10 would make every call past the 10th thread open a
 connection of its own), in FLOOR_PROCESSES processes: see floor_result.
@@ -39,11 +41,11 @@ from chalicelib.domain.model import Order, OrderTerms, OrderType, Side
 from chalicelib.service.accounts import authenticate
 from devstack.emulator import emulator_client
 from devstack.processes import free_port
-from devstack.stack import LocalStack, start_api
+from devstack.stack import DEMO_LIMITS, LocalStack, start_api
 
 ORDER = {"type": "limit", "side": "buy", "instrument": "US0378331005", "quantity": 10, "limit_price": 101.25}
 API_LABEL = "POST /orders via the stack's API"
-FLOOR_LABEL = "floor: GetItem + PutItem + SendMessage"
+FLOOR_LABEL = "floor: GetItem + Query + PutItem + SendMessage"
 # The API runs 2 gunicorn workers: a floor in one Python process with 64
 # client threads would measure that process's GIL as much as the emulator.
 # Measured (`python -m bench.orders --scenarios create --levels 16,64
@@ -167,7 +169,7 @@ def pooled(record_class: type, pool: int) -> type:
 
 
 def floor_client(queue_name: str, api_key: str, pool: int) -> Callable[[], ClientCall]:
-    """What every create must do at least: read the caller's key, write the order, send its message.
+    """What every create must do at least: read the caller's key, count its open orders, write the order, send it.
 
     Through our adapters with bootstrap's timeouts and retries (its builders'
     settings), shared by the client threads as the API process shares its
@@ -181,10 +183,13 @@ def floor_client(queue_name: str, api_key: str, pool: int) -> Callable[[], Clien
     orders = DynamoDBOrderRepository(pooled(order_record_class_for(settings.orders_table_name, **connection), pool))
     config = bootstrap.aws_client_config(settings).merge(Config(max_pool_connections=pool))
     queue = SqsOrdersQueue(queue_name, sqs_client=botocore.session.Session().create_client("sqs", config=config))
+    # The demo account's limit, as the API's pre-trade check counts up to it.
+    open_orders_limit = DEMO_LIMITS.max_open_orders or 0
     terms = OrderTerms(OrderType.LIMIT, Side.BUY, ORDER["instrument"], 10, None)  # type: ignore[arg-type]
 
     def create() -> None:
         account_id = authenticate(api_key, keys)
+        orders.count_open(account_id, stop_at=open_orders_limit)
         now = datetime.now(UTC)
         order = orders.add(Order.create(account_id, terms, now), now + timedelta(minutes=1))
         queue.request_placement(order.id)

@@ -145,16 +145,24 @@ def start_stream_server(
     ).start()
 
 
+# Setting up state (keys, limits) is not a request a client waits on: the functions' tight timeouts
+# (1 s connect, 3 s read, 2 attempts, for a Lambda's time budget) would fail a test's setup whenever
+# the emulator is busy (CI saw a key's PutItem time out twice during `make test`).
+EMULATOR_SETUP_CONNECTION = {"connect_timeout_seconds": 5, "read_timeout_seconds": 30, "max_retry_attempts": 4}
+
+
 def _with_emulator_credentials(records: type[RecordT]) -> type[RecordT]:
-    """The record class reaching the emulator with its fake credentials, whatever this process's environment holds."""
-    credentials = {
+    """The record class reaching the emulator with its fake credentials, whatever this process's environment holds,
+    and patient timeouts (EMULATOR_SETUP_CONNECTION)."""
+    settings = {
         "aws_access_key_id": EMULATOR_ENV["AWS_ACCESS_KEY_ID"],
         "aws_secret_access_key": EMULATOR_ENV["AWS_SECRET_ACCESS_KEY"],
         "aws_session_token": EMULATOR_ENV["AWS_SESSION_TOKEN"],
         "region": EMULATOR_ENV["AWS_DEFAULT_REGION"],
+        **EMULATOR_SETUP_CONNECTION,
     }
     # PynamoDB types Meta as a protocol; on a bound record class it is a class.
-    meta = type("Meta", (cast(type, records.Meta),), credentials)
+    meta = type("Meta", (cast(type, records.Meta),), settings)
     return type(f"Emulator{records.__name__}", (records,), {"Meta": meta})
 
 
