@@ -1,11 +1,13 @@
 """Cold start of each Lambda function beside a bare `import boto3`, in fresh interpreters.
 
-A function's cold start imports `app` (every function's handler is
-`app.<name>`) and then whatever its first invocation imports lazily. So for
-each function, once: a fresh interpreter imports app, invokes the function's
-handler with a canned event against nothing (AWS and the exchange point at a
-closed loopback port: connection refused, no network, no wait) and lists the
-modules that invocation imported. Then, --runs times, interleaved with
+A function's cold start imports `app` (every function's handler is an
+attribute of app.py) and then whatever its first invocation imports lazily.
+The functions are every one `chalice package` makes of app.py, each with its
+canned first event (bench/cold_start_events.py). So for each function, once:
+a fresh interpreter imports app, invokes the function's handler with its
+event against nothing (AWS, the exchange and the WebSocket management API
+point at a closed loopback port: connection refused, no network, no wait) and
+lists the modules that invocation imported. Then, --runs times, interleaved with
 `import boto3`: a fresh interpreter times `import app` plus those modules;
 the median is the function's import time, wall-clock and CPU (the machine
 may be shared: other processes' load stretches wall-clock times, hardly CPU
@@ -33,9 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.cold_start_events import first_invocations
 from bench.common import markdown_table
-from devstack.lambda_context import FunctionSpec
-from devstack.runner.events import kinesis_event, scheduled_event, sqs_event
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 1.5  # issue 13: every function's import <= 1.5 x `import boto3`
@@ -85,7 +86,10 @@ except Exception as exc:
     outcome = "raised " + type(exc).__name__
 from chalicelib import bootstrap
 for adapter in probe["adapters"]:
-    getattr(bootstrap.production(), adapter).client
+    target = bootstrap.production()
+    for part in adapter.split("."):  # "stream.pusher": Dependencies.stream.pusher
+        target = getattr(target, part)
+    target.client
 done = time.perf_counter()
 lazy = [name for name in sys.modules if name not in before]
 print({mark!r} + json.dumps({{"import_s": imported - started, "call_s": done - called_at, "lazy": lazy,
@@ -108,13 +112,13 @@ class Timings:
 
 @dataclass
 class Function:
-    """One deployed function: its handler attribute of app.py and a canned first event."""
+    """One deployed function, as Chalice names it: its handler attribute of app.py and a canned first event."""
 
     name: str
     handler: str
     event: dict[str, Any]
-    # The Dependencies fields whose AWS clients the function's path uses (the
-    # probe creates them, since against nothing the path stops at the first call).
+    # The Dependencies fields (dotted for nested ones: "stream.pusher") whose AWS clients the
+    # function's path uses (the probe creates them, since against nothing the path stops at the first call).
     adapters: tuple[str, ...]
     # Per environment ("lambda", "local"): what the first call imported and how it ended, the timings.
     lazy: dict[str, list[str]] = field(default_factory=dict)
@@ -123,102 +127,9 @@ class Function:
     first_call_s: dict[str, list[float]] = field(default_factory=dict)
 
 
-ORDER_ID = "00000000-0000-4000-8000-000000000000"
-API_KEY = "bk_" + "a" * 12 + "_" + "b" * 43  # well-formed, so the authorizer does look it up
-
-
-def _api_event() -> dict[str, Any]:
-    """API Gateway's proxy event of GET /orders/{order_id}, past the authorizer (REST API, the deployed shape).
-
-    A read rather than a create: both import the same modules (chalicelib's
-    HTTP entrypoint and its models), but a create whose write is refused
-    reads back for 5 s before it answers.
-    """
-    headers = {"accept": "application/json", "x-api-key": API_KEY}
-    return {
-        "resource": "/orders/{order_id}",
-        "path": f"/orders/{ORDER_ID}",
-        "httpMethod": "GET",
-        "headers": headers,
-        "multiValueHeaders": {name: [value] for name, value in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": {"order_id": ORDER_ID},
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": "/orders/{order_id}",
-            "httpMethod": "GET",
-            "path": f"/api/orders/{ORDER_ID}",
-            "stage": "api",
-            "requestId": "cold-start-bench",
-            "authorizer": {"account_id": "cold-start-bench", "principalId": "cold-start-bench"},
-        },
-        "body": None,
-        "isBase64Encoded": False,
-    }
-
-
 def functions() -> list[Function]:
-    """The five functions Chalice packages, each with the event its usual first invocation gets."""
-    region = "us-east-1"
-    spec = FunctionSpec("apply_executions", region=region)
-    order_id = ORDER_ID
-    report = {
-        "seq": 1,
-        "exec_id": "e-1",
-        "client_order_id": order_id,
-        "exchange_order_id": "x-1",
-        "exec_type": "trade",
-        "last_qty": 1,
-        "last_price": "1.5",
-        "cum_qty": 1,
-        "leaves_qty": 0,
-        "avg_price": "1.5",
-        "transact_time": "2026-12-01T12:00:00Z",
-    }
-    record = {
-        "SequenceNumber": "1",
-        "PartitionKey": order_id,
-        "Data": json.dumps(report).encode(),
-        "ApproximateArrivalTimestamp": 1_764_590_400.0,
-    }
-    message = {
-        "MessageId": "m-1",
-        "ReceiptHandle": "r-1",
-        "Body": json.dumps({"order_id": order_id, "correlation_id": None, "action": "place"}),
-        "Attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1764590400000"},
-    }
-    arn = f"arn:aws:{{}}:{region}:{spec.account}:brokerage-cold-start"
-    return [
-        # Creates write the table and send to the queue; the executions route reads its table.
-        Function("api_handler", "app", _api_event(), ("orders", "orders_queue", "executions")),
-        Function(
-            "api_key_authorizer",
-            "api_key_authorizer",
-            {
-                "type": "REQUEST",
-                "methodArn": f"arn:aws:execute-api:{region}:{spec.account}:abc/api/GET/orders",
-                "headers": {"x-api-key": API_KEY},
-            },
-            ("api_keys",),
-        ),
-        # Placement puts a failed attempt back on the queue with a delay.
-        Function(
-            "place_orders", "place_orders", sqs_event([message], arn.format("sqs"), region), ("orders", "orders_queue")
-        ),
-        Function(
-            "sweep_pending_orders",
-            "sweep_pending_orders",
-            scheduled_event(arn.format("events"), region),
-            ("orders", "orders_queue"),
-        ),
-        Function(
-            "apply_executions",
-            "apply_executions",
-            kinesis_event([record], "shardId-000000000000", arn.format("kinesis"), region, spec.role_arn),
-            ("orders", "executions", "executions_failed_queue"),
-        ),
-    ]
+    """Every function Chalice packages of app.py, each with the event its usual first invocation gets."""
+    return [Function(*invocation) for invocation in first_invocations()]
 
 
 def closed_port() -> int:
@@ -237,6 +148,7 @@ def environment(mode: str, function: str, port: int) -> dict[str, str]:
             "PYTHONPATH": str(REPO_ROOT),
             "AWS_ENDPOINT_URL": nowhere,
             "EXCHANGE_URL": nowhere,
+            "STREAM_MANAGEMENT_URL": nowhere,  # API Gateway's management API (the WebSocket pushes)
             "AWS_ACCESS_KEY_ID": "cold-start-bench",
             "AWS_SECRET_ACCESS_KEY": "cold-start-bench",
             "AWS_DEFAULT_REGION": "us-east-1",
@@ -378,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=15, help="timed imports per function and environment")
     parser.add_argument("--first-call-runs", type=int, default=3)
     parser.add_argument("--modes", nargs="+", choices=("lambda", "local"), default=["lambda", "local"])
-    parser.add_argument("--functions", nargs="+", help="only these functions (default: all five)")
+    parser.add_argument("--functions", nargs="+", help="only these functions (default: all)")
     parser.add_argument("--top", type=int, default=8, help="largest self-time imports shown per function")
     parser.add_argument("--app-root", type=Path, default=REPO_ROOT, help="the tree whose app.py to measure")
     args = parser.parse_args(argv)
