@@ -59,10 +59,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # `make test-localstack` runs the suites a second time on LocalStack: a test that never talks
     # to the emulator (templates, packaging, the runner against fakes) would only repeat itself.
+    # That run is for our adapters and the local stack on LocalStack's own implementations (DynamoDB
+    # Local's conditions, transactions, GSIs and streams; its SQS, Kinesis, Secrets Manager,
+    # CloudFormation). A test marked moto_only talks to the emulator only as storage that the
+    # integration tests already check there (API validation, error shapes, docs, the simulator's own
+    # behaviour, rate limits, key scopes, ...): it runs in `make test` on moto and not again.
     if not config.getoption("--emulator-tests-only"):
         return
-    selected = [item for item in items if "aws_endpoint" in getattr(item, "fixturenames", ())]
-    deselected = [item for item in items if "aws_endpoint" not in getattr(item, "fixturenames", ())]
+
+    def on_localstack(item: pytest.Item) -> bool:
+        uses_emulator = "aws_endpoint" in getattr(item, "fixturenames", ())
+        return uses_emulator and item.get_closest_marker("moto_only") is None
+
+    selected = [item for item in items if on_localstack(item)]
+    deselected = [item for item in items if not on_localstack(item)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected

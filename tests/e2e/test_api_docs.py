@@ -18,7 +18,8 @@ from chalicelib.entrypoints.openapi import openapi_document
 from devstack.stack import DEMO_ACCOUNT, LocalStack
 from tests.e2e.helpers import auth
 
-pytestmark = pytest.mark.e2e
+# moto_only: the OpenAPI document, docs page and hostile bodies are the API's; the emulator is only storage.
+pytestmark = [pytest.mark.e2e, pytest.mark.moto_only]
 
 ISIN = "US0378331005"
 

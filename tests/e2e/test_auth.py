@@ -16,7 +16,8 @@ from devstack.processes import ManagedProcess, free_port
 from devstack.stack import LocalStack, start_api
 from tests.e2e.helpers import auth
 
-pytestmark = pytest.mark.e2e
+# moto_only: the authorizer's answers and `ops keys`; the keys table is test_api_keys_table's.
+pytestmark = [pytest.mark.e2e, pytest.mark.moto_only]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MISSING = {"message": "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"}

@@ -21,7 +21,8 @@ from devstack.stack import LocalStack, emulator_api_keys
 from tests.e2e.helpers import Exchange
 from tests.polling import wait_until
 
-pytestmark = pytest.mark.e2e
+# moto_only: API logic and error shapes; one cancel's queue path is test_list_and_cancel's.
+pytestmark = [pytest.mark.e2e, pytest.mark.moto_only]
 
 APPLE = "US0378331005"
 ORDER = {"type": "limit", "side": "buy", "instrument": APPLE, "quantity": 10, "limit_price": 187.25}

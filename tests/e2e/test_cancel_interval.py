@@ -12,7 +12,8 @@ from devstack.stack import LocalStack
 from tests.e2e.helpers import Exchange, auth, order_in_status
 from tests.polling import wait_until
 
-pytestmark = pytest.mark.e2e
+# moto_only: the resend interval is the cancel service's rule; the cancel's queue path is test_list_and_cancel's.
+pytestmark = [pytest.mark.e2e, pytest.mark.moto_only]
 
 ISIN = "US0378331005"
 LOOP_S = 12.0  # a little over two intervals at the default CANCEL_RESEND_INTERVAL_S

@@ -13,7 +13,8 @@ from tests.e2e.helpers import Exchange, auth, dead_lettered, order_in_status
 from tests.e2e.test_executions import agrees_with_exchange, post_order
 from tests.polling import wait_until
 
-pytestmark = pytest.mark.e2e
+# moto_only: reconciler logic vs simulator knobs; its GSI is test_dynamodb_repository's, the DLQ test_orders'.
+pytestmark = [pytest.mark.e2e, pytest.mark.moto_only]
 
 
 def our_order(stack: LocalStack, order_id: str) -> dict[str, Any]:

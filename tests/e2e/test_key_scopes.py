@@ -22,7 +22,8 @@ from chalicelib.domain.accounts import issue_key
 from devstack.stack import LocalStack, emulator_api_keys
 from tests.e2e.helpers import auth
 
-pytestmark = pytest.mark.e2e
+# moto_only: scopes, expiry, last use are authorizer rules; the keys table is test_api_keys_table's.
+pytestmark = [pytest.mark.e2e, pytest.mark.moto_only]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ORDER = {"type": "limit", "side": "buy", "instrument": "US0378331005", "quantity": 1, "limit_price": 1.0}

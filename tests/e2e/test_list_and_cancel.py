@@ -91,6 +91,7 @@ def queue_drained(sqs: Any, stack: LocalStack) -> bool:
 # --- Isolation ---------------------------------------------------------------------------
 
 
+@pytest.mark.moto_only  # ownership is API logic; per-account reads are test_list_orders'
 def test_another_accounts_order_is_a_404_everywhere_exactly_like_a_missing_one(alice: Client, bob: Client) -> None:
     created = alice.post()
     assert created.status_code == 201
@@ -112,6 +113,7 @@ def test_another_accounts_order_is_a_404_everywhere_exactly_like_a_missing_one(a
     assert order_id not in [o["id"] for o in bob.get("/orders").json()["orders"]]
 
 
+@pytest.mark.moto_only  # ids per account are domain logic; the conditional put is test_dynamodb_repository's
 def test_the_idempotency_key_is_each_accounts_own(alice: Client, bob: Client) -> None:
     key = f"shared-{uuid.uuid4()}"
     mine, theirs = alice.post(client_order_id=key), bob.post(client_order_id=key, quantity=99)
@@ -124,6 +126,7 @@ def test_the_idempotency_key_is_each_accounts_own(alice: Client, bob: Client) ->
 # --- GET /orders ----------------------------------------------------------------------------
 
 
+@pytest.mark.moto_only  # the GSI Query: test_list_orders'
 def test_the_list_pages_through_the_accounts_orders_newest_first(alice: Client, bob: Client) -> None:
     created = []
     for i in range(7):
@@ -160,6 +163,7 @@ def test_the_list_pages_through_the_accounts_orders_newest_first(alice: Client, 
     assert every_page(until=middle.isoformat()) == expected[4:]
 
 
+@pytest.mark.moto_only  # API validation
 @pytest.mark.parametrize(
     ("params", "field"),
     [
@@ -184,6 +188,7 @@ def test_a_bad_query_parameter_is_a_422_naming_it(alice: Client, params: dict[st
     assert field in [error["field"] for error in response.json()["errors"]]
 
 
+@pytest.mark.moto_only  # API validation
 def test_a_repeated_query_parameter_is_a_422(alice: Client) -> None:
     response = alice.session.get(f"{alice.api_url}/orders?limit=2&limit=3", timeout=30)
     assert response.status_code == 422
@@ -256,6 +261,7 @@ def test_a_cancel_racing_the_placement_ends_canceled_and_never_live_at_the_excha
         assert record["canceled_by_request"] == 1
 
 
+@pytest.mark.moto_only  # an HTTP error shape
 def test_a_done_order_answers_409_with_its_status(alice: Client) -> None:
     order_id = alice.post(type="market", limit_price=None).json()["id"]
     wait_until(alice.in_status(order_id, "filled", "rejected", "canceled"), timeout_s=30)
@@ -267,6 +273,7 @@ def test_a_done_order_answers_409_with_its_status(alice: Client) -> None:
     )
 
 
+@pytest.mark.moto_only  # HTTP answers of the cancel route
 def test_canceling_twice_or_an_unknown_order(alice: Client, runner_paused: None) -> None:
     order_id = alice.post().json()["id"]
     assert alice.cancel(order_id).status_code == 200

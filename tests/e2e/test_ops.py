@@ -164,6 +164,7 @@ def placement_items(result: dict[str, Any], *order_ids: str) -> dict[str, dict[s
     return {i["order_id"]: i for i in result["placement"]["items"] if i["order_id"] in order_ids}
 
 
+@pytest.mark.moto_only  # redrive's policy; the DLQ round trip is the test above
 def test_redrive_refuses_old_orders_and_unnamed_market_orders_and_records_each_reopening(
     stack: LocalStack, calm_exchange: Exchange
 ) -> None:
@@ -208,6 +209,7 @@ def our_order(stack: LocalStack, order_id: str) -> dict[str, Any]:
     return dict(requests.get(f"{stack.api_url}/orders/{order_id}", headers=auth(stack.api_key), timeout=5).json())
 
 
+@pytest.mark.moto_only  # the CLI's view of stored items
 def test_order_shows_the_stored_order_its_attempts_executions_and_history(
     stack: LocalStack, calm_exchange: Exchange
 ) -> None:
@@ -438,6 +440,7 @@ def test_a_parked_report_is_put_back_once_its_order_exists_and_a_malformed_one_i
     wait_until(lambda: take_parked(sqs, failed_url, order_id, taken), timeout_s=60)
 
 
+@pytest.mark.moto_only  # the CLI's error
 def test_a_local_stage_that_is_not_running_fails_with_a_clear_message(stack: LocalStack) -> None:
     env = {**stack.env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
     completed = run_cli(env, "queues")

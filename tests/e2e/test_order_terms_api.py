@@ -14,7 +14,8 @@ import requests
 from devstack.stack import LocalStack
 from tests.e2e.helpers import auth
 
-pytestmark = pytest.mark.e2e
+# moto_only: only the API's echo and 422s of order terms; the emulator is only storage.
+pytestmark = [pytest.mark.e2e, pytest.mark.moto_only]
 
 ISIN = "US0378331005"
 TERMS = ("type", "time_in_force", "expires_at", "stop_price", "limit_price")

@@ -57,6 +57,7 @@ def test_a_new_order_is_pending_then_placed(stack: LocalStack, exchange: Exchang
     assert record["accepted"] == 1
 
 
+@pytest.mark.moto_only  # the API's echo
 def test_a_market_order_has_a_null_price(stack: LocalStack) -> None:
     response = post(stack, {"type": "market", "side": "sell", "instrument": ISIN, "quantity": 3})
     assert response.status_code == 201
@@ -163,6 +164,7 @@ INVALID_ORDERS = [
 ]
 
 
+@pytest.mark.moto_only  # API validation
 @pytest.mark.parametrize(("body", "expected"), INVALID_ORDERS)
 def test_invalid_orders_get_422_naming_every_offending_field(
     stack: LocalStack, body: dict[str, Any], expected: dict[str, str]
@@ -176,6 +178,7 @@ def test_invalid_orders_get_422_naming_every_offending_field(
         assert fragment in response.json()["message"]
 
 
+@pytest.mark.moto_only  # API validation
 @pytest.mark.parametrize(
     "raw", [b"", b"not json", b"[1, 2]", b'"order"', b"42", b"null", b'{"quantity": NaN}', b"{bad"]
 )
@@ -186,6 +189,7 @@ def test_a_body_that_is_not_a_json_object_is_400(stack: LocalStack, raw: bytes) 
     assert "JSON" in response.json()["message"]
 
 
+@pytest.mark.moto_only  # an HTTP error shape
 @pytest.mark.parametrize("order_id", ["nope", str(uuid.uuid4()), "00000000-0000-0000-0000-00000000000Z", "%20"])
 def test_an_unknown_or_malformed_id_is_404(stack: LocalStack, order_id: str) -> None:
     response = requests.get(f"{stack.api_url}/orders/{order_id}", headers=auth(stack.api_key), timeout=10)
@@ -278,6 +282,7 @@ def test_the_correlation_id_follows_the_order_into_the_placement_logs(stack: Loc
     wait_until(placement_logged, timeout_s=30)
 
 
+@pytest.mark.moto_only  # API validation
 def test_the_configured_order_size_bound_is_a_422_naming_it(stack: LocalStack) -> None:
     """A second API configured with a small maximum order size (MAX_ORDER_QUANTITY)."""
     port = free_port()

@@ -15,7 +15,8 @@ from devstack.stack import LocalStack, start_api
 from tests.e2e.helpers import Exchange, auth
 from tests.polling import wait_until
 
-pytestmark = pytest.mark.e2e
+# moto_only: the API's page sizes and read cap; the Queries are test_list_orders' and test_executions_table's.
+pytestmark = [pytest.mark.e2e, pytest.mark.moto_only]
 
 APPLE, SAP = "US0378331005", "DE0007164600"
 

@@ -23,7 +23,8 @@ from chalicelib.domain.rate_limits import DEFAULT_RATE_LIMIT
 from devstack.stack import DEMO_ACCOUNT, DEMO_RATE_LIMIT, LocalStack
 from tests.e2e.helpers import auth
 
-pytestmark = pytest.mark.e2e
+# moto_only: the API server's buckets; their table is test_account_rate_limits_table's.
+pytestmark = [pytest.mark.e2e, pytest.mark.moto_only]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Requests the flooding account sends: far more than its burst plus what refills while they are

@@ -26,7 +26,8 @@ from devstack.exchange_sim.fill_plans import reference_price
 from devstack.stack import DEMO_ACCOUNT, DEMO_LIMITS, LocalStack
 from tests.e2e.helpers import auth
 
-pytestmark = pytest.mark.e2e
+# moto_only: 422s from API logic; the limits table is test_accounts_and_open_orders'.
+pytestmark = [pytest.mark.e2e, pytest.mark.moto_only]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ISIN = "US0378331005"

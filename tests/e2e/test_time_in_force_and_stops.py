@@ -24,7 +24,8 @@ from devstack.stream_client import Account, new_account
 from tests.e2e.helpers import Exchange
 from tests.polling import wait_until
 
-pytestmark = pytest.mark.e2e
+# moto_only: the simulator's own time in force and stops; the order path is test_orders' and test_executions'.
+pytestmark = [pytest.mark.e2e, pytest.mark.moto_only]
 
 # One instrument for the time in force tests, and one for each stop test: a stop test sets its instrument's
 # price, which stays so on the simulator's path for the rest of the session (other files use other ISINs).

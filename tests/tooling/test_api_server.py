@@ -25,7 +25,8 @@ from devstack.api_gateway import EMULATED_RESPONSES, load_gateway_responses
 from devstack.api_server import DEFAULT_WORKERS
 from devstack.processes import LOOPBACK, ManagedProcess, free_port, python_module
 
-pytestmark = pytest.mark.integration
+# moto_only: the API server process (authorizer emulation, workers); keys table: test_api_keys_table.
+pytestmark = [pytest.mark.integration, pytest.mark.moto_only]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_PROJECT = Path(__file__).resolve().parent / "api_server_fixture"

@@ -17,7 +17,8 @@ from chalicelib.service.accounts import create_api_key
 from devstack.processes import LOOPBACK, ManagedProcess, free_port, python_module
 from devstack.running_env import running_stack_environment
 
-pytestmark = pytest.mark.integration
+# moto_only: plain `chalice local` serving routes; the tables it reads are the integration tests'.
+pytestmark = [pytest.mark.integration, pytest.mark.moto_only]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHALICE = str(Path(sys.executable).with_name("chalice"))
