@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,3 +50,15 @@ def exchange(stack: LocalStack) -> Iterator[Exchange]:
 @pytest.fixture
 def sqs(stack: LocalStack) -> Any:
     return boto3.client("sqs", endpoint_url=stack.endpoint_url)
+
+
+@pytest.fixture
+def runner_paused(stack: LocalStack) -> Iterator[None]:
+    """The runner frozen (SIGSTOP): no placement, cancel request or execution report is handled, so orders stay
+    pending (open) and their messages wait in the queue, as under load."""
+    runner = stack.process("runner")
+    runner.signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        runner.signal(signal.SIGCONT)

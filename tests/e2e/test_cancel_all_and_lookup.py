@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import uuid
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -77,17 +76,6 @@ def alice(stack: LocalStack) -> Account:
 @pytest.fixture
 def bob(stack: LocalStack) -> Account:
     return new_account(stack, "bob")[1]
-
-
-@pytest.fixture
-def runner_paused(stack: LocalStack) -> Iterator[None]:
-    """The runner frozen (SIGSTOP): no placement, no cancel request and no execution report is handled."""
-    runner = stack.process("runner")
-    runner.signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        runner.signal(signal.SIGCONT)
 
 
 # --- GET /orders/by-client-order-id/{client_order_id} -------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -68,17 +67,6 @@ def alice(stack: LocalStack) -> Client:
 @pytest.fixture
 def bob(stack: LocalStack) -> Client:
     return new_account(stack, "bob")
-
-
-@pytest.fixture
-def runner_paused(stack: LocalStack) -> Iterator[None]:
-    """The placement worker frozen (SIGSTOP): placement messages wait in the queue, as under load."""
-    runner = stack.process("runner")
-    runner.signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        runner.signal(signal.SIGCONT)
 
 
 def queue_drained(sqs: Any, stack: LocalStack) -> bool:

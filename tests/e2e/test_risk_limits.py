@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -42,17 +40,6 @@ def low_limits(stack: LocalStack) -> dict[str, str]:
     headers = auth(stack.new_api_key(account))
     stack.set_limits(account, LOW)
     return headers
-
-
-@pytest.fixture
-def runner_paused(stack: LocalStack) -> Iterator[None]:
-    """The placement worker frozen: the account's orders stay pending (open) while the test counts them."""
-    runner = stack.process("runner")
-    runner.signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        runner.signal(signal.SIGCONT)
 
 
 def post(stack: LocalStack, headers: dict[str, str], **body: Any) -> requests.Response:
