@@ -23,6 +23,15 @@ then cancelled (AWS never shows uncommitted writes): a reader of the order
 event log saw an event that was rolled back, and its cursor then named no
 event. DynamoDB reads therefore wait while a write runs (and a write for the
 reads in progress); reads still run alongside each other.
+
+moto's Query walks (and sorts) every item of the table, for the table's
+key as for an index's: our POST /orders Queries the open-orders index, so
+creates slowed as the orders table grew (34 -> 16 orders/s at a few
+thousand orders; docs/BENCHMARKS.md, section 4). `index_dynamodb_queries`
+(devstack/moto_indexes.py) hands moto's Query only the items under the
+Query's hash key, from maps it keeps up to date with every write; what moto
+does with them, and so what it answers, is unchanged. Its maps rely on the
+serialization above: no write runs while a Query reads them.
 """
 
 from __future__ import annotations
@@ -41,6 +50,8 @@ import moto.dynamodb.models as dynamodb_models
 from moto.dynamodb.models.table import Table
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
+
+from devstack.moto_indexes import index_dynamodb_queries
 
 # Operations that check a condition (or a version) and write: each must see no other write in between.
 DYNAMODB_WRITES = frozenset(
@@ -167,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # As moto.server does: moto builds some URLs (SQS queue URLs) from it.
     os.environ.setdefault("MOTO_PORT", str(args.port))
     copy_each_table_once()
+    index_dynamodb_queries()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(args.host, args.port, AtomicDynamoDBWrites(app), threaded=True, request_handler=MotoRequestHandler)
 
