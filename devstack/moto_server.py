@@ -51,6 +51,7 @@ from moto.dynamodb.models.table import Table
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
 
+from devstack.moto_count_queries import count_queries_without_copies
 from devstack.moto_indexes import index_dynamodb_queries
 
 # Operations that check a condition (or a version) and write: each must see no other write in between.
@@ -170,6 +171,20 @@ def copy_each_table_once() -> None:
     dynamodb_models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
+class QuietRequestHandler(MotoRequestHandler):
+    """moto's request handler without werkzeug's access log line per request, errors still logged.
+
+    Formatting and writing a log line for each of the stack's hundreds of
+    requests a second took ~8% of moto's busy time during `make bench`'s
+    backlog (py-spy, 2026-12-02), on the one core moto has; the stack's
+    log already has every function call, and bench.calls records requests.
+    """
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if str(code).isdigit() and int(code) >= 500:
+            super().log_request(code, size)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-H", "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -179,8 +194,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("MOTO_PORT", str(args.port))
     copy_each_table_once()
     index_dynamodb_queries()
+    count_queries_without_copies()
     app = DomainDispatcherApplication(create_backend_app)
-    run_simple(args.host, args.port, AtomicDynamoDBWrites(app), threaded=True, request_handler=MotoRequestHandler)
+    run_simple(args.host, args.port, AtomicDynamoDBWrites(app), threaded=True, request_handler=QuietRequestHandler)
 
 
 if __name__ == "__main__":

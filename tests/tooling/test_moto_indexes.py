@@ -22,14 +22,13 @@ import pytest
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
-from moto.core import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 
 from devstack import moto_indexes, moto_server
 from devstack.moto_indexes import PATCHED_METHODS, index_dynamodb_queries
+from tests.tooling.moto_in_process import in_process_moto
 
 pytestmark = pytest.mark.unit
 
@@ -60,8 +59,15 @@ _names = itertools.count()
 @pytest.fixture(scope="module")
 def dynamodb() -> Iterator[Any]:
     index_dynamodb_queries()
-    with mock_aws():
+    with in_process_moto():
         yield boto3.client("dynamodb", region_name=REGION)
+
+
+def moto_backend() -> Any:
+    """moto's DynamoDB backend the client reaches: its account follows the credentials in the environment
+    (another suite's, when one ran before this module in the same session)."""
+    account = boto3.client("sts", region_name=REGION).get_caller_identity()["Account"]
+    return dynamodb_backends[account][REGION]
 
 
 @contextlib.contextmanager
@@ -388,7 +394,7 @@ def put_orders(table: str, count: int, accounts: int) -> None:
 
     (Through the client, a PutItem each, 5,000 take a while.)
     """
-    stored = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].get_table(table)
+    stored = moto_backend().get_table(table)
     for n in range(count):
         account = f"a{n % accounts}"
         order = {"id": {"S": f"o{n:05}"}, "account_id": {"S": account}, "created_at": {"S": f"t{n:05}"}}
@@ -441,7 +447,7 @@ def test_a_query_the_maps_cannot_serve_walks_as_moto_does(dynamodb: Any, looked_
     table = create_table(dynamodb, "orders")
     put_orders(table, 40, accounts=4)
     # No hash value to look up (no client request gets here: moto's responses refuse a Query without one).
-    backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION]
+    backend = moto_backend()
     arguments = {"table_name": table, "hash_key_dict": None, "range_comparison": None, "range_value_dicts": []}
     arguments |= {"limit": None, "exclusive_start_key": None, "scan_index_forward": True}
     arguments |= {"projection_expressions": None, "index_name": "account-orders", "hash_key_conditions": []}
@@ -562,7 +568,7 @@ def test_writes_that_store_under_a_key_moto_did_not_read_first(dynamodb: Any, bu
     dynamodb.put_item(TableName=table, Item=second, Expected={"entry": {"Value": {"S": "e0"}}})
     assert open_orders_both_ways(dynamodb, table) == ["o0", "o0"]
     # Table.delete_item without a get_item before it, as PartiQL's DELETE calls it.
-    stored = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].get_table(table)
+    stored = moto_backend().get_table(table)
     stored.delete_item(DynamoType({"S": "o0"}), DynamoType({"S": "e0"}))
     assert open_orders_both_ways(dynamodb, table) == ["o0"]
     assert builds == [table]
@@ -573,6 +579,7 @@ def test_our_moto_server_patches_moto_before_it_serves(monkeypatch: pytest.Monke
     monkeypatch.setenv("MOTO_PORT", "5000")  # main() sets it if unset: not in this process's environment
     monkeypatch.setattr(moto_server, "copy_each_table_once", lambda: steps.append("copy each table once"))
     monkeypatch.setattr(moto_server, "index_dynamodb_queries", lambda: steps.append("index queries"))
+    monkeypatch.setattr(moto_server, "count_queries_without_copies", lambda: steps.append("count without copies"))
     monkeypatch.setattr(moto_server, "run_simple", lambda *_, **__: steps.append("serve"))
     moto_server.main(["-p", "5000"])
-    assert steps == ["copy each table once", "index queries", "serve"]
+    assert steps == ["copy each table once", "index queries", "count without copies", "serve"]
