@@ -279,15 +279,17 @@ def measure_level(
     api_queue, floor_queue = f"bench-api-{clients}", f"bench-floor-{clients}"
     for name in (api_queue, floor_queue):
         sqs.create_queue(QueueName=name)
+    # Made before the windows open: their writes are not the level's.
+    api_key, floor_key = bench_account(stack), bench_account(stack)
     port = free_port()
     with start_api(port, {**stack.env, "ORDERS_QUEUE_NAME": api_queue}, log) as level_api:
         # The window closes while the level's API still runs: a process gone by then loses its CPU from it.
         profiler.start(f"create API x{clients}", {level_api.pid: "api"})
-        api = drive(api_client(f"http://127.0.0.1:{port}", bench_account(stack)), count, clients, "API")
+        api = drive(api_client(f"http://127.0.0.1:{port}", api_key), count, clients, "API")
         profiler.stop(len(api.latencies))
     # The floor's worker processes are reaped inside the window: their CPU counts as bench's (cutime).
     profiler.start(f"create floor x{clients}")
-    floor = floor_result(floor_queue, bench_account(stack), count, clients, floor_processes)
+    floor = floor_result(floor_queue, floor_key, count, clients, floor_processes)
     profiler.stop(len(floor.latencies))
     api.label, floor.label = API_LABEL, FLOOR_LABEL
     # Their orders stay pending in the table (no runner polls these queues; the sweep is held off by orders.py).

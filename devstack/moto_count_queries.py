@@ -26,9 +26,12 @@ import threading
 from types import SimpleNamespace
 from typing import Any
 
+import moto
 import moto.dynamodb.models.table as table_module
 from moto.dynamodb.models.table import SecondaryIndex
 from moto.dynamodb.responses import DynamoHandler
+
+from devstack.moto_indexes import VERIFIED_MOTO_VERSION
 
 _counting = threading.local()  # .active: this thread's request is a COUNT Query whose items are only counted
 
@@ -46,6 +49,11 @@ def count_queries_without_copies() -> None:
     original_query = DynamoHandler.query
     if getattr(original_query, "counts_without_copies", False):
         return
+    if moto.__version__ != VERIFIED_MOTO_VERSION:
+        raise RuntimeError(
+            f"devstack.moto_count_queries was verified against moto {VERIFIED_MOTO_VERSION}, not {moto.__version__}: "
+            "check that Table.query's deepcopy is still the only copy a COUNT Query makes"
+        )
 
     @functools.wraps(original_query)
     def query(self: DynamoHandler) -> Any:

@@ -306,6 +306,10 @@ def _patch_writes() -> None:
     @functools.wraps(original_get_item)
     def get_item(self: Table, hash_key: Any, range_key: Any = None, *args: Any, **kwargs: Any) -> Any:
         _mark(self, hash_key, range_key)  # UpdateItem changes the item this returns, in place
+        if self.range_key_attr is not None and range_key and hash_key not in self.items:
+            # moto would add an empty partition to its defaultdict here, while other reads may be walking
+            # it ("dictionary changed size during iteration" in a Scan): nothing is stored under the key.
+            return None
         return original_get_item(self, hash_key, range_key, *args, **kwargs)
 
     @functools.wraps(original_put_item)
