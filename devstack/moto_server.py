@@ -31,7 +31,9 @@ thousand orders; docs/BENCHMARKS.md, section 4). `index_dynamodb_queries`
 (devstack/moto_indexes.py) hands moto's Query only the items under the
 Query's hash key, from maps it keeps up to date with every write; what moto
 does with them, and so what it answers, is unchanged. Its maps rely on the
-serialization above: no write runs while a Query reads them.
+serialization above: no write runs while a Query reads them. A COUNT
+Query also skips moto's copy of every item it counts
+(devstack/moto_count_queries.py).
 """
 
 from __future__ import annotations

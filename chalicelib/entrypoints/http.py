@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from chalice.app import Request, Response
@@ -13,7 +13,14 @@ from chalice.app import Request, Response
 from chalicelib.adapters.reference_prices import ReferencePriceUnavailable
 from chalicelib.adapters.repository import ConcurrentModification, StorageUnavailable
 from chalicelib.config import get_settings
-from chalicelib.domain.model import IdempotencyConflict, OrderNotCancelable, OrderNotFound, OrderStatus, is_order_id
+from chalicelib.domain.model import (
+    IdempotencyConflict,
+    Order,
+    OrderNotCancelable,
+    OrderNotFound,
+    OrderStatus,
+    is_order_id,
+)
 from chalicelib.domain.order_terms import ExpiryRefused
 from chalicelib.domain.risk import RiskLimitExceeded
 from chalicelib.entrypoints.execution_query import parse_executions_query
@@ -153,12 +160,19 @@ def get_order(request: Request, order_id: str, dependencies: Dependencies) -> Re
     # A malformed id cannot name an order; don't send it to DynamoDB at all.
     if not is_order_id(order_id):
         return json_response(404, NOT_FOUND_BODY)
+    return order_read_response(
+        lambda: client_orders.get_order(order_id, account_id, dependencies), "order not read", order_id=order_id
+    )
+
+
+def order_read_response(read: Callable[[], Order], failure_message: str, **log_keys: Any) -> Response:
+    """One order read for its owner: 200 with it, 404 if the caller has no such order, 503 if storage failed."""
     try:
-        order = client_orders.get_order(order_id, account_id, dependencies)
+        order = read()
     except OrderNotFound:
         return json_response(404, NOT_FOUND_BODY)
     except StorageUnavailable:
-        logger.exception("order not read", order_id=order_id)
+        logger.exception(failure_message, **log_keys)
         return json_response(503, UNAVAILABLE_BODY)
     return json_response(200, order_to_json(order))
 

@@ -7,12 +7,9 @@ from urllib.parse import unquote_to_bytes
 from chalice.app import Request, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from chalicelib.adapters.repository import StorageUnavailable
-from chalicelib.domain.model import OrderNotFound
-from chalicelib.entrypoints.http import NO_ACCOUNT_BODY, NOT_FOUND_BODY, UNAVAILABLE_BODY, account_of, json_response
+from chalicelib.entrypoints.http import NO_ACCOUNT_BODY, account_of, json_response, order_read_response
 from chalicelib.entrypoints.request_models import ClientOrderId, FieldError, InvalidOrder, field_error
-from chalicelib.entrypoints.response_models import invalid_order_to_json, order_to_json
-from chalicelib.observability import logger
+from chalicelib.entrypoints.response_models import invalid_order_to_json
 from chalicelib.service import client_orders
 from chalicelib.service.dependencies import Dependencies
 
@@ -60,11 +57,8 @@ def get_order_by_client_order_id(request: Request, raw_client_order_id: str, dep
         client_order_id = parse_client_order_id(raw_client_order_id)
     except InvalidOrder as exc:
         return json_response(422, invalid_order_to_json(exc))
-    try:
-        order = client_orders.get_order_by_client_order_id(client_order_id, account_id, dependencies)
-    except OrderNotFound:
-        return json_response(404, NOT_FOUND_BODY)
-    except StorageUnavailable:
-        logger.exception("order not read by its client_order_id", account_id=account_id)
-        return json_response(503, UNAVAILABLE_BODY)
-    return json_response(200, order_to_json(order))
+    return order_read_response(
+        lambda: client_orders.get_order_by_client_order_id(client_order_id, account_id, dependencies),
+        "order not read by its client_order_id",
+        account_id=account_id,
+    )
