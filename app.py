@@ -133,6 +133,12 @@ def _add_order_routes(
 
         return http.cancel_order(current_request(), order_id, dependencies())
 
+    @app.route("/orders/{order_id}", methods=["PATCH"], authorizer=authorizer)
+    def replace_order(order_id: str) -> Response:
+        from chalicelib.entrypoints import order_replace  # noqa: PLC0415 - on first call (see top)
+
+        return order_replace.replace_order(current_request(), order_id, dependencies())
+
     @app.route("/orders/{order_id}/executions", methods=["GET"], authorizer=authorizer)
     def get_executions(order_id: str) -> Response:
         from chalicelib.entrypoints import http  # noqa: PLC0415 - on first call (see top)

@@ -33,6 +33,10 @@ class ExchangeRejected(Exception):
     """The exchange refused the order for good; trying again cannot help."""
 
 
+class ReplaceTooLate(ExchangeRejected):
+    """The exchange refused a replace because the original was done first (filled, canceled, expired)."""
+
+
 @dataclass(frozen=True)
 class ExchangeAck:
     exchange_order_id: str | None
@@ -59,12 +63,17 @@ _VENUE_STATUSES = {
     "canceled": OrderStatus.CANCELED,
     "expired": OrderStatus.EXPIRED,
     "rejected": OrderStatus.REJECTED,
+    "replaced": OrderStatus.REPLACED,
 }
+# The start of the exchange's 409 to a replace whose original is done; its other 409 is a duplicate id.
+_TOO_LATE_TO_REPLACE_ERROR = "too late to replace"
 
 
 class Exchange(Protocol):
     def place(self, order: Order) -> ExchangeAck:
-        """Send the order; an order claimed for placement is never sent once its lease (placing_until) has less
+        """Send the order (a replacement: as a cancel/replace of its original).
+
+        An order claimed for placement is never sent once its lease (placing_until) has less
         than one exchange call left: ExchangeUnavailable instead, nothing sent."""
 
     def cancel(self, order_id: str) -> CancelOutcome: ...
@@ -179,13 +188,22 @@ class HttpExchange:
             # Stored in UTC to the second: exactly the "2026-12-02T15:00:00Z" the exchange reads.
             "expires_at": None if terms.expires_at is None else _utc_text(terms.expires_at),
         }
-        response = self._request("POST", f"{self._base_url}/orders", json.dumps(body).encode(), self._send_by(order))
+        # A replacement goes as a cancel/replace (FIX 35=G) of its original, whose id is OrigClOrdID.
+        url = f"{self._base_url}/orders"
+        if order.replaces is not None:
+            url = f"{url}/{quote(order.replaces, safe='')}/replace"
+        response = self._request("POST", url, json.dumps(body).encode(), self._send_by(order))
         payload = _json_or_empty(response.data)
+        reason = str(payload.get("error") or f"HTTP {response.status}")
+        if order.replaces is not None and response.status == 409 and reason.startswith(_TOO_LATE_TO_REPLACE_ERROR):
+            raise ReplaceTooLate(reason)
+        if order.replaces is not None and response.status == 404 and reason == _UNKNOWN_ORDER_ERROR:
+            # The exchange's own verdict that it never had the original: nothing to replace, for good.
+            raise ExchangeRejected(f"the original order is unknown to the exchange ({reason})")
         if response.status in (200, 201):
             return ExchangeAck(exchange_order_id=payload.get("exchange_order_id"))
         if response.status == 409:
             return ExchangeAck(exchange_order_id=payload.get("exchange_order_id"), duplicate=True)
-        reason = str(payload.get("error") or f"HTTP {response.status}")
         # Only a verdict on the order itself is final. Throttling (429), a
         # timeout (408), or our own configuration (401/403/404: wrong URL or
         # credentials) can all be fixed by waiting or by an operator.

@@ -14,9 +14,10 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
     VersionAttribute,
 )
-from pynamodb.exceptions import PynamoDBException
+from pynamodb.exceptions import PynamoDBException, TransactWriteError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
 
 from chalicelib.adapters.dynamodb import (
     DynamoDBTable,
@@ -140,6 +141,8 @@ class OrderRecord(Model):
     cancel_queued_at = UTCDateTimeAttribute(null=True)
     cancel_sent_at = UTCDateTimeAttribute(null=True)
     reopenings = ListAttribute(of=ReopeningRecord, null=True)
+    replaces = UnicodeAttribute(null=True)  # a replacement's original
+    replaced_by = UnicodeAttribute(null=True)  # an original's replacement, pending or confirmed
     pending_shard = NumberAttribute(null=True)
     sweep_after = UTCDateTimeAttribute(null=True)
     reconcile_shard = NumberAttribute(null=True)
@@ -190,6 +193,7 @@ _MUTABLE_ATTRIBUTES = (
     "cancel_queued_at",
     "cancel_sent_at",
     "reopenings",
+    "replaced_by",
     "pending_shard",
     "sweep_after",
     "reconcile_shard",
@@ -238,6 +242,8 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
         cancel_queued_at=order.cancel_queued_at,
         cancel_sent_at=order.cancel_sent_at,
         reopenings=[_reopening_record(reopening) for reopening in order.reopenings] or None,
+        replaces=order.replaces,
+        replaced_by=order.replaced_by,
     )
     # Orders our workers still owe a placement or a cancel request stay in
     # the sweep's index; every other order leaves it.
@@ -257,6 +263,23 @@ def _to_record(record_class: type[OrderRecord], order: Order, sweep_after: datet
     if order.version:
         record.version = order.version
     return record
+
+
+def _update_actions(
+    records: type[OrderRecord], record: OrderRecord, order: Order, sweep_after: datetime | None
+) -> list[Any]:
+    """Set each mutable attribute to the record's value, removing unset ones (how an order leaves a sparse index)."""
+    names: tuple[str, ...] = _MUTABLE_ATTRIBUTES
+    if order.needs_work and sweep_after is None:
+        # Still owed work and no new sweep time given (an execution report
+        # on a pending_cancel order): keep its place in the sweep's index.
+        names = tuple(name for name in names if name not in _SWEEP_INDEX_ATTRIBUTES)
+    actions: list[Any] = []
+    for name in names:
+        attribute = getattr(records, name)
+        value = getattr(record, name)
+        actions.append(attribute.remove() if value is None else attribute.set(value))
+    return actions
 
 
 def _reopening_record(reopening: Reopening) -> ReopeningRecord:
@@ -302,6 +325,8 @@ def _to_order(record: OrderRecord) -> Order:
         cancel_queued_at=record.cancel_queued_at,
         cancel_sent_at=record.cancel_sent_at,
         reopenings=tuple(Reopening(r.at, r.by, r.earlier_failure) for r in record.reopenings or ()),
+        replaces=record.replaces,
+        replaced_by=record.replaced_by,
         version=int(record.version or 0),
     )
 
@@ -332,25 +357,41 @@ class DynamoDBOrderRepository(DynamoDBTable[OrderRecord]):
             raise StorageUnavailable(f"could not read order {order_id}") from exc
         return _to_order(record)
 
+    def add_replacement(self, replacement: Order, original: Order, sweep_after: datetime) -> tuple[Order, Order]:
+        new_record = _to_record(self._records, replacement, sweep_after)
+        original_record = _to_record(self._records, original, None)
+        # The same connection (endpoint, timeouts, retries) as every other call on this table.
+        connection = self._records._get_connection().connection
+        try:
+            with TransactWrite(connection=connection) as transaction:
+                transaction.save(new_record, condition=self._records.id.does_not_exist())
+                transaction.update(
+                    original_record,
+                    actions=_update_actions(self._records, original_record, original, None),
+                    condition=self._records.id.exists(),
+                )
+        except TransactWriteError as exc:
+            # One reason per item, in the order written: which condition failed says what happened.
+            codes = [reason.code if reason else None for reason in exc.cancellation_reasons]
+            if codes[:1] == ["ConditionalCheckFailed"]:
+                raise OrderAlreadyExists(replacement.id) from exc
+            if "ConditionalCheckFailed" in codes or "TransactionConflict" in codes:
+                raise ConcurrentModification(original.id) from exc
+            raise StorageUnavailable(f"could not store replacement {replacement.id}") from exc
+        except PynamoDBException as exc:
+            raise StorageUnavailable(f"could not store replacement {replacement.id}") from exc
+        return _to_order(new_record), _to_order(original_record)
+
     def update(self, order: Order, sweep_after: datetime | None) -> Order:
         if order.version == 0:
             raise ValueError("update() needs an order read from storage; use add() for new orders")
         record = _to_record(self._records, order, sweep_after)
-        # One UpdateItem, conditional on the version this copy was read at
-        # (PynamoDB adds that condition and the increment). Unset attributes
-        # are removed, which is how a settled order leaves the sparse index.
-        actions: list[Any] = []
-        names: tuple[str, ...] = _MUTABLE_ATTRIBUTES
-        if order.needs_work and sweep_after is None:
-            # Still owed work and no new sweep time given (an execution report
-            # on a pending_cancel order): keep its place in the sweep's index.
-            names = tuple(name for name in names if name not in _SWEEP_INDEX_ATTRIBUTES)
-        for name in names:
-            attribute = getattr(self._records, name)
-            value = getattr(record, name)
-            actions.append(attribute.remove() if value is None else attribute.set(value))
         try:
-            record.update(actions=actions, condition=self._records.id.exists())
+            # One UpdateItem, conditional on the version this copy was read at
+            # (PynamoDB adds that condition and the increment).
+            record.update(
+                actions=_update_actions(self._records, record, order, sweep_after), condition=self._records.id.exists()
+            )
         except PynamoDBException as exc:
             if is_condition_failure(exc):
                 raise ConcurrentModification(order.id) from exc

@@ -70,6 +70,14 @@ class OrderRepository(Protocol):
     def add(self, order: Order, sweep_after: datetime) -> Order:
         """Store a new pending order; raises OrderAlreadyExists if the id is taken."""
 
+    def add_replacement(self, replacement: Order, original: Order, sweep_after: datetime) -> tuple[Order, Order]:
+        """Store a new pending replacement and its original's change together, or neither (one transaction).
+
+        Raises OrderAlreadyExists if the replacement's id is taken (checked
+        first: a retry whose first write committed), else ConcurrentModification
+        if the original was written since it was read. Returns both as stored.
+        """
+
     def get(self, order_id: str) -> Order | None:
         """The order as last written (strongly consistent), or None."""
 

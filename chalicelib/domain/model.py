@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal, get_args
+
+from chalicelib.domain.order_ids import is_order_id as is_order_id  # noqa: PLC0414
+from chalicelib.domain.order_ids import new_order_id as new_order_id  # noqa: PLC0414
+from chalicelib.domain.order_ids import order_id_for_client_key as order_id_for_client_key  # noqa: PLC0414
 
 # The terms live in their own module; these names stay importable from here,
 # where most of the code has always taken them ("X as X" marks a re-export).
@@ -22,6 +24,9 @@ class OrderStatus(StrEnum):
     PENDING = "pending"
     PLACED = "placed"
     PARTIALLY_FILLED = "partially_filled"
+    # The client asked to replace an order the exchange holds (FIX 35=G); the
+    # replacement order, pending, carries the request (domain/replace.py).
+    PENDING_REPLACE = "pending_replace"
     # The client asked to cancel an order the exchange may hold; the
     # exchange's answer comes through the execution feed.
     PENDING_CANCEL = "pending_cancel"
@@ -30,13 +35,19 @@ class OrderStatus(StrEnum):
     REJECTED = "rejected"
     EXPIRED = "expired"
     FAILED = "failed"
+    # The exchange confirmed a replace: the replacement order (replaced_by) works on.
+    REPLACED = "replaced"
 
 
-_DONE_AT_THE_EXCHANGE = frozenset({OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
+_DONE_AT_THE_EXCHANGE = frozenset(
+    {OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED, OrderStatus.REPLACED}
+)
+# How an order that has fills may end: every way but a rejection, which only comes at entry.
+_DONE_AFTER_FILLS = _DONE_AT_THE_EXCHANGE - {OrderStatus.REJECTED}
 
 # The one place that says which status may follow which. Every move goes up
 # FIX's order-state precedence (pending < placed/new < partially filled <
-# pending cancel < done), and terminal statuses lead nowhere. Because no move
+# pending replace < pending cancel < done), and terminal statuses lead nowhere. Because no move
 # goes down, applying an order's execution reports in any order, with any
 # duplicates, ends in the same status: that is what makes the execution
 # consumer safe against a feed that repeats or reorders, and against the race
@@ -44,22 +55,29 @@ _DONE_AT_THE_EXCHANGE = frozenset({OrderStatus.FILLED, OrderStatus.CANCELED, Ord
 # (pending -> filled). No execution report leads to pending_cancel (only a
 # client's cancel does), and from it only the exchange's final word leads on:
 # a partial fill arriving after the cancel request updates the quantities but
-# leaves the order pending_cancel.
+# leaves the order pending_cancel. pending_replace works the same way: only a
+# client's replace leads to it (from an order the exchange has accepted), fills
+# leave it pending_replace, and a cancel may overtake it; whichever of the
+# cancel and the replace the exchange took first ends it (canceled or replaced).
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.PENDING: frozenset(
         {OrderStatus.PLACED, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL, OrderStatus.FAILED}
         | _DONE_AT_THE_EXCHANGE
     ),
-    OrderStatus.PLACED: frozenset({OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL} | _DONE_AT_THE_EXCHANGE),
-    OrderStatus.PARTIALLY_FILLED: frozenset(
-        {OrderStatus.PENDING_CANCEL, OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED}
+    OrderStatus.PLACED: frozenset(
+        {OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_REPLACE, OrderStatus.PENDING_CANCEL} | _DONE_AT_THE_EXCHANGE
     ),
+    OrderStatus.PARTIALLY_FILLED: frozenset(
+        {OrderStatus.PENDING_REPLACE, OrderStatus.PENDING_CANCEL} | _DONE_AFTER_FILLS
+    ),
+    OrderStatus.PENDING_REPLACE: frozenset({OrderStatus.PENDING_CANCEL} | _DONE_AFTER_FILLS),
     OrderStatus.PENDING_CANCEL: frozenset(_DONE_AT_THE_EXCHANGE),
     OrderStatus.FILLED: frozenset(),
     OrderStatus.CANCELED: frozenset(),
     OrderStatus.REJECTED: frozenset(),
     OrderStatus.EXPIRED: frozenset(),
     OrderStatus.FAILED: frozenset(),
+    OrderStatus.REPLACED: frozenset(),
 }
 TERMINAL_STATUSES = frozenset(status for status, targets in TRANSITIONS.items() if not targets)
 OPEN_STATUSES = frozenset(TRANSITIONS) - TERMINAL_STATUSES
@@ -70,6 +88,16 @@ OPEN_STATUSES = frozenset(TRANSITIONS) - TERMINAL_STATUSES
 # automatic path, including execution reports, which can never reopen one.
 OPERATOR_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.FAILED: frozenset({OrderStatus.PENDING}),
+}
+
+# The one move down the precedence, kept apart like the operator's: a replace
+# the exchange refused, or that never reached it, hands the original back to
+# where its own reports put it. Only the end of the replacement order makes it
+# (Order.replace_refused), never an execution report, so the merge of reports
+# stays order-independent; and it lands exactly where the reports would have
+# left the order without the replace (placed, or partially filled if it has fills).
+REPLACE_REFUSAL_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING_REPLACE: frozenset({OrderStatus.PLACED, OrderStatus.PARTIALLY_FILLED}),
 }
 
 
@@ -102,6 +130,24 @@ class IdempotencyConflict(OrderError):
     """The client order id is already used by an order with different terms."""
 
 
+class OrderNotReplaceable(OrderError):
+    """The order cannot be replaced now: done, not yet at the exchange, or a cancel or replace already pending."""
+
+    def __init__(self, order_id: str, status: OrderStatus) -> None:
+        self.why = _NOT_REPLACEABLE_BECAUSE.get(status, "only open orders can be replaced")
+        super().__init__(f"order {order_id} is {status}: {self.why}")
+        self.status = status
+
+
+_NOT_REPLACEABLE_BECAUSE = {
+    # Not yet accepted: the exchange has nothing to replace, and a replace
+    # racing the order's own placement could reach it first.
+    OrderStatus.PENDING: "it can be replaced once the exchange has accepted it",
+    OrderStatus.PENDING_REPLACE: "a replace of it is pending already",
+    OrderStatus.PENDING_CANCEL: "a cancel of it is pending",
+}
+
+
 class OrderNotCancelable(OrderError):
     """The order is done; there is nothing left to cancel."""
 
@@ -117,30 +163,6 @@ class InvalidTransition(OrderError):
         self.target = target
 
 
-# Fixed namespace: the same account and client order id always map to the
-# same order id, which makes "create once per idempotency key" a single
-# conditional put. The account is part of the name, so two accounts may use
-# the same client order id without meeting (or learning of each other).
-CLIENT_ORDER_ID_NAMESPACE = uuid.UUID("6f1e4c0a-5a57-4c1b-9a5e-2b7f3d1c9e40")
-
-
-def order_id_for_client_key(account_id: str, client_order_id: str) -> str:
-    # A newline cannot occur in an account id, so no two pairs share a name.
-    return str(uuid.uuid5(CLIENT_ORDER_ID_NAMESPACE, f"{account_id}\n{client_order_id}"))
-
-
-def new_order_id() -> str:
-    return str(uuid.uuid4())
-
-
-def is_order_id(candidate: str) -> bool:
-    """Whether candidate is an order id we could have issued (canonical UUID text)."""
-    try:
-        return str(uuid.UUID(candidate)) == candidate
-    except ValueError:
-        return False
-
-
 class ExecType(StrEnum):
     NEW = "new"
     PARTIAL_FILL = "partial_fill"
@@ -148,6 +170,7 @@ class ExecType(StrEnum):
     CANCELED = "canceled"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    REPLACED = "replaced"  # the original of a confirmed cancel/replace: done, its replacement works on
 
 
 STATUS_AFTER: dict[ExecType, OrderStatus] = {
@@ -157,6 +180,7 @@ STATUS_AFTER: dict[ExecType, OrderStatus] = {
     ExecType.CANCELED: OrderStatus.CANCELED,
     ExecType.REJECTED: OrderStatus.REJECTED,
     ExecType.EXPIRED: OrderStatus.EXPIRED,
+    ExecType.REPLACED: OrderStatus.REPLACED,
 }
 
 
@@ -230,24 +254,6 @@ class Reopening:
     earlier_failure: str | None
 
 
-# What clients are told about a failed order (failure_reason): a fixed set, so
-# no exchange or transport text (hosts, error bodies) reaches them. The
-# stored detail stays in last_error and in the logs, for operators.
-ClientFailureReason = Literal["rejected by the exchange", "exchange unreachable", "placement failed"]
-CLIENT_FAILURE_REASONS: tuple[ClientFailureReason, ...] = get_args(ClientFailureReason)
-
-
-def client_failure_reason(stored: str | None) -> ClientFailureReason | None:
-    """The client-facing reason for a stored failure detail (placement.py and placement_verdict.py write those)."""
-    if stored is None:
-        return None
-    if stored.startswith("rejected by the exchange"):
-        return "rejected by the exchange"
-    if stored.startswith("exchange unavailable"):
-        return "exchange unreachable"
-    return "placement failed"
-
-
 @dataclass(frozen=True)
 class Order:
     id: str
@@ -281,6 +287,11 @@ class Order:
     cancel_sent_at: datetime | None = None
     # Every operator reopening (redrive) of this order, oldest first.
     reopenings: tuple[Reopening, ...] = ()
+    # A replace (domain/replace.py): the replacement names the order it
+    # replaces (FIX OrigClOrdID); the original names its replacement from the
+    # client's request on (pending_replace), and keeps it once replaced.
+    replaces: str | None = None
+    replaced_by: str | None = None
     # Optimistic concurrency, as in cosmicpython's aggregates: storage accepts
     # a write only if nobody else wrote since this copy was read. 0 = unsaved.
     version: int = 0
@@ -396,6 +407,32 @@ class Order:
         # of it lost, or placed): only the exchange knows. The caller queues
         # the first cancel request with this write.
         return self._moved_to(OrderStatus.PENDING_CANCEL, now, cancel_queued_at=now)
+
+    def replace_requested(self, replacement_id: str, now: datetime) -> Order:
+        """The client's replace (domain/replace.py): pending_replace, naming the replacement.
+
+        OrderNotReplaceable unless the exchange holds the order and no cancel or replace is pending.
+        """
+        if OrderStatus.PENDING_REPLACE not in TRANSITIONS[self.status]:
+            raise OrderNotReplaceable(self.id, self.status)
+        return self._moved_to(OrderStatus.PENDING_REPLACE, now, replaced_by=replacement_id)
+
+    def replace_refused(self, replacement_id: str, now: datetime) -> Order:
+        """Its replacement ended without the exchange taking it: the order works on as its reports say.
+
+        Only that replacement's end counts (a later replace has its own). A
+        pending_replace order goes back down (REPLACE_REFUSAL_TRANSITIONS); one
+        the exchange ended or a cancel overtook keeps its status, and no order
+        names a replacement that never replaced it. A replaced order is left
+        alone: the exchange confirmed it, so this cannot be its replacement's end.
+        """
+        if self.replaced_by != replacement_id or self.status is OrderStatus.REPLACED:
+            return self
+        status = self.status
+        if status is OrderStatus.PENDING_REPLACE:
+            status = OrderStatus.PARTIALLY_FILLED if self.filled_quantity else OrderStatus.PLACED
+            assert status in REPLACE_REFUSAL_TRANSITIONS[self.status]
+        return dataclasses.replace(self, status=status, replaced_by=None, updated_at=now)
 
     def _cancel_active_since(self, now: datetime, interval: timedelta) -> datetime | None:
         """The latest cancel request queued or sent within `interval` before `now`, if any."""

@@ -18,6 +18,7 @@ from enum import StrEnum
 from chalicelib.domain.model import (
     CORRECTION_TRANSITIONS,
     OPERATOR_TRANSITIONS,
+    REPLACE_REFUSAL_TRANSITIONS,
     TRANSITIONS,
     ExecType,
     ExecutionReport,
@@ -31,6 +32,10 @@ class OrderEventType(StrEnum):
     PLACED = "placed"
     PARTIAL_FILL = "partial_fill"
     FILL = "fill"
+    PENDING_REPLACE = "pending_replace"
+    REPLACED = "replaced"
+    # The exchange refused a replace (or never got it): the order works on as before.
+    REPLACE_REFUSED = "replace_refused"
     PENDING_CANCEL = "pending_cancel"
     CANCELED = "canceled"
     REJECTED = "rejected"
@@ -47,6 +52,8 @@ EVENT_OF_STATUS: dict[OrderStatus, OrderEventType] = {
     OrderStatus.PENDING: OrderEventType.REOPENED,
     OrderStatus.PLACED: OrderEventType.PLACED,
     OrderStatus.PARTIALLY_FILLED: OrderEventType.PARTIAL_FILL,
+    OrderStatus.PENDING_REPLACE: OrderEventType.PENDING_REPLACE,
+    OrderStatus.REPLACED: OrderEventType.REPLACED,
     OrderStatus.PENDING_CANCEL: OrderEventType.PENDING_CANCEL,
     OrderStatus.FILLED: OrderEventType.FILL,
     OrderStatus.CANCELED: OrderEventType.CANCELED,
@@ -66,7 +73,7 @@ def may_move(source: OrderStatus, target: OrderStatus) -> bool:
     return any(target in table.get(source, frozenset()) for table in _ALL_TRANSITIONS)
 
 
-_ALL_TRANSITIONS = (TRANSITIONS, OPERATOR_TRANSITIONS, CORRECTION_TRANSITIONS)
+_ALL_TRANSITIONS = (TRANSITIONS, OPERATOR_TRANSITIONS, CORRECTION_TRANSITIONS, REPLACE_REFUSAL_TRANSITIONS)
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,7 @@ def derive_events(change: OrderChange, executions: Sequence[ExecutionReport]) ->
         steps = _fill_steps(before, after, executions)
         status_shown = steps[-1][1].status if steps else before.status
         if after.status is not status_shown:
-            steps.append((EVENT_OF_STATUS[after.status], after, None))
+            steps.append((_status_event(status_shown, after.status), after, None))
     return [
         OrderEvent(
             type=kind,
@@ -109,6 +116,13 @@ def derive_events(change: OrderChange, executions: Sequence[ExecutionReport]) ->
         )
         for n, (kind, order, report) in enumerate(steps)
     ]
+
+
+def _status_event(shown: OrderStatus, status: OrderStatus) -> OrderEventType:
+    # Back down from pending_replace: the replace's end, not the order's placement again.
+    if status in REPLACE_REFUSAL_TRANSITIONS.get(shown, frozenset()):
+        return OrderEventType.REPLACE_REFUSED
+    return EVENT_OF_STATUS[status]
 
 
 def _new_fills(before: Order, after: Order, executions: Sequence[ExecutionReport]) -> list[ExecutionReport]:

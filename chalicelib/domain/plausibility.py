@@ -43,7 +43,7 @@ MAX_AVERAGE_DECIMALS = 20
 
 _FILLS = frozenset({ExecType.PARTIAL_FILL, ExecType.FILL})
 # Reports after which nothing of the order is open any more (leaves_qty is 0).
-_FINAL = frozenset({ExecType.FILL, ExecType.CANCELED, ExecType.EXPIRED, ExecType.REJECTED})
+_FINAL = frozenset({ExecType.FILL, ExecType.CANCELED, ExecType.EXPIRED, ExecType.REJECTED, ExecType.REPLACED})
 
 
 def price_problem(name: str, price: Decimal, max_decimals: int = MAX_PRICE_DECIMALS) -> str | None:
@@ -86,7 +86,8 @@ def _price_problems(order: Order, last_price: Decimal | None, avg_price: Decimal
             problems.append(_beyond_limit(order, "last_price", last_price))
     if avg_price is not None:
         problems.append(price_problem("avg_price", avg_price, MAX_AVERAGE_DECIMALS))
-        if avg_price > 0:
+        # A replacement's average counts its original's fills, made within the original's limit, not its own.
+        if avg_price > 0 and order.replaces is None:
             problems.append(_beyond_limit(order, "avg_price", avg_price))
     return next((problem for problem in problems if problem), None)
 

@@ -71,7 +71,7 @@ def correlation_id_for(headers: Mapping[str, str], context: Mapping[str, Any]) -
 
 
 @functools.cache
-def _order_limits() -> OrderLimits:
+def order_limits() -> OrderLimits:
     settings = get_settings()
     return OrderLimits(max_quantity=settings.max_order_quantity, max_limit_price=settings.max_limit_price)
 
@@ -117,7 +117,7 @@ def _post_order(
     account_id: str, raw_body: bytes | str | None, correlation_id: str, dependencies: Dependencies
 ) -> Response:
     try:
-        terms = parse_order_request(raw_body, _order_limits())
+        terms = parse_order_request(raw_body, order_limits())
     except BadRequest as exc:
         # 400, or 413 for a body over the size limit.
         return json_response(exc.status, error_body(str(exc)), correlation_id)

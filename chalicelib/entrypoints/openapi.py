@@ -17,10 +17,25 @@ from chalicelib.entrypoints.event_models import OrderEventPage, OrderEventRespon
 from chalicelib.entrypoints.event_query import ListEventsQuery, StreamTokenResponse
 from chalicelib.entrypoints.execution_query import ListExecutionsQuery
 from chalicelib.entrypoints.json_body import MAX_BODY_BYTES
+from chalicelib.entrypoints.openapi_parts import (
+    API_VERSION,
+    CORRELATION_PARAMETER,
+    NOT_FOUND,
+    OPENAPI_VERSION,
+    ORDER_ID_PARAMETER,
+    SCHEMAS,
+    SECURITY_SCHEMES,
+    UNAVAILABLE,
+    json_content,
+    query_parameters,
+    response,
+    schemas_to_openapi_30,
+    secured,
+)
+from chalicelib.entrypoints.replace_request import ReplaceRequest
 from chalicelib.entrypoints.request_models import (
     CLIENT_ORDER_ID_MAX_LENGTH,
     CLIENT_ORDER_ID_PATTERN,
-    ORDER_ID_PATTERN,
     ListOrdersQuery,
     OrderRequest,
 )
@@ -33,16 +48,10 @@ from chalicelib.entrypoints.response_models import (
 )
 from chalicelib.service.cancel_all import CANCEL_ALL_MAX_ORDERS
 
-# 3.0, not 3.1: the Swagger UI we serve (4.x, from swagger-ui-bundle) renders
-# only 3.0 documents, and 3.0 is what most client generators read best.
-OPENAPI_VERSION = "3.0.3"
-API_VERSION = "1.0.0"
-CORRELATION_HEADER = "X-Correlation-Id"
-_SCHEMAS = "#/components/schemas/"
-
 # Request models are described as they validate, response models as they serialize.
 _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (OrderRequest, "validation"),
+    (ReplaceRequest, "validation"),
     (OrderResponse, "serialization"),
     (OrderListResponse, "serialization"),
     (ExecutionListResponse, "serialization"),
@@ -55,157 +64,6 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
 ]
 
 
-# The value null alone, in OpenAPI 3.0's dialect (which has no null type).
-_NULL_ONLY = {"type": "object", "nullable": True, "enum": [None]}
-
-
-def _to_openapi_30(schema: Any) -> Any:
-    """Pydantic's JSON Schema (2020-12, what OpenAPI 3.1 uses) in OpenAPI 3.0's dialect."""
-    if isinstance(schema, list):
-        return [_to_openapi_30(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    converted: dict[str, Any] = {
-        # "properties" maps field names (not keywords) to schemas.
-        key: _schemas_to_openapi_30(value) if key == "properties" else _to_openapi_30(value)
-        for key, value in schema.items()
-    }
-    for bound in ("exclusiveMinimum", "exclusiveMaximum"):
-        # 2020-12: a number; 3.0: a flag on minimum/maximum.
-        value = converted.get(bound)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            converted["minimum" if bound == "exclusiveMinimum" else "maximum"] = value
-            converted[bound] = True
-    if "const" in converted:
-        converted["enum"] = [converted.pop("const")]
-    if "examples" in converted:
-        examples = converted.pop("examples")
-        if examples:
-            converted.setdefault("example", examples[0])
-    members = converted.get("anyOf")
-    if isinstance(members, list) and {"type": "null"} in members:
-        # 3.0 has no null type: `X | None` is X with nullable.
-        others = [member for member in members if member != {"type": "null"}]
-        del converted["anyOf"]
-        if len(others) == 1 and "$ref" not in others[0]:
-            converted = {**others[0], **converted, "nullable": True}
-        else:
-            # nullable beside allOf/anyOf admits no null (it only widens a `type` at its own level, and
-            # every member must match): null is a member of its own instead.
-            converted["anyOf"] = [*others, _NULL_ONLY]
-    if "$ref" in converted and len(converted) > 1:
-        # 3.0 ignores whatever stands beside a $ref: keep it by wrapping the reference.
-        converted["allOf"] = [{"$ref": converted.pop("$ref")}]
-    return converted
-
-
-def _schemas_to_openapi_30(schemas: dict[str, Any]) -> dict[str, Any]:
-    return {name: _to_openapi_30(schema) for name, schema in schemas.items()}
-
-
-def _json_content(model: type[BaseModel]) -> dict[str, Any]:
-    return {"application/json": {"schema": {"$ref": _SCHEMAS + model.__name__}}}
-
-
-def _response(description: str, model: type[BaseModel], correlated: bool = False) -> dict[str, Any]:
-    response: dict[str, Any] = {"description": description, "content": _json_content(model)}
-    if correlated:
-        response["headers"] = {
-            CORRELATION_HEADER: {
-                "description": "The correlation id of this request: the caller's, if it was usable, else a new one."
-                " A replay (200) carries the one of the request that created the order.",
-                "schema": {"type": "string"},
-            }
-        }
-    return response
-
-
-_ORDER_ID_PARAMETER = {
-    "name": "order_id",
-    "in": "path",
-    "required": True,
-    "description": "An order id as POST /orders returned it; anything else is 404",
-    "schema": {"type": "string", "format": "uuid", "pattern": ORDER_ID_PATTERN},
-}
-_CORRELATION_PARAMETER = {
-    "name": CORRELATION_HEADER,
-    "in": "header",
-    "required": False,
-    "description": "Your id for this request, logged with everything it causes and stored with the order."
-    " A value not matching the pattern is ignored and a new id is used.",
-    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._:-]{1,128}$"},
-}
-_NOT_FOUND = _response("No order of yours has this id (or the id is malformed)", ErrorResponse)
-_UNAVAILABLE = _response("Storage (of orders or of API keys) is unavailable; retry later", ErrorResponse)
-_UNAUTHORIZED = _response("The API key is missing, invalid, revoked or expired", ErrorResponse)
-_READ_ONLY_KEY = _response("The API key is read-only (scope read): only GET requests are allowed", ErrorResponse)
-_TOO_MANY_REQUESTS = {
-    **_response(
-        "Too many requests: over your account's rate limit (requests per second and burst, set per"
-        " account), or on AWS over the stage's or your address's. Wait Retry-After seconds.",
-        ErrorResponse,
-    ),
-    "headers": {
-        "Retry-After": {
-            "description": "Seconds to wait before the next request",
-            "schema": {"type": "integer", "minimum": 1},
-        }
-    },
-}
-# Either header carries the key; every order route needs one, the documentation none.
-_SECURITY_SCHEMES = {
-    "bearerKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
-    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key"},
-}
-_KEY_REQUIRED: list[dict[str, list[str]]] = [{name: []} for name in _SECURITY_SCHEMES]
-
-
-def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
-    """The model's fields as optional query parameters: the same model validates them."""
-    schema = model.model_json_schema()
-    parameters = []
-    for name, field_schema in schema["properties"].items():
-        described = {key: value for key, value in field_schema.items() if key not in {"title", "description"}}
-        # Optional means absent: a query parameter has no null.
-        parameter_schema = _to_openapi_30(described)
-        parameter_schema.pop("nullable", None)
-        if parameter_schema.get("default", 0) is None:
-            del parameter_schema["default"]
-        parameters.append(
-            {
-                "name": name,
-                "in": "query",
-                "required": name in schema.get("required", []),
-                "description": field_schema.get("description", ""),
-                "schema": parameter_schema,
-            }
-        )
-    return parameters
-
-
-# Besides the orders, the order events and the stream's tokens need a key.
-_SECURED_PREFIXES = ("/orders", "/events", "/stream/")
-# The writes a read-only key may make (chalicelib/entrypoints/auth.py READ_KEY_WRITES).
-_READ_KEY_WRITES = {("POST", "/stream/tokens")}
-
-
-def _secured(paths: dict[str, Any]) -> dict[str, Any]:
-    """Every order operation needs an API key and may answer 401 or 429; a write also 403 (a read-only key)."""
-    for path, operations in paths.items():
-        if not path.startswith(_SECURED_PREFIXES):
-            continue
-        for method, operation in operations.items():
-            operation["security"] = _KEY_REQUIRED
-            operation["responses"]["401"] = _UNAUTHORIZED
-            # Throttled after the authorizer, per account (the usage plans; locally the API server).
-            operation["responses"]["429"] = _TOO_MANY_REQUESTS
-            if method.upper() not in ("GET", "HEAD", "OPTIONS") and (method.upper(), path) not in _READ_KEY_WRITES:
-                operation["responses"]["403"] = _READ_ONLY_KEY
-            # The key store itself may be down: the authorizer answers 503.
-            operation["responses"].setdefault("503", _UNAVAILABLE)
-    return paths
-
-
 def _list_orders() -> dict[str, Any]:
     return {
         "operationId": "listOrders",
@@ -215,14 +73,14 @@ def _list_orders() -> dict[str, Any]:
         " bounded number of orders, so with a selective filter a page may hold fewer than `limit`"
         " orders, even none, and still have a `next`: a short page is not the end, only a null `next` is.",
         "tags": ["orders"],
-        "parameters": _query_parameters(ListOrdersQuery),
+        "parameters": query_parameters(ListOrdersQuery),
         "responses": {
-            "200": _response("A page of orders", OrderListResponse),
-            "422": _response(
+            "200": response("A page of orders", OrderListResponse),
+            "422": response(
                 "A query parameter is unknown, repeated or invalid; each problem names it",
                 ValidationErrorResponse,
             ),
-            "503": _UNAVAILABLE,
+            "503": UNAVAILABLE,
         },
     }
 
@@ -235,28 +93,26 @@ def _create_order() -> dict[str, Any]:
         f" one JSON object in UTF-8 of at most {MAX_BODY_BYTES} bytes, each key at most once. With a"
         f" client_order_id (at most {CLIENT_ORDER_ID_MAX_LENGTH} characters) the request is idempotent.",
         "tags": ["orders"],
-        "parameters": [_CORRELATION_PARAMETER],
-        "requestBody": {"required": True, "content": _json_content(OrderRequest)},
+        "parameters": [CORRELATION_PARAMETER],
+        "requestBody": {"required": True, "content": json_content(OrderRequest)},
         "responses": {
-            "201": _response("Created: stored, and it will be placed", OrderResponse, correlated=True),
-            "200": _response(
+            "201": response("Created: stored, and it will be placed", OrderResponse, correlated=True),
+            "200": response(
                 "A replay: an order with this client_order_id and the same terms exists",
                 OrderResponse,
                 correlated=True,
             ),
-            "400": _response(
+            "400": response(
                 "The body is not one JSON object (malformed, not UTF-8, a duplicate key, NaN, too deep)",
                 ErrorResponse,
                 correlated=True,
             ),
-            "409": _response(
-                "The client_order_id belongs to an order with other terms", ErrorResponse, correlated=True
-            ),
-            "413": _response(f"The body is longer than {MAX_BODY_BYTES} bytes", ErrorResponse, correlated=True),
-            "415": _response(
+            "409": response("The client_order_id belongs to an order with other terms", ErrorResponse, correlated=True),
+            "413": response(f"The body is longer than {MAX_BODY_BYTES} bytes", ErrorResponse, correlated=True),
+            "415": response(
                 "The Content-Type is not application/json (a request without one is read as JSON)", ErrorResponse
             ),
-            "422": _response(
+            "422": response(
                 "Fields are missing or invalid; each problem names its field. Or the order is over one of"
                 " the account's pre-trade risk limits (max_order_notional: limit price, or for a market order"
                 " the exchange's reference price, x quantity; max_order_quantity; max_open_orders): the message"
@@ -264,8 +120,8 @@ def _create_order() -> dict[str, Any]:
                 ValidationErrorResponse,
                 correlated=True,
             ),
-            "500": _response("The order could not be stored; nothing will be placed", ErrorResponse, correlated=True),
-            "503": _response(
+            "500": response("The order could not be stored; nothing will be placed", ErrorResponse, correlated=True),
+            "503": response(
                 "Storage is unavailable, or a market order cannot be valued: the exchange's reference price"
                 " is unavailable (the message says why); nothing is stored, retry later",
                 ErrorResponse,
@@ -280,11 +136,58 @@ def _get_order() -> dict[str, Any]:
         "operationId": "getOrder",
         "summary": "An order and its status",
         "tags": ["orders"],
-        "parameters": [_ORDER_ID_PARAMETER],
+        "parameters": [ORDER_ID_PARAMETER],
         "responses": {
-            "200": _response("The order", OrderResponse),
-            "404": _NOT_FOUND,
-            "503": _UNAVAILABLE,
+            "200": response("The order", OrderResponse),
+            "404": NOT_FOUND,
+            "503": UNAVAILABLE,
+        },
+    }
+
+
+def _replace_order() -> dict[str, Any]:
+    return {
+        "operationId": "replaceOrder",
+        "summary": "Replace an open order (cancel/replace)",
+        "description": "Changes quantity (the new total, fills included), prices, time in force or expiry of an"
+        " order the exchange holds. Answers 202 with the replacement: a new order, pending, whose `replaces` is"
+        " this order's id; this order goes pending_replace (its `replaced_by` names the replacement). Once the"
+        " exchange confirms, this order is replaced and the replacement is placed, carrying this order's fills."
+        " If the exchange refuses because this order was done first, the replacement ends rejected"
+        " (failure_reason 'too late to replace') and this order goes on as the exchange has it. With a"
+        " client_order_id the request is idempotent, like POST /orders; without one, a repeat meets the"
+        " pending replace and gets 409.",
+        "tags": ["orders"],
+        "parameters": [ORDER_ID_PARAMETER, CORRELATION_PARAMETER],
+        "requestBody": {"required": True, "content": json_content(ReplaceRequest)},
+        "responses": {
+            "202": response("Accepted: the replacement, pending", OrderResponse, correlated=True),
+            "200": response(
+                "A replay: the replacement made with this client_order_id and the same changes",
+                OrderResponse,
+                correlated=True,
+            ),
+            "400": response("The body is not one JSON object", ErrorResponse, correlated=True),
+            "404": NOT_FOUND,
+            "409": response(
+                "The order cannot be replaced now: it is done, not yet accepted by the exchange (pending), or a"
+                " cancel or replace of it is pending; or the client_order_id names another order",
+                ErrorResponse,
+                correlated=True,
+            ),
+            "413": response(f"The body is longer than {MAX_BODY_BYTES} bytes", ErrorResponse, correlated=True),
+            "422": response(
+                "A field is invalid or does not suit the order (a price its type does not take, a quantity not"
+                " above what it has filled, nothing to change), or the replacement is over a pre-trade risk limit",
+                ValidationErrorResponse,
+                correlated=True,
+            ),
+            "503": response(
+                "Storage is unavailable, or a market or stop order cannot be valued; retry (with the same"
+                " client_order_id to be safe)",
+                ErrorResponse,
+                correlated=True,
+            ),
         },
     }
 
@@ -299,13 +202,13 @@ def _cancel_order() -> dict[str, Any]:
         " request is harmless: it answers 202 again, and the exchange is asked at most once every few"
         " seconds (CANCEL_RESEND_INTERVAL_S) however often it is repeated.",
         "tags": ["orders"],
-        "parameters": [_ORDER_ID_PARAMETER, _CORRELATION_PARAMETER],
+        "parameters": [ORDER_ID_PARAMETER, CORRELATION_PARAMETER],
         "responses": {
-            "200": _response("Canceled", OrderResponse, correlated=True),
-            "202": _response("pending_cancel: the exchange is asked", OrderResponse, correlated=True),
-            "404": _NOT_FOUND,
-            "409": _response("The order is done (filled, canceled, rejected, expired or failed)", ErrorResponse),
-            "503": _UNAVAILABLE,
+            "200": response("Canceled", OrderResponse, correlated=True),
+            "202": response("pending_cancel: the exchange is asked", OrderResponse, correlated=True),
+            "404": NOT_FOUND,
+            "409": response("The order is done (filled, canceled, rejected, expired or failed)", ErrorResponse),
+            "503": UNAVAILABLE,
         },
     }
 
@@ -335,13 +238,13 @@ def _get_order_by_client_order_id() -> dict[str, Any]:
         "tags": ["orders"],
         "parameters": [_CLIENT_ORDER_ID_PARAMETER],
         "responses": {
-            "200": _response("The order", OrderResponse),
-            "404": _response("No order of yours has this client_order_id", ErrorResponse),
-            "422": _response(
+            "200": response("The order", OrderResponse),
+            "404": response("No order of yours has this client_order_id", ErrorResponse),
+            "422": response(
                 "The client_order_id breaks the rules POST /orders holds it to (the message says which)",
                 ValidationErrorResponse,
             ),
-            "503": _UNAVAILABLE,
+            "503": UNAVAILABLE,
         },
     }
 
@@ -359,11 +262,11 @@ def _cancel_all_orders() -> dict[str, Any]:
         " per order. Orders created while it runs, or a moment before (the open-orders index lags by up to about a"
         " second), may be left open.",
         "tags": ["orders"],
-        "parameters": [*_query_parameters(CancelAllQuery), _CORRELATION_PARAMETER],
+        "parameters": [*query_parameters(CancelAllQuery), CORRELATION_PARAMETER],
         "responses": {
-            "207": _response("Each open order's result", CancelAllResponse, correlated=True),
-            "422": _response("A query parameter is unknown, repeated or invalid", ValidationErrorResponse),
-            "503": _response(
+            "207": response("Each open order's result", CancelAllResponse, correlated=True),
+            "422": response("A query parameter is unknown, repeated or invalid", ValidationErrorResponse),
+            "503": response(
                 "The open orders could not be listed or read; nothing was canceled, retry later", ErrorResponse
             ),
         },
@@ -377,15 +280,15 @@ def _list_executions() -> dict[str, Any]:
         "description": "A page holds at most `limit` executions; while more follow, its `next` value passed"
         " back as `after` fetches them. A null `next` means none follow yet (an open order may get more).",
         "tags": ["orders"],
-        "parameters": [_ORDER_ID_PARAMETER, *_query_parameters(ListExecutionsQuery)],
+        "parameters": [ORDER_ID_PARAMETER, *query_parameters(ListExecutionsQuery)],
         "responses": {
-            "200": _response("The order's executions (none yet: an empty list)", ExecutionListResponse),
-            "404": _NOT_FOUND,
-            "422": _response(
+            "200": response("The order's executions (none yet: an empty list)", ExecutionListResponse),
+            "404": NOT_FOUND,
+            "422": response(
                 "A query parameter is unknown, repeated or invalid; each problem names it",
                 ValidationErrorResponse,
             ),
-            "503": _UNAVAILABLE,
+            "503": UNAVAILABLE,
         },
     }
 
@@ -399,15 +302,15 @@ def _list_events() -> dict[str, Any]:
         " the events after these (none yet: an empty page with the same `next`), so polling with it never skips"
         " and never repeats an event. The WebSocket stream (see the tag `stream`) pushes the same events.",
         "tags": ["stream"],
-        "parameters": _query_parameters(ListEventsQuery),
+        "parameters": query_parameters(ListEventsQuery),
         "responses": {
-            "200": _response("A page of events (none after the cursor yet: an empty list)", OrderEventPage),
-            "422": _response(
+            "200": response("A page of events (none after the cursor yet: an empty list)", OrderEventPage),
+            "422": response(
                 "A query parameter is unknown, repeated or invalid, or `after` names no event of yours (past your"
                 " latest); each problem names its parameter",
                 ValidationErrorResponse,
             ),
-            "503": _UNAVAILABLE,
+            "503": UNAVAILABLE,
         },
     }
 
@@ -421,8 +324,8 @@ def _create_stream_token() -> dict[str, Any]:
         " connections are closed). A read-only key may ask for one: the stream only reads.",
         "tags": ["stream"],
         "responses": {
-            "201": _response("The token", StreamTokenResponse),
-            "503": _UNAVAILABLE,
+            "201": response("The token", StreamTokenResponse),
+            "503": UNAVAILABLE,
         },
     }
 
@@ -472,18 +375,18 @@ def _get_docs_asset() -> dict[str, Any]:
                     for media_type in sorted({media.split(";")[0] for _, media in ASSETS.values()})
                 },
             },
-            "404": _response("No such file", ErrorResponse),
+            "404": response("No such file", ErrorResponse),
         },
     }
 
 
 def _paths() -> dict[str, Any]:
-    # One function per operation; each call builds fresh dicts, so _secured may add to them.
-    return _secured(
+    # One function per operation; each call builds fresh dicts, so secured may add to them.
+    return secured(
         {
             "/orders": {"get": _list_orders(), "post": _create_order(), "delete": _cancel_all_orders()},
             "/orders/by-client-order-id/{client_order_id}": {"get": _get_order_by_client_order_id()},
-            "/orders/{order_id}": {"get": _get_order(), "delete": _cancel_order()},
+            "/orders/{order_id}": {"get": _get_order(), "delete": _cancel_order(), "patch": _replace_order()},
             "/orders/{order_id}/executions": {"get": _list_executions()},
             "/events": {"get": _list_events()},
             "/stream/tokens": {"post": _create_stream_token()},
@@ -517,7 +420,7 @@ Deduplicate by its `id`, and keep the last id you handled: reconnect with it as 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     """The whole document; built once per process (do not modify it)."""
-    _, definitions = models_json_schema(_MODELS, ref_template=_SCHEMAS + "{model}")
+    _, definitions = models_json_schema(_MODELS, ref_template=SCHEMAS + "{model}")
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -533,8 +436,8 @@ def openapi_document() -> dict[str, Any]:
         ],
         "paths": _paths(),
         "components": {
-            "schemas": _schemas_to_openapi_30(definitions.get("$defs", {})),
-            "securitySchemes": _SECURITY_SCHEMES,
+            "schemas": schemas_to_openapi_30(definitions.get("$defs", {})),
+            "securitySchemes": SECURITY_SCHEMES,
         },
     }
 

@@ -78,7 +78,7 @@ class InvalidOrder(Exception):
         self.errors = errors
 
 
-def _overlong_number_problem(value: Any) -> Any:
+def overlong_number_problem(value: Any) -> Any:
     if isinstance(value, OverlongNumber):
         raise PydanticCustomError(
             "number_too_long",
@@ -91,7 +91,7 @@ def _overlong_number_problem(value: Any) -> Any:
 def _price_from_json_number(value: Any) -> Any:
     # JSON integers arrive as int; decimals as Decimal (parse_json_object's parse_float).
     # A bool is an int to Python, but never a price.
-    value = _overlong_number_problem(value)
+    value = overlong_number_problem(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return Decimal(value)
     return value
@@ -258,7 +258,7 @@ class OrderRequest(BaseModel):
     instrument: Isin = Field(
         description="ISIN (ISO 6166): 2 letters (the country), 9 letters or digits, and a check digit that must match"
     )
-    quantity: Annotated[int, BeforeValidator(_overlong_number_problem)] = Field(
+    quantity: Annotated[int, BeforeValidator(overlong_number_problem)] = Field(
         gt=0, le=MAX_QUANTITY, description="Number of shares"
     )
     limit_price: Price | None = Field(

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from chalicelib.adapters.repository import ExecutionCursor, OrderPage
+from chalicelib.domain.failure_reasons import client_failure_reason
 from chalicelib.domain.model import (
     ExecType,
     ExecutionReport,
@@ -19,7 +20,6 @@ from chalicelib.domain.model import (
     OrderType,
     Side,
     TimeInForce,
-    client_failure_reason,
 )
 from chalicelib.entrypoints.execution_query import encode_execution_cursor
 from chalicelib.entrypoints.request_models import ORDER_ID_PATTERN, InvalidOrder, encode_cursor
@@ -72,8 +72,9 @@ class OrderResponse(BaseModel):
     status: OrderStatus
     placed_at: Timestamp | None = Field(description="When the exchange accepted the order")
     failure_reason: str | None = Field(
-        description="Why the order is failed: 'rejected by the exchange', 'exchange unreachable' or"
-        " 'placement failed'; null otherwise"
+        description="Why the order is failed or rejected: 'rejected by the exchange', 'exchange unreachable',"
+        " 'placement failed', or, for a replacement whose original was done first, 'too late to replace';"
+        " null otherwise"
     )
     filled_quantity: int
     remaining_quantity: int = Field(description="0 once the order is done, filled or not")
@@ -81,6 +82,14 @@ class OrderResponse(BaseModel):
     reopened_at: Timestamp | None = Field(
         default=None,
         description="When an operator last reopened this failed order to place it again; null if never",
+    )
+    replaces: OrderId | None = Field(
+        default=None, description="For an order made by PATCH /orders/{id}: the id of the order it replaces"
+    )
+    replaced_by: OrderId | None = Field(
+        default=None,
+        description="The replacement's id while this order is pending_replace, and once it is replaced; null"
+        " otherwise (also after a replace the exchange refused)",
     )
 
     @classmethod
@@ -107,6 +116,8 @@ class OrderResponse(BaseModel):
             remaining_quantity=order.remaining_quantity,
             average_fill_price=order.average_fill_price,
             reopened_at=order.reopened_at,
+            replaces=order.replaces,
+            replaced_by=order.replaced_by,
         )
 
 

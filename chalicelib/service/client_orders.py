@@ -23,6 +23,7 @@ from chalicelib.domain.risk import RiskLimitExceeded
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.order_writes import write_with_retries
 from chalicelib.service.pre_trade_risk import check_new_order
+from chalicelib.service.replace_ends import release_original
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +213,8 @@ def cancel_read_order(order: Order, dependencies: Dependencies) -> Order:
             dependencies.orders_queue.request_cancel(canceled.id, canceled.correlation_id)
         except QueueUnavailable:
             logger.warning("cancel message not sent; the sweep will send it", extra={"order_id": canceled.id})
+    # A replacement canceled before it was ever sent: its original works on.
+    release_original(canceled, dependencies)
     return canceled
 
 

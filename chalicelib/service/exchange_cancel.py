@@ -14,6 +14,7 @@ from chalicelib.adapters.repository import ConcurrentModification, OrderReposito
 from chalicelib.domain.model import Order, OrderStatus, PlacementStage
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.order_writes import write_with_retries
+from chalicelib.service.replace_ends import release_original
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,17 @@ class CancelRequestResult:
 
 
 def request_exchange_cancel(order_id: str, receive_count: int, dependencies: Dependencies) -> CancelRequestResult:
+    """Ask the exchange to cancel a pending_cancel order (_request_cancel); a replacement it ends frees its original.
+
+    As placement does, on every delivery: a redelivery makes up for a crash between the writes.
+    """
+    result = _request_cancel(order_id, receive_count, dependencies)
+    if result.order is not None:
+        release_original(result.order, dependencies)
+    return result
+
+
+def _request_cancel(order_id: str, receive_count: int, dependencies: Dependencies) -> CancelRequestResult:
     """Ask the exchange to cancel a pending_cancel order; safe to run any number of times."""
     repository = dependencies.orders
     order = repository.get(order_id)

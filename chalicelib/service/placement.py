@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from chalicelib.adapters.exchange import ExchangeRejected, ExchangeUnavailable
+from chalicelib.adapters.exchange import ExchangeRejected, ExchangeUnavailable, ReplaceTooLate
 from chalicelib.clock import Clock
 from chalicelib.domain.model import InvalidTransition, Order, OrderStatus, VenueOrderState
+from chalicelib.domain.replace import replacement_rejected
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.order_writes import write_with_retries
 from chalicelib.service.placement_verdict import Settlement, Verdict, settle_exhausted, venue_status
 from chalicelib.service.reconciliation import log_correction
+from chalicelib.service.replace_ends import release_original
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,18 @@ class PlacementResult:
 
 
 def place_order(order_id: str, receive_count: int, dependencies: Dependencies) -> PlacementResult:
+    """One placement attempt (_place), then, for a replacement the exchange did not take, its original's release.
+
+    The release runs on every delivery, whatever the attempt's outcome: a
+    redelivery after a crash between the two writes makes up for it.
+    """
+    result = _place(order_id, receive_count, dependencies)
+    if result.order is not None:
+        release_original(result.order, dependencies)
+    return result
+
+
+def _place(order_id: str, receive_count: int, dependencies: Dependencies) -> PlacementResult:
     """One placement attempt, safe to run any number of times for the same order.
 
     Idempotent because (1) only a pending order is sent, after claiming it
@@ -96,6 +110,12 @@ def _attempt(claimed: Order, attempt: int, dependencies: Dependencies) -> Placem
     repository, clock = dependencies.orders, dependencies.clock
     try:
         ack = dependencies.exchange.place(claimed)
+    except ReplaceTooLate as too_late:
+        # The original was done first: a verdict on the replace, whichever attempt it answers
+        # (the duplicate check comes first at the exchange, so an earlier one that got through says so).
+        reason = str(too_late)
+        rejected, _ = write_with_retries(repository, claimed, lambda o: _too_late(o, reason, clock()))
+        return _settled_or(PlacementOutcome.REJECTED, rejected)
     except ExchangeRejected as exc:
         if claimed.attempts > 0:
             # An earlier attempt went unanswered and may have been accepted: a
@@ -209,6 +229,11 @@ def _failed(order: Order, reason: str, now: datetime) -> Order:
     # A pending_cancel order is not failed: the client canceled it, and the
     # cancel request finds out from the exchange whether it was ever placed.
     return order.failed(reason, now) if order.is_pending else order.attempt_failed(reason, now)
+
+
+def _too_late(order: Order, reason: str, now: datetime) -> Order:
+    # As _failed: a replacement the client canceled meanwhile is its cancel request's to settle.
+    return replacement_rejected(order, reason, now) if order.is_pending else order.attempt_failed(reason, now)
 
 
 def _settled_or(outcome: PlacementOutcome, order: Order) -> PlacementResult:

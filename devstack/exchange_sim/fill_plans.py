@@ -21,7 +21,8 @@ PRICE_NOISE_BPS = 50
 CENT = Decimal("0.01")
 AVG_PRICE_STEP = Decimal("0.0001")
 
-TERMINAL_EXEC_TYPES = frozenset({"fill", "canceled", "rejected", "expired"})
+# `replaced`: the original of a cancel/replace (FIX 35=G) ends there; its replacement goes on as an order of its own.
+TERMINAL_EXEC_TYPES = frozenset({"fill", "canceled", "rejected", "expired", "replaced"})
 STATUS_OF_EXEC_TYPE = {
     "new": "new",
     "partial_fill": "partially_filled",
@@ -29,6 +30,7 @@ STATUS_OF_EXEC_TYPE = {
     "canceled": "canceled",
     "rejected": "rejected",
     "expired": "expired",
+    "replaced": "replaced",
 }
 
 
@@ -158,6 +160,20 @@ def plan_triggered(
     around `reference`, the price that triggered it.
     """
     return _work(order, config, rng, _draws(config, rng), lifetime, reference, acknowledged=True)
+
+
+def plan_replacement(order: OrderRequest, config: SimConfig, rng: random.Random, lifetime: Lifetime) -> list[Step]:
+    """The reports of a replacement, worked as `order` (its quantity what is left after the carried fills).
+
+    No `new`: the replace itself acknowledged it, at once, so the plan starts from there.
+    No reject: a venue refuses a replace in its answer, not in a report after accepting it
+    (the reject draw is still made, so the engine's stream moves as for any order). A stop
+    replacement rests untriggered until it expires; its fills come with its trigger.
+    """
+    draws = _draws(config, rng)
+    if order.type in STOP_TYPES:
+        return _expiry([], lifetime.deadline_s(0.0), config, rng)
+    return _work(order, config, rng, draws, lifetime, reference_price(order.instrument), acknowledged=True)
 
 
 def _jitter(config: SimConfig, rng: random.Random) -> float:

@@ -1,4 +1,4 @@
-"""The HTTP/JSON API: order entry, cancel, the order status query, the feed replay, stats and admin."""
+"""The HTTP/JSON API: order entry, cancel, cancel/replace, the order status query, the feed replay, stats and admin."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from devstack.exchange_sim.orders import (
     parse_order,
 )
 from devstack.exchange_sim.prices import as_price
+from devstack.exchange_sim.replace import ReplaceOutcome
 from devstack.exchange_sim.state import ExchangeState
 
 # Far above any order; stops a broken client from making us buffer without bound.
@@ -32,6 +33,8 @@ MAX_BODY_BYTES = 64 * 1024
 # Idle keep-alive connections each hold a thread; drop the ones a client forgot.
 IDLE_CONNECTION_TIMEOUT_S = 120.0
 ORDERS_PREFIX = "/orders/"
+# POST /orders/{orig_client_order_id}/replace: cancel/replace (FIX 35=G), the orig id one URL-encoded segment.
+REPLACE_SUFFIX = "/replace"
 # The test-only full record of an order; apart from the venue's status query, so that a
 # knob making that query fail never breaks a test's bookkeeping.
 ADMIN_ORDERS_PREFIX = "/admin/orders/"
@@ -119,7 +122,8 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, path: str, query: str, body: bytes) -> None:
         if (
-            self._route_one_order(method, path)
+            self._route_replace(method, path, body)
+            or self._route_one_order(method, path)
             or self._route_raw_feed(method, path, body)
             or self._route_reference_price(method, path)
             or self._route_admin_price(method, path, body)
@@ -164,6 +168,21 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
             self._get_order_record(unquote(path[len(ADMIN_ORDERS_PREFIX) :]))
             return True
         return False
+
+    def _route_replace(self, method: str, path: str, body: bytes) -> bool:
+        """Serve POST /orders/{orig_client_order_id}/replace; False for any other path.
+
+        A raw `/` before the suffix means the path is not one id segment and a suffix: such a
+        path stays the single-order path it always was (an id is URL-encoded, `/` as %2F).
+        """
+        if not (path.startswith(ORDERS_PREFIX) and path.endswith(REPLACE_SUFFIX)):
+            return False
+        segment = path[len(ORDERS_PREFIX) : -len(REPLACE_SUFFIX)]
+        if not segment or "/" in segment:
+            return False
+        self._require(method, "POST")
+        self._replace_order(unquote(segment), body)
+        return True
 
     def _authenticate(self, path: str) -> None:
         venue = path in VENUE_PATHS or path.startswith((ORDERS_PREFIX, REFERENCE_PRICES_PREFIX))
@@ -235,24 +254,38 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if decision.outcome is Outcome.ACCEPTED:
-            self._send_json(
-                HTTPStatus.CREATED,
-                {
-                    "client_order_id": decision.client_order_id,
-                    "exchange_order_id": decision.exchange_order_id,
-                    "status": "new",
-                },
-            )
+            self._send_json(HTTPStatus.CREATED, _accepted(decision.client_order_id, decision.exchange_order_id))
         elif decision.outcome is Outcome.DUPLICATE:
-            self._send_json(
-                HTTPStatus.CONFLICT,
-                {
-                    "error": "duplicate client order id",
-                    "client_order_id": decision.client_order_id,
-                    "exchange_order_id": decision.exchange_order_id,
-                },
-            )
+            self._send_json(HTTPStatus.CONFLICT, _duplicate(decision.client_order_id, decision.exchange_order_id))
         elif decision.outcome is Outcome.FAILED:
+            self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": CONNECTION_NOT_AVAILABLE})
+        else:
+            self._send_json(HTTPStatus.BAD_REQUEST, {"error": decision.problem})
+
+    def _replace_order(self, orig_client_order_id: str, body: bytes) -> None:
+        """A cancel/replace: the original ends `replaced`, its replacement goes on under an id of its own."""
+        request = parse_order(body)
+        # As for order entry: the decision comes after the round trip.
+        self._simulate_round_trip()
+        decision = self.state.replace(orig_client_order_id, request)
+        if decision.answer_lost:
+            # As for order entry: decided (a replace made stays made), the answer lost on the way back.
+            self.close_connection = True
+            return
+        outcome = decision.outcome
+        if outcome is ReplaceOutcome.ACCEPTED:
+            answer = _accepted(decision.client_order_id, decision.exchange_order_id)
+            self._send_json(HTTPStatus.CREATED, {**answer, "orig_client_order_id": orig_client_order_id})
+        elif outcome is ReplaceOutcome.DUPLICATE:
+            # Exactly order entry's duplicate: our adapter takes it for "already accepted", so a
+            # retried replace whose first answer was lost is idempotent.
+            self._send_json(HTTPStatus.CONFLICT, _duplicate(decision.client_order_id, decision.exchange_order_id))
+        elif outcome is ReplaceOutcome.UNKNOWN:
+            self._send_json(HTTPStatus.NOT_FOUND, {"error": UNKNOWN_ORDER})
+        elif outcome is ReplaceOutcome.TOO_LATE:
+            error = f"too late to replace: order is {decision.status}"
+            self._send_json(HTTPStatus.CONFLICT, {"error": error, "status": decision.status})
+        elif outcome is ReplaceOutcome.FAILED:
             self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": CONNECTION_NOT_AVAILABLE})
         else:
             self._send_json(HTTPStatus.BAD_REQUEST, {"error": decision.problem})
@@ -381,3 +414,17 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
             super().log_message(format, *args)
+
+
+def _accepted(client_order_id: str | None, exchange_order_id: str | None) -> dict[str, Any]:
+    """The 201 of an accepted order entry, and the start of an accepted replace's."""
+    return {"client_order_id": client_order_id, "exchange_order_id": exchange_order_id, "status": "new"}
+
+
+def _duplicate(client_order_id: str | None, exchange_order_id: str | None) -> dict[str, Any]:
+    """The 409 for a client order id already accepted, to order entry and replace alike."""
+    return {
+        "error": "duplicate client order id",
+        "client_order_id": client_order_id,
+        "exchange_order_id": exchange_order_id,
+    }

@@ -10,7 +10,7 @@ import random
 import secrets
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -38,8 +38,9 @@ from devstack.exchange_sim.orders import (
     StatusOutcome,
 )
 from devstack.exchange_sim.prices import Market, PendingStop
+from devstack.exchange_sim.replace import REPLACE_COUNTERS, Replacing
 from devstack.exchange_sim.scheduler import JobScheduler, Scheduler
-from devstack.exchange_sim.time_in_force import expiry_of, lifetime_of
+from devstack.exchange_sim.time_in_force import Lifetime, expiry_of, lifetime_of
 
 # /stats totals over DELETE /orders/{id}; requests, accepted and failures count POST /orders alone.
 CANCEL_COUNTERS = ("cancel_requests", "canceled_by_request", "cancels_too_late", "cancels_unknown", "cancel_failures")
@@ -47,7 +48,7 @@ CANCEL_COUNTERS = ("cancel_requests", "canceled_by_request", "cancels_too_late",
 STATUS_COUNTERS = ("status_requests", "status_failures", "status_unknown")
 # The faults the lost-answer and feed-loss knobs made, so that a chaos run can say how many.
 FAULT_COUNTERS = ("lost_answers", "lost_reports")
-TOTAL_COUNTERS = CANCEL_COUNTERS + STATUS_COUNTERS + FAULT_COUNTERS
+TOTAL_COUNTERS = CANCEL_COUNTERS + REPLACE_COUNTERS + STATUS_COUNTERS + FAULT_COUNTERS
 # Order entry outcomes whose answer the lost-answer knobs drop; a malformed order is answered
 # 400 before the exchange decides anything about its client order id.
 ANSWERS_THAT_CAN_BE_LOST = frozenset({Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.FAILED})
@@ -82,6 +83,11 @@ class OrderRecord:
     expiry: datetime.datetime | None = None
     # The price that triggered a stop order; None before (and for any other order).
     trigger_price: Decimal | None = None
+    # Cancel/replace links: the order this one replaced, and the one that replaced it.
+    orig_client_order_id: str | None = None
+    replaced_by: str | None = None
+    # Replace requests naming this order (REPLACE_COUNTERS), kept as one dict: they move together.
+    replace_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REPLACE_COUNTERS, 0))
 
     def counters(self) -> dict[str, int]:
         return {
@@ -92,6 +98,7 @@ class OrderRecord:
             "canceled_by_request": self.canceled_by_request,
             "cancels_too_late": self.cancels_too_late,
             "cancel_failures": self.cancel_failures,
+            **self.replace_counts,
             "status_requests": self.status_requests,
             "status_failures": self.status_failures,
             "lost_answers": self.lost_answers,
@@ -105,8 +112,11 @@ def _derived_random(seed: int | None, purpose: str) -> random.Random:
     return random.Random(None if seed is None else f"{seed}:{purpose}")
 
 
-class ExchangeState:
-    """The order book, counters, knobs and execution engine; every method is safe to call from any thread."""
+class ExchangeState(Replacing):
+    """The order book, counters, knobs and execution engine; every method is safe to call from any thread.
+
+    Cancel/replace (`replace`) is in replace.py, on the same lock and records.
+    """
 
     def __init__(self, config: SimConfig, seed: int | None = None, scheduler: JobScheduler | None = None) -> None:
         self._lock = threading.Lock()
@@ -115,6 +125,7 @@ class ExchangeState:
         self._engine_rng = _derived_random(seed, "engine")
         self._feed_rng = _derived_random(seed, "feed")
         self._cancel_rng = _derived_random(seed, "cancel")
+        self._replace_rng = _derived_random(seed, "replace")
         self._answer_rng = _derived_random(seed, "answers")
         self._status_rng = _derived_random(seed, "status")
         self._feed_loss_rng = _derived_random(seed, "feed-loss")
@@ -193,14 +204,24 @@ class ExchangeState:
             client_order_id = decision.client_order_id
             if client_order_id is None or decision.outcome not in ANSWERS_THAT_CAN_BE_LOST:
                 return decision
-            # The rate loses the answer to an acceptance only (the exchange has the order, the
-            # client cannot know); the chosen ids lose every answer, so no retry ever learns.
-            drawn = answer_lost and decision.outcome is Outcome.ACCEPTED
-            if not (drawn or self._loses_every_answer(client_order_id)):
+            if not self._answer_lost(client_order_id, answer_lost and decision.outcome is Outcome.ACCEPTED):
                 return decision
-            self._counts["lost_answers"] += 1
-            self._orders[client_order_id].lost_answers += 1
             return dataclasses.replace(decision, answer_lost=True)
+
+    def _answer_lost(self, client_order_id: str, drawn: bool) -> bool:
+        """Whether the lost-answer knobs drop this answer (counted if so); drawn: the rate's draw hit an acceptance.
+
+        The rate loses the answer to an acceptance only (the exchange has the order, the
+        client cannot know); the chosen ids lose every answer, so no retry ever learns.
+        The caller holds the lock.
+        """
+        if not (drawn or self._loses_every_answer(client_order_id)):
+            return False
+        self._counts["lost_answers"] += 1
+        record = self._orders.get(client_order_id)
+        if record is not None:
+            record.lost_answers += 1
+        return True
 
     def _loses_every_answer(self, client_order_id: str) -> bool:
         """Whether this id is among the share whose every order entry answer is lost; the caller holds the lock."""
@@ -219,25 +240,33 @@ class ExchangeState:
             # an invalid order or a duplicate just sees the connection fail.
             self._failures += 1
             if client_order_id is not None:
-                self._orders.setdefault(client_order_id, OrderRecord()).failures += 1
+                self._record(client_order_id).failures += 1
             return Decision(Outcome.FAILED, client_order_id, problem=CONNECTION_NOT_AVAILABLE)
         if isinstance(request, InvalidOrder):
             return Decision(Outcome.INVALID, client_order_id, problem=request.problem)
-        record = self._orders.setdefault(request.client_order_id, OrderRecord())
+        record = self._record(request.client_order_id)
         if record.exchange_order_id is not None:
             record.duplicates_rejected += 1
             self._duplicates_rejected += 1
             return Decision(Outcome.DUPLICATE, request.client_order_id, record.exchange_order_id)
+        lifetime = self._accept(record, request)
+        record.accepted += 1
+        self._accepted += 1
+        self._schedule(request, plan_execution(request, self._config, self._engine_rng, lifetime))
+        return Decision(Outcome.ACCEPTED, request.client_order_id, record.exchange_order_id)
+
+    def _record(self, client_order_id: str) -> OrderRecord:
+        """The record of a client order id, a fresh one if it was never seen; the caller holds the lock."""
+        return self._orders.setdefault(client_order_id, OrderRecord())
+
+    def _accept(self, record: OrderRecord, request: OrderRequest) -> Lifetime:
+        """Record request as accepted now under a new exchange order id; its plan's lifetime. Caller holds the lock."""
         record.exchange_order_id = f"{self._id_prefix}{next(self._id_sequence):06d}"
         record.order = request
         now = datetime.datetime.now(datetime.UTC)
         record.accepted_at = utc_timestamp(now)
         record.expiry = expiry_of(request, self._config, now)
-        record.accepted += 1
-        self._accepted += 1
-        lifetime = lifetime_of(request, self._config, record.expiry, now)
-        self._schedule(request, plan_execution(request, self._config, self._engine_rng, lifetime))
-        return Decision(Outcome.ACCEPTED, request.client_order_id, record.exchange_order_id)
+        return lifetime_of(request, self._config, record.expiry, now)
 
     def _schedule(self, order: OrderRequest, steps: Sequence[Step]) -> None:
         # Absolute due times from one start: steps of one order never overtake each other,
@@ -262,13 +291,17 @@ class ExchangeState:
             if record.execution is not None and record.execution.done:
                 return
             self._report(client_order_id, record, step)
-            order = record.order
-            if step.exec_type == "new" and order.type in STOP_TYPES and order.stop_price is not None:
-                # Watched from its acknowledgement on, so that `new` always comes before its fills;
-                # a stop whose price is already reached triggers right away.
-                stop_price = Decimal(repr(order.stop_price))
-                self._market.watch(PendingStop(client_order_id, order.instrument, order.side, stop_price))
-                self._trigger(self._market.reached(client_order_id))
+            if step.exec_type == "new":
+                self._watch_if_stop(client_order_id, record.order)
+
+    def _watch_if_stop(self, client_order_id: str, order: OrderRequest) -> None:
+        """Watch a just acknowledged stop order's price; the caller holds the lock."""
+        if order.type in STOP_TYPES and order.stop_price is not None:
+            # Watched from its acknowledgement on, so that `new` always comes before its fills;
+            # a stop whose price is already reached triggers right away.
+            stop_price = Decimal(repr(order.stop_price))
+            self._market.watch(PendingStop(client_order_id, order.instrument, order.side, stop_price))
+            self._trigger(self._market.reached(client_order_id))
 
     def _schedule_tick(self) -> None:
         """Step the price paths once price_tick_s from now; the caller holds the lock."""
@@ -292,7 +325,9 @@ class ExchangeState:
             if record is None or record.order is None or (record.execution is not None and record.execution.done):
                 continue
             record.trigger_price = price
-            worked = dataclasses.replace(record.order, type=TRIGGERED_TYPE[record.order.type])
+            # What is left to work: all of it, but for a replacement the fills it carried over.
+            left = record.order.quantity - (0 if record.execution is None else record.execution.cum_qty)
+            worked = dataclasses.replace(record.order, type=TRIGGERED_TYPE[record.order.type], quantity=left)
             lifetime = lifetime_of(worked, self._config, record.expiry, datetime.datetime.now(datetime.UTC))
             self._schedule(worked, plan_triggered(worked, self._config, self._engine_rng, lifetime, price))
 
@@ -447,10 +482,13 @@ class ExchangeState:
                 # Executions the exchange made whose reports the feed lost: in `execution`'s
                 # status and quantities, but not in its exec_ids, and never on the feed.
                 "lost_exec_ids": [] if execution is None else list(execution.lost_exec_ids),
+                # Cancel/replace: the order this one replaced, and the one that replaced it; null if none.
+                "orig_client_order_id": record.orig_client_order_id,
+                "replaced_by": record.replaced_by,
             }
 
     def stats(self) -> dict[str, Any]:
-        """Totals over order entry, cancel and status requests and the faults made, since start or the last reset."""
+        """Totals over order entry, cancel, replace and status requests and the faults made, since start or reset."""
         with self._lock:
             return {
                 "requests": self._requests,

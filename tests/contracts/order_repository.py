@@ -29,6 +29,7 @@ from chalicelib.domain.model import (
     Side,
     TimeInForce,
 )
+from chalicelib.domain.replace import TermChanges, replacement_for, replacement_terms
 
 T0 = datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=UTC)
 APPLE, SAP = "US0378331005", "DE0007164600"
@@ -122,6 +123,37 @@ class OrderRepositoryContract:
             ("bob", "rejected by the exchange: halted"),
         ]
         assert (read.cancel_queued_at, read.cancel_sent_at) == (T0 + timedelta(seconds=3), T0 + timedelta(seconds=4))
+
+    def test_a_replacement_and_its_original_change_are_written_together(self, repo: OrderRepository) -> None:
+        placed = repo.update(repo.add(new_order(), sweep_after=T0).placed("X1", T0), sweep_after=None)
+        terms = replacement_terms(placed, TermChanges(quantity=9, client_order_id=f"r-{placed.id}"))
+        replacement = replacement_for(placed, terms, T0, "corr")
+        pending_replace = placed.replace_requested(replacement.id, T0)
+        stored, original = repo.add_replacement(replacement, pending_replace, sweep_after=T0)
+        assert (stored, original) == (repo.get(replacement.id), repo.get(placed.id))
+        assert (stored.replaces, stored.version, stored.status) == (placed.id, 1, OrderStatus.PENDING)
+        assert (original.replaced_by, original.version, original.status) == (
+            replacement.id,
+            placed.version + 1,
+            OrderStatus.PENDING_REPLACE,
+        )
+        # The replacement is owed its placement: the sweep finds it; the original is owed nothing.
+        assert replacement.id in repo.pending_due_for_sweep(T0 + timedelta(seconds=1), limit=1000)
+        assert placed.id not in repo.pending_due_for_sweep(T0 + timedelta(seconds=1), limit=1000)
+
+    def test_a_replace_writes_nothing_if_either_condition_fails(self, repo: OrderRepository) -> None:
+        placed = repo.update(repo.add(new_order(), sweep_after=T0).placed("X1", T0), sweep_after=None)
+        taken = repo.add(new_order(), sweep_after=T0)
+        replacement = dataclasses.replace(replacement_for(placed, placed.terms, T0, None), id=taken.id)
+        with pytest.raises(OrderAlreadyExists):
+            repo.add_replacement(replacement, placed.replace_requested(taken.id, T0), sweep_after=T0)
+        assert repo.get(placed.id) == placed
+        fresh = replacement_for(placed, placed.terms, T0, None)
+        stale = dataclasses.replace(placed, version=placed.version - 1)
+        with pytest.raises(ConcurrentModification):
+            repo.add_replacement(fresh, stale.replace_requested(fresh.id, T0), sweep_after=T0)
+        assert repo.get(fresh.id) is None
+        assert repo.get(placed.id) == placed
 
     def test_a_market_order_has_no_price(self, repo: OrderRepository) -> None:
         order = new_order(price=None)

@@ -34,6 +34,11 @@ NO_COUNTS = {
     "canceled_by_request": 0,
     "cancels_too_late": 0,
     "cancel_failures": 0,
+    "replace_requests": 0,
+    "replaced": 0,
+    "replaces_too_late": 0,
+    "replaces_unknown": 0,
+    "replace_failures": 0,
     "status_requests": 0,
     "status_failures": 0,
     "lost_answers": 0,
@@ -45,6 +50,14 @@ NO_CANCELS = {
     "cancels_too_late": 0,
     "cancels_unknown": 0,
     "cancel_failures": 0,
+}
+# The /stats totals of cancel/replace (test_exchange_sim_replace.py).
+NO_REPLACES = {
+    "replace_requests": 0,
+    "replaced": 0,
+    "replaces_too_late": 0,
+    "replaces_unknown": 0,
+    "replace_failures": 0,
 }
 # The /stats totals of status queries and of the faults the knobs made.
 NO_STATUS_OR_FAULTS = {
@@ -186,6 +199,8 @@ def test_accepts_once_then_rejects_the_same_client_order_id(sim: Simulator) -> N
         "order": {**order(client_order_id), "time_in_force": "day", "expires_at": None, "stop_price": None},
         "trigger_price": None,
         "lost_exec_ids": [],
+        "orig_client_order_id": None,
+        "replaced_by": None,
     }
 
 
@@ -308,6 +323,7 @@ def test_stats_and_reset(sim: Simulator) -> None:
         "duplicates_rejected": 1,
         "failures": 0,
         **NO_CANCELS,
+        **NO_REPLACES,
         **NO_STATUS_OR_FAULTS,
         "orders": {
             first: {**NO_COUNTS, "accepted": 1, "duplicates_rejected": 1},
@@ -324,6 +340,7 @@ def test_stats_and_reset(sim: Simulator) -> None:
         "duplicates_rejected": 0,
         "failures": 0,
         **NO_CANCELS,
+        **NO_REPLACES,
         **NO_STATUS_OR_FAULTS,
         "orders": {},
     }

@@ -11,7 +11,13 @@ from decimal import Decimal
 from typing import Any
 
 from chalicelib.adapters.api_keys import ApiKeyAlreadyExists
-from chalicelib.adapters.exchange import CancelOutcome, ExchangeAck, ExchangeRejected, ExchangeUnavailable
+from chalicelib.adapters.exchange import (
+    CancelOutcome,
+    ExchangeAck,
+    ExchangeRejected,
+    ExchangeUnavailable,
+    ReplaceTooLate,
+)
 from chalicelib.adapters.orders_table import LIST_MAX_ITEMS_READ
 from chalicelib.adapters.queue import QueueUnavailable
 from chalicelib.adapters.reference_prices import ReferencePriceUnavailable
@@ -71,6 +77,16 @@ class FakeRepository:
         self.sweep_after[order.id] = sweep_after
         self.writes += 1
         return stored
+
+    def add_replacement(self, replacement: Order, original: Order, sweep_after: datetime) -> tuple[Order, Order]:
+        self._check()
+        if replacement.id in self.orders:
+            raise OrderAlreadyExists(replacement.id)
+        if self.orders[original.id].version != original.version:
+            raise ConcurrentModification(original.id)
+        stored = self.add(replacement, sweep_after)
+        self.writes -= 1  # one transaction: one write
+        return stored, self.update(original, sweep_after=None)
 
     def get(self, order_id: str) -> Order | None:
         self._check()
@@ -225,6 +241,8 @@ class FakeExchange:
             raise ExchangeUnavailable("connection not available")
         if step == "reject":
             raise ExchangeRejected("unknown instrument")
+        if step == "too_late":
+            raise ReplaceTooLate("too late to replace: order is filled")
         if order.id in self.accepted:
             if step == "lost":
                 raise ExchangeUnavailable("connection reset")

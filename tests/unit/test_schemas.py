@@ -297,6 +297,8 @@ def test_order_json_keeps_the_field_names_and_number_types_clients_rely_on() -> 
         "remaining_quantity": 10,
         "average_fill_price": None,
         "reopened_at": None,
+        "replaces": None,
+        "replaced_by": None,
     }
     assert isinstance(body["limit_price"], float)
 

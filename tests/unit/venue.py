@@ -15,7 +15,7 @@ def market_order(quantity: int = 100) -> Order:
 
 
 def execution_history(order: Order, fills: list[tuple[int, Decimal]], ending: ExecType) -> list[ExecutionReport]:
-    """The reports a venue sends, in order: new, fills, and the ending (fill, canceled or expired)."""
+    """The reports a venue sends, in order: new, fills, and the ending (fill, canceled, expired or replaced)."""
     reports: list[ExecutionReport] = []
     cum, notional = 0, Decimal(0)
 
@@ -30,7 +30,7 @@ def execution_history(order: Order, fills: list[tuple[int, Decimal]], ending: Ex
             last_price=price,
             cum_qty=cum,
             leaves_qty=0
-            if exec_type in (ExecType.FILL, ExecType.CANCELED, ExecType.EXPIRED)
+            if exec_type in (ExecType.FILL, ExecType.CANCELED, ExecType.EXPIRED, ExecType.REPLACED)
             else order.terms.quantity - cum,
             avg_price=(notional / cum).quantize(Decimal("0.0001")) if cum else None,
             transact_time=T0 + timedelta(seconds=n),

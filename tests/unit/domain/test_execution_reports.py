@@ -29,6 +29,7 @@ PRECEDENCE = [
     OrderStatus.PENDING,
     OrderStatus.PLACED,
     OrderStatus.PARTIALLY_FILLED,
+    OrderStatus.PENDING_REPLACE,
     OrderStatus.PENDING_CANCEL,
 ]
 
@@ -38,7 +39,13 @@ def test_every_transition_goes_up_the_precedence_and_terminal_statuses_lead_nowh
     for source, targets in TRANSITIONS.items():
         for target in targets:
             assert rank.get(target, len(PRECEDENCE)) > rank[source], (source, target)
-    for terminal in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
+    for terminal in (
+        OrderStatus.FILLED,
+        OrderStatus.CANCELED,
+        OrderStatus.REJECTED,
+        OrderStatus.EXPIRED,
+        OrderStatus.REPLACED,
+    ):
         assert TRANSITIONS[terminal] == frozenset()
 
 

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
+from chalicelib.domain.failure_reasons import CLIENT_FAILURE_REASONS, client_failure_reason
 from chalicelib.domain.model import (
-    CLIENT_FAILURE_REASONS,
     InvalidTransition,
     Order,
     OrderStatus,
@@ -17,7 +17,6 @@ from chalicelib.domain.model import (
     OrderType,
     Reopening,
     Side,
-    client_failure_reason,
 )
 from chalicelib.entrypoints.response_models import order_to_json
 
