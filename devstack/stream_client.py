@@ -276,7 +276,7 @@ def refused(url: str, **client: Any) -> HandshakeRefused:
 # --- The REST side the stream tests compare with ---
 
 
-TERMINAL = frozenset({"filled", "canceled", "rejected", "expired", "failed"})
+TERMINAL = frozenset({"filled", "canceled", "rejected", "expired", "failed", "replaced"})
 HTTP_TIMEOUT_S = 30.0
 EVENTS_PAGE_MAX = 500
 
