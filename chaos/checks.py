@@ -15,7 +15,7 @@ import requests
 PENDING = "pending"
 FAILED = "failed"
 REJECTED = "rejected"
-TERMINAL = frozenset({"filled", "canceled", "rejected", "expired"})
+TERMINAL = frozenset({"filled", "canceled", "rejected", "expired", "replaced"})
 # The simulator says "new" where we say "placed"; the other statuses are spelled alike.
 OUR_STATUS = {"new": "placed"}
 HTTP_TIMEOUT_S = 30.0
@@ -168,7 +168,7 @@ def check_order(
             line = (
                 f"{order_id} {status} {ours['filled_quantity']} @ {ours['average_fill_price']} here, exchange: {theirs}"
             )
-            terminal_here = status in {"filled", "canceled", "rejected", "expired"}
+            terminal_here = status in TERMINAL
             found["mismatched" if terminal_here else "stuck"].append(line)
     return found
 

@@ -105,6 +105,11 @@ class ReopenPolicy:
 
     def refusal(self, order: Order, age: timedelta) -> str | None:
         """Why this failed order must not be reopened, or None."""
+        if order.replaces is not None:
+            return (
+                f"refused: a replacement of order {order.replaces}, whose client was told the replace failed and"
+                " which works on as it was; a new replace is the client's to send"
+            )
         if age > self.max_age:
             return (
                 f"refused: created {_rough(age)} ago, older than"

@@ -555,7 +555,9 @@ class Order:
         The reopening is recorded (when, by whom, the failure it undid), one
         entry per redrive, so the order's history shows every one of them.
         """
-        if OrderStatus.PENDING not in OPERATOR_TRANSITIONS.get(self.status, frozenset()):
+        # Nor a failed replacement: its original was handed back and may have another replace
+        # under way; sent now, the two would race at the exchange (ops redrive says so).
+        if OrderStatus.PENDING not in OPERATOR_TRANSITIONS.get(self.status, frozenset()) or self.replaces:
             raise InvalidTransition(self.status, OrderStatus.PENDING)
         reopening = Reopening(at=now, by=by, earlier_failure=self.failure_reason)
         return dataclasses.replace(

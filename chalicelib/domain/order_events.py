@@ -144,8 +144,13 @@ def _fill_steps(
         return []
     reports = _new_fills(before, after, executions)
     fills: list[ExecutionReport | None] = list(reports)
-    if not reports or reports[-1].cum_qty < after.filled_quantity:
+    # A replacement's first report carries its original's fills (already that order's events): only the
+    # replacement's own fill reports are fills of it.
+    carried = after.replaces is not None and before.filled_quantity == 0
+    if not carried and (not reports or reports[-1].cum_qty < after.filled_quantity):
         fills.append(None)  # filled further than any stored report says
+    if not fills:
+        return []
     # The status shown by the fills before the last: partially filled where the order may have passed
     # through that status on its way from before to after, else the status it had (e.g. pending_cancel).
     passing = OrderStatus.PARTIALLY_FILLED

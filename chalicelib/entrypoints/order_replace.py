@@ -84,4 +84,3 @@ def _replace_order(
         count("OrdersReplaced")
         logger.info("replace requested", replacement_id=result.replacement.id)
     return json_response(202 if result.created else 200, order_to_json(result.replacement), correlation_id)
-

@@ -8,7 +8,13 @@ from datetime import datetime, timedelta
 
 from chalicelib.adapters.queue import QueueUnavailable
 from chalicelib.adapters.reference_prices import ReferencePriceUnavailable
-from chalicelib.adapters.repository import OrderAlreadyExists, OrderPage, OrderQuery, StorageUnavailable
+from chalicelib.adapters.repository import (
+    ConcurrentModification,
+    OrderAlreadyExists,
+    OrderPage,
+    OrderQuery,
+    StorageUnavailable,
+)
 from chalicelib.domain.model import (
     IdempotencyConflict,
     Order,
@@ -213,8 +219,12 @@ def cancel_read_order(order: Order, dependencies: Dependencies) -> Order:
             dependencies.orders_queue.request_cancel(canceled.id, canceled.correlation_id)
         except QueueUnavailable:
             logger.warning("cancel message not sent; the sweep will send it", extra={"order_id": canceled.id})
-    # A replacement canceled before it was ever sent: its original works on.
-    release_original(canceled, dependencies)
+    # A replacement canceled before it was ever sent: its original works on. The cancel is
+    # done whatever happens here; a release that fails is the reconciler's to make up for.
+    try:
+        release_original(canceled, dependencies)
+    except (StorageUnavailable, ConcurrentModification):
+        logger.warning("original not released after its replacement's cancel", extra={"order_id": canceled.id})
     return canceled
 
 

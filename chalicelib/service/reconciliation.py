@@ -25,6 +25,7 @@ from chalicelib.domain.model import Order, OrderStatus
 from chalicelib.domain.plausibility import venue_state_problem
 from chalicelib.service.dependencies import Dependencies
 from chalicelib.service.order_writes import write_with_retries
+from chalicelib.service.replace_ends import release_original
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ def reconcile_order(
         return Check.DROPPED
     if order.is_terminal and order.status is not OrderStatus.FAILED:
         return Check.SKIPPED
+    if order.status is OrderStatus.PENDING_REPLACE and release_if_replacement_ended(order, dependencies):
+        return Check.REPAIRED
     if order.updated_at > now - settle:
         return Check.SETTLING
     try:
@@ -173,6 +176,17 @@ def reconcile_order(
         },
     )
     return Check.REPAIRED
+
+
+def release_if_replacement_ended(original: Order, dependencies: Dependencies) -> bool:
+    """The safety net under release_original: a pending_replace order whose replacement ended without the
+    exchange (its release lost: a storage error or a crash after the replacement's last write) works on; True
+    if so. The exchange's status cannot tell: it shows the original open, which pending_replace already is."""
+    replacement = dependencies.orders.get(original.replaced_by) if original.replaced_by else None
+    if replacement is None or not release_original(replacement, dependencies):
+        return False
+    logger.warning("pending replace released by the reconciler", extra={"order_id": original.id})
+    return True
 
 
 def log_correction(before: Order, after: Order, by: str) -> None:

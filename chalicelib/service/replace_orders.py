@@ -88,6 +88,10 @@ def _store(replacement: Order, original: Order, changes: TermChanges, dependenci
         except OrderAlreadyExists:
             return _ours_or_replay(replacement, original, changes, dependencies)
         except ConcurrentModification:
+            # The same request in flight at the same moment (a transaction conflict) is a replay, not a 409.
+            replayed = _replayed(original, changes, dependencies) if changes.client_order_id is not None else None
+            if replayed is not None:
+                return replayed
             reread = dependencies.orders.get(original.id)
             if reread is None:
                 raise OrderNotFound(original.id) from None

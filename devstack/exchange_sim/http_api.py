@@ -283,7 +283,7 @@ class ExchangeRequestHandler(BaseHTTPRequestHandler):
         elif outcome is ReplaceOutcome.UNKNOWN:
             self._send_json(HTTPStatus.NOT_FOUND, {"error": UNKNOWN_ORDER})
         elif outcome is ReplaceOutcome.TOO_LATE:
-            error = f"too late to replace: order is {decision.status}"
+            error = decision.problem or f"too late to replace: order is {decision.status}"
             self._send_json(HTTPStatus.CONFLICT, {"error": error, "status": decision.status})
         elif outcome is ReplaceOutcome.FAILED:
             self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": CONNECTION_NOT_AVAILABLE})

@@ -91,8 +91,11 @@ def refusal(
         return ReplaceDecision(ReplaceOutcome.TOO_LATE, new_id, status=execution.status)
     filled = 0 if execution is None else execution.cum_qty
     if request.quantity <= filled:
-        problem = f"quantity {request.quantity} must be above the {filled} the original order already filled"
-        return ReplaceDecision(ReplaceOutcome.INVALID, new_id, problem=problem)
+        # Too late too: the original filled (in the meantime, as far as the client knew) what the new
+        # total would have left open, as a venue's cancel/replace reject says (FIX CxlRejReason 0).
+        problem = f"too late to replace: order has filled {filled}, not less than the new quantity {request.quantity}"
+        status = "new" if execution is None else execution.status
+        return ReplaceDecision(ReplaceOutcome.TOO_LATE, new_id, problem=problem, status=status)
     return None
 
 
