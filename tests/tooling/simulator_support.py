@@ -389,3 +389,13 @@ def fold(reports: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             done=report["exec_type"] in TERMINAL,
         )
     return states
+
+
+# The per-order and /stats cancel/replace counters, before any replace (test_exchange_sim_replace.py).
+NO_REPLACES = {
+    "replace_requests": 0,
+    "replaced": 0,
+    "replaces_too_late": 0,
+    "replaces_unknown": 0,
+    "replace_failures": 0,
+}

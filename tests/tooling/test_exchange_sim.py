@@ -16,6 +16,7 @@ from devstack.processes import LOOPBACK
 from tests.tooling.simulator_support import (
     CALM,
     HTTP_TIMEOUT_S,
+    NO_REPLACES,
     Simulator,
     at_once,
     new_id,
@@ -34,11 +35,7 @@ NO_COUNTS = {
     "canceled_by_request": 0,
     "cancels_too_late": 0,
     "cancel_failures": 0,
-    "replace_requests": 0,
-    "replaced": 0,
-    "replaces_too_late": 0,
-    "replaces_unknown": 0,
-    "replace_failures": 0,
+    **NO_REPLACES,
     "status_requests": 0,
     "status_failures": 0,
     "lost_answers": 0,
@@ -50,14 +47,6 @@ NO_CANCELS = {
     "cancels_too_late": 0,
     "cancels_unknown": 0,
     "cancel_failures": 0,
-}
-# The /stats totals of cancel/replace (test_exchange_sim_replace.py).
-NO_REPLACES = {
-    "replace_requests": 0,
-    "replaced": 0,
-    "replaces_too_late": 0,
-    "replaces_unknown": 0,
-    "replace_failures": 0,
 }
 # The /stats totals of status queries and of the faults the knobs made.
 NO_STATUS_OR_FAULTS = {

@@ -16,6 +16,7 @@ import requests
 
 from tests.tooling.simulator_support import (
     DEADLINE_S,
+    NO_REPLACES,
     REPORT_FIELDS,
     Simulator,
     configure,
@@ -34,15 +35,6 @@ pytestmark = pytest.mark.integration
 
 # Prices hold still, and no TTL ends a resting order before the test replaces it.
 shared_sim, sim = simulator_fixtures("exchange-replace", price_step_bps=0, limit_ttl_s=None)
-
-# The per-order and /stats replace counters, before any replace.
-NO_REPLACES = {
-    "replace_requests": 0,
-    "replaced": 0,
-    "replaces_too_late": 0,
-    "replaces_unknown": 0,
-    "replace_failures": 0,
-}
 
 
 def replace(sim: Simulator, orig_client_order_id: str, body: dict[str, Any]) -> requests.Response:

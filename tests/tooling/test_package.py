@@ -426,6 +426,7 @@ ORDER_ROUTES = {
     ("/orders", "get"),
     ("/orders/{order_id}", "get"),
     ("/orders/{order_id}", "delete"),
+    ("/orders/{order_id}", "patch"),  # replace
     ("/orders/{order_id}/executions", "get"),
     ("/orders", "delete"),  # cancel all
     ("/orders/by-client-order-id/{client_order_id}", "get"),
