@@ -160,3 +160,19 @@ def websocket_event(
     if body is not None:
         event["body"] = body
     return event
+
+
+def authorize(deployed: DeployedStack, headers: dict[str, str]) -> dict[str, Any]:
+    result = invoke(
+        deployed.client("lambda"),
+        deployed.function_names["api_key_authorizer"],
+        authorizer_event(deployed.api_id, headers),
+    )
+    assert result.function_error is None, result.payload
+    return dict(result.payload)
+
+
+def call_api(deployed: DeployedStack, event: dict[str, Any]) -> tuple[int, Any]:
+    result = invoke(deployed.client("lambda"), deployed.function_names["api_handler"], event)
+    assert result.function_error is None, result.payload
+    return int(result.payload["statusCode"]), json.loads(result.payload["body"])

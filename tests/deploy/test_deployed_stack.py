@@ -20,7 +20,8 @@ from chalicelib.service.accounts import create_api_key, revoke_api_key
 from tests.deploy.support import (
     DeployedStack,
     allowed_context,
-    authorizer_event,
+    authorize,
+    call_api,
     effect_of,
     invoke,
     proxy_event,
@@ -33,22 +34,6 @@ pytestmark = [pytest.mark.deploy, pytest.mark.timeout(420)]
 ISIN = "DE0007164600"
 MISSING_KEY = "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
 INVALID_KEY = "Invalid or revoked API key"
-
-
-def authorize(deployed: DeployedStack, headers: dict[str, str]) -> dict[str, Any]:
-    result = invoke(
-        deployed.client("lambda"),
-        deployed.function_names["api_key_authorizer"],
-        authorizer_event(deployed.api_id, headers),
-    )
-    assert result.function_error is None, result.payload
-    return dict(result.payload)
-
-
-def call_api(deployed: DeployedStack, event: dict[str, Any]) -> tuple[int, Any]:
-    result = invoke(deployed.client("lambda"), deployed.function_names["api_handler"], event)
-    assert result.function_error is None, result.payload
-    return int(result.payload["statusCode"]), json.loads(result.payload["body"])
 
 
 def test_the_stack_has_one_api_stage_and_the_functions_run_the_deployed_configuration(
