@@ -118,9 +118,13 @@ def is_same_replace(stored: Order, original: Order, terms: OrderTerms) -> bool:
 def replacement_rejected(replacement: Order, reason: str, now: datetime) -> Order:
     """The exchange refused the replace, its original done first: the replacement ends rejected (FIX OrdStatus 8).
 
+    Final even for a replacement the client canceled meanwhile (pending_cancel): the exchange
+    checks the replacement's id for a duplicate first, so "too late" says it never took it, and
+    never will (its original stays done); nothing is left for the cancel to ask.
     reason: the exchange's words, kept for operators; clients see TOO_LATE_TO_REPLACE.
     """
-    if not can_transition(replacement.status, OrderStatus.REJECTED) or replacement.replaces is None:
+    refusable = replacement.status in (OrderStatus.PENDING, OrderStatus.PENDING_CANCEL)
+    if not refusable or replacement.replaces is None or not can_transition(replacement.status, OrderStatus.REJECTED):
         raise InvalidTransition(replacement.status, OrderStatus.REJECTED)
     detail = f"{TOO_LATE_TO_REPLACE}: {reason}"
     return dataclasses.replace(

@@ -114,8 +114,9 @@ def _attempt(claimed: Order, attempt: int, dependencies: Dependencies) -> Placem
         # The original was done first: a verdict on the replace, whichever attempt it answers
         # (the duplicate check comes first at the exchange, so an earlier one that got through says so).
         reason = str(too_late)
-        rejected, _ = write_with_retries(repository, claimed, lambda o: _too_late(o, reason, clock()))
-        return _settled_or(PlacementOutcome.REJECTED, rejected)
+        # Unlike a rejection, final also for a replacement the client canceled meanwhile (replacement_rejected).
+        rejected, _ = write_with_retries(repository, claimed, lambda o: replacement_rejected(o, reason, clock()))
+        return PlacementResult(PlacementOutcome.REJECTED, rejected)
     except ExchangeRejected as exc:
         if claimed.attempts > 0:
             # An earlier attempt went unanswered and may have been accepted: a
@@ -229,11 +230,6 @@ def _failed(order: Order, reason: str, now: datetime) -> Order:
     # A pending_cancel order is not failed: the client canceled it, and the
     # cancel request finds out from the exchange whether it was ever placed.
     return order.failed(reason, now) if order.is_pending else order.attempt_failed(reason, now)
-
-
-def _too_late(order: Order, reason: str, now: datetime) -> Order:
-    # As _failed: a replacement the client canceled meanwhile is its cancel request's to settle.
-    return replacement_rejected(order, reason, now) if order.is_pending else order.attempt_failed(reason, now)
 
 
 def _settled_or(outcome: PlacementOutcome, order: Order) -> PlacementResult:

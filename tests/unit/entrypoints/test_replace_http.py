@@ -181,3 +181,21 @@ def test_a_replacement_that_never_reached_the_exchange_fails_and_hands_the_origi
         old = client.http.get(f"/orders/{original['id']}", headers=headers).json_body
     assert new.status is OrderStatus.FAILED
     assert (old["status"], old["replaced_by"]) == ("placed", None)
+
+
+def test_a_replacement_canceled_while_its_replace_was_at_the_exchange_ends_rejected_when_too_late(
+    fakes: Fakes,
+) -> None:
+    exchange = FakeExchange(script=["too_late"])
+    with app_client(fakes) as client:
+        headers = bearer(fakes, "acme")
+        original = placed_order(client, fakes, headers)
+        replacement = patch(client, headers, original["id"], {"quantity": 20}).json_body
+        # The client cancels the replacement while its placement attempt is at the exchange.
+        exchange.during_place.append(lambda: client.http.delete(f"/orders/{replacement['id']}", headers=headers))
+        place(fakes.orders, replacement["id"], exchange, clock=Clock(datetime.now(UTC)))
+        new = client.http.get(f"/orders/{replacement['id']}", headers=headers).json_body
+        old = client.http.get(f"/orders/{original['id']}", headers=headers).json_body
+    # "Too late" is final: nothing is left for the cancel to ask the exchange.
+    assert (new["status"], new["failure_reason"]) == ("rejected", "too late to replace")
+    assert (old["status"], old["replaced_by"]) == ("placed", None)
