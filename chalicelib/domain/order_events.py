@@ -144,10 +144,11 @@ def _fill_steps(
         return []
     reports = _new_fills(before, after, executions)
     fills: list[ExecutionReport | None] = list(reports)
-    # A replacement's first report carries its original's fills (already that order's events): only the
-    # replacement's own fill reports are fills of it.
-    carried = after.replaces is not None and before.filled_quantity == 0
-    if not carried and (not reports or reports[-1].cum_qty < after.filled_quantity):
+    # A replacement's first report (`new`) carries its original's fills, already that order's events:
+    # only what it filled beyond them is its own.
+    carried = _carried_fills(after, executions)
+    beyond_reports = reports[-1].cum_qty if reports else max(before.filled_quantity, carried)
+    if beyond_reports < after.filled_quantity:
         fills.append(None)  # filled further than any stored report says
     if not fills:
         return []
@@ -169,6 +170,13 @@ def _fill_steps(
     else:
         steps.append((OrderEventType.PARTIAL_FILL, _projected(after, passing, last), last))
     return steps
+
+
+def _carried_fills(order: Order, executions: Sequence[ExecutionReport]) -> int:
+    """What a replacement's `new` report says it carried over from its original (0 for any other order)."""
+    if order.replaces is None:
+        return 0
+    return max((r.cum_qty for r in executions if r.exec_type is ExecType.NEW), default=0)
 
 
 def _projected(after: Order, status: OrderStatus, report: ExecutionReport) -> Order:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -110,23 +111,23 @@ def _attempt(claimed: Order, attempt: int, dependencies: Dependencies) -> Placem
     repository, clock = dependencies.orders, dependencies.clock
     try:
         ack = dependencies.exchange.place(claimed)
-    except ReplaceTooLate as too_late:
-        # The original was done first: a verdict on the replace, whichever attempt it answers
-        # (the duplicate check comes first at the exchange, so an earlier one that got through says so).
-        reason = str(too_late)
-        # Unlike a rejection, final also for a replacement the client canceled meanwhile (replacement_rejected).
-        rejected, _ = write_with_retries(repository, claimed, lambda o: replacement_rejected(o, reason, clock()))
-        return PlacementResult(PlacementOutcome.REJECTED, rejected)
     except ExchangeRejected as exc:
+        # The original was done first (too late): unlike other rejections, final also for a
+        # replacement the client canceled meanwhile, which the exchange then never held.
+        too_late = isinstance(exc, ReplaceTooLate)
+        reason = str(exc) if too_late else f"rejected by the exchange: {exc}"
+
+        def refused(order: Order) -> Order:
+            return replacement_rejected(order, reason, clock()) if too_late else _failed(order, reason, clock())
+
         if claimed.attempts > 0:
             # An earlier attempt went unanswered and may have been accepted: a
-            # venue that checks terms before duplicates rejects the copy of a
-            # live order. Its earlier sends can no longer land (their leases
-            # are over), so its status is final now.
-            return _rejected_after_unanswered(claimed, attempt, str(exc), dependencies)
-        rejection = f"rejected by the exchange: {exc}"
-        failed, _ = write_with_retries(repository, claimed, lambda o: _failed(o, rejection, clock()))
-        return _settled_or(PlacementOutcome.REJECTED, failed)
+            # venue that checks terms (or the original) before duplicates
+            # rejects the copy of a live order. Its earlier sends can no longer
+            # land (their leases are over), so its status is final now.
+            return _rejected_after_unanswered(claimed, attempt, refused, dependencies)
+        rejected, _ = write_with_retries(repository, claimed, refused)
+        return _settled_or(PlacementOutcome.REJECTED, rejected)
     except ExchangeUnavailable as exc:
         return _unanswered(claimed, attempt, str(exc), dependencies)
     placed, _ = write_with_retries(repository, claimed, lambda o: o.placed(ack.exchange_order_id, clock()))
@@ -167,20 +168,22 @@ def _unanswered(claimed: Order, attempt: int, error: str, dependencies: Dependen
     return PlacementResult(PlacementOutcome.RETRY, retrying, retry_in_s=delay)
 
 
-def _rejected_after_unanswered(claimed: Order, attempt: int, error: str, dependencies: Dependencies) -> PlacementResult:
+def _rejected_after_unanswered(
+    claimed: Order, attempt: int, refused: Callable[[Order], Order], dependencies: Dependencies
+) -> PlacementResult:
+    """A refusal after unanswered attempts: placed if the exchange holds the order after all, else `refused`."""
     clock = dependencies.clock
     try:
         venue = venue_status(claimed, dependencies)
     except ExchangeUnavailable as exc:
         # Not knowing whether an earlier attempt landed: a guess either way, so
         # this counts as an attempt without an answer (retried, then the verdict).
-        return _unanswered(claimed, attempt, f"rejected ({error}); order status query: {exc}", dependencies)
+        return _unanswered(claimed, attempt, f"rejected; order status query: {exc}", dependencies)
     if venue is not None:
         placed, _ = write_with_retries(dependencies.orders, claimed, lambda o: o.placement_confirmed(venue, clock()))
         return PlacementResult(PlacementOutcome.PLACED, placed)
-    rejection = f"rejected by the exchange: {error}"
-    failed, _ = write_with_retries(dependencies.orders, claimed, lambda o: _failed(o, rejection, clock()))
-    return _settled_or(PlacementOutcome.REJECTED, failed)
+    rejected, _ = write_with_retries(dependencies.orders, claimed, refused)
+    return _settled_or(PlacementOutcome.REJECTED, rejected)
 
 
 def _last_attempt_unanswered(claimed: Order, attempt: int, error: str, dependencies: Dependencies) -> PlacementResult:

@@ -130,7 +130,8 @@ def reconcile_order(
         return Check.DROPPED
     if order.is_terminal and order.status is not OrderStatus.FAILED:
         return Check.SKIPPED
-    if order.status is OrderStatus.PENDING_REPLACE and release_if_replacement_ended(order, dependencies):
+    # pending_replace, or pending_cancel with a replace under way: both name their replacement.
+    if order.replaced_by is not None and release_if_replacement_ended(order, dependencies):
         return Check.REPAIRED
     if order.updated_at > now - settle:
         return Check.SETTLING
@@ -179,7 +180,7 @@ def reconcile_order(
 
 
 def release_if_replacement_ended(original: Order, dependencies: Dependencies) -> bool:
-    """The safety net under release_original: a pending_replace order whose replacement ended without the
+    """The safety net under release_original: an open order naming a replacement that ended without the
     exchange (its release lost: a storage error or a crash after the replacement's last write) works on; True
     if so. The exchange's status cannot tell: it shows the original open, which pending_replace already is."""
     replacement = dependencies.orders.get(original.replaced_by) if original.replaced_by else None

@@ -67,15 +67,18 @@ def replace_order(
     replacement = replacement_for(original, terms, now, correlation_id)
     original.replace_requested(replacement.id, now)  # OrderNotReplaceable before any I/O
     check_order_size(account_id, terms, dependencies)
-    stored = _store(replacement, original, changes, dependencies)
+    result = _store(replacement, original, changes, dependencies)
+    if not result.created:
+        return result  # another request with this key stored it, and asked for its placement
+    stored = result.replacement
     try:
         dependencies.orders_queue.request_placement(stored.id, stored.correlation_id)
     except QueueUnavailable:
         logger.warning("replace message not sent; the pending sweep will send it", extra={"order_id": stored.id})
-    return ReplacedOrder(stored, created=True)
+    return result
 
 
-def _store(replacement: Order, original: Order, changes: TermChanges, dependencies: Dependencies) -> Order:
+def _store(replacement: Order, original: Order, changes: TermChanges, dependencies: Dependencies) -> ReplacedOrder:
     """The one transaction, again on a fresh read of the original if something else wrote it meanwhile."""
     sweep_after = replacement.created_at + dependencies.timings.pending_sweep_after
     current = original
@@ -84,17 +87,17 @@ def _store(replacement: Order, original: Order, changes: TermChanges, dependenci
             stored, _ = dependencies.orders.add_replacement(
                 replacement, current.replace_requested(replacement.id, replacement.created_at), sweep_after
             )
-            return stored
+            return ReplacedOrder(stored, created=True)
         except OrderAlreadyExists:
             return _ours_or_replay(replacement, original, changes, dependencies)
         except ConcurrentModification:
-            # The same request in flight at the same moment (a transaction conflict) is a replay, not a 409.
-            replayed = _replayed(original, changes, dependencies) if changes.client_order_id is not None else None
-            if replayed is not None:
-                return replayed
             reread = dependencies.orders.get(original.id)
             if reread is None:
                 raise OrderNotFound(original.id) from None
+            if reread.replaced_by == replacement.id:
+                # What conflicted was the same replace (this key's request at the same moment, or
+                # our own commit whose answer was lost): a replay, not a 409.
+                return _ours_or_replay(replacement, original, changes, dependencies)
             current = reread
             # A fill may have passed the new quantity, or ended the order.
             replacement_terms(current, changes)
@@ -103,21 +106,24 @@ def _store(replacement: Order, original: Order, changes: TermChanges, dependenci
             found = dependencies.orders.get(replacement.id)
             if found is None or found.created_at != replacement.created_at:
                 raise
-            return found
+            return ReplacedOrder(found, created=True)
     raise ConcurrentModification(original.id)
 
 
-def _ours_or_replay(replacement: Order, original: Order, changes: TermChanges, dependencies: Dependencies) -> Order:
+def _ours_or_replay(
+    replacement: Order, original: Order, changes: TermChanges, dependencies: Dependencies
+) -> ReplacedOrder:
     """The replacement's id is taken: our own commit whose answer was lost, or a concurrent request with the key."""
     existing = dependencies.orders.get(replacement.id)
     if existing is None:
-        raise StorageUnavailable(f"replacement {replacement.id} vanished")
+        raise StorageUnavailable(f"replacement {replacement.id} not readable")
     if existing.created_at == replacement.created_at and existing.correlation_id == replacement.correlation_id:
-        return existing  # ours (created_at is this request's clock reading, to the microsecond)
+        # Ours: created_at is this request's clock reading, to the microsecond.
+        return ReplacedOrder(existing, created=True)
     replayed = _replayed(original, changes, dependencies)
     if replayed is None:
         raise IdempotencyConflict(f"client_order_id {changes.client_order_id!r} is in use")
-    return replayed
+    return ReplacedOrder(replayed, created=False)
 
 
 def _replayed(original: Order, changes: TermChanges, dependencies: Dependencies) -> Order | None:
@@ -126,7 +132,8 @@ def _replayed(original: Order, changes: TermChanges, dependencies: Dependencies)
     Compared on the terms alone, not on what the original filled since: a
     retry after fills must still get its replacement back.
     """
-    assert changes.client_order_id is not None
+    if changes.client_order_id is None:
+        return None
     existing = dependencies.orders.get(order_id_for_client_key(original.account_id, changes.client_order_id))
     if existing is None:
         return None

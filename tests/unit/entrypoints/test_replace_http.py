@@ -199,3 +199,21 @@ def test_a_replacement_canceled_while_its_replace_was_at_the_exchange_ends_rejec
     # "Too late" is final: nothing is left for the cancel to ask the exchange.
     assert (new["status"], new["failure_reason"]) == ("rejected", "too late to replace")
     assert (old["status"], old["replaced_by"]) == ("placed", None)
+
+
+def test_too_late_after_an_unanswered_attempt_asks_the_exchange_which_holds_the_replacement(fakes: Fakes) -> None:
+    # The first attempt got through and its answer was lost; a venue that checks the original before
+    # duplicates then answers the retry "too late": the exchange's status of the replacement decides.
+    exchange = FakeExchange(script=["lost", "too_late"])
+    with app_client(fakes) as client:
+        headers = bearer(fakes, "acme")
+        original = placed_order(client, fakes, headers)
+        replacement = patch(client, headers, original["id"], {"quantity": 20}).json_body
+        clock = Clock(datetime.now(UTC))
+        place(fakes.orders, replacement["id"], exchange, receive_count=1, clock=clock)
+        clock.now += timedelta(hours=1)
+        result = place(fakes.orders, replacement["id"], exchange, receive_count=2, clock=clock)
+        old = client.http.get(f"/orders/{original['id']}", headers=headers).json_body
+    assert result.order is not None and result.order.status is OrderStatus.PLACED
+    assert exchange.status_calls == [replacement["id"]]
+    assert (old["status"], old["replaced_by"]) == ("pending_replace", replacement["id"])

@@ -45,6 +45,18 @@ def test_the_reconciler_frees_an_original_whose_replacement_ended_and_whose_rele
     assert checks[Check.REPAIRED] == 1
 
 
+def test_the_reconciler_frees_a_pending_cancel_original_of_an_ended_replacement_too() -> None:
+    fakes = Fakes(clock=lambda: T0 + timedelta(minutes=5))
+    original_id, replacement_id = pending_replace(fakes)
+    fakes.orders.update(fakes.orders.orders[original_id].cancel_requested(T0), sweep_after=None)
+    fakes.orders.update(fakes.orders.orders[replacement_id].cancel_requested(T0), sweep_after=None)
+    fakes.exchange = FakeExchange()
+    fakes.exchange.accepted[original_id] = "X1"
+    reconcile_orders(fakes.dependencies(), limit=100, failed_window=timedelta(hours=1))
+    original = fakes.orders.orders[original_id]
+    assert (original.status, original.replaced_by) == (OrderStatus.PENDING_CANCEL, None)
+
+
 def test_the_reconciler_leaves_a_replace_in_flight_alone() -> None:
     fakes = Fakes(clock=lambda: T0 + timedelta(minutes=5))
     original_id, replacement_id = pending_replace(fakes)
@@ -86,3 +98,7 @@ def test_a_replacements_carried_fills_are_not_announced_again() -> None:
     assert after.filled_quantity == 4
     events = derive_events(OrderChange(before, after), [new])
     assert [event.type for event in events] == [OrderEventType.PLACED]
+    # Filled beyond what it carried, its report not stored (the reconciler's repair): that is its own fill.
+    repaired = dataclasses.replace(after, filled_quantity=7, version=after.version + 1)
+    events = derive_events(OrderChange(before, repaired), [new])
+    assert (events[0].type, events[0].order.filled_quantity) == (OrderEventType.PARTIAL_FILL, 7)
