@@ -105,11 +105,6 @@ class ReopenPolicy:
 
     def refusal(self, order: Order, age: timedelta) -> str | None:
         """Why this failed order must not be reopened, or None."""
-        if order.replaces is not None:
-            return (
-                f"refused: a replacement of order {order.replaces}, whose client was told the replace failed and"
-                " which works on as it was; a new replace is the client's to send"
-            )
         if age > self.max_age:
             return (
                 f"refused: created {_rough(age)} ago, older than"
@@ -139,7 +134,7 @@ _FAILURES = (BotoCoreError, ClientError, StorageUnavailable, QueueUnavailable, R
 class Action(StrEnum):
     REOPENED = "reopened"  # a failed order made pending and sent to the orders queue; message deleted
     REDRIVEN = "redriven"  # execution records put back on the stream; message deleted
-    DISCARDED = "discarded"  # nothing left to do (e.g. the order is no longer failed); message deleted
+    DISCARDED = "discarded"  # nothing left to do (no longer failed, a failed replacement); message deleted
     KEPT = "kept"  # cannot be redriven (yet); the message stays for a person to look at
     REFUSED = "refused"  # too old, or a market or stop order not named: the message stays, the order stays failed
     ERROR = "error"  # an AWS call failed; the message stays and the next run tries again
@@ -272,6 +267,12 @@ class PlacementRedrive:
             return Decision(
                 Action.DISCARDED, f"order is {order.status.value}, not failed: nothing to redrive", order_id
             )
+        if order.replaces is not None:
+            # Final (Order.reopened refuses it): its original was handed back and may have another
+            # replace under way, which this one would race at the exchange. Kept, it would be refused on
+            # every run; a new replace is the client's to send.
+            detail = f"a failed replacement of order {order.replaces}, which works on: never redriven"
+            return Decision(Action.DISCARDED, detail, order_id)
         if order_id in self.reopened:
             # Reopened earlier in this run and failed again already: the
             # exchange is still down. Leave it for the next run.

@@ -77,6 +77,17 @@ def test_a_recent_limit_order_is_reopened_and_records_who_and_when(repo: FakeRep
     assert queue.sent == [order.id]
 
 
+def test_a_failed_replacement_is_discarded_never_reopened(repo: FakeRepository, queue: FakeQueue) -> None:
+    original = failed_order(repo, created_ago=timedelta(hours=1))
+    replacement = dataclasses.replace(failed_order(repo), replaces=original.id)
+    repo.orders[replacement.id] = replacement
+    action, detail = decide(repo, queue, replacement, ReopenPolicy(operator="alice"))
+    assert action is Action.DISCARDED
+    assert f"a failed replacement of order {original.id}" in detail
+    assert repo.orders[replacement.id].status is OrderStatus.FAILED
+    assert queue.sent == []
+
+
 def test_an_order_older_than_the_max_age_is_refused_with_its_reason(repo: FakeRepository, queue: FakeQueue) -> None:
     order = failed_order(repo, created_ago=DEFAULT_MAX_AGE + timedelta(minutes=1))
     action, detail = decide(repo, queue, order, ReopenPolicy(operator="alice"))
