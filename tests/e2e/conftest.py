@@ -15,6 +15,22 @@ from devstack.stack import LocalStack, local_stack
 from tests.e2e.helpers import E2E_SETTINGS, EXCHANGE_DEFAULTS, Exchange
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules that set RUN_LAST = True run after every other test of the session.
+
+    test_replace_races.py does: on moto 5.2.5 a canceled TransactWriteItems puts back
+    deep copies of its tables taken before it ran (moto/dynamodb/models/__init__.py,
+    transact_write_items), losing any write another thread made meanwhile, and with it
+    the stream records, so the stack's DynamoDB Streams poller falls behind for good and
+    later tests never see their order events. That race test cancels transactions under
+    load on purpose. Real DynamoDB has no such thing; the lasting fix is a devstack patch
+    serializing moto's writes with its transactions (issue 17's closing note).
+    """
+    last = [item for item in items if getattr(getattr(item, "module", None), "RUN_LAST", False)]
+    if last:
+        items[:] = [item for item in items if item not in last] + last
+
+
 @pytest.fixture(scope="session")
 def stack(aws_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     log_path = Path(tmp_path_factory.mktemp("e2e")) / "stack.log"

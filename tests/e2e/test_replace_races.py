@@ -25,6 +25,9 @@ from tests.polling import wait_until
 
 # moto_only: the whole order path is the same on LocalStack (test_replace runs there); this is volume.
 pytestmark = [pytest.mark.e2e, pytest.mark.moto_only]
+# After every other test (tests/e2e/conftest.py): moto's canceled transactions can cost the stack's
+# stream poller its place, and later tests their order events.
+RUN_LAST = True
 
 ISIN = "IT0003132476"
 ORDERS = 16
